@@ -1,0 +1,13 @@
+//! Shared between the XDP program (`lb-ebpf`) and the controller (`lb-userspace`):
+//! the BPF map layouts, the flow hash and the Maglev table builder.
+//!
+//! `no_std` so the eBPF side can use it; everything here is unit-tested on the host.
+#![no_std]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod hash;
+#[cfg(feature = "alloc")]
+pub mod maglev;
+pub mod maps;
