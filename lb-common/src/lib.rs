@@ -1,5 +1,6 @@
 //! Shared between the XDP program (`lb-ebpf`) and the controller (`lb-userspace`):
-//! the BPF map layouts, the flow hash and the Maglev table builder.
+//! the BPF map layouts, the flow hash, and the Maglev table and round-robin ring
+//! builders.
 //!
 //! `no_std` so the eBPF side can use it; everything here is unit-tested on the host.
 #![no_std]
@@ -11,3 +12,5 @@ pub mod hash;
 #[cfg(feature = "alloc")]
 pub mod maglev;
 pub mod maps;
+#[cfg(feature = "alloc")]
+pub mod ring;
