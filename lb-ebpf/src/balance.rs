@@ -1,0 +1,250 @@
+//! The per-packet decision of `lb_xdp`: parse the headers, match a service,
+//! keep or pick the flow's backend, rewrite the MACs and forward.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
+use lb_common::{
+    hash::flow_hash,
+    maps::{
+        backend_state, Backend, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey, IPPROTO_TCP,
+        IPPROTO_UDP,
+    },
+};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+
+use crate::{
+    maps::{BACKENDS, BACKEND_STATS, FLOWS, RR_CURSOR, SCHED_TABLE, SERVICES, SERVICE_STATS, VIPS},
+    packet, stats,
+};
+
+/// IPv4 "more fragments" flag in the flags/offset field (host order).
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+/// IPv4 fragment offset mask in the flags/offset field (host order).
+const IPV4_FRAGMENT_OFFSET: u16 = 0x1fff;
+/// Smallest valid TCP data offset, in 32-bit words.
+const TCP_MIN_DATA_OFFSET: u16 = 5;
+
+/// What `lb_xdp` does with a packet.
+pub enum Verdict {
+    /// Sent on to a backend; the XDP action (`XDP_TX`, or what
+    /// `bpf_redirect` returned).
+    Forward(u32),
+    /// Handed to the kernel untouched.
+    Pass(Reason),
+    /// Dropped.
+    Drop(Reason),
+}
+
+impl Verdict {
+    /// The XDP action the program returns.
+    #[inline(always)]
+    pub fn action(&self) -> u32 {
+        match self {
+            Verdict::Forward(action) => *action,
+            Verdict::Pass(_) => xdp_action::XDP_PASS,
+            Verdict::Drop(_) => xdp_action::XDP_DROP,
+        }
+    }
+
+    /// Why the packet was passed or dropped, if it was.
+    #[inline(always)]
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Verdict::Forward(_) => None,
+            Verdict::Pass(reason) | Verdict::Drop(reason) => Some(*reason),
+        }
+    }
+}
+
+/// A TCP or UDP packet addressed to a VIP, headers validated.
+struct Packet {
+    /// The frame's Ethernet header.
+    eth: packet::Ethernet,
+    /// The 5-tuple, fields in network byte order.
+    flow: FlowKey,
+    /// Frame length in bytes.
+    frame_len: usize,
+}
+
+/// Decides what to do with the frame in `ctx`, rewriting it when it is forwarded.
+#[inline(always)]
+pub fn balance(ctx: &XdpContext) -> Verdict {
+    let packet = match parse(ctx) {
+        Ok(packet) => packet,
+        Err(verdict) => return verdict,
+    };
+    let service_key = ServiceKey {
+        vip: packet.flow.dst_ip,
+        port: packet.flow.dst_port,
+        proto: packet.flow.proto,
+        _pad: 0,
+    };
+    let Some(service) = SERVICES.get_ptr(service_key) else {
+        return Verdict::Pass(Reason::NotService);
+    };
+    // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
+    let service = unsafe { service.read() };
+
+    let (backend_id, backend, new_flow) = match established_backend(&packet.flow) {
+        Some((backend_id, backend)) => (backend_id, backend, false),
+        None => match schedule(&service, &packet.flow) {
+            Ok((backend_id, backend)) => {
+                // An LRU insert only fails on allocation failure; the packet is
+                // still forwarded and the next one is scheduled again.
+                let _ = FLOWS.insert(packet.flow, Flow { backend_id }, 0);
+                (backend_id, backend, true)
+            }
+            Err(verdict) => return verdict,
+        },
+    };
+
+    let bytes = packet.frame_len as u64;
+    stats::count_traffic(&SERVICE_STATS, service.id, bytes, new_flow);
+    stats::count_traffic(&BACKEND_STATS, backend_id, bytes, new_flow);
+    forward(ctx, packet.eth, &backend)
+}
+
+/// Parses Ethernet → IPv4 → TCP/UDP. Everything that is not a well-formed,
+/// unfragmented TCP/UDP packet to a VIP comes back as the verdict to return.
+#[inline(always)]
+fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
+    let eth = packet::ethernet(ctx).ok_or(Verdict::Pass(Reason::ShortEthernet))?;
+    if eth.ether_type() != EtherType::Ipv4 as u16 {
+        return Err(Verdict::Pass(Reason::NotIpv4));
+    }
+    let ip = packet::header::<Ipv4Hdr>(ctx, EthHdr::LEN).ok_or(Verdict::Pass(Reason::ShortIpv4))?;
+    let dst_ip = u32::from_ne_bytes(ip.dst_addr);
+    if VIPS.get_ptr(dst_ip).is_none() {
+        return Err(Verdict::Pass(Reason::NotService));
+    }
+
+    // Addressed to a VIP: from here on, malformed means dropped.
+    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    if header_len < Ipv4Hdr::LEN {
+        return Err(Verdict::Drop(Reason::BadIhl));
+    }
+    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    let frame_len = packet::frame_len(ctx);
+    if total_len < header_len || EthHdr::LEN + total_len > frame_len {
+        return Err(Verdict::Drop(Reason::BadTotalLength));
+    }
+    if u16::from_be_bytes(ip.frags) & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET) != 0 {
+        return Err(Verdict::Drop(Reason::Fragment));
+    }
+
+    let l4_offset = EthHdr::LEN + header_len;
+    let l4_len = total_len - header_len;
+    let (src_port, dst_port) = match ip.proto {
+        IPPROTO_TCP => tcp_ports(ctx, l4_offset, l4_len)?,
+        IPPROTO_UDP => udp_ports(ctx, l4_offset, l4_len)?,
+        _ => return Err(Verdict::Pass(Reason::NotService)),
+    };
+    // `..Default::default()` zeroes the padding without the out-of-line
+    // `memset` call that a `[0; 3]` literal compiles to.
+    let flow = FlowKey {
+        src_ip: u32::from_ne_bytes(ip.src_addr),
+        dst_ip,
+        src_port,
+        dst_port,
+        proto: ip.proto,
+        ..Default::default()
+    };
+    Ok(Packet {
+        eth,
+        flow,
+        frame_len,
+    })
+}
+
+/// Source and destination ports (network order) of the TCP header at
+/// `offset`, whose IP payload is `l4_len` bytes.
+#[inline(always)]
+fn tcp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16), Verdict> {
+    let truncated = Verdict::Drop(Reason::ShortL4);
+    if l4_len < TcpHdr::LEN {
+        return Err(truncated);
+    }
+    let tcp = packet::header::<TcpHdr>(ctx, offset).ok_or(truncated)?;
+    let data_offset = tcp.doff();
+    if data_offset < TCP_MIN_DATA_OFFSET || usize::from(data_offset) * 4 > l4_len {
+        return Err(Verdict::Drop(Reason::ShortL4));
+    }
+    Ok((u16::from_ne_bytes(tcp.source), u16::from_ne_bytes(tcp.dest)))
+}
+
+/// Source and destination ports (network order) of the UDP header at
+/// `offset`, whose IP payload is `l4_len` bytes.
+#[inline(always)]
+fn udp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16), Verdict> {
+    let truncated = Verdict::Drop(Reason::ShortL4);
+    if l4_len < UdpHdr::LEN {
+        return Err(truncated);
+    }
+    let udp = packet::header::<UdpHdr>(ctx, offset).ok_or(truncated)?;
+    Ok((u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst)))
+}
+
+/// The backend of an established flow, if it still serves it (up or draining).
+#[inline(always)]
+fn established_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
+    let entry = FLOWS.get_ptr(flow)?;
+    // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
+    let backend_id = unsafe { (*entry).backend_id };
+    let backend = *BACKENDS.get(backend_id)?;
+    let serving = backend.state == backend_state::UP || backend.state == backend_state::DRAINING;
+    serving.then_some((backend_id, backend))
+}
+
+/// Picks the backend of a new flow with the service's scheduler.
+#[inline(always)]
+fn schedule(service: &Service, flow: &FlowKey) -> Result<(u32, Backend), Verdict> {
+    if service.table_len == 0 {
+        return Err(Verdict::Pass(Reason::NoBackend));
+    }
+    let bad_backend = Verdict::Drop(Reason::BadBackend);
+    let slot = if service.scheduler == Scheduler::RoundRobin as u8 {
+        next_round_robin_slot(service).ok_or(bad_backend)?
+    } else {
+        flow_hash(flow) % service.table_len
+    };
+    let backend_id = *SCHED_TABLE
+        .get(service.table_base.wrapping_add(slot))
+        .ok_or(Verdict::Drop(Reason::BadBackend))?;
+    match BACKENDS.get(backend_id) {
+        Some(backend) if backend.state == backend_state::UP => Ok((backend_id, *backend)),
+        // The controller published a table naming a backend that does not
+        // serve: an inconsistent table, never forward on it.
+        _ => Err(Verdict::Drop(Reason::BadBackend)),
+    }
+}
+
+/// This CPU's next round-robin slot for `service`, advancing its cursor.
+#[inline(always)]
+fn next_round_robin_slot(service: &Service) -> Option<u32> {
+    let cursor = RR_CURSOR.get_ptr_mut(service.id)?;
+    // SAFETY: a per-CPU map value, valid during this run and used by this CPU only.
+    let next = unsafe { *cursor };
+    // The ring may have shrunk since the cursor was last advanced.
+    let slot = if next < service.table_len { next } else { 0 };
+    // SAFETY: as above.
+    unsafe { *cursor = slot + 1 };
+    Some(slot)
+}
+
+/// Rewrites the MACs for `backend` and sends the frame out: back through the
+/// ingress interface, or redirected to the backend's interface.
+#[inline(always)]
+fn forward(ctx: &XdpContext, eth: packet::Ethernet, backend: &Backend) -> Verdict {
+    eth.set_macs(backend.mac, backend.src_mac);
+    if backend.ifindex as usize == ctx.ingress_ifindex() {
+        Verdict::Forward(xdp_action::XDP_TX)
+    } else {
+        // SAFETY: a helper call with plain integer arguments; flags 0 is valid.
+        let action = unsafe { bpf_redirect(backend.ifindex, 0) };
+        Verdict::Forward(action as u32)
+    }
+}

@@ -1,0 +1,59 @@
+//! The XDP programs of the load balancer: `lb_xdp` (the data path) and two
+//! benchmark floors, `xdp_pass` and `xdp_mac_swap`.
+//!
+//! Program and map names are the contract in `lb_common::maps`; the per-packet
+//! logic lives in [`balance`], header access in [`packet`], counters in
+//! [`stats`], the MAC-swap floor in [`mac_swap`].
+//!
+//! Built by `cargo xtask build`, which runs (from `lb-ebpf/`):
+//! `RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C debuginfo=2 -C link-arg=--btf"
+//! cargo build --release --target bpfel-unknown-none --target-dir ../target`
+//! (or `-Z build-std=core` on a nightly toolchain with `rust-src`).
+#![no_std]
+#![no_main]
+
+mod balance;
+mod mac_swap;
+mod maps;
+mod packet;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+/// The load balancer: forwards packets addressed to a virtual service to a
+/// backend, passes everything else to the kernel, drops malformed packets and
+/// fragments addressed to a VIP. Counts every packet by action and reason.
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    let verdict = balance::balance(&ctx);
+    stats::count_verdict(&verdict);
+    verdict.action()
+}
+
+/// Returns `XDP_PASS`: the benchmark's "do nothing" floor, and the program the
+/// lab attaches to the peer of an LB veth so that `XDP_TX` frames are accepted.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Parses Ethernet/IPv4/TCP with bounds checks, swaps the MACs and bounces the
+/// frame with `XDP_TX`: the benchmark's "minimal useful work" floor.
+#[xdp]
+pub fn xdp_mac_swap(ctx: XdpContext) -> u32 {
+    mac_swap::bounce(&ctx)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program with a reachable panic path, so this is
+    // never executed; it only satisfies `no_std`.
+    loop {}
+}
+
+/// The kernel requires a GPL-compatible license for the helpers we call
+/// (`bpf_redirect`).
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,58 @@
+//! The BPF maps, named and laid out as in `lb_common::maps`.
+//!
+//! Sizes are compile-time defaults; the controller overrides every one of them
+//! at load time (`EbpfLoader::set_max_entries`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::maps::{
+    defaults, Backend, Counters, Flow, FlowKey, Reason, Service, ServiceKey, XDP_ACTION_COUNT,
+};
+
+/// The virtual services, by (VIP, port, protocol).
+#[map]
+pub static SERVICES: HashMap<ServiceKey, Service> =
+    HashMap::with_max_entries(defaults::MAX_SERVICES, 0);
+
+/// Number of services per VIP: tells "addressed to us" from "not ours".
+#[map]
+pub static VIPS: HashMap<u32, u32> = HashMap::with_max_entries(defaults::MAX_SERVICES, 0);
+
+/// Backends by id.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(defaults::MAX_BACKENDS, 0);
+
+/// Backend ids: each service's Maglev table or round-robin ring, two halves per
+/// service.
+#[map]
+pub static SCHED_TABLE: Array<u32> =
+    Array::with_max_entries(defaults::MAX_SERVICES * 2 * defaults::MAGLEV_TABLE_SIZE, 0);
+
+/// Per-CPU round-robin position of each service: the next slot to use.
+#[map]
+pub static RR_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(defaults::MAX_SERVICES, 0);
+
+/// Established flows and their backend.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, Flow> =
+    LruHashMap::with_max_entries(defaults::FLOW_TABLE_SIZE, 0);
+
+/// Traffic counters per service id.
+#[map]
+pub static SERVICE_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(defaults::MAX_SERVICES, 0);
+
+/// Traffic counters per backend id.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(defaults::MAX_BACKENDS, 0);
+
+/// Packets per XDP action.
+#[map]
+pub static ACTION_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(XDP_ACTION_COUNT, 0);
+
+/// Passed or dropped packets per [`Reason`].
+#[map]
+pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);

@@ -1,0 +1,92 @@
+//! Bounds-checked access to the frame: every header read and write of the
+//! programs goes through here, after one comparison against `data_end` per
+//! header (the check the verifier needs before any access).
+
+use core::{
+    mem::{align_of, size_of},
+    ptr::{addr_of, addr_of_mut},
+};
+
+use aya_ebpf::programs::XdpContext;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+
+/// Headers that can be viewed in place as `&Self`: byte-aligned and made of
+/// byte arrays only, so any address and any bit pattern is valid.
+pub trait ByteHeader {}
+impl ByteHeader for Ipv4Hdr {}
+impl ByteHeader for TcpHdr {}
+impl ByteHeader for UdpHdr {}
+
+/// Address of a `T` at `offset` bytes into the frame, or `None` when the frame
+/// is too short to hold it entirely.
+#[inline(always)]
+fn checked_ptr<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// The header `T` at `offset` bytes into the frame, read in place, or `None`
+/// when the frame is too short to hold it.
+#[inline(always)]
+pub fn header<T: ByteHeader>(ctx: &XdpContext, offset: usize) -> Option<&T> {
+    const { assert!(align_of::<T>() == 1, "a ByteHeader must be byte-aligned") };
+    let ptr = checked_ptr::<T>(ctx, offset)?;
+    // SAFETY: the bytes are inside the frame, which outlives `ctx`; `T` is byte-aligned
+    // and valid for any bit pattern (`ByteHeader`); the programs never write these bytes.
+    Some(unsafe { &*ptr })
+}
+
+/// Length of the frame in bytes.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+/// The frame's Ethernet header, bounds-checked; created by [`ethernet`] only.
+/// Stays valid for the whole run: the programs never resize the frame.
+#[derive(Clone, Copy)]
+pub struct Ethernet {
+    header: *mut EthHdr,
+}
+
+/// The Ethernet header of the frame, or `None` when the frame is shorter.
+#[inline(always)]
+pub fn ethernet(ctx: &XdpContext) -> Option<Ethernet> {
+    checked_ptr::<EthHdr>(ctx, 0).map(|header| Ethernet { header })
+}
+
+impl Ethernet {
+    /// The EtherType as it appears in the frame (network byte order).
+    #[inline(always)]
+    pub fn ether_type(&self) -> u16 {
+        // SAFETY: `ethernet` checked that the header lies inside the frame.
+        unsafe { addr_of!((*self.header).ether_type).read_unaligned() }
+    }
+
+    /// Destination and source MAC addresses.
+    #[inline(always)]
+    pub fn macs(&self) -> ([u8; 6], [u8; 6]) {
+        // SAFETY: `ethernet` checked that the header lies inside the frame.
+        unsafe {
+            (
+                addr_of!((*self.header).dst_addr).read_unaligned(),
+                addr_of!((*self.header).src_addr).read_unaligned(),
+            )
+        }
+    }
+
+    /// Rewrites the destination and source MAC addresses.
+    #[inline(always)]
+    pub fn set_macs(&self, dst: [u8; 6], src: [u8; 6]) {
+        // SAFETY: `ethernet` checked that the header lies inside the frame, and the
+        // frame is writable in XDP.
+        unsafe {
+            addr_of_mut!((*self.header).dst_addr).write_unaligned(dst);
+            addr_of_mut!((*self.header).src_addr).write_unaligned(src);
+        }
+    }
+}

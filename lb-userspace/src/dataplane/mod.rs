@@ -1,0 +1,454 @@
+//! The XDP data path seen from userspace, and the only module that touches aya:
+//! loads the embedded eBPF object, attaches `lb_xdp`, writes services and
+//! backends into the maps and reads the counters back.
+//!
+//! Map layouts and names are the contract in [`lb_common::maps`].
+
+mod error;
+mod services;
+mod test_run;
+
+use std::fmt;
+
+use aya::{
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use lb_common::maps::{
+    defaults, names, programs, Backend, Counters, Flow, FlowKey, Reason, Scheduler, Service,
+    ServiceKey, XDP_ACTION_COUNT,
+};
+
+pub use error::DataplaneError;
+pub use test_run::{TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
+
+use services::ServiceRegistry;
+
+/// The compiled eBPF object (path chosen by `build.rs`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LB_EBPF_OBJECT"));
+
+/// The programs loaded into the kernel by [`Dataplane::load`].
+const PROGRAMS: [&str; 3] = [programs::LB, programs::PASS, programs::MAC_SWAP];
+
+/// Map sizes, fixed when the object is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Capacity of the LRU flow table (`FLOWS`).
+    pub flow_table_size: u32,
+    /// Number of services, and so the range of service ids.
+    pub max_services: u32,
+    /// Number of backends, and so the range of backend ids.
+    pub max_backends: u32,
+    /// Slots per scheduling table half (M; a prime for Maglev).
+    pub table_size: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            flow_table_size: defaults::FLOW_TABLE_SIZE,
+            max_services: defaults::MAX_SERVICES,
+            max_backends: defaults::MAX_BACKENDS,
+            table_size: defaults::MAGLEV_TABLE_SIZE,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Entries of `SCHED_TABLE`: two halves of `table_size` slots per service.
+    fn sched_table_entries(&self) -> Result<u32, DataplaneError> {
+        for (option, value) in [
+            ("flow_table_size", self.flow_table_size),
+            ("max_services", self.max_services),
+            ("max_backends", self.max_backends),
+            ("table_size", self.table_size),
+        ] {
+            if value == 0 {
+                return Err(DataplaneError::InvalidOption {
+                    option,
+                    value: 0,
+                    reason: "must be at least 1",
+                });
+            }
+        }
+        self.max_services
+            .checked_mul(2)
+            .and_then(|entries| entries.checked_mul(self.table_size))
+            .ok_or(DataplaneError::InvalidOption {
+                option: "table_size",
+                value: u64::from(self.table_size),
+                reason: "max_services * 2 * table_size overflows a u32 map size",
+            })
+    }
+}
+
+/// How a program ended up attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native XDP, run by the driver.
+    Driver,
+    /// Generic XDP, run by the kernel's network stack (slower).
+    Generic,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Driver => "driver",
+            AttachMode::Generic => "generic",
+        })
+    }
+}
+
+/// A program attached to an interface.
+#[derive(Debug)]
+struct Attachment {
+    program: &'static str,
+    interface: String,
+    link: XdpLinkId,
+}
+
+/// The loaded data path: programs, maps, attachments and the bookkeeping of
+/// published services. Dropping it detaches every program and frees the maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    options: LoadOptions,
+    services: HashMap<MapData, ServiceKey, Service>,
+    vips: HashMap<MapData, u32, u32>,
+    backends: Array<MapData, Backend>,
+    sched_table: Array<MapData, u32>,
+    flows: HashMap<MapData, FlowKey, Flow>,
+    service_stats: PerCpuArray<MapData, Counters>,
+    backend_stats: PerCpuArray<MapData, Counters>,
+    action_stats: PerCpuArray<MapData, u64>,
+    reason_stats: PerCpuArray<MapData, u64>,
+    registry: ServiceRegistry,
+    attachments: Vec<Attachment>,
+}
+
+impl Dataplane {
+    /// Loads the embedded eBPF object with maps sized by `options` and loads
+    /// (verifies) `lb_xdp`, `xdp_pass` and `xdp_mac_swap` into the kernel.
+    pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
+        let sched_table_entries = options.sched_table_entries()?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::FLOWS, options.flow_table_size)
+            .map_max_entries(names::SERVICES, options.max_services)
+            .map_max_entries(names::VIPS, options.max_services)
+            .map_max_entries(names::SERVICE_STATS, options.max_services)
+            .map_max_entries(names::RR_CURSOR, options.max_services)
+            .map_max_entries(names::BACKENDS, options.max_backends)
+            .map_max_entries(names::BACKEND_STATS, options.max_backends)
+            .map_max_entries(names::SCHED_TABLE, sched_table_entries)
+            .load(EBPF_OBJECT)
+            .map_err(|error| DataplaneError::Load(Box::new(error)))?;
+        for program in PROGRAMS {
+            xdp_program_mut(&mut ebpf, program)?
+                .load()
+                .map_err(|source| DataplaneError::ProgramLoad {
+                    program,
+                    source: Box::new(source),
+                })?;
+        }
+        tracing::debug!(?options, "eBPF programs loaded");
+        Ok(Self {
+            services: take_map(&mut ebpf, names::SERVICES)?,
+            vips: take_map(&mut ebpf, names::VIPS)?,
+            backends: take_map(&mut ebpf, names::BACKENDS)?,
+            sched_table: take_map(&mut ebpf, names::SCHED_TABLE)?,
+            flows: take_map(&mut ebpf, names::FLOWS)?,
+            service_stats: take_map(&mut ebpf, names::SERVICE_STATS)?,
+            backend_stats: take_map(&mut ebpf, names::BACKEND_STATS)?,
+            action_stats: take_map(&mut ebpf, names::ACTION_STATS)?,
+            reason_stats: take_map(&mut ebpf, names::REASON_STATS)?,
+            registry: ServiceRegistry::new(options.table_size, options.max_services),
+            options: *options,
+            attachments: Vec::new(),
+            ebpf,
+        })
+    }
+
+    /// The sizes the maps were created with.
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
+    }
+
+    /// Attaches the load balancer (`lb_xdp`) to `interface`: in driver mode,
+    /// or in generic mode (with a warning) when driver mode is refused.
+    pub fn attach(&mut self, interface: &str) -> Result<AttachMode, DataplaneError> {
+        self.attach_program(programs::LB, interface)
+    }
+
+    /// Attaches one of the object's programs (see [`lb_common::maps::programs`])
+    /// to `interface`, like [`Dataplane::attach`]. The lab uses it to put
+    /// `xdp_pass` on the peer of an LB veth.
+    pub fn attach_program(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+    ) -> Result<AttachMode, DataplaneError> {
+        let xdp = xdp_program_mut(&mut self.ebpf, program)?;
+        let (link, mode) = match xdp.attach(interface, XdpMode::Driver) {
+            Ok(link) => (link, AttachMode::Driver),
+            Err(ProgramError::UnknownInterface { name }) => {
+                return Err(DataplaneError::UnknownInterface(name))
+            }
+            Err(driver_error) => {
+                let link = xdp.attach(interface, XdpMode::Skb).map_err(|source| {
+                    DataplaneError::Attach {
+                        program,
+                        interface: interface.to_owned(),
+                        driver_error: driver_error.to_string(),
+                        source: Box::new(source),
+                    }
+                })?;
+                tracing::warn!(
+                    program,
+                    interface,
+                    error = %driver_error,
+                    "driver-mode XDP unavailable, attached in generic mode (slower)"
+                );
+                (link, AttachMode::Generic)
+            }
+        };
+        tracing::info!(program, interface, %mode, "XDP program attached");
+        self.attachments.push(Attachment {
+            program,
+            interface: interface.to_owned(),
+            link,
+        });
+        Ok(mode)
+    }
+
+    /// Detaches every attached program. Also done when the dataplane is dropped.
+    pub fn detach(&mut self) {
+        for Attachment {
+            program,
+            interface,
+            link,
+        } in std::mem::take(&mut self.attachments)
+        {
+            let result = xdp_program_mut(&mut self.ebpf, program).and_then(|xdp| {
+                xdp.detach(link).map_err(|source| DataplaneError::Detach {
+                    program,
+                    interface: interface.clone(),
+                    source: Box::new(source),
+                })
+            });
+            match result {
+                Ok(()) => tracing::info!(program, interface, "XDP program detached"),
+                Err(error) => tracing::warn!(program, interface, %error, "detaching XDP program"),
+            }
+        }
+    }
+
+    /// Writes backend `id`. Its `state` decides whether established flows
+    /// stay on it (up, draining) and whether tables may name it (up).
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        if id >= self.options.max_backends {
+            return Err(DataplaneError::BackendIdOutOfRange {
+                id,
+                max: self.options.max_backends,
+            });
+        }
+        self.backends
+            .set(id, backend, 0)
+            .map_err(map_error(names::BACKENDS))
+    }
+
+    /// Publishes service `key` with id `id`, `scheduler` and its table:
+    /// backend ids of the Maglev table (`slots[hash % len]`) or of the
+    /// weight-expanded round-robin ring. An empty table means "no serving
+    /// backend": new flows are passed to the kernel.
+    ///
+    /// The table is written into the half of the service's region that the
+    /// data path is not reading, then the service is flipped to it with one
+    /// update of its `SERVICES` entry, so no packet sees a half-written table.
+    pub fn set_service(
+        &mut self,
+        key: ServiceKey,
+        id: u32,
+        scheduler: Scheduler,
+        slots: &[u32],
+    ) -> Result<(), DataplaneError> {
+        let placement = self.registry.placement(&key, id, slots.len())?;
+        for (offset, backend_id) in (placement.base..).zip(slots) {
+            self.sched_table
+                .set(offset, backend_id, 0)
+                .map_err(map_error(names::SCHED_TABLE))?;
+        }
+        let service = Service {
+            id,
+            table_base: placement.base,
+            // Fits: `placement` checked it against table_size.
+            table_len: slots.len() as u32,
+            scheduler: scheduler as u8,
+            table_half: placement.half,
+            _pad: [0; 2],
+        };
+        self.services
+            .insert(key, service, 0)
+            .map_err(map_error(names::SERVICES))?;
+        let services_on_vip = self.registry.record(key, id, placement.half);
+        // Written on every publication, so a failed write is repaired by the next one.
+        self.vips
+            .insert(key.vip, services_on_vip, 0)
+            .map_err(map_error(names::VIPS))?;
+        tracing::debug!(
+            ?key,
+            id,
+            ?scheduler,
+            slots = slots.len(),
+            half = placement.half,
+            "service published"
+        );
+        Ok(())
+    }
+
+    /// Removes service `key`; its VIP stops being recognised once no service
+    /// uses it. Established flows are not removed: set their backends down.
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        if !self.registry.contains(key) {
+            return Ok(());
+        }
+        self.services
+            .remove(key)
+            .map_err(map_error(names::SERVICES))?;
+        let services_on_vip = self
+            .registry
+            .forget(key)
+            .expect("the registry holds the key: checked above");
+        if services_on_vip == 0 {
+            self.vips.remove(&key.vip).map_err(map_error(names::VIPS))?;
+        } else {
+            self.vips
+                .insert(key.vip, services_on_vip, 0)
+                .map_err(map_error(names::VIPS))?;
+        }
+        tracing::debug!(?key, "service removed");
+        Ok(())
+    }
+
+    /// Traffic of service `id`, summed over CPUs.
+    pub fn service_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
+        sum_counters(&self.service_stats, names::SERVICE_STATS, id)
+    }
+
+    /// Traffic of backend `id`, summed over CPUs.
+    pub fn backend_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
+        sum_counters(&self.backend_stats, names::BACKEND_STATS, id)
+    }
+
+    /// Packets per XDP action (index = action: aborted, drop, pass, tx,
+    /// redirect), summed over CPUs.
+    pub fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError> {
+        sum_all(&self.action_stats, names::ACTION_STATS)
+    }
+
+    /// Passed or dropped packets per [`Reason`] (index = reason), summed over CPUs.
+    pub fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
+        sum_all(&self.reason_stats, names::REASON_STATS)
+    }
+
+    /// Number of flows in the flow table. Walks the table: O(flows) syscalls.
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().filter(Result::is_ok).count()
+    }
+
+    /// Runs `program` once on `packet` with `BPF_PROG_TEST_RUN`, against the
+    /// live maps. The program sees the packet arrive on
+    /// [`TEST_RUN_INGRESS_IFINDEX`]; packets shorter than 14 bytes are refused
+    /// by the kernel (`EINVAL`).
+    pub fn test_run(&self, program: &str, packet: &[u8]) -> Result<TestRunOutput, DataplaneError> {
+        self.test_run_repeated(program, packet, 1)
+    }
+
+    /// Runs `program` `repeat` times on `packet`; the duration is the average
+    /// per run. Each run sees the packet as the previous run left it.
+    pub fn test_run_repeated(
+        &self,
+        program: &str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutput, DataplaneError> {
+        test_run::run(xdp_program(&self.ebpf, program)?, program, packet, repeat)
+    }
+}
+
+impl fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("options", &self.options)
+            .field("attachments", &self.attachments)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+fn xdp_program<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp, DataplaneError> {
+    ebpf.program(name)
+        .ok_or_else(|| DataplaneError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(|_| DataplaneError::NotXdp {
+            program: name.to_owned(),
+        })
+}
+
+fn xdp_program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| DataplaneError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(|_| DataplaneError::NotXdp {
+            program: name.to_owned(),
+        })
+}
+
+/// Takes map `name` out of `ebpf` as the typed map `T`.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map).map_err(map_error(name))
+}
+
+fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+/// Entry `index` of a per-CPU counter map, summed over CPUs.
+fn sum_counters(
+    map: &PerCpuArray<MapData, Counters>,
+    name: &'static str,
+    index: u32,
+) -> Result<Counters, DataplaneError> {
+    let per_cpu = map.get(&index, 0).map_err(map_error(name))?;
+    Ok(per_cpu
+        .iter()
+        .fold(Counters::default(), |sum, cpu| Counters {
+            packets: sum.packets + cpu.packets,
+            bytes: sum.bytes + cpu.bytes,
+            new_flows: sum.new_flows + cpu.new_flows,
+        }))
+}
+
+/// Every entry of a per-CPU `u64` map, each summed over CPUs.
+fn sum_all<const N: usize>(
+    map: &PerCpuArray<MapData, u64>,
+    name: &'static str,
+) -> Result<[u64; N], DataplaneError> {
+    let mut sums = [0u64; N];
+    for (index, sum) in (0u32..).zip(sums.iter_mut()) {
+        *sum = map.get(&index, 0).map_err(map_error(name))?.iter().sum();
+    }
+    Ok(sums)
+}
