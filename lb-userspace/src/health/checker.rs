@@ -1,0 +1,450 @@
+//! The running checks: one tokio task per distinct [`CheckTarget`], each driving
+//! its [`HealthState`] with real time and reporting changes of health as
+//! [`HealthEvent`]s.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time;
+
+use super::probe;
+use super::spec::CheckTarget;
+use super::state::{Health, HealthState};
+
+/// Events that may wait for the reconcile loop before the checks themselves wait.
+const EVENT_QUEUE: usize = 256;
+
+/// A target the configuration wants checked, and its health before any check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredTarget {
+    pub target: CheckTarget,
+    /// [`Health::Down`] unless the backend is configured `initial = "up"`.
+    pub initial: Health,
+}
+
+/// A change of a target's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEvent {
+    pub target: CheckTarget,
+    pub health: Health,
+    /// The result of the check that completed the change.
+    pub reason: String,
+    /// Wall-clock time of the change.
+    pub at: SystemTime,
+}
+
+/// A target's current health as of the events handed out so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetStatus {
+    pub health: Health,
+    /// Why it has this health: the initial state, or the check that changed it.
+    pub reason: String,
+    pub since: SystemTime,
+}
+
+/// What [`HealthChecker::update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpdateSummary {
+    pub started: usize,
+    pub kept: usize,
+    pub stopped: usize,
+}
+
+/// The checks of every configured target.
+///
+/// The reconcile loop owns it: it calls [`HealthChecker::update`] with the
+/// targets of each new configuration and awaits [`HealthChecker::next_event`]
+/// for changes. A target's status starts at its initial state (no event is
+/// sent for it) and follows the events `next_event` returns, so the loop's
+/// view and [`HealthChecker::status`] always agree.
+#[derive(Debug)]
+pub struct HealthChecker {
+    running: HashMap<CheckTarget, RunningCheck>,
+    events_tx: mpsc::Sender<TaggedEvent>,
+    events_rx: mpsc::Receiver<TaggedEvent>,
+    /// Tells each started task apart from earlier ones of the same target.
+    next_generation: u64,
+}
+
+/// A target's task; dropping it stops the task.
+#[derive(Debug)]
+struct RunningCheck {
+    generation: u64,
+    status: TargetStatus,
+    task: JoinHandle<()>,
+}
+
+impl Drop for RunningCheck {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An event and the task generation that sent it.
+#[derive(Debug)]
+struct TaggedEvent {
+    generation: u64,
+    event: HealthEvent,
+}
+
+impl HealthChecker {
+    pub fn new() -> Self {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        HealthChecker {
+            running: HashMap::new(),
+            events_tx,
+            events_rx,
+            next_generation: 0,
+        }
+    }
+
+    /// Checks exactly the `desired` targets from now on: starts the new ones,
+    /// keeps the state and schedule of those already running, stops the others.
+    ///
+    /// A target listed several times (one backend in several services with the
+    /// same check) is checked once; if its entries disagree on the initial
+    /// state, it starts down.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (it spawns the checks' tasks).
+    pub fn update(&mut self, desired: impl IntoIterator<Item = DesiredTarget>) -> UpdateSummary {
+        let mut wanted: HashMap<CheckTarget, Health> = HashMap::new();
+        for DesiredTarget { target, initial } in desired {
+            wanted
+                .entry(target)
+                .and_modify(|health| {
+                    if initial == Health::Down {
+                        *health = Health::Down;
+                    }
+                })
+                .or_insert(initial);
+        }
+
+        let before = self.running.len();
+        self.running.retain(|target, _| wanted.contains_key(target));
+        let mut summary = UpdateSummary {
+            stopped: before - self.running.len(),
+            ..UpdateSummary::default()
+        };
+        for (target, initial) in wanted {
+            match self.running.entry(target) {
+                Entry::Occupied(_) => summary.kept += 1,
+                Entry::Vacant(slot) => {
+                    let generation = self.next_generation;
+                    self.next_generation += 1;
+                    let target = slot.key().clone();
+                    let state = HealthState::new(target.spec().params, initial, now());
+                    let status = TargetStatus {
+                        health: initial,
+                        reason: state.last_change().reason.clone(),
+                        since: SystemTime::now(),
+                    };
+                    let task = tokio::spawn(run_checks(
+                        target,
+                        state,
+                        generation,
+                        self.events_tx.clone(),
+                    ));
+                    slot.insert(RunningCheck {
+                        generation,
+                        status,
+                        task,
+                    });
+                    summary.started += 1;
+                }
+            }
+        }
+        tracing::info!(
+            started = summary.started,
+            kept = summary.kept,
+            stopped = summary.stopped,
+            "health checks updated"
+        );
+        summary
+    }
+
+    /// The next change of health of a target still checked. Events of targets
+    /// stopped by [`HealthChecker::update`] are dropped, including those of a
+    /// target re-added since, whose new checks start afresh.
+    ///
+    /// Cancel safe, for `tokio::select!`. Never returns while no target is checked.
+    pub async fn next_event(&mut self) -> HealthEvent {
+        loop {
+            let tagged = self
+                .events_rx
+                .recv()
+                .await
+                .expect("the checker holds a sender, so the channel stays open");
+            match self.running.get_mut(&tagged.event.target) {
+                Some(running) if running.generation == tagged.generation => {
+                    let event = tagged.event;
+                    running.status = TargetStatus {
+                        health: event.health,
+                        reason: event.reason.clone(),
+                        since: event.at,
+                    };
+                    return event;
+                }
+                _ => {
+                    tracing::debug!(check = %tagged.event.target, "dropped an event of stopped checks")
+                }
+            }
+        }
+    }
+
+    /// The status of `target`, if it is checked.
+    pub fn status(&self, target: &CheckTarget) -> Option<&TargetStatus> {
+        self.running.get(target).map(|running| &running.status)
+    }
+
+    /// Every checked target and its status.
+    pub fn statuses(&self) -> impl Iterator<Item = (&CheckTarget, &TargetStatus)> {
+        self.running
+            .iter()
+            .map(|(target, running)| (target, &running.status))
+    }
+}
+
+impl Default for HealthChecker {
+    fn default() -> Self {
+        HealthChecker::new()
+    }
+}
+
+/// The clock of the state machines: tokio's, so tests can pause it.
+fn now() -> std::time::Instant {
+    time::Instant::now().into_std()
+}
+
+/// Checks `target` forever on `state`'s schedule, sending each change of health.
+async fn run_checks(
+    target: CheckTarget,
+    mut state: HealthState,
+    generation: u64,
+    events: mpsc::Sender<TaggedEvent>,
+) {
+    loop {
+        time::sleep_until(time::Instant::from_std(state.next_check_at())).await;
+        let result = probe::check(&target).await;
+        tracing::trace!(check = %target, %result, "health check");
+        let Some(change) = state.record(now(), result) else {
+            continue;
+        };
+        tracing::info!(check = %target, health = %change.health, reason = %change.reason, "backend health changed");
+        let age = now().saturating_duration_since(change.at);
+        let wall_now = SystemTime::now();
+        let event = HealthEvent {
+            target: target.clone(),
+            health: change.health,
+            reason: change.reason,
+            at: wall_now.checked_sub(age).unwrap_or(wall_now),
+        };
+        if events
+            .send(TaggedEvent { generation, event })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::spec::{CheckSpec, HealthParams, HttpProbe, ProbeKind, ProbeSpec};
+    use super::super::test_server::{Reply, StubServer};
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(40);
+    /// Far beyond the few intervals any expected event needs.
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    fn http_target(port: u16, rise: u32, fall: u32) -> CheckTarget {
+        let kind = ProbeKind::Http(HttpProbe::new("/health").unwrap());
+        let spec = CheckSpec {
+            probe: ProbeSpec::new(kind, Duration::from_millis(500)).unwrap(),
+            params: HealthParams::new(INTERVAL, rise, fall).unwrap(),
+        };
+        CheckTarget::new(Ipv4Addr::LOCALHOST, port, Arc::new(spec)).unwrap()
+    }
+
+    fn desired(target: &CheckTarget, initial: Health) -> DesiredTarget {
+        DesiredTarget {
+            target: target.clone(),
+            initial,
+        }
+    }
+
+    async fn next_event(checker: &mut HealthChecker) -> HealthEvent {
+        time::timeout(PATIENCE, checker.next_event())
+            .await
+            .expect("an event within the patience")
+    }
+
+    /// Whether `checker` sends no event for `wait`.
+    async fn stays_quiet(checker: &mut HealthChecker, wait: Duration) -> bool {
+        time::timeout(wait, checker.next_event()).await.is_err()
+    }
+
+    #[tokio::test]
+    async fn a_backend_comes_up_goes_down_and_rejoins() {
+        let server = StubServer::start(Reply::http(200, "ok")).await;
+        let target = http_target(server.port(), 2, 2);
+        let mut checker = HealthChecker::new();
+        checker.update([desired(&target, Health::Down)]);
+        assert_eq!(checker.status(&target).unwrap().health, Health::Down);
+
+        let up = next_event(&mut checker).await;
+        assert_eq!((&up.target, up.health), (&target, Health::Up));
+        assert_eq!(up.reason, "HTTP status 200");
+        assert!(server.requests().len() >= 2, "rise = 2 checks");
+        assert_eq!(checker.status(&target).unwrap().health, Health::Up);
+
+        server.set_reply(Reply::http(503, "maintenance"));
+        let down = next_event(&mut checker).await;
+        assert_eq!(down.health, Health::Down);
+        assert_eq!(down.reason, "HTTP status 503 (expected 200-399)");
+        let status = checker.status(&target).unwrap();
+        assert_eq!(
+            (status.health, &status.reason, status.since),
+            (Health::Down, &down.reason, down.at)
+        );
+
+        server.set_reply(Reply::http(200, "ok"));
+        assert_eq!(next_event(&mut checker).await.health, Health::Up);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_server_is_reported_down_with_the_reason() {
+        let server = StubServer::start(Reply::http(200, "ok")).await;
+        let target = http_target(server.port(), 1, 2);
+        let mut checker = HealthChecker::new();
+        checker.update([desired(&target, Health::Up)]);
+        drop(server);
+        let down = next_event(&mut checker).await;
+        assert_eq!(down.health, Health::Down);
+        assert_eq!(down.reason, "connection refused");
+    }
+
+    #[tokio::test]
+    async fn a_target_listed_by_several_services_is_checked_once() {
+        let server = StubServer::start(Reply::http(200, "ok")).await;
+        // Two services build the same check separately.
+        let first = http_target(server.port(), 1, 1);
+        let second = http_target(server.port(), 1, 1);
+        let mut checker = HealthChecker::new();
+        let summary = checker.update([
+            desired(&first, Health::Down),
+            desired(&second, Health::Down),
+        ]);
+        assert_eq!(summary.started, 1);
+        assert_eq!(checker.statuses().count(), 1);
+        assert_eq!(next_event(&mut checker).await.health, Health::Up);
+        assert!(
+            stays_quiet(&mut checker, INTERVAL * 3).await,
+            "one task, one event"
+        );
+    }
+
+    #[tokio::test]
+    async fn disagreeing_initial_states_of_one_target_start_it_down() {
+        let server = StubServer::start(Reply::Silent).await;
+        let target = http_target(server.port(), 2, 2);
+        let mut checker = HealthChecker::new();
+        checker.update([desired(&target, Health::Up), desired(&target, Health::Down)]);
+        assert_eq!(checker.status(&target).unwrap().health, Health::Down);
+    }
+
+    #[tokio::test]
+    async fn update_keeps_unchanged_targets_and_stops_removed_ones() {
+        let kept_server = StubServer::start(Reply::http(200, "ok")).await;
+        let removed_server = StubServer::start(Reply::http(200, "ok")).await;
+        let kept = http_target(kept_server.port(), 1, 1);
+        let removed = http_target(removed_server.port(), 1, 1);
+        let mut checker = HealthChecker::new();
+        checker.update([
+            desired(&kept, Health::Down),
+            desired(&removed, Health::Down),
+        ]);
+        for _ in 0..2 {
+            assert_eq!(next_event(&mut checker).await.health, Health::Up);
+        }
+
+        let added_server = StubServer::start(Reply::http(200, "ok")).await;
+        let added = http_target(added_server.port(), 1, 1);
+        let summary = checker.update([desired(&kept, Health::Down), desired(&added, Health::Down)]);
+        assert_eq!(
+            summary,
+            UpdateSummary {
+                started: 1,
+                kept: 1,
+                stopped: 1
+            }
+        );
+        assert_eq!(
+            checker.status(&kept).unwrap().health,
+            Health::Up,
+            "state kept, not reset to the initial down"
+        );
+        assert_eq!(checker.status(&removed), None);
+        let event = next_event(&mut checker).await;
+        assert_eq!((event.target, event.health), (added, Health::Up));
+
+        // The removed target's task is gone: its server sees no more checks.
+        time::sleep(INTERVAL).await;
+        let checks = removed_server.requests().len();
+        time::sleep(INTERVAL * 4).await;
+        assert_eq!(removed_server.requests().len(), checks);
+    }
+
+    #[tokio::test]
+    async fn events_of_a_removed_target_are_not_handed_out() {
+        let server = StubServer::start(Reply::Silent).await;
+        let target = http_target(server.port(), 2, 2);
+        let mut checker = HealthChecker::new();
+        checker.update([desired(&target, Health::Down)]);
+        let stale_generation = checker.running[&target].generation;
+        checker.update([]);
+        checker.update([desired(&target, Health::Down)]);
+
+        // An event the first task had queued before it was stopped.
+        let stale = HealthEvent {
+            target: target.clone(),
+            health: Health::Up,
+            reason: "HTTP status 200".to_owned(),
+            at: SystemTime::now(),
+        };
+        checker
+            .events_tx
+            .send(TaggedEvent {
+                generation: stale_generation,
+                event: stale,
+            })
+            .await
+            .unwrap();
+        assert!(stays_quiet(&mut checker, INTERVAL * 3).await);
+        assert_eq!(checker.status(&target).unwrap().health, Health::Down);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_checker_stops_every_check() {
+        let server = StubServer::start(Reply::http(200, "ok")).await;
+        let target = http_target(server.port(), 1, 1);
+        let mut checker = HealthChecker::new();
+        checker.update([desired(&target, Health::Down)]);
+        next_event(&mut checker).await;
+        drop(checker);
+        time::sleep(INTERVAL).await;
+        let checks = server.requests().len();
+        time::sleep(INTERVAL * 4).await;
+        assert_eq!(server.requests().len(), checks);
+    }
+}

@@ -1,0 +1,36 @@
+//! Backend health checks: TCP and HTTP probes with HAProxy's rise/fall/fastinter
+//! semantics, one check per distinct target, reporting changes of health.
+//!
+//! - [`spec`]: the validated check definition ([`CheckSpec`], [`CheckTarget`]).
+//! - [`state`]: the pure rise/fall state machine and its schedule ([`HealthState`]).
+//! - [`probe`]: one TCP or HTTP probe, bounded by the check's timeout.
+//! - [`checker`]: the tokio tasks, one per target ([`HealthChecker`]).
+//!
+//! # Health and admin state
+//!
+//! Health is `up` or `down`, from the checks only. `draining` and `disabled`
+//! are admin overrides that the reconcile loop keeps beside it; they do not
+//! stop the checks, so a backend's health is known when it is enabled again.
+//! The state a backend serves with is the first that applies of:
+//!
+//! 1. `disabled` (admin): no new flows, and its established flows move to a
+//!    serving backend;
+//! 2. `draining` (admin): no new flows, established flows stay on it;
+//! 3. the health: `up` takes new flows, `down` takes none and its established
+//!    flows move to a serving backend.
+
+pub mod checker;
+pub mod probe;
+pub mod result;
+pub mod spec;
+pub mod state;
+#[cfg(test)]
+mod test_server;
+
+pub use checker::{DesiredTarget, HealthChecker, HealthEvent, TargetStatus, UpdateSummary};
+pub use result::{CheckFailure, CheckPass, CheckResult};
+pub use spec::{
+    CheckSpec, CheckTarget, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec, SpecError,
+    StatusRange,
+};
+pub use state::{Health, HealthState, Transition};

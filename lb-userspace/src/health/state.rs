@@ -1,0 +1,360 @@
+//! The health state machine of one check target: rise/fall counting and the
+//! check schedule, with HAProxy's semantics. Pure: no IO, the clock is passed in.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::result::CheckResult;
+use super::spec::HealthParams;
+
+/// Whether checks say a backend can take traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    Up,
+    Down,
+}
+
+impl Health {
+    fn opposite(self) -> Health {
+        match self {
+            Health::Up => Health::Down,
+            Health::Down => Health::Up,
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Up => "up",
+            Health::Down => "down",
+        })
+    }
+}
+
+/// A change of health (or the initial state), when and why it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub health: Health,
+    pub at: Instant,
+    /// The result of the check that completed the change, e.g.
+    /// "HTTP status 503 (expected 200-399)" or "connection refused".
+    pub reason: String,
+}
+
+/// The health of one target and when to check it next.
+///
+/// - A backend goes down after `fall` consecutive failures while up, and up
+///   after `rise` consecutive passes while down; a result that agrees with the
+///   current state resets the count.
+/// - The next check is due `interval` after the previous one was due while up
+///   and stable, `fastinter` while a transition is in progress (at least one
+///   result disagrees with the current state), `downinter` while down and
+///   stable. When a check overruns its slot the next one is due that long
+///   after the check completed, so checks never run back to back.
+/// - The first check is due at creation.
+#[derive(Debug, Clone)]
+pub struct HealthState {
+    params: HealthParams,
+    health: Health,
+    /// Consecutive results that contradict `health`: failures while up, passes while down.
+    contradicting: u32,
+    last_change: Transition,
+    next_check_at: Instant,
+}
+
+impl HealthState {
+    /// A target in its `initial` state at `now`, to be checked at once.
+    pub fn new(params: HealthParams, initial: Health, now: Instant) -> Self {
+        let reason = match initial {
+            Health::Down => format!(
+                "initial state: down until {} consecutive checks pass",
+                params.rise()
+            ),
+            Health::Up => "initial state: up as configured".to_owned(),
+        };
+        HealthState {
+            params,
+            health: initial,
+            contradicting: 0,
+            last_change: Transition {
+                health: initial,
+                at: now,
+                reason,
+            },
+            next_check_at: now,
+        }
+    }
+
+    /// Counts the `result` of the check that completed at `now` and schedules
+    /// the next one; returns the transition this result completed, if any.
+    pub fn record(&mut self, now: Instant, result: CheckResult) -> Option<Transition> {
+        let agrees = result.passed() == (self.health == Health::Up);
+        self.contradicting = if agrees { 0 } else { self.contradicting + 1 };
+        let needed = match self.health {
+            Health::Up => self.params.fall(),
+            Health::Down => self.params.rise(),
+        };
+        let transition = (self.contradicting >= needed).then(|| {
+            self.health = self.health.opposite();
+            self.contradicting = 0;
+            self.last_change = Transition {
+                health: self.health,
+                at: now,
+                reason: result.to_string(),
+            };
+            self.last_change.clone()
+        });
+        let slot = self.current_interval();
+        let due = self.next_check_at + slot;
+        self.next_check_at = if due > now { due } else { now + slot };
+        transition
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    /// The last change of health, or the initial state if none happened yet.
+    pub fn last_change(&self) -> &Transition {
+        &self.last_change
+    }
+
+    pub fn next_check_at(&self) -> Instant {
+        self.next_check_at
+    }
+
+    /// Whether some results contradict the current health without having changed it yet.
+    pub fn is_transitioning(&self) -> bool {
+        self.contradicting > 0
+    }
+
+    fn current_interval(&self) -> Duration {
+        if self.is_transitioning() {
+            self.params.fastinter()
+        } else {
+            match self.health {
+                Health::Up => self.params.interval(),
+                Health::Down => self.params.downinter(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::result::{CheckFailure, CheckPass};
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(2);
+    const FASTINTER: Duration = Duration::from_millis(500);
+    const DOWNINTER: Duration = Duration::from_secs(5);
+    /// How long each simulated check takes.
+    const CHECK_TIME: Duration = Duration::from_millis(10);
+
+    fn params(rise: u32, fall: u32) -> HealthParams {
+        HealthParams::new(INTERVAL, rise, fall)
+            .unwrap()
+            .with_fastinter(FASTINTER)
+            .unwrap()
+            .with_downinter(DOWNINTER)
+            .unwrap()
+    }
+
+    fn pass() -> CheckResult {
+        CheckResult::Pass(CheckPass::HttpStatus(200))
+    }
+
+    fn fail() -> CheckResult {
+        CheckResult::Fail(CheckFailure::ConnectionRefused)
+    }
+
+    /// A state machine and a fake clock that runs each check when it is due.
+    struct Driver {
+        state: HealthState,
+        start: Instant,
+    }
+
+    impl Driver {
+        fn new(rise: u32, fall: u32, initial: Health) -> Self {
+            let start = Instant::now();
+            Driver {
+                state: HealthState::new(params(rise, fall), initial, start),
+                start,
+            }
+        }
+
+        /// Runs the due check with `result`; returns the transition it caused.
+        fn check(&mut self, result: CheckResult) -> Option<Transition> {
+            let finished = self.state.next_check_at() + CHECK_TIME;
+            self.state.record(finished, result)
+        }
+
+        /// Runs one check per result; returns the interval scheduled after each.
+        fn run(&mut self, results: Vec<CheckResult>) -> Vec<Duration> {
+            results
+                .into_iter()
+                .map(|result| {
+                    let due = self.state.next_check_at();
+                    self.check(result);
+                    self.state.next_check_at() - due
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn starts_down_and_needs_rise_consecutive_passes() {
+        let mut driver = Driver::new(3, 2, Health::Down);
+        assert_eq!(driver.state.health(), Health::Down);
+        assert_eq!(driver.state.next_check_at(), driver.start);
+        assert_eq!(driver.check(pass()), None);
+        assert_eq!(driver.check(pass()), None);
+        let up = driver.check(pass()).expect("third pass brings it up");
+        assert_eq!(up.health, Health::Up);
+        assert_eq!(up.reason, "HTTP status 200");
+        assert_eq!(driver.state.health(), Health::Up);
+    }
+
+    #[test]
+    fn configured_initial_up_starts_up_and_is_checked_at_once() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        assert_eq!(driver.state.health(), Health::Up);
+        assert_eq!(driver.state.last_change().at, driver.start);
+        assert_eq!(
+            driver.state.last_change().reason,
+            "initial state: up as configured"
+        );
+        assert_eq!(driver.state.next_check_at(), driver.start);
+        assert_eq!(
+            driver.check(pass()),
+            None,
+            "an agreeing result changes nothing"
+        );
+    }
+
+    #[test]
+    fn initial_down_reason_says_how_many_passes_are_needed() {
+        let driver = Driver::new(2, 3, Health::Down);
+        let initial = driver.state.last_change();
+        assert_eq!(initial.health, Health::Down);
+        assert_eq!(initial.at, driver.start);
+        assert_eq!(
+            initial.reason,
+            "initial state: down until 2 consecutive checks pass"
+        );
+    }
+
+    #[test]
+    fn goes_down_after_fall_consecutive_failures() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        assert_eq!(driver.check(fail()), None);
+        assert_eq!(driver.check(fail()), None);
+        let down = driver.check(fail()).expect("third failure brings it down");
+        assert_eq!(down.health, Health::Down);
+        assert_eq!(down.reason, "connection refused");
+    }
+
+    #[test]
+    fn a_pass_between_failures_restarts_the_fall_count() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        for result in [fail(), fail(), pass(), fail(), fail()] {
+            assert_eq!(driver.check(result), None);
+        }
+        assert_eq!(driver.state.health(), Health::Up);
+        assert!(driver.check(fail()).is_some(), "3 failures since the pass");
+    }
+
+    #[test]
+    fn a_failure_between_passes_restarts_the_rise_count() {
+        let mut driver = Driver::new(3, 2, Health::Down);
+        for result in [pass(), pass(), fail(), pass(), pass()] {
+            assert_eq!(driver.check(result), None);
+        }
+        assert_eq!(driver.state.health(), Health::Down);
+        assert!(driver.check(pass()).is_some(), "3 passes since the failure");
+    }
+
+    #[test]
+    fn rise_and_fall_of_one_change_state_on_the_first_contradicting_result() {
+        let mut driver = Driver::new(1, 1, Health::Down);
+        assert_eq!(driver.check(pass()).unwrap().health, Health::Up);
+        assert_eq!(driver.check(fail()).unwrap().health, Health::Down);
+        assert_eq!(driver.check(fail()), None);
+    }
+
+    #[test]
+    fn fastinter_is_used_exactly_while_a_transition_is_in_progress() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        let intervals = driver.run(vec![
+            pass(), // stable up
+            fail(), // going down: 1/3
+            fail(), // 2/3
+            pass(), // back to stable up
+            fail(), // 1/3
+            fail(), // 2/3
+            fail(), // down: stable down
+            fail(), // stable down
+            pass(), // going up: 1/2
+            pass(), // up: stable up
+        ]);
+        assert_eq!(
+            intervals,
+            [
+                INTERVAL, FASTINTER, FASTINTER, INTERVAL, FASTINTER, FASTINTER, DOWNINTER,
+                DOWNINTER, FASTINTER, INTERVAL
+            ]
+        );
+    }
+
+    #[test]
+    fn initial_down_uses_downinter_until_a_check_passes() {
+        let mut driver = Driver::new(2, 3, Health::Down);
+        let intervals = driver.run(vec![fail(), fail(), pass(), fail(), pass(), pass()]);
+        assert_eq!(
+            intervals,
+            [DOWNINTER, DOWNINTER, FASTINTER, DOWNINTER, FASTINTER, INTERVAL]
+        );
+    }
+
+    #[test]
+    fn next_check_is_due_one_interval_after_the_previous_was_due() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        // A check that took 800 ms does not push the schedule back.
+        driver
+            .state
+            .record(driver.start + Duration::from_millis(800), pass());
+        assert_eq!(driver.state.next_check_at(), driver.start + INTERVAL);
+    }
+
+    #[test]
+    fn a_check_that_overruns_its_slot_reschedules_from_its_completion() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        driver.check(fail()); // now transitioning: fastinter of 500 ms
+        let due = driver.state.next_check_at();
+        let finished = due + Duration::from_millis(700);
+        driver.state.record(finished, fail());
+        assert_eq!(driver.state.next_check_at(), finished + FASTINTER);
+    }
+
+    #[test]
+    fn last_change_keeps_the_time_and_reason_of_the_latest_transition() {
+        let mut driver = Driver::new(1, 2, Health::Down);
+        let up_at = driver.state.next_check_at() + CHECK_TIME;
+        driver.check(pass());
+        assert_eq!(driver.state.last_change().at, up_at);
+        assert_eq!(driver.state.last_change().reason, "HTTP status 200");
+
+        let timeout = CheckResult::Fail(CheckFailure::ConnectTimeout(Duration::from_secs(1)));
+        driver.check(fail());
+        assert_eq!(driver.state.last_change().health, Health::Up, "1/2 only");
+        let down_at = driver.state.next_check_at() + CHECK_TIME;
+        let down = driver.check(timeout).unwrap();
+        assert_eq!(down.at, down_at);
+        assert_eq!(down.reason, "connect timeout after 1s");
+        assert_eq!(driver.state.last_change(), &down);
+
+        driver.check(fail());
+        assert_eq!(driver.state.last_change(), &down, "no change, same record");
+    }
+}
