@@ -1,1 +1,12 @@
-//! xtask library
+//! `cargo xtask`: bootstrap, build, the network-namespace lab, and the
+//! commands that use them (`run`, `test`, `lab`). The integration tests in
+//! `tests/` use the [`lab`] module directly.
+
+pub mod bootstrap;
+pub mod build;
+pub mod cmd;
+pub mod interrupt;
+pub mod lab;
+pub mod paths;
+pub mod run;
+pub mod suite;

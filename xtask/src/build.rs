@@ -1,0 +1,90 @@
+//! Build: the eBPF object (for `bpfel-unknown-none`) and the `lb` binary that
+//! embeds it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use thiserror::Error;
+
+use crate::bootstrap::{EbpfToolchain, DEBIAN_RUSTC};
+use crate::cmd::{self, CommandError};
+use crate::paths;
+
+/// Flags for the eBPF object: debug info and BTF, which aya and bpftool read.
+const EBPF_RUSTFLAGS: &str = "-C debuginfo=2 -C link-arg=--btf";
+
+/// A build step failed.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// Cargo failed.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// Cargo succeeded but the expected artifact is not there.
+    #[error("the build succeeded but {0} does not exist")]
+    MissingArtifact(PathBuf),
+}
+
+/// What [`all`] built.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    /// The eBPF object.
+    pub ebpf_object: PathBuf,
+    /// The `lb` binary.
+    pub lb_binary: PathBuf,
+}
+
+/// Builds the eBPF object, then the userspace that embeds it.
+pub fn all(toolchain: EbpfToolchain) -> Result<Artifacts, BuildError> {
+    let ebpf_object = ebpf(toolchain)?;
+    let lb_binary = userspace(&ebpf_object)?;
+    Ok(Artifacts {
+        ebpf_object,
+        lb_binary,
+    })
+}
+
+/// Builds `lb-ebpf` in release mode and returns the object's path.
+pub fn ebpf(toolchain: EbpfToolchain) -> Result<PathBuf, BuildError> {
+    println!("build: lb-ebpf ({toolchain})");
+    let mut cargo = Command::new("cargo");
+    if toolchain == EbpfToolchain::NightlyBuildStd {
+        cargo.arg("+nightly");
+    }
+    cargo.arg("build");
+    if toolchain == EbpfToolchain::NightlyBuildStd {
+        cargo.arg("-Zbuild-std=core");
+    }
+    cargo
+        .args(["--release", "--target", paths::BPF_TARGET, "--target-dir"])
+        .arg(paths::target_dir())
+        .current_dir(paths::workspace_root().join("lb-ebpf"))
+        .env("PATH", paths::path_with_cargo_bin())
+        .env("RUSTFLAGS", EBPF_RUSTFLAGS)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    match toolchain {
+        EbpfToolchain::DebianRustc => cargo.env("RUSTC", DEBIAN_RUSTC).env("RUSTC_BOOTSTRAP", "1"),
+        EbpfToolchain::NightlyBuildStd => cargo.env_remove("RUSTC"),
+    };
+    cmd::run(&mut cargo)?;
+    existing(paths::default_ebpf_object())
+}
+
+/// Builds the `lb` binary in release mode with `ebpf_object` embedded.
+pub fn userspace(ebpf_object: &Path) -> Result<PathBuf, BuildError> {
+    println!("build: lb-userspace");
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--release", "--package", "lb-userspace"])
+            .current_dir(paths::workspace_root())
+            .env(paths::EBPF_OBJECT_ENV, ebpf_object),
+    )?;
+    existing(paths::default_lb_binary())
+}
+
+fn existing(path: PathBuf) -> Result<PathBuf, BuildError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BuildError::MissingArtifact(path))
+    }
+}

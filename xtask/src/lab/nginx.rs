@@ -1,0 +1,139 @@
+//! The web servers: Debian's nginx, one instance per web namespace, each with
+//! its own configuration, pid file, logs and document root under the lab's
+//! run directory.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::netns;
+use super::topology::{Node, HTTP_PORT};
+use super::LabError;
+use crate::cmd::{self, CommandError};
+
+/// What `/health` answers.
+pub const HEALTH_BODY: &str = "ok\n";
+
+/// The body of `/` on `web`: its name, so a client sees who answered.
+pub fn index_body(web: Node) -> String {
+    format!("{web}\n")
+}
+
+/// The directory of `web`'s nginx under the lab's run directory.
+fn site_dir(run_dir: &Path, web: Node) -> PathBuf {
+    run_dir.join(web.name())
+}
+
+/// `web`'s nginx pid file (holds the master's PID).
+pub(super) fn pid_file(run_dir: &Path, web: Node) -> PathBuf {
+    site_dir(run_dir, web).join("nginx.pid")
+}
+
+/// The master PID recorded in `web`'s pid file, if any.
+pub(super) fn master_pid(run_dir: &Path, web: Node) -> Option<i32> {
+    fs::read_to_string(pid_file(run_dir, web))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes `web`'s site and starts its nginx inside `namespace`. nginx binds
+/// its sockets before it daemonizes, so the port listens when this returns.
+pub(super) fn start(run_dir: &Path, web: Node, namespace: &str) -> Result<(), LabError> {
+    let dir = site_dir(run_dir, web);
+    let www = dir.join("www");
+    let io = |context: &str| {
+        let context = format!("{context} for nginx on {web}");
+        move |error| LabError::Io { context, error }
+    };
+    fs::create_dir_all(&www).map_err(io("creating the site directory"))?;
+    fs::create_dir_all(dir.join("temp")).map_err(io("creating the temp directory"))?;
+    fs::write(www.join("index.html"), index_body(web)).map_err(io("writing index.html"))?;
+    fs::write(www.join("health"), HEALTH_BODY).map_err(io("writing /health"))?;
+    let conf = dir.join("nginx.conf");
+    fs::write(&conf, config(&dir)).map_err(io("writing nginx.conf"))?;
+
+    // Startup messages go to a file, not a pipe: the daemonized master would
+    // otherwise keep a captured pipe open.
+    let startup_log = dir.join("startup.log");
+    let log = File::create(&startup_log).map_err(io("creating startup.log"))?;
+    let mut command = netns::exec(namespace, "nginx");
+    command
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io("opening startup.log"))?)
+        .stderr(log);
+    let status = command.status().map_err(|error| CommandError::Spawn {
+        command: cmd::describe(&command),
+        error,
+    })?;
+    if !status.success() {
+        return Err(CommandError::Failed {
+            command: cmd::describe(&command),
+            status,
+            output: fs::read_to_string(&startup_log).unwrap_or_default(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// nginx configuration for the site in `dir`: static files, no access log
+/// (the benchmarks measure the load balancer, not disk writes).
+fn config(dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "# Written by `cargo xtask` for the lab; removed with it.
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 100000;
+    client_body_temp_path {dir}/temp/body;
+    proxy_temp_path {dir}/temp/proxy;
+    fastcgi_temp_path {dir}/temp/fastcgi;
+    uwsgi_temp_path {dir}/temp/uwsgi;
+    scgi_temp_path {dir}/temp/scgi;
+
+    server {{
+        listen {HTTP_PORT} default_server;
+        root {dir}/www;
+        index index.html;
+    }}
+}}
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keeps_every_path_inside_the_site() {
+        let text = config(Path::new("/run/lbt-lab/web2"));
+        let paths = text.split_whitespace().filter(|word| word.starts_with('/'));
+        for path in paths {
+            assert!(path.starts_with("/run/lbt-lab/web2/"), "{path}");
+        }
+        assert!(text.contains("listen 80 default_server;"));
+    }
+
+    #[test]
+    fn index_names_the_backend() {
+        assert_eq!(index_body(Node::Web(3)), "web3\n");
+    }
+}
