@@ -3,3 +3,8 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod health;
+pub mod neighbour;
+pub mod reconcile;
+pub mod run;
+pub mod vrrp;

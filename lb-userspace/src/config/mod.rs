@@ -1,0 +1,142 @@
+//! The configuration: a TOML file read with serde, validated into a model.
+//!
+//! The rest of the program only sees the model ([`Config`]); every rejection
+//! names the field and its line ([`ConfigError`]).
+
+mod error;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+pub use error::{ConfigError, Location};
+
+/// Backend weights accepted in the file.
+pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub global: Global,
+    pub services: Vec<Service>,
+}
+
+impl Config {
+    /// Number of (service, backend) memberships: one dataplane backend entry each.
+    pub fn backend_count(&self) -> usize {
+        self.services.iter().map(|s| s.backends.len()).sum()
+    }
+}
+
+/// Settings of the node as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    /// Interface the XDP program attaches to.
+    pub interface: String,
+    /// Entries of the LRU flow table.
+    pub flow_table_size: u32,
+    /// Maglev table size M (prime); also the longest round-robin ring.
+    pub maglev_table_size: u32,
+    pub max_services: u32,
+    pub max_backends: u32,
+}
+
+/// A virtual service: VIP, port and protocol, and the backends behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub forwarding: Forwarding,
+    pub backends: Vec<Backend>,
+}
+
+/// Transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn ip_protocol(self) -> u8 {
+        match self {
+            Protocol::Tcp => lb_common::maps::IPPROTO_TCP,
+            Protocol::Udp => lb_common::maps::IPPROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// How a service picks the backend of a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    Maglev,
+    RoundRobin,
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scheduler::Maglev => "maglev",
+            Scheduler::RoundRobin => "round-robin",
+        })
+    }
+}
+
+/// How packets reach the chosen backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// Direct server return on the same L2 segment: only the MACs are rewritten.
+    DsrL2,
+}
+
+impl fmt::Display for Forwarding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Forwarding::DsrL2 => "dsr-l2",
+        })
+    }
+}
+
+/// A server behind a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// Share of new flows relative to the service's other backends, in [`WEIGHT_RANGE`].
+    pub weight: u32,
+}
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text, &file)
+}
+
+/// Validates configuration `text`; `file` is the name used in error messages.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let raw: raw::RawConfig =
+        toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
+    validate::validate(raw, &error::ErrorSite { file, text })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,0 @@
-//! dataplane (being written)
