@@ -1,0 +1,43 @@
+//! VRRPv3 for IPv4 (RFC 9568): two load balancer nodes share the VIPs as an
+//! active-passive pair.
+//!
+//! - [`config`]: the validated settings of one instance;
+//! - [`packet`]: the advert on the wire and the receive checks;
+//! - [`machine`]: the state machine, without IO, driven by the caller's clock;
+//! - [`driver`]: the task that runs one instance on a real interface, built on
+//!   [`socket`] (adverts), [`netlink`] (interface, VIPs), [`garp`]
+//!   (gratuitous ARP) and [`notify`] (hooks), and publishing [`status`].
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), lb::vrrp::VrrpError> {
+//! use std::net::Ipv4Addr;
+//! use lb::vrrp::{self, VrrpConfig};
+//!
+//! let config = VrrpConfig::new(
+//!     "eth0", 51, 150,
+//!     Ipv4Addr::new(10, 0, 0, 2),
+//!     vec![Ipv4Addr::new(10, 0, 0, 100)],
+//! );
+//! let instance = vrrp::spawn(config).await?;
+//! let status = instance.status();
+//! println!("{}", status.borrow().state);
+//! instance.set_priority(50); // tracking: hand over
+//! instance.shutdown().await?; // priority 0, VIPs removed
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod driver;
+pub mod garp;
+pub mod machine;
+pub mod netlink;
+pub mod notify;
+pub mod packet;
+pub mod socket;
+pub mod status;
+
+pub use config::{ConfigError, GarpConfig, NotifyCommands, VrrpConfig};
+pub use driver::{spawn, VrrpError, VrrpHandle};
+pub use machine::{Action, AdvertRejected, Instance, State};
+pub use packet::{Advert, ChecksumForm, PacketError, ReceivedAdvert};
+pub use status::{ReceiveCounters, SendCounters, VrrpStatus};

@@ -1,0 +1,190 @@
+//! What a running VRRP instance shows the rest of the program: its state and
+//! counters for everything received, rejected and sent (published through a
+//! `tokio::sync::watch` channel by the driver).
+
+use std::net::Ipv4Addr;
+
+use super::machine::{AdvertRejected, State};
+use super::packet::{ChecksumForm, PacketError};
+
+/// A snapshot of one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpStatus {
+    pub state: State,
+    /// The priority currently advertised (tracking may have lowered it).
+    pub priority: u8,
+    /// Ourselves while master, the current master's address while backup.
+    pub master_address: Option<Ipv4Addr>,
+    /// State changes since start.
+    pub transitions: u64,
+    pub received: ReceiveCounters,
+    pub sent: SendCounters,
+}
+
+impl VrrpStatus {
+    pub(crate) fn new(priority: u8) -> Self {
+        VrrpStatus {
+            state: State::Initialize,
+            priority,
+            master_address: None,
+            transitions: 0,
+            received: ReceiveCounters::default(),
+            sent: SendCounters::default(),
+        }
+    }
+}
+
+/// Adverts received: accepted ones, and one counter per rejection reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiveCounters {
+    pub accepted: u64,
+    /// Accepted with the RFC 9568 checksum (no pseudo-header).
+    pub accepted_message_only_checksum: u64,
+    /// Accepted with old keepalived's unicast checksum (group in the pseudo-header).
+    pub accepted_group_pseudo_header_checksum: u64,
+    /// Accepted, but listing other VIPs than ours (RFC 9568 §7.1 says log it).
+    pub accepted_address_list_mismatch: u64,
+    pub rejected_ip_header: u64,
+    pub rejected_ttl: u64,
+    pub rejected_truncated: u64,
+    pub rejected_version: u64,
+    pub rejected_type: u64,
+    pub rejected_no_addresses: u64,
+    pub rejected_length_mismatch: u64,
+    pub rejected_checksum: u64,
+    pub rejected_zero_interval: u64,
+    pub rejected_vrid_mismatch: u64,
+    pub rejected_from_own_address: u64,
+    /// In unicast mode, from an address that is not a configured peer.
+    pub rejected_unknown_peer: u64,
+    /// The socket reported an error instead of a datagram.
+    pub receive_errors: u64,
+}
+
+impl ReceiveCounters {
+    /// Total rejected adverts, whatever the reason.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_ip_header
+            + self.rejected_ttl
+            + self.rejected_truncated
+            + self.rejected_version
+            + self.rejected_type
+            + self.rejected_no_addresses
+            + self.rejected_length_mismatch
+            + self.rejected_checksum
+            + self.rejected_zero_interval
+            + self.rejected_vrid_mismatch
+            + self.rejected_from_own_address
+            + self.rejected_unknown_peer
+    }
+
+    pub(crate) fn count_packet_error(&mut self, error: PacketError) {
+        let counter = match error {
+            PacketError::IpHeader => &mut self.rejected_ip_header,
+            PacketError::Ttl(_) => &mut self.rejected_ttl,
+            PacketError::Truncated => &mut self.rejected_truncated,
+            PacketError::Version(_) => &mut self.rejected_version,
+            PacketError::Type(_) => &mut self.rejected_type,
+            PacketError::NoAddresses => &mut self.rejected_no_addresses,
+            PacketError::LengthMismatch { .. } => &mut self.rejected_length_mismatch,
+            PacketError::Checksum => &mut self.rejected_checksum,
+            PacketError::ZeroInterval => &mut self.rejected_zero_interval,
+        };
+        *counter += 1;
+    }
+
+    pub(crate) fn count_rejection(&mut self, rejected: AdvertRejected) {
+        let counter = match rejected {
+            AdvertRejected::VridMismatch { .. } => &mut self.rejected_vrid_mismatch,
+            AdvertRejected::FromOwnAddress => &mut self.rejected_from_own_address,
+        };
+        *counter += 1;
+    }
+
+    pub(crate) fn count_accepted(&mut self, form: ChecksumForm, same_addresses: bool) {
+        self.accepted += 1;
+        match form {
+            ChecksumForm::PseudoHeader => {}
+            ChecksumForm::MessageOnly => self.accepted_message_only_checksum += 1,
+            ChecksumForm::PseudoHeaderWithGroup => self.accepted_group_pseudo_header_checksum += 1,
+        }
+        if !same_addresses {
+            self.accepted_address_list_mismatch += 1;
+        }
+    }
+}
+
+/// What the instance sent, and what failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendCounters {
+    pub adverts: u64,
+    pub advert_errors: u64,
+    /// Gratuitous ARP rounds (one frame per VIP each).
+    pub gratuitous_arps: u64,
+    pub gratuitous_arp_errors: u64,
+    /// VIP additions or removals the kernel refused.
+    pub address_errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_reason_has_its_own_counter() {
+        let mut counters = ReceiveCounters::default();
+        let errors = [
+            PacketError::IpHeader,
+            PacketError::Ttl(64),
+            PacketError::Truncated,
+            PacketError::Version(2),
+            PacketError::Type(2),
+            PacketError::NoAddresses,
+            PacketError::LengthMismatch {
+                expected: 12,
+                actual: 16,
+            },
+            PacketError::Checksum,
+            PacketError::ZeroInterval,
+        ];
+        for error in errors {
+            counters.count_packet_error(error);
+        }
+        counters.count_rejection(AdvertRejected::VridMismatch {
+            received: 1,
+            expected: 2,
+        });
+        counters.count_rejection(AdvertRejected::FromOwnAddress);
+        counters.rejected_unknown_peer += 1;
+        assert_eq!(counters.rejected(), 12);
+        let each = [
+            counters.rejected_ip_header,
+            counters.rejected_ttl,
+            counters.rejected_truncated,
+            counters.rejected_version,
+            counters.rejected_type,
+            counters.rejected_no_addresses,
+            counters.rejected_length_mismatch,
+            counters.rejected_checksum,
+            counters.rejected_zero_interval,
+            counters.rejected_vrid_mismatch,
+            counters.rejected_from_own_address,
+            counters.rejected_unknown_peer,
+        ];
+        assert_eq!(each, [1; 12]);
+        assert_eq!(counters.accepted, 0);
+    }
+
+    #[test]
+    fn accepted_adverts_note_their_checksum_form_and_address_list() {
+        let mut counters = ReceiveCounters::default();
+        counters.count_accepted(ChecksumForm::PseudoHeader, true);
+        counters.count_accepted(ChecksumForm::MessageOnly, true);
+        counters.count_accepted(ChecksumForm::PseudoHeaderWithGroup, false);
+        assert_eq!(counters.accepted, 3);
+        assert_eq!(counters.accepted_message_only_checksum, 1);
+        assert_eq!(counters.accepted_group_pseudo_header_checksum, 1);
+        assert_eq!(counters.accepted_address_list_mismatch, 1);
+        assert_eq!(counters.rejected(), 0);
+    }
+}
