@@ -1,10 +1,15 @@
 //! The `lb` controller as a library, so the integration tests drive the same code
 //! the binary runs.
 
+pub mod api;
 pub mod config;
+pub mod controller;
 pub mod dataplane;
+pub mod ha;
 pub mod health;
 pub mod neighbour;
 pub mod reconcile;
 pub mod run;
+pub mod status_table;
+pub mod takeover;
 pub mod vrrp;

@@ -1,9 +1,14 @@
-//! The `lb` command line: `lb run --config FILE`, `lb check-config FILE`.
+//! The `lb` command line: `lb run`, `lb check-config`, and `lb status` /
+//! `lb backend ...`, which talk to a running `lb run` through its control API.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use lb::api::ApiClient;
+use lb::controller::AdminAction;
 use tracing_subscriber::EnvFilter;
 
 /// An XDP layer-4 (TCP/UDP) load balancer and its controller.
@@ -24,19 +29,72 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Pin the data path here instead of global.pin_dir (a directory
+        /// on a bpffs; one per lb instance).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
     },
     /// Validate a configuration file without touching the system.
     CheckConfig {
         /// The TOML configuration file.
         file: PathBuf,
     },
+    /// Show every service and backend of the running `lb`: state, health,
+    /// since when and why, weight and traffic.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the API's JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a backend of the running `lb` (until it restarts).
+    Backend {
+        #[command(subcommand)]
+        action: BackendCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// Address of the control API (global.api of the running lb).
+    #[arg(long, global = true, default_value_t = lb::config::DEFAULT_API)]
+    api: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendCommand {
+    /// No new flows; established flows stay on it until they end.
+    Drain(BackendName),
+    /// No new flows; established flows move to a serving backend.
+    Disable(BackendName),
+    /// Undo drain or disable: its health checks decide again.
+    Enable(BackendName),
+    /// Set its share of new flows (1..=100).
+    Weight {
+        #[command(flatten)]
+        name: BackendName,
+        weight: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct BackendName {
+    /// The service's name in the configuration.
+    service: String,
+    /// The backend's name within the service.
+    backend: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config, pin_dir } => run(&config, pin_dir.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Status { api, json } => status(api.api, json),
+        Command::Backend { action, api } => backend(api.api, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,7 +105,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &std::path::Path) -> anyhow::Result<()> {
+fn run(config: &Path, pin_dir: Option<&Path>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -57,10 +115,10 @@ fn run(config: &std::path::Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(lb::run::run(config))
+    runtime.block_on(lb::run::run(config, pin_dir))
 }
 
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = lb::config::load(file)?;
     println!(
         "{}: ok: {} service(s), {} backend(s), interface {}",
@@ -68,6 +126,39 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         config.services.len(),
         config.backend_count(),
         config.global.interface,
+    );
+    Ok(())
+}
+
+/// Runs one API call on a small runtime of its own.
+fn call<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(work))
+}
+
+fn status(api: SocketAddr, json: bool) -> anyhow::Result<()> {
+    let report = call(ApiClient::new(api).status())??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", lb::status_table::render(&report, SystemTime::now()));
+    }
+    Ok(())
+}
+
+fn backend(api: SocketAddr, command: BackendCommand) -> anyhow::Result<()> {
+    let (name, action) = match command {
+        BackendCommand::Drain(name) => (name, AdminAction::Drain),
+        BackendCommand::Disable(name) => (name, AdminAction::Disable),
+        BackendCommand::Enable(name) => (name, AdminAction::Enable),
+        BackendCommand::Weight { name, weight } => (name, AdminAction::Weight(weight)),
+    };
+    let status = call(ApiClient::new(api).backend(&name.service, &name.backend, action))??;
+    println!(
+        "{}/{}: {} (health {}, weight {}): {}",
+        name.service, name.backend, status.state, status.health, status.weight, status.reason
     );
     Ok(())
 }

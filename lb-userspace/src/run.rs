@@ -1,26 +1,40 @@
 //! `lb run`: validates the configuration, resolves the backends, loads and
-//! programs the data path, attaches it, serves until SIGINT or SIGTERM, then
+//! programs the data path, attaches it, starts the health checks, the
+//! reconcile loop and the control API, serves until SIGINT or SIGTERM, then
 //! detaches and logs the final counters.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::try_join_all;
 use lb_common::maps::{Reason, XDP_ACTION_NAMES};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::oneshot;
 
+use crate::api;
 use crate::config::{self, Config};
-use crate::dataplane::{Dataplane, LoadOptions};
+use crate::controller::Controller;
+use crate::dataplane::Dataplane;
+use crate::ha;
 use crate::neighbour::{self, Neighbour, Resolver};
-use crate::reconcile::{BackendState, Layout, Reconciler};
+use crate::reconcile::Layout;
+use crate::takeover;
+
+/// How long the API gets to finish the requests in flight at shutdown.
+const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the load balancer described by the file at `config_path` until a
-/// shutdown signal. A configuration error returns before anything in the
-/// kernel is touched.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
+/// shutdown signal; `pin_dir` overrides `global.pin_dir`. A configuration
+/// error returns before anything in the kernel is touched.
+pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<()> {
+    let mut config = config::load(config_path)?;
+    if let Some(dir) = pin_dir {
+        config.global.pin_dir = Some(dir.to_owned());
+    }
     // Installed first, so that a signal received while starting up is not
     // fatal: it is handled as soon as the data path serves.
     let shutdown = ShutdownSignals::install()?;
@@ -31,12 +45,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "configuration valid"
     );
     for service in &config.services {
+        let check = match &service.health {
+            Some(check) => format!("{} on port {}", check.spec.probe.kind(), check.port),
+            None => "none (backends always up)".to_owned(),
+        };
         tracing::info!(
             service = %service.name,
             endpoint = %format_args!("{}:{}/{}", service.vip, service.port, service.protocol),
             scheduler = %service.scheduler,
             forwarding = %service.forwarding,
             backends = service.backends.len(),
+            %check,
             "service"
         );
     }
@@ -45,34 +64,64 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let neighbours = resolve_backends(&resolver, &config).await?;
     drop(resolver);
 
-    let mut dataplane = Dataplane::load(&LoadOptions {
-        flow_table_size: config.global.flow_table_size,
-        max_services: config.global.max_services,
-        max_backends: config.global.max_backends,
-        table_size: config.global.maglev_table_size,
-    })
-    .context("loading the XDP data path")?;
-    let layout = Layout::new(&config);
-    // Health checks are not there yet: every backend starts (and stays) up.
-    let states = vec![BackendState::Up; layout.backend_count()];
-    let mut reconciler = Reconciler::new(layout, neighbours, config.global.maglev_table_size);
-    let writes = reconciler
-        .reconcile(&mut dataplane, &states)
-        .context("programming the data path")?;
-    tracing::debug!(writes, "maps programmed");
+    // Bound before the data path is touched: a port in use stops us early.
+    let api_listener = TcpListener::bind(config.global.api)
+        .await
+        .with_context(|| {
+            format!(
+                "listening for the control API on {} (global.api)",
+                config.global.api
+            )
+        })?;
 
-    let mode = dataplane.attach(&interface.name)?;
+    // Before the controller reads the backends' initial health.
+    let pins = takeover::prepare(&mut config).context("taking over the pinned data path")?;
+    let dataplane = takeover::load(&takeover::load_options(&config), pins.as_ref())
+        .context("loading the XDP data path")?;
+    let (mut controller, handle) =
+        Controller::start(&config, neighbours, dataplane).context("programming the data path")?;
+    // Before attaching, so a VRRP problem stops us with nothing attached;
+    // it starts as backup and tracking sees the program once attached.
+    let pair = ha::start(
+        &config,
+        interface.index,
+        controller.dataplane(),
+        handle.clone(),
+    )
+    .await
+    .context("starting VRRP ([vrrp])")?;
+    let mode = takeover::attach(controller.dataplane_mut(), &interface.name, pins.as_ref())?;
+
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let api_server = tokio::spawn(api::server::serve(api_listener, handle, async {
+        // Either a stop or the sender dropped: stop both ways.
+        let _ = api_stopped.await;
+    }));
     tracing::info!(
-        "lb ready: serving {} service(s) with {} backend(s) on {} ({mode} mode)",
+        "lb ready: serving {} service(s) with {} backend(s) on {} ({mode}); API on http://{}",
         config.services.len(),
         config.backend_count(),
         interface.name,
+        config.global.api,
     );
 
-    let signal = shutdown.recv().await;
+    let (mut controller, signal) = controller.run(shutdown.recv()).await;
     tracing::info!(signal, "shutting down");
-    dataplane.detach();
-    log_counters(&dataplane, reconciler.layout());
+    // Priority 0 first, while the data path still forwards.
+    if let Some(pair) = pair {
+        if let Err(error) = pair.shutdown().await {
+            tracing::error!(error = %format!("{error:#}"), "stopping VRRP");
+        }
+    }
+    let _ = stop_api.send(());
+    match tokio::time::timeout(API_SHUTDOWN_GRACE, api_server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "control API server failed"),
+        Ok(Err(error)) => tracing::warn!(%error, "control API task failed"),
+        Err(_) => tracing::warn!("control API still busy after {API_SHUTDOWN_GRACE:?}; leaving it"),
+    }
+    takeover::release(controller.dataplane_mut(), pins.as_ref());
+    log_counters(controller.dataplane(), controller.layout());
     tracing::info!("lb stopped");
     Ok(())
 }

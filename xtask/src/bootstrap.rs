@@ -17,7 +17,8 @@ use crate::paths;
 
 /// Debian packages the project needs: the compiler route for eBPF without
 /// `rust-src` (`rustc-web` and its prebuilt `core` for BPF), what `bpf-linker`
-/// links against, the lab's web server and tools, and the benchmarks' peers.
+/// links against, the lab's web server and tools, the benchmarks' peers and
+/// the font of their charts.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -33,6 +34,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "haproxy",
     "nftables",
     "curl",
+    "conntrack",
+    "fonts-dejavu-core",
 ];
 
 /// Packages whose installation starts a system service in the root namespace.

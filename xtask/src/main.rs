@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use xtask::bench::{self, BenchOptions};
 use xtask::lab::{self, Lab, LabOptions};
 use xtask::run::DemoOptions;
 use xtask::{bootstrap, build, interrupt, paths, run, suite};
@@ -25,8 +26,9 @@ enum Task {
     Bootstrap,
     /// Build the eBPF object and the `lb` binary.
     Build,
-    /// Without --config: the demo in the lab (lb on lb1, requests through the
-    /// VIP, until Ctrl-C). With --config: `lb run` on this host's interfaces.
+    /// Without --config: the demo in the lab (the lb pair on lb1 and lb2,
+    /// VRRP between them, requests through the VIP, until Ctrl-C). With
+    /// --config: `lb run` on this host's interfaces.
     Run {
         /// Run `lb` with this configuration on the host's real interfaces.
         #[arg(long)]
@@ -46,6 +48,17 @@ enum Task {
     },
     /// Every check: rustfmt, clippy, unit and root-only end-to-end tests.
     Test,
+    /// Benchmarks: micro (ns per packet against the floors) and end to end
+    /// (wrk through the lab: direct, HAProxy, nftables, ours); report in
+    /// target/bench/.
+    Bench {
+        /// A short smoke run (one round, short runs; about a minute).
+        #[arg(long)]
+        quick: bool,
+        /// Name prefix of the benchmark's lab.
+        #[arg(long, default_value = bench::DEFAULT_PREFIX)]
+        prefix: String,
+    },
     /// Bring the lab up or down by hand.
     Lab {
         #[command(subcommand)]
@@ -119,6 +132,12 @@ fn main() -> Result<()> {
             duration: duration.map(Duration::from_secs),
         })?,
         Task::Test => suite::run()?,
+        Task::Bench { quick, prefix } => {
+            bench::run(&BenchOptions {
+                prefix,
+                ..BenchOptions::new(quick)
+            })?;
+        }
         Task::Lab { action } => lab_command(action)?,
     }
     Ok(())
@@ -147,6 +166,23 @@ fn lab_command(action: LabAction) -> Result<()> {
             let config = lab.write_lb_config(lab::Scheduler::Maglev)?;
             lab.write_lb_config(lab::Scheduler::RoundRobin)?;
             print_lab_usage(&lab, &config);
+            if no_static_vip {
+                // VRRP manages the VIP: the pair's commands.
+                for node in lab::Node::LBS {
+                    let config = lab.write_pair_config(
+                        node,
+                        lab::Scheduler::Maglev,
+                        &lab::PairOptions::default(),
+                    )?;
+                    println!(
+                        "  pair:       ip netns exec {} {} run --config {} --pin-dir {}",
+                        lab.namespace(node),
+                        paths::lb_binary().display(),
+                        config.display(),
+                        lab.lb_pin_dir(node).display()
+                    );
+                }
+            }
             lab.keep();
         }
         LabAction::Down { prefix } => {
@@ -173,9 +209,10 @@ fn print_lab_usage(lab: &Lab, lb_config: &std::path::Path) {
     println!("  files:      {}", lab.run_dir().display());
     println!("  backends:   ip netns exec {client} curl -s http://10.0.0.1/");
     println!(
-        "  lb:         ip netns exec {lb1} {} run --config {}",
+        "  lb:         ip netns exec {lb1} {} run --config {} --pin-dir {}",
         paths::lb_binary().display(),
-        lb_config.display()
+        lb_config.display(),
+        lab.lb_pin_dir(lab::Node::Lb1).display()
     );
     println!(
         "  via VIP:    ip netns exec {client} curl -s {}",

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::lab::{self, Lab, LabOptions, Node, Scheduler};
+use crate::lab::{self, Lab, LabOptions, Node, PairOptions, Scheduler};
 use crate::{bootstrap, build, cmd, interrupt};
 
 /// How long `lb` gets to attach and program its maps.
@@ -28,9 +28,11 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
 }
 
-/// Bootstrap, build, bring the lab up, run `lb` on lb1, send requests through
-/// the VIP and show who answered; then wait for Ctrl-C or the duration. `lb`
-/// is stopped and the lab removed on every way out.
+/// Bootstrap, build, bring the lab up, run the `lb` pair on lb1 and lb2
+/// (VRRP moves the VIP between them), send requests through the VIP and
+/// show who answered and which node is master; then wait for Ctrl-C or the
+/// duration, reporting every change of master. Both `lb`s are stopped and
+/// the lab removed on every way out.
 pub fn in_lab(options: &DemoOptions) -> Result<()> {
     require_root()?;
     let toolchain = bootstrap::run()?;
@@ -40,23 +42,28 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
     println!("lab: bringing up {}* ...", options.prefix);
     let lab = Lab::up(&LabOptions {
         ebpf_object: artifacts.ebpf_object.clone(),
+        static_vip_on_lb1: false,
         ..LabOptions::new(&options.prefix)
     })?;
     println!(
-        "lab: up; web1..3 answer the client directly; VIP {} on {}",
-        lab::VIP,
-        lab.namespace(Node::Lb1)
+        "lab: up; web1..3 answer the client directly; VIP {} moves between lb1 and lb2 by VRRP",
+        lab::VIP
     );
-    let config = lab.write_lb_config(options.scheduler)?;
-    let mut lb = lab.start_lb(Node::Lb1, &artifacts.lb_binary, &config)?;
-    println!(
-        "lb: started in {} (pid {}), config {}, log {}",
-        lab.namespace(Node::Lb1),
-        lb.pid().unwrap_or_default(),
-        config.display(),
-        lb.log_path().display()
-    );
-    lab.wait_until_vip_serves(&mut lb, LB_READY_TIMEOUT)?;
+    let pair = PairOptions::default();
+    let [mut lb1, mut lb2] = lab.start_pair(&artifacts.lb_binary, options.scheduler, &pair)?;
+    for (node, lb) in [(Node::Lb1, &lb1), (Node::Lb2, &lb2)] {
+        println!(
+            "lb: started in {} (pid {}, VRRP priority {}, adverts every {:?}), log {}",
+            lab.namespace(node),
+            lb.pid().unwrap_or_default(),
+            lab::priority(node),
+            pair.advert_interval,
+            lb.log_path().display()
+        );
+    }
+    let took = lab.wait_for_master(Node::Lb1, &mut [&mut lb1, &mut lb2], LB_READY_TIMEOUT)?;
+    lab.wait_until_vip_serves(&mut lb1, LB_READY_TIMEOUT)?;
+    println!("vrrp: lb1 is master after {took:?} (its backends up), lb2 is backup");
     stop_if_interrupted()?;
 
     println!(
@@ -72,25 +79,43 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
     for (backend, count) in lab::tally(&replies) {
         println!("  {backend:<28} {count:>4}");
     }
-    print_lb_status(&lab, &artifacts.lb_binary);
+    for node in Node::LBS {
+        print_lb_status(&lab, node, &artifacts.lb_binary);
+    }
 
     match options.duration {
         Some(duration) => println!("running for {duration:?} (Ctrl-C stops earlier)"),
-        None => println!("running; Ctrl-C stops lb and removes the lab"),
+        None => println!(
+            "running; Ctrl-C stops both lbs and removes the lab (try `ip netns exec {} ip link set eth0 down` to see lb2 take over)",
+            lab.namespace(Node::Lb1)
+        ),
     }
-    let mut lb_exit = None;
+    let mut exited = None;
+    let mut master = vec![Node::Lb1];
     interrupt::sleep_while(options.duration, || {
-        lb_exit = lb.try_exit_status().ok().flatten();
-        lb_exit.is_none()
+        for lb in [&mut lb1, &mut lb2] {
+            if let Ok(Some(status)) = lb.try_exit_status() {
+                exited = Some((lb.name().to_owned(), status, lb.log_tail(30)));
+                return false;
+            }
+        }
+        if let Ok(holders) = lab.vip_holders() {
+            if holders != master {
+                println!("vrrp: the VIP is now on {holders:?}");
+                master = holders;
+            }
+        }
+        true
     });
-    if let Some(status) = lb_exit {
-        bail!(
-            "lb exited on its own ({status}); end of its log:\n{}",
-            lb.log_tail(30)
-        );
+    if let Some((name, status, log_tail)) = exited {
+        bail!("{name} exited on its own ({status}); end of its log:\n{log_tail}");
     }
-    let status = lb.stop().context("stopping lb")?;
-    println!("lb: stopped ({status})");
+    // The backup first, so the master's shutdown is not a failover.
+    for lb in [lb2, lb1] {
+        let name = lb.name().to_owned();
+        let status = lb.stop().with_context(|| format!("stopping {name}"))?;
+        println!("{name}: stopped ({status})");
+    }
     let report = lab.down()?;
     println!(
         "lab: removed {} namespaces, {} pins",
@@ -100,14 +125,14 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
     Ok(())
 }
 
-/// Shows `lb status` from inside the LB namespace (its API listens on that
+/// Shows `lb status` from inside `node` (its API listens on that
 /// namespace's loopback), bounded in time.
-fn print_lb_status(lab: &Lab, lb_binary: &Path) {
-    let mut command = lab.command(Node::Lb1, "timeout");
+fn print_lb_status(lab: &Lab, node: Node, lb_binary: &Path) {
+    let mut command = lab.command(node, "timeout");
     command.arg("5").arg(lb_binary).arg("status");
     match cmd::output(&mut command) {
-        Ok(status) => println!("lb status:\n{status}"),
-        Err(error) => println!("lb status: not available ({error})"),
+        Ok(status) => println!("lb status on {node}:\n{status}"),
+        Err(error) => println!("lb status on {node}: not available ({error})"),
     }
 }
 

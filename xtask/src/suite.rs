@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use crate::build::Artifacts;
-use crate::{bootstrap, build, cmd, interrupt, paths};
+use crate::{bench, bootstrap, build, cmd, interrupt, paths};
 
 /// One check: a named cargo command.
 struct Check {
@@ -15,7 +15,8 @@ struct Check {
     command: Command,
 }
 
-/// Runs the suite: bootstrap, build, then rustfmt, clippy and the tests.
+/// Runs the suite: bootstrap, build, then rustfmt, clippy, the tests and
+/// the benchmark's smoke run.
 pub fn run() -> Result<()> {
     if !bootstrap::is_root() {
         bail!("cargo xtask test needs root: it loads XDP programs and creates network namespaces");
@@ -35,6 +36,17 @@ pub fn run() -> Result<()> {
             eprintln!("test: {} FAILED: {error}", check.name);
         }
         results.push((check.name, outcome.is_ok(), started.elapsed()));
+    }
+    if !interrupt::requested() {
+        // Last, on a machine no other check is loading.
+        let name = "bench --quick (smoke)";
+        println!("test: {name}");
+        let started = Instant::now();
+        let outcome = bench::smoke_test(&artifacts);
+        if let Err(error) = &outcome {
+            eprintln!("test: {name} FAILED: {error:#}");
+        }
+        results.push((name, outcome.is_ok(), started.elapsed()));
     }
 
     println!("\nsummary:");

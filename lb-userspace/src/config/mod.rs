@@ -4,23 +4,37 @@
 //! names the field and its line ([`ConfigError`]).
 
 mod error;
+mod health;
+mod pin_dir;
 mod raw;
 mod validate;
+mod vrrp;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 pub use error::{ConfigError, Location};
+pub use pin_dir::default_pin_dir;
+pub use vrrp::{Tracking, Vrrp};
+
+use crate::health::{CheckSpec, CheckTarget, Health, ProbeSource};
 
 /// Backend weights accepted in the file.
 pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
+
+/// Where the control API listens unless `global.api` says otherwise.
+pub const DEFAULT_API: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub global: Global,
     pub services: Vec<Service>,
+    /// `[vrrp]`: the active-passive pair; `None`: a single node.
+    pub vrrp: Option<Vrrp>,
 }
 
 impl Config {
@@ -41,6 +55,14 @@ pub struct Global {
     pub maglev_table_size: u32,
     pub max_services: u32,
     pub max_backends: u32,
+    /// Where health probes leave from: `global.health_source` and
+    /// `global.health_interface` (default: `interface`).
+    pub health_source: ProbeSource,
+    /// The control API's address; always a loopback address.
+    pub api: SocketAddr,
+    /// The bpffs directory where the XDP link and the flow table are pinned,
+    /// so the data path outlives `lb`; `None` (`pin_dir = ""`): not pinned.
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 /// A virtual service: VIP, port and protocol, and the backends behind it.
@@ -52,7 +74,29 @@ pub struct Service {
     pub protocol: Protocol,
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
+    /// The check of every backend; `None`: not checked, the backends are always up.
+    pub health: Option<HealthCheck>,
     pub backends: Vec<Backend>,
+}
+
+impl Service {
+    /// The check of `backend`, `None` if the service is not checked.
+    pub fn check_target(&self, backend: &Backend) -> Option<CheckTarget> {
+        let health = self.health.as_ref()?;
+        // The port was validated as 1..=65535.
+        Some(
+            CheckTarget::new(backend.address, health.port, Arc::clone(&health.spec))
+                .expect("a validated check port is not 0"),
+        )
+    }
+}
+
+/// How a service's backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub spec: Arc<CheckSpec>,
+    /// The port probed on each backend (default: the service port).
+    pub port: u16,
 }
 
 /// Transport protocol of a service.
@@ -119,6 +163,10 @@ pub struct Backend {
     pub address: Ipv4Addr,
     /// Share of new flows relative to the service's other backends, in [`WEIGHT_RANGE`].
     pub weight: u32,
+    /// Health before the first checks: [`Health::Down`] (the default) until
+    /// `rise` checks pass, or [`Health::Up`] if configured `initial = "up"`.
+    /// Backends of a service that is not checked are always up.
+    pub initial: Health,
 }
 
 /// Reads and validates the configuration file at `path`.

@@ -13,6 +13,7 @@ pub(super) struct RawConfig {
     pub global: RawGlobal,
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
+    pub vrrp: Option<Spanned<super::vrrp::RawVrrp>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +25,10 @@ pub(super) struct RawGlobal {
     pub max_services: Option<Spanned<i64>>,
     pub max_backends: Option<Spanned<i64>>,
     pub xdp_mode: Option<Spanned<String>>,
+    pub health_source: Option<Spanned<String>>,
+    pub health_interface: Option<Spanned<String>>,
+    pub api: Option<Spanned<String>>,
+    pub pin_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +40,7 @@ pub(super) struct RawService {
     pub protocol: Spanned<String>,
     pub scheduler: Option<Spanned<String>>,
     pub forwarding: Option<Spanned<String>>,
+    pub health: Option<Spanned<RawHealth>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<RawBackend>,
 }
@@ -45,4 +51,24 @@ pub(super) struct RawBackend {
     pub name: Spanned<String>,
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
+    pub initial: Option<Spanned<String>>,
+}
+
+/// `[service.health]`: durations are strings like `"2s"` or `"500ms"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub expect_status: Option<Spanned<String>>,
+    pub expect_body: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub fastinter: Option<Spanned<String>>,
+    pub downinter: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
 }

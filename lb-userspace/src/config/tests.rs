@@ -2,8 +2,10 @@
 //! each checked for the field it names and the line it points at.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use super::*;
+use crate::health::{HealthParams, HttpProbe, ProbeKind, ProbeSpec};
 
 /// Joins `lines` so that `lines[i]` is line `i + 1` of the file.
 fn file(lines: &[&str]) -> String {
@@ -75,6 +77,9 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             maglev_table_size: lb_common::maps::defaults::MAGLEV_TABLE_SIZE,
             max_services: lb_common::maps::defaults::MAX_SERVICES,
             max_backends: lb_common::maps::defaults::MAX_BACKENDS,
+            health_source: ProbeSource::default().with_interface("eth0").unwrap(),
+            api: DEFAULT_API,
+            pin_dir: Some("/sys/fs/bpf/lb/eth0".into()),
         }
     );
     assert_eq!(
@@ -86,16 +91,26 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             protocol: Protocol::Tcp,
             scheduler: Scheduler::Maglev,
             forwarding: Forwarding::DsrL2,
+            health: Some(HealthCheck {
+                spec: Arc::new(CheckSpec {
+                    probe: ProbeSpec::default()
+                        .with_source(ProbeSource::default().with_interface("eth0").unwrap()),
+                    params: HealthParams::default(),
+                }),
+                port: 80,
+            }),
             backends: vec![
                 Backend {
                     name: "web1".into(),
                     address: Ipv4Addr::new(10, 0, 0, 1),
                     weight: 2,
+                    initial: Health::Down,
                 },
                 Backend {
                     name: "web2".into(),
                     address: Ipv4Addr::new(10, 0, 0, 2),
                     weight: 1,
+                    initial: Health::Down,
                 },
             ],
         }]
@@ -113,6 +128,9 @@ fn global_settings_are_read() {
         "max_services = 4",
         "max_backends = 8",
         "xdp_mode = \"auto\"",
+        "health_source = \"10.0.0.10\"",
+        "health_interface = \"eth1\"",
+        "api = \"127.0.0.2:8000\"",
     ]);
     let config = parse(&text, "lb.toml").unwrap();
     assert_eq!(
@@ -123,6 +141,12 @@ fn global_settings_are_read() {
             maglev_table_size: 13,
             max_services: 4,
             max_backends: 8,
+            health_source: ProbeSource::default()
+                .with_interface("eth1")
+                .unwrap()
+                .with_address(Ipv4Addr::new(10, 0, 0, 10)),
+            api: "127.0.0.2:8000".parse().unwrap(),
+            pin_dir: Some("/sys/fs/bpf/lb/veth-lb".into()),
         }
     );
     assert!(config.services.is_empty());
@@ -457,4 +481,259 @@ fn a_missing_file_is_reported_by_name() {
     assert_eq!(error.to_string(), "/nonexistent/lb.toml: cannot read");
     assert!(matches!(error, ConfigError::Read { .. }));
     assert_eq!(error.location(), None);
+}
+
+/// `VALID` with a `[service.health]` table of `lines` after the service's
+/// settings: the table header is line 10, its keys from line 11 on, and the
+/// backends follow.
+fn with_health(lines: &[&str]) -> String {
+    let mut all: Vec<&str> = VALID[..9].to_vec();
+    all.push("[service.health]");
+    all.extend_from_slice(lines);
+    all.extend_from_slice(&VALID[9..]);
+    file(&all)
+}
+
+fn only_check(text: &str) -> HealthCheck {
+    let config = parse(text, "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+    config.services[0].health.clone().expect("a check")
+}
+
+#[test]
+fn an_http_check_is_read_with_every_setting() {
+    let check = only_check(&with_health(&[
+        "type = \"http\"",
+        "port = 8080",
+        "path = \"/health\"",
+        "host = \"www.example.com\"",
+        "expect_status = \"200-299\"",
+        "expect_body = \"ok\"",
+        "interval = \"2s\"",
+        "fastinter = \"500ms\"",
+        "downinter = \"1m 30s\"",
+        "timeout = \"1500ms\"",
+        "rise = 3",
+        "fall = 4",
+    ]));
+    let http = HttpProbe::new("/health")
+        .unwrap()
+        .with_host("www.example.com")
+        .unwrap()
+        .with_expect_status("200-299".parse().unwrap())
+        .with_expect_body("ok")
+        .unwrap();
+    let probe = ProbeSpec::new(ProbeKind::Http(http), Duration::from_millis(1500))
+        .unwrap()
+        .with_source(ProbeSource::default().with_interface("eth0").unwrap());
+    let params = HealthParams::new(Duration::from_secs(2), 3, 4)
+        .unwrap()
+        .with_fastinter(Duration::from_millis(500))
+        .unwrap()
+        .with_downinter(Duration::from_secs(90))
+        .unwrap();
+    assert_eq!(
+        check,
+        HealthCheck {
+            spec: Arc::new(CheckSpec { probe, params }),
+            port: 8080,
+        }
+    );
+}
+
+#[test]
+fn an_http_check_defaults_to_the_root_path_and_the_service_port() {
+    let check = only_check(&with_health(&["type = \"http\""]));
+    assert_eq!(check.port, 80);
+    let ProbeKind::Http(http) = check.spec.probe.kind() else {
+        panic!("an http check")
+    };
+    assert_eq!(http.path().as_str(), "/");
+    assert_eq!(check.spec.params, HealthParams::default());
+}
+
+#[test]
+fn a_table_without_type_is_a_tcp_check_for_a_tcp_service() {
+    let check = only_check(&with_health(&["interval = \"1s\"", "rise = 1"]));
+    assert_eq!(check.spec.probe.kind(), &ProbeKind::Tcp);
+    assert_eq!(check.spec.params.interval(), Duration::from_secs(1));
+    assert_eq!(check.spec.params.rise(), 1);
+}
+
+#[test]
+fn type_none_means_not_checked_and_always_up() {
+    let config = parse(&with_health(&["type = \"none\""]), "lb.toml").unwrap();
+    assert_eq!(config.services[0].health, None);
+    assert!(config.services[0]
+        .backends
+        .iter()
+        .all(|b| b.initial == Health::Up));
+}
+
+#[test]
+fn udp_services_are_not_checked_unless_configured() {
+    let config = parse(&valid_with(8, "protocol = \"udp\""), "lb.toml").unwrap();
+    assert_eq!(config.services[0].health, None);
+    assert_eq!(config.services[0].backends[0].initial, Health::Up);
+    // A check of a UDP service says how to probe: over TCP.
+    let mut lines = VALID[..9].to_vec();
+    lines[7] = "protocol = \"udp\"";
+    lines.extend(["[service.health]", "rise = 1"]);
+    lines.extend_from_slice(&VALID[9..]);
+    assert_rejected(
+        &file(&lines),
+        10,
+        &["service[web].health.type", "explicit type"],
+    );
+    lines[10] = "type = \"tcp\"";
+    let config = parse(&file(&lines), "lb.toml").unwrap();
+    assert_eq!(config.services[0].backends[0].initial, Health::Down);
+}
+
+#[test]
+fn backends_start_down_unless_configured_up() {
+    let mut lines = VALID.to_vec();
+    lines.insert(14, "initial = \"up\"");
+    let config = parse(&file(&lines), "lb.toml").unwrap();
+    let initial: Vec<Health> = config.services[0]
+        .backends
+        .iter()
+        .map(|b| b.initial)
+        .collect();
+    assert_eq!(initial, [Health::Up, Health::Down]);
+    lines[14] = "initial = \"maybe\"";
+    assert_rejected(
+        &file(&lines),
+        15,
+        &[
+            "service[web].backend[web1].initial",
+            "unknown initial state \"maybe\"",
+        ],
+    );
+}
+
+#[test]
+fn initial_is_rejected_where_nothing_is_checked() {
+    let mut lines = VALID.to_vec();
+    lines[7] = "protocol = \"udp\"";
+    lines.insert(14, "initial = \"up\"");
+    assert_rejected(
+        &file(&lines),
+        15,
+        &["service[web].backend[web1].initial", "always up"],
+    );
+}
+
+#[test]
+fn health_errors_name_the_key_and_its_line() {
+    let cases: &[(&[&str], usize, &[&str])] = &[
+        (
+            &["type = \"icmp\""],
+            11,
+            &["service[web].health.type", "unknown check type \"icmp\""],
+        ),
+        (
+            &["interval = \"2\""],
+            11,
+            &["service[web].health.interval", "not a duration"],
+        ),
+        (
+            &["rise = 1", "timeout = \"fast\""],
+            12,
+            &["service[web].health.timeout", "not a duration"],
+        ),
+        (
+            &["interval = \"0s\""],
+            11,
+            &["service[web].health.interval", "longer than zero"],
+        ),
+        (
+            &["fall = 0"],
+            11,
+            &["service[web].health.fall", "out of range (1..=1000)"],
+        ),
+        (
+            &["port = 70000"],
+            11,
+            &["service[web].health.port", "out of range"],
+        ),
+        (
+            &["type = \"http\"", "path = \"health\""],
+            12,
+            &["service[web].health.path", "absolute request path"],
+        ),
+        (
+            &["type = \"http\"", "expect_status = \"2xx\""],
+            12,
+            &["service[web].health.expect_status", "200-399"],
+        ),
+        (
+            &["type = \"http\"", "host = \"a b\""],
+            12,
+            &["service[web].health.host"],
+        ),
+        (
+            &["type = \"http\"", "expect_body = \"\""],
+            12,
+            &["service[web].health.expect_body", "must not be empty"],
+        ),
+        (
+            &["path = \"/health\""],
+            11,
+            &[
+                "service[web].health.path",
+                "only applies to checks of type = \"http\"",
+            ],
+        ),
+        (
+            &["type = \"none\"", "rise = 2"],
+            12,
+            &["service[web].health.rise", "takes no other settings"],
+        ),
+        (&["colour = \"red\""], 11, &["unknown field `colour`"]),
+    ];
+    for (lines, line, fragments) in cases {
+        assert_rejected(&with_health(lines), *line, fragments);
+    }
+}
+
+#[test]
+fn global_health_and_api_settings_are_checked() {
+    assert_rejected(
+        &valid_with(3, "health_source = \"10.0.0\""),
+        3,
+        &["global.health_source", "not an IPv4 address"],
+    );
+    assert_rejected(
+        &valid_with(3, "health_interface = \"a/b\""),
+        3,
+        &["global.health_interface", "interface name"],
+    );
+    assert_rejected(
+        &valid_with(3, "api = \"0.0.0.0:9180\""),
+        3,
+        &["global.api", "not a loopback address"],
+    );
+    assert_rejected(
+        &valid_with(3, "api = \"localhost\""),
+        3,
+        &["global.api", "not an address and port"],
+    );
+    let config = parse(&valid_with(3, "api = \"[::1]:9180\""), "lb.toml").unwrap();
+    assert_eq!(config.global.api, "[::1]:9180".parse().unwrap());
+}
+
+#[test]
+fn one_check_definition_shared_by_two_services_is_one_target_per_backend() {
+    let config = parse(&with_second_service("api", "10.0.0.101", "tcp"), "lb.toml").unwrap();
+    let web = &config.services[0];
+    let api = &config.services[1];
+    // Both services probe web1 with the default TCP check on port 80.
+    assert_eq!(
+        web.check_target(&web.backends[0]),
+        api.check_target(&api.backends[0])
+    );
+    assert_ne!(
+        web.check_target(&web.backends[0]),
+        web.check_target(&web.backends[1])
+    );
 }

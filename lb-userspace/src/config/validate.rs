@@ -2,7 +2,7 @@
 //! load balancer cannot run with.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 
 use lb_common::maglev::is_prime;
@@ -11,8 +11,12 @@ use lb_common::ring::round_robin_ring;
 use toml::Spanned;
 
 use super::error::{ConfigError, ErrorSite};
+use super::health::{self, CheckedService};
 use super::raw::{RawBackend, RawConfig, RawGlobal, RawService};
-use super::{Backend, Config, Forwarding, Global, Protocol, Scheduler, Service, WEIGHT_RANGE};
+use super::{
+    Backend, Config, Forwarding, Global, Protocol, Scheduler, Service, DEFAULT_API, WEIGHT_RANGE,
+};
+use crate::health::{Health, ProbeSource};
 
 /// Longest service or backend name.
 const MAX_NAME_LEN: usize = 32;
@@ -27,7 +31,16 @@ pub(super) fn validate(raw: RawConfig, site: &ErrorSite<'_>) -> Result<Config, C
         validator.add(raw_service)?;
     }
     let services = validator.into_services();
-    Ok(Config { global, services })
+    let vrrp = raw
+        .vrrp
+        .as_ref()
+        .map(|vrrp| super::vrrp::validate(vrrp, &global, &services, site))
+        .transpose()?;
+    Ok(Config {
+        global,
+        services,
+        vrrp,
+    })
 }
 
 fn validate_global(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, ConfigError> {
@@ -111,7 +124,49 @@ fn validate_global(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, Conf
         maglev_table_size,
         max_services,
         max_backends,
+        health_source: health_source(raw, site)?,
+        api: api_address(raw, site)?,
+        pin_dir: super::pin_dir::validate(raw.pin_dir.as_ref(), interface, site)?,
     })
+}
+
+/// Probes leave from `health_source` if set, through `health_interface`,
+/// which defaults to the XDP interface.
+fn health_source(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<ProbeSource, ConfigError> {
+    let (interface, span) = match &raw.health_interface {
+        Some(name) => (name.get_ref(), name.span()),
+        None => (raw.interface.get_ref(), raw.interface.span()),
+    };
+    let mut source = ProbeSource::default()
+        .with_interface(interface)
+        .map_err(|error| site.invalid(span, "global.health_interface", error.to_string()))?;
+    if let Some(address) = &raw.health_source {
+        source = source.with_address(unicast_address(address, "global.health_source", site)?);
+    }
+    Ok(source)
+}
+
+/// The control API listens on loopback only: it has no authentication.
+fn api_address(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<SocketAddr, ConfigError> {
+    let Some(api) = &raw.api else {
+        return Ok(DEFAULT_API);
+    };
+    let invalid = |problem: String| site.invalid(api.span(), "global.api", problem);
+    let address: SocketAddr = api.get_ref().parse().map_err(|_| {
+        invalid(format!(
+            "{:?} is not an address and port (e.g. \"127.0.0.1:9180\")",
+            api.get_ref()
+        ))
+    })?;
+    if !address.ip().is_loopback() {
+        return Err(invalid(format!(
+            "{address} is not a loopback address: the API has no authentication, so it listens on 127.0.0.0/8 or [::1] only"
+        )));
+    }
+    if address.port() == 0 {
+        return Err(invalid("the port must not be 0".to_owned()));
+    }
+    Ok(address)
 }
 
 /// Validates services one by one, remembering what earlier ones claimed.
@@ -217,7 +272,17 @@ impl<'a> ServicesValidator<'a> {
                 ),
             ));
         }
-        let backends = self.backends(raw, vip)?;
+        let health = health::validate(
+            raw.health.as_ref(),
+            &CheckedService {
+                name,
+                protocol,
+                port,
+                source: &self.global.health_source,
+            },
+            site,
+        )?;
+        let backends = self.backends(raw, vip, health.is_some())?;
         let service = Service {
             name: name.clone(),
             vip,
@@ -225,6 +290,7 @@ impl<'a> ServicesValidator<'a> {
             protocol,
             scheduler,
             forwarding,
+            health,
             backends,
         };
         self.check_table_fits(&service, raw)?;
@@ -235,7 +301,12 @@ impl<'a> ServicesValidator<'a> {
         Ok(())
     }
 
-    fn backends(&mut self, raw: &RawService, vip: Ipv4Addr) -> Result<Vec<Backend>, ConfigError> {
+    fn backends(
+        &mut self,
+        raw: &RawService,
+        vip: Ipv4Addr,
+        checked: bool,
+    ) -> Result<Vec<Backend>, ConfigError> {
         let site = self.site;
         let service = raw.name.get_ref();
         if raw.backends.is_empty() {
@@ -252,6 +323,7 @@ impl<'a> ServicesValidator<'a> {
             name,
             address,
             weight,
+            initial,
         } in &raw.backends
         {
             check_name(name, &format!("service[{service}].backend.name"), site)?;
@@ -302,10 +374,33 @@ impl<'a> ServicesValidator<'a> {
                 )? as u32,
                 None => 1,
             };
+            let initial = match initial {
+                None if checked => Health::Down,
+                None => Health::Up,
+                Some(initial) if !checked => {
+                    return Err(site.invalid(
+                        initial.span(),
+                        field("initial"),
+                        "the service is not health-checked (a udp service without [service.health], or type = \"none\"), so its backends are always up",
+                    ))
+                }
+                Some(initial) => match initial.get_ref().as_str() {
+                    "up" => Health::Up,
+                    "down" => Health::Down,
+                    other => {
+                        return Err(site.invalid(
+                            initial.span(),
+                            field("initial"),
+                            format!("unknown initial state {other:?} (expected \"up\" or \"down\")"),
+                        ))
+                    }
+                },
+            };
             backends.push(Backend {
                 name: name.get_ref().clone(),
                 address: parsed,
                 weight,
+                initial,
             });
         }
         Ok(backends)
@@ -345,7 +440,7 @@ impl<'a> ServicesValidator<'a> {
     }
 }
 
-fn integer_in(
+pub(super) fn integer_in(
     value: &Spanned<i64>,
     range: RangeInclusive<i64>,
     field: &str,
@@ -384,7 +479,7 @@ fn check_name(
     }
 }
 
-fn unicast_address(
+pub(super) fn unicast_address(
     value: &Spanned<String>,
     field: &str,
     site: &ErrorSite<'_>,

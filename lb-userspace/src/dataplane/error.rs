@@ -87,6 +87,18 @@ pub enum DataplaneError {
     #[error("scheduling table of {len} slots exceeds the table size {table_size}")]
     TableTooLong { len: usize, table_size: u32 },
 
+    /// The kernel's information about a loaded program could not be read.
+    #[error("reading the kernel's information about program {program}")]
+    ProgramInfo {
+        program: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+
+    /// Setting up, reusing or removing the pinned data path failed.
+    #[error(transparent)]
+    Pinning(#[from] super::PinningError),
+
     /// `BPF_PROG_TEST_RUN` failed.
     #[error("test run of program {program}")]
     TestRun {

@@ -5,6 +5,7 @@
 //! Map layouts and names are the contract in [`lb_common::maps`].
 
 mod error;
+mod pinning;
 mod services;
 mod test_run;
 
@@ -21,6 +22,7 @@ use lb_common::maps::{
 };
 
 pub use error::DataplaneError;
+pub use pinning::{PinDir, PinnedAttach, PinnedFlows, PinningError};
 pub use test_run::{TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
 
 use services::ServiceRegistry;
@@ -131,8 +133,18 @@ impl Dataplane {
     /// Loads the embedded eBPF object with maps sized by `options` and loads
     /// (verifies) `lb_xdp`, `xdp_pass` and `xdp_mac_swap` into the kernel.
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
+        Self::load_with_pins(options, None)
+    }
+
+    /// [`Dataplane::load`], with the flow table shared through `pins` when
+    /// given (see [`Dataplane::load_pinned`]).
+    fn load_with_pins(
+        options: &LoadOptions,
+        pins: Option<&PinDir>,
+    ) -> Result<Self, DataplaneError> {
         let sched_table_entries = options.sched_table_entries()?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(names::FLOWS, options.flow_table_size)
             .map_max_entries(names::SERVICES, options.max_services)
             .map_max_entries(names::VIPS, options.max_services)
@@ -140,7 +152,11 @@ impl Dataplane {
             .map_max_entries(names::RR_CURSOR, options.max_services)
             .map_max_entries(names::BACKENDS, options.max_backends)
             .map_max_entries(names::BACKEND_STATS, options.max_backends)
-            .map_max_entries(names::SCHED_TABLE, sched_table_entries)
+            .map_max_entries(names::SCHED_TABLE, sched_table_entries);
+        if let Some(pins) = pins {
+            pins.share_flows(&mut loader);
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|error| DataplaneError::Load(Box::new(error)))?;
         for program in PROGRAMS {
@@ -152,6 +168,12 @@ impl Dataplane {
                 })?;
         }
         tracing::debug!(?options, "eBPF programs loaded");
+        if let Some(pins) = pins {
+            let backends = ebpf
+                .map(names::BACKENDS)
+                .ok_or(DataplaneError::MissingMap(names::BACKENDS))?;
+            pins.stage_backends(backends)?;
+        }
         Ok(Self {
             services: take_map(&mut ebpf, names::SERVICES)?,
             vips: take_map(&mut ebpf, names::VIPS)?,
@@ -221,7 +243,22 @@ impl Dataplane {
         Ok(mode)
     }
 
-    /// Detaches every attached program. Also done when the dataplane is dropped.
+    /// The kernel's id of the load balancer program (`lb_xdp`): what an
+    /// interface reports when the program is attached to it.
+    pub fn program_id(&self) -> Result<u32, DataplaneError> {
+        let program = xdp_program(&self.ebpf, programs::LB)?;
+        let info = program
+            .info()
+            .map_err(|source| DataplaneError::ProgramInfo {
+                program: programs::LB,
+                source: Box::new(source),
+            })?;
+        Ok(info.id())
+    }
+
+    /// Detaches every attached program. Also done when the dataplane is
+    /// dropped. A link pinned by [`Dataplane::attach_pinned`] stays attached
+    /// until its pin is removed too ([`PinDir::remove`]).
     pub fn detach(&mut self) {
         for Attachment {
             program,
@@ -265,18 +302,22 @@ impl Dataplane {
     /// The table is written into the half of the service's region that the
     /// data path is not reading, then the service is flipped to it with one
     /// update of its `SERVICES` entry, so no packet sees a half-written table.
+    /// Only the slots that differ from what that half held before are
+    /// written; returns their number.
     pub fn set_service(
         &mut self,
         key: ServiceKey,
         id: u32,
         scheduler: Scheduler,
         slots: &[u32],
-    ) -> Result<(), DataplaneError> {
+    ) -> Result<usize, DataplaneError> {
         let placement = self.registry.placement(&key, id, slots.len())?;
-        for (offset, backend_id) in (placement.base..).zip(slots) {
+        let stale: Vec<(u32, u32)> = self.registry.stale_slots(id, placement, slots).collect();
+        for &(index, backend_id) in &stale {
             self.sched_table
-                .set(offset, backend_id, 0)
+                .set(placement.base + index, backend_id, 0)
                 .map_err(map_error(names::SCHED_TABLE))?;
+            self.registry.wrote_slot(id, placement, index, backend_id);
         }
         let service = Service {
             id,
@@ -300,10 +341,11 @@ impl Dataplane {
             id,
             ?scheduler,
             slots = slots.len(),
+            written = stale.len(),
             half = placement.half,
             "service published"
         );
-        Ok(())
+        Ok(stale.len())
     }
 
     /// Removes service `key`; its VIP stops being recognised once no service

@@ -76,13 +76,27 @@ impl Lab {
         Ok(path)
     }
 
-    /// Starts `BINARY run --config CONFIG` inside `node` (an LB), logging to
-    /// `lb.log` in the node's run directory. `RUST_LOG` defaults to `info`.
+    /// Starts `BINARY run --config CONFIG --pin-dir DIR` inside `node` (an
+    /// LB), with the node's own pin directory on the lab's bpffs, logging to
+    /// `lb.log` in the node's run directory (`lb-2.log`, ... when restarted).
+    /// `RUST_LOG` defaults to `info`.
     pub fn start_lb(
         &self,
         node: Node,
         binary: &Path,
         config: &Path,
+    ) -> Result<NsProcess, LabError> {
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+        self.start_lb_logging(node, binary, config, &filter)
+    }
+
+    /// [`Lab::start_lb`] with `RUST_LOG=filter`.
+    pub fn start_lb_logging(
+        &self,
+        node: Node,
+        binary: &Path,
+        config: &Path,
+        filter: &str,
     ) -> Result<NsProcess, LabError> {
         if !binary.is_file() {
             return Err(LabError::MissingLbBinary(binary.to_owned()));
@@ -93,14 +107,17 @@ impl Lab {
             error,
         })?;
         let mut command = self.command(node, binary);
-        command.arg("run").arg("--config").arg(config);
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "info");
-        }
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--pin-dir")
+            .arg(self.lb_pin_dir(node))
+            .env("RUST_LOG", filter);
         NsProcess::spawn(
             &format!("lb on {node}"),
             &mut command,
-            &log_dir.join("lb.log"),
+            &unused_log_path(&log_dir),
         )
         .map_err(|error| LabError::Io {
             context: format!("starting {} on {node}", binary.display()),
@@ -142,6 +159,14 @@ impl Lab {
             sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// `lb.log` in `dir`, or `lb-N.log` with the first N from 2 not taken.
+fn unused_log_path(dir: &Path) -> PathBuf {
+    std::iter::once(dir.join("lb.log"))
+        .chain((2..).map(|n| dir.join(format!("lb-{n}.log"))))
+        .find(|path| !path.exists())
+        .expect("an unbounded sequence has a free name")
 }
 
 /// The URL of the lab's service.

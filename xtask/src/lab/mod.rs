@@ -7,11 +7,14 @@
 //! removes it, stopping its processes by PID first. Only the lab's namespaces
 //! send packets.
 
+mod bpffs;
 mod http;
 mod lb;
 mod netns;
 mod nginx;
+mod pair;
 mod process;
+mod stream;
 mod teardown;
 mod topology;
 mod xdp_pass;
@@ -32,7 +35,11 @@ pub use http::{tally, HttpReply, REQUEST_TIMEOUT_SECS};
 pub use lb::{config_toml as lb_config_toml, vip_url, Scheduler, SERVICE_NAME};
 pub use netns::exec as netns_exec;
 pub use nginx::{index_body, HEALTH_BODY};
+pub use pair::{pair_config_toml, priority, PairOptions, VRID};
 pub use process::{NsProcess, STOP_GRACE};
+pub use stream::{
+    KeepAliveClient, KeepAliveReply, RequestStream, StreamReply, STREAM_REQUEST_TIMEOUT_SECS,
+};
 pub use teardown::{exists, teardown, TeardownReport};
 pub use topology::{Node, BRIDGE, HOST_INTERFACE, HTTP_PORT, SUBNET_PREFIX_LEN, VIP, WEB_COUNT};
 pub use xdp_pass::XdpPassError;
@@ -117,6 +124,16 @@ pub enum LabError {
         /// The end of its log.
         log_tail: String,
     },
+    /// The VRRP pair did not settle with the expected master.
+    #[error("{node} did not become the only holder of the VIP within {timeout:?} (holders: {holders:?})")]
+    NotMaster {
+        /// The expected master.
+        node: Node,
+        /// How long we waited.
+        timeout: Duration,
+        /// The LB nodes holding the VIP at the end.
+        holders: Vec<Node>,
+    },
     /// Parts of the lab could not be removed.
     #[error("teardown incomplete: {}", .0.join("; "))]
     Teardown(Vec<String>),
@@ -175,6 +192,7 @@ impl Lab {
             torn_down: false,
         };
         lab.create_run_dir()?;
+        bpffs::mount(&lab.run_dir())?;
         lab.create_namespaces()?;
         lab.wire_hosts_to_switch()?;
         lab.configure_client()?;
@@ -200,6 +218,12 @@ impl Lab {
     /// The lab's scratch directory (nginx sites, logs, configs).
     pub fn run_dir(&self) -> PathBuf {
         run_dir(&self.prefix)
+    }
+
+    /// Where `lb` on `node` pins its data path: its own directory on the
+    /// lab's bpffs.
+    pub fn lb_pin_dir(&self, node: Node) -> PathBuf {
+        bpffs::mount_point(&self.run_dir()).join(node.name())
     }
 
     /// A command running `program` inside `node`.

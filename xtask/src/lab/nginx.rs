@@ -6,10 +6,14 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use super::netns;
+use std::time::Duration;
+
 use super::topology::{Node, HTTP_PORT};
-use super::LabError;
+use super::{netns, process, Lab, LabError};
 use crate::cmd::{self, CommandError};
+
+/// How long a stopped nginx gets to exit before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What `/health` answers.
 pub const HEALTH_BODY: &str = "ok\n";
@@ -82,6 +86,36 @@ pub(super) fn start(run_dir: &Path, web: Node, namespace: &str) -> Result<(), La
         .into());
     }
     Ok(())
+}
+
+impl Lab {
+    /// Stops `web`'s nginx, as if the server died: SIGTERM to its master
+    /// (fast shutdown: listeners and connections close at once), waiting
+    /// until it is gone. Returns the master's PID.
+    pub fn stop_web(&self, web: Node) -> Result<i32, LabError> {
+        let not_running = |why: &str| LabError::Io {
+            context: format!("stopping nginx on {web}"),
+            error: std::io::Error::other(why.to_owned()),
+        };
+        let master = master_pid(&self.run_dir(), web).ok_or_else(|| not_running("no pid file"))?;
+        // The PID must be inside the web's namespace: a stale pid file may
+        // name some other process.
+        if !netns::pids(&self.namespace(web))?.contains(&master) {
+            return Err(not_running(
+                "its master PID is not running in the namespace",
+            ));
+        }
+        if !process::terminate(&[master], STOP_GRACE).is_empty() {
+            return Err(not_running("it survived SIGKILL"));
+        }
+        Ok(master)
+    }
+
+    /// Starts `web`'s nginx again after [`Lab::stop_web`]; it listens when
+    /// this returns.
+    pub fn start_web(&self, web: Node) -> Result<(), LabError> {
+        start(&self.run_dir(), web, &self.namespace(web))
+    }
 }
 
 /// nginx configuration for the site in `dir`: static files, no access log

@@ -1,12 +1,13 @@
 //! Removing a lab by name, idempotently: pins, then processes (by PID, only
-//! those inside the lab's namespaces), then namespaces, then files. Works on
-//! the leftovers of a crashed run as well as on a running lab.
+//! those inside the lab's namespaces), then the lab's bpffs, namespaces,
+//! files. Works on the leftovers of a crashed run as well as on a running
+//! lab.
 
 use std::fs;
 use std::time::Duration;
 
 use super::topology::Node;
-use super::{namespace, netns, nginx, pin_dir, process, run_dir, validate_prefix, xdp_pass};
+use super::{bpffs, namespace, netns, nginx, pin_dir, process, run_dir, validate_prefix, xdp_pass};
 use super::{LabError, STOP_GRACE};
 
 /// How long nginx gets for its graceful shutdown.
@@ -81,6 +82,11 @@ pub fn teardown(prefix: &str) -> Result<TeardownReport, LabError> {
             Ok(()) => report.namespaces_removed.push(ns.clone()),
             Err(error) => problems.push(error.to_string()),
         }
+    }
+
+    // After the processes: an `lb` stopped cleanly has removed its pins.
+    if let Err(error) = bpffs::unmount(&run_dir(prefix)) {
+        problems.push(error.to_string());
     }
 
     let dir = run_dir(prefix);

@@ -1,0 +1,552 @@
+//! The desired state of every backend membership (configuration, health and
+//! admin overrides) and the rules that combine them into what the data path
+//! does. Pure: the clock is passed in, the reconcile loop does the IO.
+//!
+//! The state a backend serves with is the first that applies of:
+//! 1. admin `disabled`: out of the table, established flows move (data path `DOWN`);
+//! 2. admin `draining`: out of the table, established flows stay (data path
+//!    `DRAINING`), even if its checks fail meanwhile: the operator asked to
+//!    let them finish;
+//! 3. health `down`: out of the table, established flows move (`DOWN`);
+//! 4. health `up`, or a service without checks: in the table (`UP`).
+
+use std::net::Ipv4Addr;
+use std::time::SystemTime;
+
+use crate::api::model::{AdminState, BackendStatus, HealthStatus, ServingState, Traffic};
+use crate::config::{Config, WEIGHT_RANGE};
+use crate::health::{CheckTarget, Health, HealthEvent, TargetStatus};
+use crate::reconcile::{BackendPlan, BackendState, Layout};
+
+/// The state the data path gives a backend in `state`.
+pub fn data_path_state(state: ServingState) -> BackendState {
+    match state {
+        ServingState::Up => BackendState::Up,
+        ServingState::Draining => BackendState::Draining,
+        ServingState::Down | ServingState::Disabled => BackendState::Down,
+    }
+}
+
+/// The state a backend serves with, from its admin override and health
+/// (`None`: not checked).
+pub fn serving_state(admin: AdminState, health: Option<Health>) -> ServingState {
+    match (admin, health) {
+        (AdminState::Disabled, _) => ServingState::Disabled,
+        (AdminState::Draining, _) => ServingState::Draining,
+        (AdminState::Enabled, Some(Health::Down)) => ServingState::Down,
+        (AdminState::Enabled, Some(Health::Up) | None) => ServingState::Up,
+    }
+}
+
+/// An operator's action on one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    /// No new flows; established flows stay.
+    Drain,
+    /// No new flows; established flows move.
+    Disable,
+    /// Clears `Drain` and `Disable`: the health decides again.
+    Enable,
+    /// Sets the backend's share of new flows (in [`WEIGHT_RANGE`]) until restart.
+    Weight(u32),
+}
+
+/// Why an admin action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("no service named {0:?}")]
+    UnknownService(String),
+    #[error("service {service:?} has no backend named {backend:?}")]
+    UnknownBackend { service: String, backend: String },
+    #[error("weight {0} is out of range ({low}..={high})", low = WEIGHT_RANGE.start(), high = WEIGHT_RANGE.end())]
+    Weight(u32),
+}
+
+/// A change of the state a backend serves with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub service: String,
+    pub backend: String,
+    pub from: ServingState,
+    pub to: ServingState,
+    pub reason: String,
+}
+
+/// Why and when something last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Change {
+    reason: String,
+    at: SystemTime,
+}
+
+/// One (service, backend) membership; its index is its backend id.
+#[derive(Debug, Clone)]
+struct Member {
+    service: String,
+    name: String,
+    address: Ipv4Addr,
+    configured_weight: u32,
+    weight: u32,
+    /// `None`: the service is not checked.
+    target: Option<CheckTarget>,
+    health: Option<Health>,
+    health_change: Change,
+    admin: AdminState,
+    state: ServingState,
+    state_change: Change,
+}
+
+impl Member {
+    /// Recomputes the serving state after a change explained by `reason`;
+    /// returns the change of state, if any.
+    fn settle(&mut self, reason: String, at: SystemTime) -> Option<StateChange> {
+        let state = serving_state(self.admin, self.health);
+        if state == self.state {
+            return None;
+        }
+        let change = StateChange {
+            service: self.service.clone(),
+            backend: self.name.clone(),
+            from: self.state,
+            to: state,
+            reason: reason.clone(),
+        };
+        self.state = state;
+        self.state_change = Change { reason, at };
+        Some(change)
+    }
+}
+
+/// The desired state of every backend membership, indexed by backend id.
+#[derive(Debug, Clone)]
+pub struct DesiredState {
+    members: Vec<Member>,
+}
+
+impl DesiredState {
+    /// The state of `config`'s backends (ids from `layout`) before any event:
+    /// checked backends take their target's status from `status_of` (as the
+    /// checker reports it), the others are up.
+    pub fn new(
+        config: &Config,
+        layout: &Layout,
+        status_of: impl Fn(&CheckTarget) -> Option<TargetStatus>,
+        now: SystemTime,
+    ) -> Self {
+        let mut members = Vec::with_capacity(layout.backend_count());
+        for (service, slot) in config.services.iter().zip(&layout.services) {
+            for (backend, backend_slot) in service.backends.iter().zip(&slot.backends) {
+                debug_assert_eq!(backend_slot.id as usize, members.len());
+                let target = service.check_target(backend);
+                let (health, health_change) = match &target {
+                    None => (
+                        None,
+                        Change {
+                            reason: "not checked: always up".to_owned(),
+                            at: now,
+                        },
+                    ),
+                    Some(target) => match status_of(target) {
+                        Some(status) => (
+                            Some(status.health),
+                            Change {
+                                reason: status.reason,
+                                at: status.since,
+                            },
+                        ),
+                        None => (
+                            Some(backend.initial),
+                            Change {
+                                reason: format!("initial state: {}", backend.initial),
+                                at: now,
+                            },
+                        ),
+                    },
+                };
+                let state = serving_state(AdminState::Enabled, health);
+                members.push(Member {
+                    service: service.name.clone(),
+                    name: backend.name.clone(),
+                    address: backend.address,
+                    configured_weight: backend.weight,
+                    weight: backend.weight,
+                    target,
+                    state_change: health_change.clone(),
+                    health,
+                    health_change,
+                    admin: AdminState::Enabled,
+                    state,
+                });
+            }
+        }
+        DesiredState { members }
+    }
+
+    /// Records a change of health of `event.target`, for every membership
+    /// checked by it; returns the resulting changes of state.
+    pub fn record_health(&mut self, event: &HealthEvent) -> Vec<StateChange> {
+        let mut changes = Vec::new();
+        for member in &mut self.members {
+            if member.target.as_ref() != Some(&event.target) {
+                continue;
+            }
+            member.health = Some(event.health);
+            member.health_change = Change {
+                reason: event.reason.clone(),
+                at: event.at,
+            };
+            let reason = format!("health {}: {}", event.health, event.reason);
+            changes.extend(member.settle(reason, event.at));
+        }
+        changes
+    }
+
+    /// Applies `action` to backend `backend` of service `service` at `now`;
+    /// returns the change of state it made, if any.
+    pub fn admin(
+        &mut self,
+        service: &str,
+        backend: &str,
+        action: AdminAction,
+        now: SystemTime,
+    ) -> Result<Option<StateChange>, AdminError> {
+        let id = self.find(service, backend)?;
+        let member = &mut self.members[id];
+        let (admin, reason) = match action {
+            AdminAction::Weight(weight) => {
+                if !WEIGHT_RANGE.contains(&weight) {
+                    return Err(AdminError::Weight(weight));
+                }
+                member.weight = weight;
+                return Ok(None);
+            }
+            AdminAction::Drain => (AdminState::Draining, "drained by admin".to_owned()),
+            AdminAction::Disable => (AdminState::Disabled, "disabled by admin".to_owned()),
+            AdminAction::Enable => {
+                let health = match member.health {
+                    Some(health) => format!("health {health}: {}", member.health_change.reason),
+                    None => member.health_change.reason.clone(),
+                };
+                (AdminState::Enabled, format!("enabled by admin; {health}"))
+            }
+        };
+        member.admin = admin;
+        Ok(member.settle(reason, now))
+    }
+
+    /// The id of backend `backend` of service `service`.
+    pub fn find(&self, service: &str, backend: &str) -> Result<usize, AdminError> {
+        let mut of_service = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.service == service)
+            .peekable();
+        if of_service.peek().is_none() {
+            return Err(AdminError::UnknownService(service.to_owned()));
+        }
+        of_service
+            .find(|(_, m)| m.name == backend)
+            .map(|(id, _)| id)
+            .ok_or_else(|| AdminError::UnknownBackend {
+                service: service.to_owned(),
+                backend: backend.to_owned(),
+            })
+    }
+
+    /// What the data path should do with each backend id.
+    pub fn plans(&self) -> Vec<BackendPlan> {
+        self.members
+            .iter()
+            .map(|member| BackendPlan {
+                state: data_path_state(member.state),
+                weight: member.weight,
+            })
+            .collect()
+    }
+
+    /// The status of backend id `id`, with its data path `counters`.
+    pub fn backend_status(&self, id: usize, counters: Traffic) -> BackendStatus {
+        let member = &self.members[id];
+        BackendStatus {
+            name: member.name.clone(),
+            address: member.address,
+            state: member.state,
+            reason: member.state_change.reason.clone(),
+            since: member.state_change.at,
+            health: match member.health {
+                Some(Health::Up) => HealthStatus::Up,
+                Some(Health::Down) => HealthStatus::Down,
+                None => HealthStatus::Unchecked,
+            },
+            health_reason: member.health_change.reason.clone(),
+            health_since: member.health_change.at,
+            admin: member.admin,
+            weight: member.weight,
+            configured_weight: member.configured_weight,
+            counters,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config;
+
+    const CONFIG: &str = r#"
+        [global]
+        interface = "eth0"
+
+        [[service]]
+        name = "web"
+        vip = "10.0.0.100"
+        port = 80
+        protocol = "tcp"
+        [service.health]
+        type = "http"
+        path = "/health"
+
+        [[service.backend]]
+        name = "web1"
+        address = "10.0.0.1"
+
+        [[service.backend]]
+        name = "web2"
+        address = "10.0.0.2"
+        initial = "up"
+        weight = 2
+
+        [[service]]
+        name = "api"
+        vip = "10.0.0.101"
+        port = 80
+        protocol = "tcp"
+        [service.health]
+        type = "http"
+        path = "/health"
+
+        [[service.backend]]
+        name = "web2"
+        address = "10.0.0.2"
+
+        [[service]]
+        name = "dns"
+        vip = "10.0.0.100"
+        port = 53
+        protocol = "udp"
+
+        [[service.backend]]
+        name = "web1"
+        address = "10.0.0.1"
+    "#;
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    /// The state before any event, as the checker would report it.
+    fn desired() -> (Config, DesiredState) {
+        let config = config::parse(CONFIG, "test.toml").unwrap();
+        let layout = Layout::new(&config);
+        // web2 is configured up in "web" only, so its shared target starts
+        // down (the checker's rule): every target starts down.
+        let initial = |_: &CheckTarget| {
+            Some(TargetStatus {
+                health: Health::Down,
+                reason: "initial state: down until 2 consecutive checks pass".to_owned(),
+                since: at(0),
+            })
+        };
+        let desired = DesiredState::new(&config, &layout, initial, at(0));
+        (config, desired)
+    }
+
+    fn event(
+        config: &Config,
+        service: usize,
+        backend: usize,
+        health: Health,
+        s: u64,
+    ) -> HealthEvent {
+        let service = &config.services[service];
+        HealthEvent {
+            target: service.check_target(&service.backends[backend]).unwrap(),
+            health,
+            reason: match health {
+                Health::Up => "HTTP status 200".to_owned(),
+                Health::Down => "connection refused".to_owned(),
+            },
+            at: at(s),
+        }
+    }
+
+    fn states(desired: &DesiredState) -> Vec<BackendState> {
+        desired.plans().iter().map(|plan| plan.state).collect()
+    }
+
+    use BackendState::{Down, Draining, Up};
+
+    #[test]
+    fn the_combination_rules() {
+        use AdminState as A;
+        use ServingState as S;
+        let cases = [
+            (A::Enabled, Some(Health::Up), S::Up),
+            (A::Enabled, None, S::Up),
+            (A::Enabled, Some(Health::Down), S::Down),
+            (A::Draining, Some(Health::Up), S::Draining),
+            (A::Draining, Some(Health::Down), S::Draining),
+            (A::Draining, None, S::Draining),
+            (A::Disabled, Some(Health::Up), S::Disabled),
+            (A::Disabled, Some(Health::Down), S::Disabled),
+            (A::Disabled, None, S::Disabled),
+        ];
+        for (admin, health, expected) in cases {
+            assert_eq!(serving_state(admin, health), expected, "{admin} {health:?}");
+        }
+        assert_eq!(data_path_state(S::Up), Up);
+        assert_eq!(data_path_state(S::Draining), Draining);
+        assert_eq!(data_path_state(S::Down), Down);
+        assert_eq!(data_path_state(S::Disabled), Down);
+    }
+
+    #[test]
+    fn checked_backends_start_as_the_checker_says_and_unchecked_ones_up() {
+        let (_, desired) = desired();
+        // web/web1, web/web2, api/web2, dns/web1 (udp, not checked).
+        assert_eq!(states(&desired), [Down, Down, Down, Up]);
+        let dns = desired.backend_status(3, Traffic::default());
+        assert_eq!(dns.health, HealthStatus::Unchecked);
+        assert_eq!(dns.reason, "not checked: always up");
+        let web1 = desired.backend_status(0, Traffic::default());
+        assert_eq!(web1.state, ServingState::Down);
+        assert_eq!(
+            web1.reason,
+            "initial state: down until 2 consecutive checks pass"
+        );
+    }
+
+    #[test]
+    fn one_health_event_moves_every_service_of_a_shared_target() {
+        let (config, mut desired) = desired();
+        let changes = desired.record_health(&event(&config, 0, 1, Health::Up, 5));
+        assert_eq!(changes.len(), 2, "web/web2 and api/web2: {changes:?}");
+        assert_eq!(states(&desired), [Down, Up, Up, Up]);
+        let status = desired.backend_status(2, Traffic::default());
+        assert_eq!(status.state, ServingState::Up);
+        assert_eq!(status.reason, "health up: HTTP status 200");
+        assert_eq!(status.since, at(5));
+        assert_eq!(status.health_since, at(5));
+    }
+
+    #[test]
+    fn draining_keeps_flows_whatever_the_health_does() {
+        let (config, mut desired) = desired();
+        desired.record_health(&event(&config, 0, 0, Health::Up, 1));
+        let change = desired
+            .admin("web", "web1", AdminAction::Drain, at(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (change.from, change.to),
+            (ServingState::Up, ServingState::Draining)
+        );
+        assert_eq!(states(&desired)[0], Draining);
+        // Failing checks while draining change the health, not the state.
+        let changes = desired.record_health(&event(&config, 0, 0, Health::Down, 20));
+        assert!(changes.is_empty());
+        let status = desired.backend_status(0, Traffic::default());
+        assert_eq!(
+            (status.state, status.health, status.since),
+            (ServingState::Draining, HealthStatus::Down, at(10))
+        );
+        assert_eq!(status.reason, "drained by admin");
+        assert_eq!(status.health_since, at(20));
+        // Enabled again, the health decides: down.
+        let change = desired
+            .admin("web", "web1", AdminAction::Enable, at(30))
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.to, ServingState::Down);
+        assert_eq!(
+            change.reason,
+            "enabled by admin; health down: connection refused"
+        );
+        assert_eq!(states(&desired)[0], Down);
+    }
+
+    #[test]
+    fn disabling_moves_flows_and_enabling_restores_the_health_state() {
+        let (config, mut desired) = desired();
+        desired.record_health(&event(&config, 0, 0, Health::Up, 1));
+        desired
+            .admin("web", "web1", AdminAction::Disable, at(2))
+            .unwrap();
+        assert_eq!(states(&desired)[0], Down);
+        assert_eq!(
+            desired.backend_status(0, Traffic::default()).state,
+            ServingState::Disabled
+        );
+        // A health change while disabled is remembered for later.
+        desired.record_health(&event(&config, 0, 0, Health::Down, 3));
+        desired.record_health(&event(&config, 0, 0, Health::Up, 4));
+        let change = desired
+            .admin("web", "web1", AdminAction::Enable, at(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.to, ServingState::Up);
+        assert_eq!(states(&desired)[0], Up);
+    }
+
+    #[test]
+    fn admin_actions_only_touch_the_named_membership() {
+        let (config, mut desired) = desired();
+        desired.record_health(&event(&config, 0, 1, Health::Up, 1));
+        desired
+            .admin("api", "web2", AdminAction::Drain, at(2))
+            .unwrap();
+        assert_eq!(states(&desired), [Down, Up, Draining, Up]);
+        // Draining twice changes nothing.
+        let again = desired.admin("api", "web2", AdminAction::Drain, at(3));
+        assert_eq!(again, Ok(None));
+        assert_eq!(desired.backend_status(2, Traffic::default()).since, at(2));
+    }
+
+    #[test]
+    fn weights_are_set_within_range_and_reach_the_plans() {
+        let (_, mut desired) = desired();
+        assert_eq!(desired.plans()[1].weight, 2);
+        assert_eq!(
+            desired.admin("web", "web2", AdminAction::Weight(7), at(1)),
+            Ok(None)
+        );
+        assert_eq!(desired.plans()[1].weight, 7);
+        let status = desired.backend_status(1, Traffic::default());
+        assert_eq!((status.weight, status.configured_weight), (7, 2));
+        for weight in [0, 101] {
+            assert_eq!(
+                desired.admin("web", "web2", AdminAction::Weight(weight), at(1)),
+                Err(AdminError::Weight(weight))
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_refused() {
+        let (_, mut desired) = desired();
+        assert_eq!(
+            desired.admin("mail", "web1", AdminAction::Drain, at(1)),
+            Err(AdminError::UnknownService("mail".into()))
+        );
+        assert_eq!(
+            desired.admin("api", "web1", AdminAction::Drain, at(1)),
+            Err(AdminError::UnknownBackend {
+                service: "api".into(),
+                backend: "web1".into()
+            })
+        );
+    }
+}

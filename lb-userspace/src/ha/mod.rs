@@ -1,0 +1,279 @@
+//! The active-passive pair on this node: the VRRP instance of `[vrrp]` and
+//! its tracking, on a thread with a runtime of their own, so that the VRRP
+//! timers never wait behind health checks, API requests or map writes.
+//!
+//! Tracking ([`tracking`]) polls what the kernel says about the XDP program
+//! (every advert interval, [`probe`]) and what the controller says about the
+//! services (every [`SERVICE_POLL`]), and lowers the advertised priority
+//! while this node cannot serve, so its peer takes over.
+//!
+//! [`HaNode::shutdown`] sends the priority-0 advert and removes the VIPs,
+//! then (if this node was master) waits [`HaNode::handover_grace`] so the
+//! peer can announce itself while this node still forwards: call it before
+//! tearing down the data path.
+
+pub mod probe;
+pub mod tracking;
+
+use std::net::Ipv4Addr;
+use std::thread;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tokio::time::{interval, timeout, MissedTickBehavior};
+
+use crate::config::{Config, Vrrp};
+use crate::controller::ControllerHandle;
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::vrrp::{self, State, VrrpError, VrrpHandle, VrrpStatus};
+use probe::{Probe, ProbeError};
+use tracking::Tracker;
+
+/// How often the services' state is asked of the controller.
+pub const SERVICE_POLL: Duration = Duration::from_millis(500);
+/// How long a status request to the controller may take before the tracker
+/// keeps its previous view.
+const SERVICE_POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("starting the VRRP thread")]
+    Thread(#[source] std::io::Error),
+    #[error("building the VRRP thread's runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("VRRP instance on {interface}")]
+    Vrrp {
+        interface: String,
+        #[source]
+        source: Box<VrrpError>,
+    },
+    #[error("identifying the XDP program to track")]
+    ProgramId(#[source] DataplaneError),
+    #[error("the VRRP thread panicked")]
+    Panicked,
+}
+
+/// Starts the pair member of `config` if it has a `[vrrp]` section;
+/// tracking expects `dataplane`'s program on interface `xdp_ifindex`.
+pub async fn start(
+    config: &Config,
+    xdp_ifindex: u32,
+    dataplane: &Dataplane,
+    controller: ControllerHandle,
+) -> Result<Option<HaNode>, HaError> {
+    let Some(settings) = &config.vrrp else {
+        return Ok(None);
+    };
+    let xdp = XdpAttachment {
+        ifindex: xdp_ifindex,
+        program_id: dataplane.program_id().map_err(HaError::ProgramId)?,
+    };
+    HaNode::start(settings, xdp, controller).await.map(Some)
+}
+
+/// The XDP program that tracking looks for on the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XdpAttachment {
+    pub ifindex: u32,
+    pub program_id: u32,
+}
+
+/// The running pair member. Dropping it without [`HaNode::shutdown`] still
+/// stops the instance (priority 0, VIPs removed), without waiting for it.
+#[derive(Debug)]
+pub struct HaNode {
+    status: watch::Receiver<VrrpStatus>,
+    stop: oneshot::Sender<()>,
+    thread: thread::JoinHandle<Result<(), HaError>>,
+    advert_interval: Duration,
+}
+
+impl HaNode {
+    /// Starts the instance of `settings` with the priority tracking allows
+    /// right now; returns once it runs.
+    pub async fn start(
+        settings: &Vrrp,
+        xdp: XdpAttachment,
+        controller: ControllerHandle,
+    ) -> Result<HaNode, HaError> {
+        let (started, started_receiver) = oneshot::channel();
+        let (stop, stop_receiver) = oneshot::channel();
+        let task_settings = settings.clone();
+        let thread = thread::Builder::new()
+            .name("vrrp".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(HaError::Runtime)?;
+                runtime.block_on(serve(
+                    task_settings,
+                    xdp,
+                    controller,
+                    started,
+                    stop_receiver,
+                ))
+            })
+            .map_err(HaError::Thread)?;
+        match started_receiver.await {
+            Ok(status) => Ok(HaNode {
+                status,
+                stop,
+                thread,
+                advert_interval: settings.advert_interval,
+            }),
+            // The thread ended before the instance ran: its result says why.
+            Err(_) => Err(join(thread).await.err().unwrap_or(HaError::Panicked)),
+        }
+    }
+
+    /// The instance's state and counters.
+    pub fn status(&self) -> watch::Receiver<VrrpStatus> {
+        self.status.clone()
+    }
+
+    /// How long the data path keeps forwarding after the priority-0 advert:
+    /// the peer takes over within Skew_Time (under one advert interval) and
+    /// announces itself at once; until then clients still send here.
+    pub fn handover_grace(&self) -> Duration {
+        self.advert_interval * 2
+    }
+
+    /// Sends the priority-0 advert, removes the VIPs, stops the instance,
+    /// then, if it was master, waits [`HaNode::handover_grace`].
+    pub async fn shutdown(self) -> Result<(), HaError> {
+        let was_master = self.status.borrow().state == State::Master;
+        let grace = self.handover_grace();
+        // An error means the thread already ended; its result says why.
+        let _ = self.stop.send(());
+        let result = join(self.thread).await;
+        if was_master {
+            tracing::info!(
+                ?grace,
+                "vrrp stopped; the data path serves while the peer takes over"
+            );
+            tokio::time::sleep(grace).await;
+        }
+        result
+    }
+}
+
+/// Waits for the VRRP thread without blocking the caller's runtime.
+async fn join(thread: thread::JoinHandle<Result<(), HaError>>) -> Result<(), HaError> {
+    match tokio::task::spawn_blocking(move || thread.join()).await {
+        Ok(Ok(result)) => result,
+        _ => Err(HaError::Panicked),
+    }
+}
+
+/// The VRRP thread: starts the instance, tracks, stops it on `stop`.
+async fn serve(
+    settings: Vrrp,
+    xdp: XdpAttachment,
+    controller: ControllerHandle,
+    started: oneshot::Sender<watch::Receiver<VrrpStatus>>,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<(), HaError> {
+    let probe = Probe::connect()?;
+    let primary_address = match settings.primary_address {
+        Some(address) => address,
+        None => {
+            probe
+                .primary_address(&settings.interface, &settings.virtual_addresses)
+                .await?
+        }
+    };
+    // Observed once the loop runs: the data path is attached and the
+    // controller answers after this returns. Until then the services count
+    // as not serving, so the instance starts at a priority that loses.
+    let mut tracker = Tracker::new(settings.priority, settings.track.clone());
+    let mut config = settings.instance(primary_address);
+    config.priority = tracker.priority();
+    log_start(&settings, primary_address, &tracker);
+    let instance = vrrp::spawn(config).await.map_err(|source| HaError::Vrrp {
+        interface: settings.interface.clone(),
+        source: Box::new(source),
+    })?;
+    // The starter waits for this; if it is gone, `stop` ends the loop below.
+    let _ = started.send(instance.status());
+
+    let mut xdp_poll = interval(settings.advert_interval);
+    let mut service_poll = interval(SERVICE_POLL);
+    for poll in [&mut xdp_poll, &mut service_poll] {
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
+    let mut advertised = tracker.priority();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = xdp_poll.tick() => observe_xdp(&mut tracker, &probe, xdp).await,
+            _ = service_poll.tick() => observe_services(&mut tracker, &controller).await,
+        }
+        let priority = tracker.priority();
+        if priority != advertised {
+            if priority < advertised {
+                tracing::warn!(
+                    from = advertised,
+                    to = priority,
+                    reasons = %tracker.reasons(),
+                    "vrrp priority lowered by tracking"
+                );
+            } else {
+                tracing::info!(
+                    from = advertised,
+                    to = priority,
+                    reasons = %tracker.reasons(),
+                    "vrrp priority raised by tracking"
+                );
+            }
+            instance.set_priority(priority);
+            advertised = priority;
+        }
+    }
+    stop_instance(instance, &settings.interface).await
+}
+
+async fn stop_instance(instance: VrrpHandle, interface: &str) -> Result<(), HaError> {
+    instance.shutdown().await.map_err(|source| HaError::Vrrp {
+        interface: interface.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+fn log_start(settings: &Vrrp, primary_address: Ipv4Addr, tracker: &Tracker) {
+    tracing::info!(
+        interface = %settings.interface,
+        vrid = settings.vrid,
+        priority = tracker.priority(),
+        configured_priority = settings.priority,
+        lowered_by = %tracker.reasons(),
+        primary = %primary_address,
+        advert_interval = ?settings.advert_interval,
+        virtual_addresses = ?settings.virtual_addresses,
+        preempt = settings.preempt,
+        "vrrp starting"
+    );
+}
+
+/// Asks the kernel whether our program is on the interface; on a netlink
+/// error the previous observation stands.
+async fn observe_xdp(tracker: &mut Tracker, probe: &Probe, xdp: XdpAttachment) {
+    match probe.runs_xdp_program(xdp.ifindex, xdp.program_id).await {
+        Ok(attached) => tracker.observe_xdp(attached),
+        Err(error) => tracing::warn!(%error, "tracking: cannot read the interface's XDP programs"),
+    }
+}
+
+/// Asks the controller which services have a serving backend; if it does
+/// not answer in time, the previous observation stands.
+async fn observe_services(tracker: &mut Tracker, controller: &ControllerHandle) {
+    match timeout(SERVICE_POLL_TIMEOUT, controller.status()).await {
+        Ok(Ok(report)) => tracker.observe_services(&report),
+        Ok(Err(error)) => tracing::debug!(%error, "tracking: no service status"),
+        Err(_) => tracing::warn!(
+            "tracking: the controller did not report within {SERVICE_POLL_TIMEOUT:?}"
+        ),
+    }
+}

@@ -1,0 +1,231 @@
+//! Tracking: the priority this node advertises is the configured one minus
+//! a weight while its XDP program is not attached to the interface, and
+//! minus a weight for each tracked service without a serving backend, so
+//! that a node that cannot serve hands over to its peer. Observations in,
+//! priority out; no IO.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::api::model::{ServingState, StatusReport};
+use crate::config::Tracking;
+
+/// The lowest priority tracking leaves: 0 means "I quit" on the wire.
+const LOWEST_PRIORITY: u8 = 1;
+
+/// What tracking last saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracker {
+    configured: u8,
+    track: Tracking,
+    xdp_attached: bool,
+    /// Whether the services have been observed; until then every tracked
+    /// service counts as without a serving backend.
+    services_observed: bool,
+    /// Tracked services whose backends are all out of the table.
+    without_backend: BTreeSet<String>,
+}
+
+impl Tracker {
+    /// A tracker for `configured` priority that has not observed anything:
+    /// the XDP program counts as attached, every tracked service as without
+    /// a serving backend (a node must not win an election on services it
+    /// has not seen serve).
+    pub fn new(configured: u8, track: Tracking) -> Self {
+        let without_backend = track.services.iter().cloned().collect();
+        Tracker {
+            configured,
+            track,
+            xdp_attached: true,
+            services_observed: false,
+            without_backend,
+        }
+    }
+
+    /// Records whether the load balancer program is attached to the interface.
+    pub fn observe_xdp(&mut self, attached: bool) {
+        self.xdp_attached = attached;
+    }
+
+    /// Records which tracked services have a serving (`up`) backend.
+    pub fn observe_services(&mut self, report: &StatusReport) {
+        self.services_observed = true;
+        self.without_backend = report
+            .services
+            .iter()
+            .filter(|service| self.track.services.contains(&service.name))
+            .filter(|service| {
+                !service
+                    .backends
+                    .iter()
+                    .any(|backend| backend.state == ServingState::Up)
+            })
+            .map(|service| service.name.clone())
+            .collect();
+    }
+
+    /// The priority to advertise now.
+    pub fn priority(&self) -> u8 {
+        let mut penalty = 0u32;
+        if !self.xdp_attached {
+            penalty += u32::from(self.track.xdp_weight);
+        }
+        penalty += u32::from(self.track.service_weight) * self.without_backend.len() as u32;
+        let priority = u32::from(self.configured).saturating_sub(penalty);
+        // Fits: at most the configured u8.
+        (priority as u8).max(LOWEST_PRIORITY)
+    }
+
+    /// Why the priority is lowered, for the log.
+    pub fn reasons(&self) -> Reasons<'_> {
+        Reasons(self)
+    }
+}
+
+/// [`Tracker::reasons`]: "none", or each failing check.
+pub struct Reasons<'a>(&'a Tracker);
+
+impl fmt::Display for Reasons<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tracker = self.0;
+        let mut reasons = Vec::new();
+        if !tracker.xdp_attached && tracker.track.xdp_weight > 0 {
+            reasons.push(format!(
+                "XDP program not attached (-{})",
+                tracker.track.xdp_weight
+            ));
+        }
+        if tracker.track.service_weight > 0 && !tracker.services_observed {
+            reasons.push(format!(
+                "services not observed yet (-{} each)",
+                tracker.track.service_weight
+            ));
+        } else if tracker.track.service_weight > 0 {
+            for service in &tracker.without_backend {
+                reasons.push(format!(
+                    "service {service} has no serving backend (-{})",
+                    tracker.track.service_weight
+                ));
+            }
+        }
+        if reasons.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&reasons.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::api::model::{AdminState, BackendStatus, HealthStatus, ServiceStatus, Traffic};
+
+    fn tracking(xdp_weight: u8, service_weight: u8, services: &[&str]) -> Tracking {
+        Tracking {
+            xdp_weight,
+            service_weight,
+            services: services.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn report(services: &[(&str, &[ServingState])]) -> StatusReport {
+        let backend = |state: ServingState| BackendStatus {
+            name: "b".into(),
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            state,
+            reason: String::new(),
+            since: SystemTime::UNIX_EPOCH,
+            health: HealthStatus::Up,
+            health_reason: String::new(),
+            health_since: SystemTime::UNIX_EPOCH,
+            admin: AdminState::Enabled,
+            weight: 1,
+            configured_weight: 1,
+            counters: Traffic::default(),
+        };
+        StatusReport {
+            services: services
+                .iter()
+                .map(|(name, states)| ServiceStatus {
+                    name: name.to_string(),
+                    vip: Ipv4Addr::new(10, 0, 0, 100),
+                    port: 80,
+                    protocol: "tcp".into(),
+                    scheduler: "maglev".into(),
+                    counters: Traffic::default(),
+                    backends: states.iter().copied().map(backend).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn services_count_as_down_until_observed() {
+        let mut tracker = Tracker::new(150, tracking(100, 60, &["web", "dns"]));
+        assert_eq!(tracker.priority(), 30);
+        assert_eq!(
+            tracker.reasons().to_string(),
+            "services not observed yet (-60 each)"
+        );
+        tracker.observe_services(&report(&[
+            ("web", &[ServingState::Up]),
+            ("dns", &[ServingState::Up]),
+        ]));
+        assert_eq!(tracker.priority(), 150);
+    }
+
+    #[test]
+    fn a_healthy_node_advertises_its_configured_priority() {
+        let mut tracker = Tracker::new(150, tracking(100, 60, &["web"]));
+        tracker.observe_services(&report(&[("web", &[ServingState::Down, ServingState::Up])]));
+        assert_eq!(tracker.priority(), 150);
+        assert_eq!(tracker.reasons().to_string(), "none");
+    }
+
+    #[test]
+    fn each_failing_check_subtracts_its_weight() {
+        let mut tracker = Tracker::new(150, tracking(100, 30, &["web", "dns"]));
+        tracker.observe_services(&report(&[
+            ("web", &[ServingState::Up]),
+            ("dns", &[ServingState::Up]),
+        ]));
+        tracker.observe_xdp(false);
+        assert_eq!(tracker.priority(), 50);
+        tracker.observe_services(&report(&[
+            ("web", &[ServingState::Down, ServingState::Draining]),
+            ("dns", &[ServingState::Up]),
+        ]));
+        assert_eq!(tracker.priority(), 20);
+        assert_eq!(
+            tracker.reasons().to_string(),
+            "XDP program not attached (-100), service web has no serving backend (-30)"
+        );
+        tracker.observe_xdp(true);
+        tracker.observe_services(&report(&[
+            ("web", &[ServingState::Up]),
+            ("dns", &[ServingState::Up]),
+        ]));
+        assert_eq!(tracker.priority(), 150);
+    }
+
+    #[test]
+    fn the_priority_never_drops_below_one() {
+        let mut tracker = Tracker::new(150, tracking(254, 254, &["web"]));
+        tracker.observe_xdp(false);
+        tracker.observe_services(&report(&[("web", &[ServingState::Disabled])]));
+        assert_eq!(tracker.priority(), 1);
+    }
+
+    #[test]
+    fn untracked_services_and_zero_weights_change_nothing() {
+        let mut tracker = Tracker::new(100, tracking(0, 50, &["web"]));
+        tracker.observe_xdp(false);
+        tracker.observe_services(&report(&[("other", &[ServingState::Down])]));
+        assert_eq!(tracker.priority(), 100);
+        assert_eq!(tracker.reasons().to_string(), "none");
+    }
+}

@@ -1,0 +1,195 @@
+//! Renders a [`StatusReport`] as the tables `lb status` prints: one line per
+//! service, then one per backend with its state, why and for how long.
+
+use std::time::{Duration, SystemTime};
+
+use crate::api::model::{ServingState, StatusReport};
+
+/// The report as text, ages counted up to `now`.
+pub fn render(report: &StatusReport, now: SystemTime) -> String {
+    let services: Vec<Vec<String>> = report
+        .services
+        .iter()
+        .map(|service| {
+            let up = service
+                .backends
+                .iter()
+                .filter(|b| b.state == ServingState::Up)
+                .count();
+            vec![
+                service.name.clone(),
+                format!("{}:{}/{}", service.vip, service.port, service.protocol),
+                service.scheduler.clone(),
+                format!("{up}/{}", service.backends.len()),
+                service.counters.packets.to_string(),
+                service.counters.new_flows.to_string(),
+            ]
+        })
+        .collect();
+    let backends: Vec<Vec<String>> = report
+        .services
+        .iter()
+        .flat_map(|service| {
+            service.backends.iter().map(move |backend| {
+                vec![
+                    service.name.clone(),
+                    backend.name.clone(),
+                    backend.address.to_string(),
+                    backend.state.to_string(),
+                    backend.health.to_string(),
+                    age(backend.since, now),
+                    backend.weight.to_string(),
+                    backend.counters.packets.to_string(),
+                    backend.counters.new_flows.to_string(),
+                    backend.reason.clone(),
+                ]
+            })
+        })
+        .collect();
+    let mut text = table(
+        &[
+            "SERVICE",
+            "ENDPOINT",
+            "SCHEDULER",
+            "UP",
+            "PACKETS",
+            "NEW FLOWS",
+        ],
+        &services,
+    );
+    text.push('\n');
+    text.push_str(&table(
+        &[
+            "SERVICE",
+            "BACKEND",
+            "ADDRESS",
+            "STATE",
+            "HEALTH",
+            "SINCE",
+            "WEIGHT",
+            "PACKETS",
+            "NEW FLOWS",
+            "REASON",
+        ],
+        &backends,
+    ));
+    text
+}
+
+/// Left-aligned columns two spaces apart, without trailing blanks.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    let mut text = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// How long ago `since` was, in its two largest units: `42s`, `3m05s`,
+/// `2h07m`, `5d03h`. A time in the future (clock change) shows as `0s`.
+pub fn age(since: SystemTime, now: SystemTime) -> String {
+    let seconds = now
+        .duration_since(since)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let (minute, hour, day) = (60, 3600, 86_400);
+    match seconds {
+        s if s < minute => format!("{s}s"),
+        s if s < hour => format!("{}m{:02}s", s / minute, s % minute),
+        s if s < day => format!("{}h{:02}m", s / hour, s % hour / minute),
+        s => format!("{}d{:02}h", s / day, s % day / hour),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::api::model::{AdminState, BackendStatus, HealthStatus, ServiceStatus, Traffic};
+
+    #[test]
+    fn ages_use_their_two_largest_units() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ago = |s: u64| age(now - Duration::from_secs(s), now);
+        assert_eq!(ago(0), "0s");
+        assert_eq!(ago(59), "59s");
+        assert_eq!(ago(185), "3m05s");
+        assert_eq!(ago(7_620), "2h07m");
+        assert_eq!(ago(86_400 * 5 + 3 * 3600 + 59), "5d03h");
+        assert_eq!(age(now + Duration::from_secs(5), now), "0s");
+    }
+
+    #[test]
+    fn the_table_has_a_line_per_service_and_per_backend() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let backend = |name: &str, state, reason: &str| BackendStatus {
+            name: name.into(),
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            state,
+            reason: reason.into(),
+            since: now - Duration::from_secs(65),
+            health: HealthStatus::Up,
+            health_reason: "HTTP status 200".into(),
+            health_since: now,
+            admin: AdminState::Enabled,
+            weight: 1,
+            configured_weight: 1,
+            counters: Traffic {
+                packets: 12,
+                bytes: 1200,
+                new_flows: 3,
+            },
+        };
+        let report = StatusReport {
+            services: vec![ServiceStatus {
+                name: "web".into(),
+                vip: Ipv4Addr::new(10, 0, 0, 100),
+                port: 80,
+                protocol: "tcp".into(),
+                scheduler: "maglev".into(),
+                counters: Traffic {
+                    packets: 24,
+                    bytes: 2400,
+                    new_flows: 6,
+                },
+                backends: vec![
+                    backend("web1", ServingState::Up, "health up: HTTP status 200"),
+                    backend("web2", ServingState::Draining, "drained by admin"),
+                ],
+            }],
+        };
+        let text = render(&report, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0].split_whitespace().next(), Some("SERVICE"));
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["web", "10.0.0.100:80/tcp", "maglev", "1/2", "24", "6"]
+        );
+        assert_eq!(lines[2], "");
+        assert!(lines[3].starts_with("SERVICE  BACKEND  ADDRESS"));
+        assert_eq!(
+            lines[5].split_whitespace().collect::<Vec<_>>(),
+            [
+                "web", "web2", "10.0.0.1", "draining", "up", "1m05s", "1", "12", "3", "drained",
+                "by", "admin"
+            ]
+        );
+        // Columns line up: every backend line has its state where the header says.
+        let state_column = lines[3].find("STATE").unwrap();
+        assert_eq!(&lines[4][state_column..state_column + 2], "up");
+        assert!(lines.iter().all(|line| !line.ends_with(' ')));
+    }
+}

@@ -1,0 +1,139 @@
+//! The data path under measurement: a configuration of the lab's shape,
+//! programmed into a freshly loaded [`Dataplane`] through the controller's own
+//! [`Reconciler`], with every backend reached through the test-run ingress
+//! interface (so forwarded packets end in `XDP_TX`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use anyhow::{Context as _, Result};
+use lb::config::{self, Config, Protocol, Scheduler};
+use lb::dataplane::{Dataplane, LoadOptions, TEST_RUN_INGRESS_IFINDEX};
+use lb::neighbour::{Interface, Neighbour};
+use lb::reconcile::{BackendState, Layout, Reconciler};
+
+use crate::frames::LB_MAC;
+
+/// The VIP of the benchmark's services.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+/// The TCP service's port (Maglev).
+pub const HTTP_PORT: u16 = 80;
+/// The UDP service's port (round-robin).
+pub const DNS_PORT: u16 = 53;
+
+/// A service of the benchmark's configuration.
+pub struct ServiceSpec {
+    pub name: &'static str,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub backends: u32,
+}
+
+/// The address of backend `index` (0-based): 10.1.0.1, 10.1.0.2, ... then
+/// on through 10.1.1.x for large backend counts (clear of the VIP).
+pub fn backend_address(index: u32) -> Ipv4Addr {
+    let host = index + 1;
+    let [_, _, high, low] = host.to_be_bytes();
+    Ipv4Addr::new(10, 1, high, low)
+}
+
+/// The configuration for `services` on [`VIP`], with the default map sizes,
+/// through the controller's own parser (so it is a configuration users
+/// could write).
+pub fn config(services: &[ServiceSpec]) -> Result<Config> {
+    let mut text = String::from("[global]\ninterface = \"lo\"\npin_dir = \"\"\n");
+    for spec in services {
+        let protocol = match spec.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        let scheduler = match spec.scheduler {
+            Scheduler::Maglev => "maglev",
+            Scheduler::RoundRobin => "round-robin",
+        };
+        let _ = write!(
+            text,
+            "\n[[service]]\nname = \"{}\"\nvip = \"{VIP}\"\nport = {}\nprotocol = \"{protocol}\"\nscheduler = \"{scheduler}\"\n",
+            spec.name, spec.port
+        );
+        for index in 0..spec.backends {
+            let _ = write!(
+                text,
+                "\n[[service.backend]]\nname = \"web{}\"\naddress = \"{}\"\n",
+                index + 1,
+                backend_address(index)
+            );
+        }
+    }
+    config::parse(&text, "microbench.toml").context("the benchmark's configuration")
+}
+
+/// Every backend of `config` as a neighbour on the test-run ingress interface.
+pub fn neighbours(config: &Config) -> HashMap<Ipv4Addr, Neighbour> {
+    let interface = Interface {
+        index: TEST_RUN_INGRESS_IFINDEX,
+        name: "lo".to_owned(),
+        mac: LB_MAC,
+    };
+    config
+        .services
+        .iter()
+        .flat_map(|service| &service.backends)
+        .map(|backend| {
+            let [_, _, high, low] = backend.address.octets();
+            let neighbour = Neighbour {
+                interface: interface.clone(),
+                mac: [0x02, 0, 0, 0x10, high, low],
+            };
+            (backend.address, neighbour)
+        })
+        .collect()
+}
+
+/// A loaded data path programmed with `config`, every backend up, and the
+/// reconciler that programmed it.
+pub fn programmed(config: &Config) -> Result<(Dataplane, Reconciler)> {
+    let options = LoadOptions {
+        flow_table_size: config.global.flow_table_size,
+        max_services: config.global.max_services,
+        max_backends: config.global.max_backends,
+        table_size: config.global.maglev_table_size,
+    };
+    let mut dataplane = Dataplane::load(&options).context("loading the eBPF programs")?;
+    let layout = Layout::new(config);
+    let states = vec![BackendState::Up; layout.backend_count()];
+    let mut reconciler = Reconciler::new(layout, neighbours(config), options.table_size);
+    reconciler
+        .reconcile(&mut dataplane, &states)
+        .context("programming the services")?;
+    Ok((dataplane, reconciler))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_addresses_are_distinct() {
+        assert_eq!(backend_address(0), Ipv4Addr::new(10, 1, 0, 1));
+        assert_eq!(backend_address(2), Ipv4Addr::new(10, 1, 0, 3));
+        let addresses: std::collections::HashSet<_> = (0..1000).map(backend_address).collect();
+        assert_eq!(addresses.len(), 1000);
+    }
+
+    #[test]
+    fn config_and_neighbours_cover_every_backend() {
+        let config = config(&[ServiceSpec {
+            name: "web",
+            port: HTTP_PORT,
+            protocol: Protocol::Tcp,
+            scheduler: Scheduler::Maglev,
+            backends: 1000,
+        }])
+        .unwrap();
+        assert_eq!(config.backend_count(), 1000);
+        assert_eq!(neighbours(&config).len(), 1000);
+    }
+}
