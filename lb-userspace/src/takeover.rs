@@ -69,6 +69,7 @@ pub fn load_options(config: &Config) -> LoadOptions {
         max_services: config.global.max_services,
         max_backends: config.global.max_backends,
         table_size: config.global.maglev_table_size,
+        xdp_mode: config.global.xdp_mode,
     }
 }
 

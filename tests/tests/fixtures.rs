@@ -213,6 +213,7 @@ fn test_options(table_size: u32) -> LoadOptions {
         max_services: 4,
         max_backends: 16,
         table_size,
+        ..LoadOptions::default()
     }
 }
 

@@ -19,6 +19,7 @@ pub use error::{ConfigError, Location};
 pub use pin_dir::default_pin_dir;
 pub use vrrp::{Tracking, Vrrp};
 
+pub use crate::dataplane::XdpModePreference;
 use crate::health::{CheckSpec, CheckTarget, Health, ProbeSource};
 
 /// Backend weights accepted in the file.
@@ -58,6 +59,8 @@ pub struct Global {
     /// Where health probes leave from: `global.health_source` and
     /// `global.health_interface` (default: `interface`).
     pub health_source: ProbeSource,
+    /// How the XDP program is attached (`global.xdp_mode`).
+    pub xdp_mode: XdpModePreference,
     /// The control API's address; always a loopback address.
     pub api: SocketAddr,
     /// The bpffs directory where the XDP link and the flow table are pinned,

@@ -78,6 +78,7 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             max_services: lb_common::maps::defaults::MAX_SERVICES,
             max_backends: lb_common::maps::defaults::MAX_BACKENDS,
             health_source: ProbeSource::default().with_interface("eth0").unwrap(),
+            xdp_mode: XdpModePreference::Auto,
             api: DEFAULT_API,
             pin_dir: Some("/sys/fs/bpf/lb/eth0".into()),
         }
@@ -145,6 +146,7 @@ fn global_settings_are_read() {
                 .with_interface("eth1")
                 .unwrap()
                 .with_address(Ipv4Addr::new(10, 0, 0, 10)),
+            xdp_mode: XdpModePreference::Auto,
             api: "127.0.0.2:8000".parse().unwrap(),
             pin_dir: Some("/sys/fs/bpf/lb/veth-lb".into()),
         }
@@ -275,12 +277,13 @@ fn unknown_protocol_scheduler_and_modes_are_rejected() {
         3,
         &["global.xdp_mode", "unknown XDP mode \"offload\""],
     );
-    for forced in ["driver", "generic"] {
-        assert_rejected(
-            &valid_with(3, &format!("xdp_mode = \"{forced}\"")),
-            3,
-            &["global.xdp_mode", "not supported yet", "auto"],
-        );
+    for (text, mode) in [
+        ("auto", XdpModePreference::Auto),
+        ("driver", XdpModePreference::Driver),
+        ("generic", XdpModePreference::Generic),
+    ] {
+        let config = parse(&valid_with(3, &format!("xdp_mode = \"{text}\"")), "lb.toml").unwrap();
+        assert_eq!(config.global.xdp_mode, mode, "xdp_mode = {text:?}");
     }
     assert_rejected(
         &valid_with(10, "forwarding = \"tunnel\""),

@@ -16,6 +16,7 @@ use super::raw::{RawBackend, RawConfig, RawGlobal, RawService};
 use super::{
     Backend, Config, Forwarding, Global, Protocol, Scheduler, Service, DEFAULT_API, WEIGHT_RANGE,
 };
+use crate::dataplane::XdpModePreference;
 use crate::health::{Health, ProbeSource};
 
 /// Longest service or backend name.
@@ -102,22 +103,23 @@ fn validate_global(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, Conf
             format!("max_services ({max_services}) x 2 x maglev_table_size ({maglev_table_size}) slots do not fit in one BPF array (at most {} entries)", u32::MAX),
         ));
     }
-    // The data path tries driver mode and falls back to generic mode; forcing
-    // one of them is not implemented yet.
-    if let Some(mode) = &raw.xdp_mode {
-        let problem = match mode.get_ref().as_str() {
-            "auto" => None,
-            forced @ ("driver" | "generic") => Some(format!(
-                "xdp_mode {forced:?} is not supported yet (only \"auto\": driver mode, falling back to generic)"
-            )),
-            other => Some(format!(
-                "unknown XDP mode {other:?} (expected \"auto\", \"driver\" or \"generic\")"
-            )),
-        };
-        if let Some(problem) = problem {
-            return Err(site.invalid(mode.span(), "global.xdp_mode", problem));
-        }
-    }
+    let xdp_mode = match &raw.xdp_mode {
+        None => XdpModePreference::Auto,
+        Some(mode) => match mode.get_ref().as_str() {
+            "auto" => XdpModePreference::Auto,
+            "driver" => XdpModePreference::Driver,
+            "generic" => XdpModePreference::Generic,
+            other => {
+                return Err(site.invalid(
+                    mode.span(),
+                    "global.xdp_mode",
+                    format!(
+                        "unknown XDP mode {other:?} (expected \"auto\", \"driver\" or \"generic\")"
+                    ),
+                ))
+            }
+        },
+    };
     Ok(Global {
         interface: interface.clone(),
         flow_table_size,
@@ -125,6 +127,7 @@ fn validate_global(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, Conf
         max_services,
         max_backends,
         health_source: health_source(raw, site)?,
+        xdp_mode,
         api: api_address(raw, site)?,
         pin_dir: super::pin_dir::validate(raw.pin_dir.as_ref(), interface, site)?,
     })

@@ -33,7 +33,19 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LB_EBPF_OBJECT"));
 /// The programs loaded into the kernel by [`Dataplane::load`].
 const PROGRAMS: [&str; 3] = [programs::LB, programs::PASS, programs::MAC_SWAP];
 
-/// Map sizes, fixed when the object is loaded.
+/// How the load balancer program is attached (`global.xdp_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpModePreference {
+    /// Driver mode, falling back to generic mode with a warning.
+    #[default]
+    Auto,
+    /// Driver mode only: attaching fails if the driver has no XDP support.
+    Driver,
+    /// Generic mode only (slower; for drivers whose native XDP misbehaves).
+    Generic,
+}
+
+/// Fixed when the object is loaded: map sizes, and how programs attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Capacity of the LRU flow table (`FLOWS`).
@@ -44,6 +56,8 @@ pub struct LoadOptions {
     pub max_backends: u32,
     /// Slots per scheduling table half (M; a prime for Maglev).
     pub table_size: u32,
+    /// Driver or generic XDP, or driver with fallback.
+    pub xdp_mode: XdpModePreference,
 }
 
 impl Default for LoadOptions {
@@ -53,6 +67,7 @@ impl Default for LoadOptions {
             max_services: defaults::MAX_SERVICES,
             max_backends: defaults::MAX_BACKENDS,
             table_size: defaults::MAGLEV_TABLE_SIZE,
+            xdp_mode: XdpModePreference::Auto,
         }
     }
 }
@@ -196,8 +211,9 @@ impl Dataplane {
         &self.options
     }
 
-    /// Attaches the load balancer (`lb_xdp`) to `interface`: in driver mode,
-    /// or in generic mode (with a warning) when driver mode is refused.
+    /// Attaches the load balancer (`lb_xdp`) to `interface` in the mode the
+    /// load options ask for; `Auto`: driver mode, or generic mode (with a
+    /// warning) when driver mode is refused.
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode, DataplaneError> {
         self.attach_program(programs::LB, interface)
     }
@@ -210,21 +226,35 @@ impl Dataplane {
         program: &'static str,
         interface: &str,
     ) -> Result<AttachMode, DataplaneError> {
+        let preference = self.options.xdp_mode;
         let xdp = xdp_program_mut(&mut self.ebpf, program)?;
+        let attach_error = |driver_error: String, source: ProgramError| match source {
+            ProgramError::UnknownInterface { name } => DataplaneError::UnknownInterface(name),
+            source => DataplaneError::Attach {
+                program,
+                interface: interface.to_owned(),
+                driver_error,
+                source: Box::new(source),
+            },
+        };
+        if preference == XdpModePreference::Generic {
+            let link = xdp
+                .attach(interface, XdpMode::Skb)
+                .map_err(|source| attach_error("not tried (xdp_mode generic)".into(), source))?;
+            return Ok(self.record_attachment(program, interface, link, AttachMode::Generic));
+        }
         let (link, mode) = match xdp.attach(interface, XdpMode::Driver) {
             Ok(link) => (link, AttachMode::Driver),
+            Err(source) if preference == XdpModePreference::Driver => {
+                return Err(attach_error("no fallback (xdp_mode driver)".into(), source))
+            }
             Err(ProgramError::UnknownInterface { name }) => {
                 return Err(DataplaneError::UnknownInterface(name))
             }
             Err(driver_error) => {
-                let link = xdp.attach(interface, XdpMode::Skb).map_err(|source| {
-                    DataplaneError::Attach {
-                        program,
-                        interface: interface.to_owned(),
-                        driver_error: driver_error.to_string(),
-                        source: Box::new(source),
-                    }
-                })?;
+                let link = xdp
+                    .attach(interface, XdpMode::Skb)
+                    .map_err(|source| attach_error(driver_error.to_string(), source))?;
                 tracing::warn!(
                     program,
                     interface,
@@ -234,13 +264,24 @@ impl Dataplane {
                 (link, AttachMode::Generic)
             }
         };
+        Ok(self.record_attachment(program, interface, link, mode))
+    }
+
+    /// Remembers an attachment (so it is detached later) and logs it.
+    fn record_attachment(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+        link: XdpLinkId,
+        mode: AttachMode,
+    ) -> AttachMode {
         tracing::info!(program, interface, %mode, "XDP program attached");
         self.attachments.push(Attachment {
             program,
             interface: interface.to_owned(),
             link,
         });
-        Ok(mode)
+        mode
     }
 
     /// The kernel's id of the load balancer program (`lb_xdp`): what an

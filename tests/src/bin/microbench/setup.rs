@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result};
 use lb::config::{self, Config, Protocol, Scheduler};
-use lb::dataplane::{Dataplane, LoadOptions, TEST_RUN_INGRESS_IFINDEX};
+use lb::dataplane::{Dataplane, TEST_RUN_INGRESS_IFINDEX};
 use lb::neighbour::{Interface, Neighbour};
 use lb::reconcile::{BackendState, Layout, Reconciler};
 
@@ -95,12 +95,7 @@ pub fn neighbours(config: &Config) -> HashMap<Ipv4Addr, Neighbour> {
 /// A loaded data path programmed with `config`, every backend up, and the
 /// reconciler that programmed it.
 pub fn programmed(config: &Config) -> Result<(Dataplane, Reconciler)> {
-    let options = LoadOptions {
-        flow_table_size: config.global.flow_table_size,
-        max_services: config.global.max_services,
-        max_backends: config.global.max_backends,
-        table_size: config.global.maglev_table_size,
-    };
+    let options = lb::takeover::load_options(config);
     let mut dataplane = Dataplane::load(&options).context("loading the eBPF programs")?;
     let layout = Layout::new(config);
     let states = vec![BackendState::Up; layout.backend_count()];
