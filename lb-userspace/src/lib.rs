@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod ha;
 pub mod health;
 pub mod neighbour;
+pub mod netlink;
 pub mod reconcile;
 pub mod run;
 pub mod status_table;

@@ -18,6 +18,8 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
+
+use crate::netlink::{get_link, LinkQuery};
 use tokio::time::{sleep, Instant};
 
 /// How long to wait for the kernel to resolve a backend's MAC.
@@ -118,12 +120,6 @@ impl Drop for Resolver {
     }
 }
 
-/// Which interface to look up.
-enum LinkQuery<'a> {
-    Name(&'a str),
-    Index(u32),
-}
-
 impl Resolver {
     /// Opens the netlink connection; must be called inside a tokio runtime.
     pub fn new() -> Result<Self, NeighbourError> {
@@ -206,21 +202,13 @@ impl Resolver {
     }
 
     async fn link(&self, query: LinkQuery<'_>) -> Result<Interface, NeighbourError> {
-        let (request, described) = match query {
-            LinkQuery::Name(name) => (self.handle.link().get().match_name(name), name.to_owned()),
-            LinkQuery::Index(index) => (
-                self.handle.link().get().match_index(index),
-                format!("#{index}"),
-            ),
+        let described = match query {
+            LinkQuery::Name(name) => name.to_owned(),
+            LinkQuery::Index(index) => format!("#{index}"),
         };
-        let link = match request.execute().try_next().await {
+        let link = match get_link(&self.handle, query).await {
             Ok(Some(link)) => link,
             Ok(None) => {
-                return Err(NeighbourError::NoSuchInterface {
-                    interface: described,
-                })
-            }
-            Err(rtnetlink::Error::NetlinkError(error)) if -error.raw_code() == libc::ENODEV => {
                 return Err(NeighbourError::NoSuchInterface {
                     interface: described,
                 })

@@ -9,6 +9,8 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp};
 use tokio::task::JoinHandle;
 
+use crate::netlink::{get_link, LinkQuery};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("cannot open a netlink socket")]
@@ -50,13 +52,7 @@ impl Probe {
         program_id: u32,
     ) -> Result<bool, ProbeError> {
         let interface = format!("index {ifindex}");
-        let message = self
-            .handle
-            .link()
-            .get()
-            .match_index(ifindex)
-            .execute()
-            .try_next()
+        let message = get_link(&self.handle, LinkQuery::Index(ifindex))
             .await
             .map_err(|source| ProbeError::Request {
                 interface: interface.clone(),
@@ -84,22 +80,9 @@ impl Probe {
             interface: interface.to_owned(),
             source,
         };
-        let link = self
-            .handle
-            .link()
-            .get()
-            .match_name(interface.to_owned())
-            .execute()
-            .try_next()
+        let link = get_link(&self.handle, LinkQuery::Name(interface))
             .await
-            .map_err(|error| match error {
-                rtnetlink::Error::NetlinkError(ref message)
-                    if message.raw_code() == -libc::ENODEV =>
-                {
-                    ProbeError::NoSuchInterface(interface.to_owned())
-                }
-                error => request_failed(error),
-            })?
+            .map_err(request_failed)?
             .ok_or_else(|| ProbeError::NoSuchInterface(interface.to_owned()))?;
         let mut addresses = self
             .handle

@@ -6,12 +6,14 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::channel::mpsc::UnboundedReceiver;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{AddressMessageBuilder, MulticastGroup};
 use tokio::task::JoinHandle;
+
+use crate::netlink::{get_link, LinkQuery};
 
 /// Prefix length of a VIP: a host address that adds no connected route.
 const VIP_PREFIX_LEN: u8 = 32;
@@ -79,22 +81,9 @@ impl Netlink {
             interface: name.to_owned(),
             source,
         };
-        let message = self
-            .handle
-            .link()
-            .get()
-            .match_name(name)
-            .execute()
-            .try_next()
+        let message = get_link(&self.handle, LinkQuery::Name(name))
             .await
-            .map_err(|error| match error {
-                rtnetlink::Error::NetlinkError(ref message)
-                    if message.raw_code() == -libc::ENODEV =>
-                {
-                    NetlinkError::NoSuchInterface(name.to_owned())
-                }
-                error => request_failed(error),
-            })?
+            .map_err(request_failed)?
             .ok_or_else(|| NetlinkError::NoSuchInterface(name.to_owned()))?;
         let mac = ethernet_address(&message)
             .ok_or_else(|| NetlinkError::NoEthernetAddress(name.to_owned()))?;
