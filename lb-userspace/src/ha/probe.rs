@@ -1,46 +1,32 @@
-//! What the pair asks the kernel over rtnetlink: which XDP programs an
-//! interface runs (tracking) and the interface's own address (the adverts'
-//! source when `vrrp.primary_address` is not set).
+//! What the pair asks the kernel (through [`crate::netlink`]): whether our XDP
+//! program is on the interface (tracking) and the interface's own address
+//! (the adverts' source when `vrrp.primary_address` is not set).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
-use futures::TryStreamExt as _;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp};
-use tokio::task::JoinHandle;
-
-use crate::netlink::{get_link, LinkQuery};
+use crate::netlink::{LinkQuery, Netlink, NetlinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("cannot open a netlink socket")]
-    Open(#[source] std::io::Error),
-    #[error("netlink request about interface {interface} failed")]
-    Request {
-        interface: String,
-        #[source]
-        source: rtnetlink::Error,
-    },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     #[error("interface {0} does not exist")]
     NoSuchInterface(String),
     #[error("interface {0} has no IPv4 address other than the virtual addresses: set vrrp.primary_address or add one")]
     NoPrimaryAddress(String),
 }
 
-/// One rtnetlink connection, its task on the current tokio runtime.
+/// One netlink connection, its task on the current tokio runtime.
 #[derive(Debug)]
 pub struct Probe {
-    handle: rtnetlink::Handle,
-    connection: JoinHandle<()>,
+    netlink: Netlink,
 }
 
 impl Probe {
     /// Opens the connection; must be called inside a tokio runtime.
     pub fn connect() -> Result<Self, ProbeError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(ProbeError::Open)?;
         Ok(Probe {
-            handle,
-            connection: tokio::spawn(connection),
+            netlink: Netlink::connect()?,
         })
     }
 
@@ -51,22 +37,13 @@ impl Probe {
         ifindex: u32,
         program_id: u32,
     ) -> Result<bool, ProbeError> {
-        let interface = format!("index {ifindex}");
-        let message = get_link(&self.handle, LinkQuery::Index(ifindex))
-            .await
-            .map_err(|source| ProbeError::Request {
-                interface: interface.clone(),
-                source,
-            })?
-            .ok_or(ProbeError::NoSuchInterface(interface))?;
-        Ok(message.attributes.iter().any(|attribute| match attribute {
-            LinkAttribute::Xdp(xdp) => xdp.iter().any(|item| {
-                matches!(item,
-                    LinkXdp::ProgId(id) | LinkXdp::DrvProgId(id) | LinkXdp::SkbProgId(id) | LinkXdp::HwProgId(id)
-                    if *id == program_id)
-            }),
-            _ => false,
-        }))
+        let query = LinkQuery::Index(ifindex);
+        let link = self
+            .netlink
+            .link(query)
+            .await?
+            .ok_or_else(|| ProbeError::NoSuchInterface(query.to_string()))?;
+        Ok(link.xdp_program_ids.contains(&program_id))
     }
 
     /// The first IPv4 address of `interface` that is not one of `excluded`
@@ -76,38 +53,16 @@ impl Probe {
         interface: &str,
         excluded: &[Ipv4Addr],
     ) -> Result<Ipv4Addr, ProbeError> {
-        let request_failed = |source| ProbeError::Request {
-            interface: interface.to_owned(),
-            source,
-        };
-        let link = get_link(&self.handle, LinkQuery::Name(interface))
-            .await
-            .map_err(request_failed)?
+        let link = self
+            .netlink
+            .link(LinkQuery::Name(interface))
+            .await?
             .ok_or_else(|| ProbeError::NoSuchInterface(interface.to_owned()))?;
-        let mut addresses = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(link.header.index)
-            .execute();
-        while let Some(message) = addresses.try_next().await.map_err(request_failed)? {
-            let local = message
-                .attributes
-                .iter()
-                .find_map(|attribute| match attribute {
-                    AddressAttribute::Local(IpAddr::V4(address)) => Some(*address),
-                    _ => None,
-                });
-            if let Some(address) = local.filter(|address| !excluded.contains(address)) {
-                return Ok(address);
-            }
-        }
-        Err(ProbeError::NoPrimaryAddress(interface.to_owned()))
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.connection.abort();
+        self.netlink
+            .ipv4_addresses(link.index)
+            .await?
+            .into_iter()
+            .find(|address| !excluded.contains(address))
+            .ok_or_else(|| ProbeError::NoPrimaryAddress(interface.to_owned()))
     }
 }

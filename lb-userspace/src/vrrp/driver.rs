@@ -1,7 +1,8 @@
 //! The VRRP task of one instance: it owns the advert sockets, the netlink
-//! connection and the gratuitous ARP socket, feeds the state machine with
-//! received adverts, link changes, commands and its own timers, carries out
-//! the machine's actions, and publishes a [`VrrpStatus`].
+//! connections (link notifications, VIPs) and the gratuitous ARP socket,
+//! feeds the state machine with received adverts, link changes, commands and
+//! its own timers, carries out the machine's actions, and publishes a
+//! [`VrrpStatus`].
 //!
 //! The task waits on nothing but its own sockets, timers and command channel,
 //! so health checks or map updates elsewhere cannot delay an advert.
@@ -17,16 +18,18 @@ use tokio::task::JoinHandle;
 use super::config::{ConfigError, VrrpConfig};
 use super::garp::GarpSender;
 use super::machine::{Action, Instance, State};
-use super::netlink::{Netlink, NetlinkError};
 use super::notify::Notifier;
 use super::packet::{self, Advert};
 use super::socket::AdvertSocket;
 use super::status::VrrpStatus;
+use crate::netlink::{LinkEvent, LinkEvents, LinkQuery, Netlink, NetlinkError};
 
 /// Large enough for any IPv4 datagram a raw socket can deliver.
 const RECEIVE_BUFFER_LEN: usize = 65_535;
 /// Stand-in deadline for the timer branch while it is disabled (no timer pending).
 const IDLE: Duration = Duration::from_secs(3600);
+/// Prefix length of a VIP: a host address that adds no connected route.
+const VIP_PREFIX_LEN: u8 = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
@@ -34,6 +37,10 @@ pub enum VrrpError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    #[error("interface {0} does not exist")]
+    NoSuchInterface(String),
+    #[error("interface {0} has no Ethernet address")]
+    NoEthernetAddress(String),
     #[error("cannot open the VRRP sockets on {interface}")]
     Socket {
         interface: String,
@@ -87,8 +94,16 @@ impl VrrpHandle {
 pub async fn spawn(config: VrrpConfig) -> Result<VrrpHandle, VrrpError> {
     let machine = Instance::new(&config)?;
     let advert_interval = config.advert_interval_centis()?;
+    // Before the lookup, so a carrier change after it is not missed.
+    let link_events = LinkEvents::subscribe()?;
     let netlink = Netlink::connect()?;
-    let link = netlink.link(&config.interface).await?;
+    let link = netlink
+        .link(LinkQuery::Name(&config.interface))
+        .await?
+        .ok_or_else(|| VrrpError::NoSuchInterface(config.interface.clone()))?;
+    let mac = link
+        .mac
+        .ok_or_else(|| VrrpError::NoEthernetAddress(config.interface.clone()))?;
     let socket_error = |source| VrrpError::Socket {
         interface: config.interface.clone(),
         source,
@@ -100,7 +115,7 @@ pub async fn spawn(config: VrrpConfig) -> Result<VrrpHandle, VrrpError> {
         &config.unicast_peers,
     )
     .map_err(socket_error)?;
-    let garp = GarpSender::open(link.index, link.mac).map_err(socket_error)?;
+    let garp = GarpSender::open(link.index, mac).map_err(socket_error)?;
     let (status_sender, status) = watch::channel(VrrpStatus::new(config.priority));
     let (commands, command_receiver) = mpsc::unbounded_channel();
     let notifier = Notifier::spawn(config.notify.clone(), config.vrid, config.interface.clone());
@@ -110,6 +125,7 @@ pub async fn spawn(config: VrrpConfig) -> Result<VrrpHandle, VrrpError> {
         ifindex: link.index,
         socket,
         netlink,
+        link_events,
         garp,
         notifier,
         status: status_sender,
@@ -130,6 +146,7 @@ struct Driver {
     ifindex: u32,
     socket: AdvertSocket,
     netlink: Netlink,
+    link_events: LinkEvents,
     garp: GarpSender,
     notifier: Notifier,
     status: watch::Sender<VrrpStatus>,
@@ -166,7 +183,7 @@ impl Driver {
                         self.status.send_modify(|status| status.received.receive_errors += 1);
                     }
                 },
-                change = self.netlink.next_link_change(self.ifindex) => match change {
+                change = next_carrier_change(&mut self.link_events, self.ifindex) => match change {
                     Some(true) => self.machine.handle_fault_cleared(Instant::now()),
                     Some(false) => self.machine.handle_fault(Instant::now()),
                     None => break Err(VrrpError::NetlinkClosed),
@@ -274,9 +291,13 @@ impl Driver {
     async fn change_addresses(&mut self, add: bool) {
         for &address in &self.config.virtual_addresses {
             let result = if add {
-                self.netlink.add_address(self.ifindex, address).await
+                self.netlink
+                    .add_address(self.ifindex, address, VIP_PREFIX_LEN)
+                    .await
             } else {
-                self.netlink.remove_address(self.ifindex, address).await
+                self.netlink
+                    .remove_address(self.ifindex, address, VIP_PREFIX_LEN)
+                    .await
             };
             if let Err(error) = result {
                 tracing::error!(error = %error_chain(&error), "vrrp virtual address change failed");
@@ -300,6 +321,19 @@ impl Driver {
             status.transitions += 1;
         });
         self.notifier.state_changed(from, to);
+    }
+}
+
+/// Waits for the next change of interface `index`: whether it is up (a
+/// deleted interface is not), or `None` once the connection closed.
+/// Cancel-safe, like [`LinkEvents::next`].
+async fn next_carrier_change(events: &mut LinkEvents, index: u32) -> Option<bool> {
+    loop {
+        match events.next().await? {
+            LinkEvent::Changed(link) if link.index == index => return Some(link.is_up),
+            LinkEvent::Removed { index: removed } if removed == index => return Some(false),
+            _ => {}
+        }
     }
 }
 

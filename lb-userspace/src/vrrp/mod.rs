@@ -5,8 +5,9 @@
 //! - [`packet`]: the advert on the wire and the receive checks;
 //! - [`machine`]: the state machine, without IO, driven by the caller's clock;
 //! - [`driver`]: the task that runs one instance on a real interface, built on
-//!   [`socket`] (adverts), [`netlink`] (interface, VIPs), [`garp`]
-//!   (gratuitous ARP) and [`notify`] (hooks), and publishing [`status`].
+//!   [`socket`] (adverts), [`crate::netlink`] (interface, carrier, VIPs),
+//!   [`garp`] (gratuitous ARP) and [`notify`] (hooks), and publishing
+//!   [`status`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), lb::vrrp::VrrpError> {
@@ -30,7 +31,6 @@ pub mod config;
 pub mod driver;
 pub mod garp;
 pub mod machine;
-pub mod netlink;
 pub mod notify;
 pub mod packet;
 pub mod socket;

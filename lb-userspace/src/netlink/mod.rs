@@ -1,0 +1,56 @@
+//! The kernel's routing netlink, and the only user of rtnetlink: links,
+//! addresses, routes, neighbours and link notifications, behind a narrow
+//! typed interface with one error type ([`NetlinkError`]).
+//!
+//! - `link`: an interface's index, name, MAC, carrier and XDP programs
+//!   ([`Netlink::link`]);
+//! - `address`: an interface's IPv4 addresses, adding and removing one
+//!   ([`Netlink::ipv4_addresses`], [`Netlink::add_address`],
+//!   [`Netlink::remove_address`]);
+//! - `route`: the route to a destination ([`Netlink::route_to`]);
+//! - `neighbour`: a neighbour table entry's MAC ([`Netlink::neighbour_mac`]);
+//! - `monitor`: link change notifications ([`LinkEvents`]);
+//! - `error`: [`NetlinkError`].
+//!
+//! What the answers mean for the program (a backend must be on-link, the
+//! VIPs are /32, ...) is for the callers: `crate::neighbour`, `ha::probe`
+//! and `vrrp::driver`.
+
+mod address;
+mod error;
+mod link;
+mod monitor;
+mod neighbour;
+mod route;
+
+pub use error::{AddressChange, NetlinkError, RequestError};
+pub use link::{Link, LinkQuery};
+pub use monitor::{LinkEvent, LinkEvents};
+pub use route::{Route, RouteKind};
+
+use tokio::task::JoinHandle;
+
+/// One netlink connection for requests; its task runs on the current tokio
+/// runtime and stops when this is dropped.
+#[derive(Debug)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+    connection: JoinHandle<()>,
+}
+
+impl Netlink {
+    /// Opens the connection; must be called inside a tokio runtime.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Open)?;
+        Ok(Netlink {
+            handle,
+            connection: tokio::spawn(connection),
+        })
+    }
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
