@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::config::{ConfigError, VrrpConfig};
+use super::config::VrrpConfig;
 use super::garp::GarpSender;
 use super::machine::{Action, Instance, State};
 use super::netlink::{Netlink, NetlinkError};
@@ -30,8 +30,8 @@ const IDLE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    #[error("the primary address {0} is also a virtual address or a unicast peer")]
+    PrimaryAddress(Ipv4Addr),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("cannot open the VRRP sockets on {interface}")]
@@ -82,11 +82,15 @@ impl VrrpHandle {
 }
 
 /// Resolves the interface, opens the sockets and starts the instance in a task
-/// of its own on the current tokio runtime. The instance starts in Backup (or
-/// Master for priority 255), or in Fault if the interface is down.
-pub async fn spawn(config: VrrpConfig) -> Result<VrrpHandle, VrrpError> {
-    let machine = Instance::new(&config)?;
-    let advert_interval = config.advert_interval_centis()?;
+/// of its own on the current tokio runtime, advertising from
+/// `primary_address`. The instance starts in Backup (or Master for priority
+/// 255), or in Fault if the interface is down.
+pub async fn spawn(config: VrrpConfig, primary_address: Ipv4Addr) -> Result<VrrpHandle, VrrpError> {
+    if !config.accepts_primary_address(primary_address) {
+        return Err(VrrpError::PrimaryAddress(primary_address));
+    }
+    let machine = Instance::new(&config, primary_address);
+    let advert_interval = config.advert_interval.centis();
     let netlink = Netlink::connect()?;
     let link = netlink.link(&config.interface).await?;
     let socket_error = |source| VrrpError::Socket {
@@ -96,7 +100,7 @@ pub async fn spawn(config: VrrpConfig) -> Result<VrrpHandle, VrrpError> {
     let socket = AdvertSocket::open(
         &config.interface,
         link.index,
-        config.primary_address,
+        primary_address,
         &config.unicast_peers,
     )
     .map_err(socket_error)?;
