@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use lb::vrrp::packet::{IP_PROTOCOL, MULTICAST_GROUP};
-use lb::vrrp::{self, Advert, NotifyCommands, State, VrrpConfig, VrrpStatus};
+use lb::vrrp::{self, Advert, AdvertInterval, NotifyCommands, State, VrrpConfig, VrrpStatus};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::sync::{oneshot, watch};
 
@@ -253,7 +253,8 @@ struct Node {
 }
 
 impl Node {
-    fn start(namespace: &str, config: VrrpConfig) -> Node {
+    /// Runs `config` in `namespace`, advertising from `address`.
+    fn start(namespace: &str, config: VrrpConfig, address: Ipv4Addr) -> Node {
         let (status_sender, status_receiver) = std_mpsc::channel();
         let (stop, stop_receiver) = oneshot::channel();
         let thread = in_namespace(namespace, move || {
@@ -262,7 +263,7 @@ impl Node {
                 .build()
                 .expect("runtime");
             let leftover = runtime.block_on(async move {
-                let handle = vrrp::spawn(config).await.expect("start VRRP");
+                let handle = vrrp::spawn(config, address).await.expect("start VRRP");
                 status_sender.send(handle.status()).expect("send status");
                 match stop_receiver.await {
                     Ok(Stop::Crash) => Some(handle),
@@ -308,14 +309,10 @@ impl Drop for Node {
     }
 }
 
-fn config(
-    interface: &str,
-    priority: u8,
-    address: Ipv4Addr,
-    hook_log: &std::path::Path,
-) -> VrrpConfig {
-    let mut config = VrrpConfig::new(interface, VRID, priority, address, vec![VIP]);
-    config.advert_interval = ADVERT_INTERVAL;
+fn config(interface: &str, priority: u8, hook_log: &std::path::Path) -> VrrpConfig {
+    let mut config = VrrpConfig::new(interface, VRID, priority, vec![VIP]);
+    config.advert_interval =
+        AdvertInterval::from_duration(ADVERT_INTERVAL).expect("10 centiseconds");
     config.garp.count = 3;
     config.garp.interval = Duration::from_millis(200);
     let hook = |state: &str| Some(format!("echo {state} >> {}", hook_log.display()));
@@ -504,12 +501,12 @@ fn assert_malformed_adverts_are_counted_and_ignored(
 fn vrrp_pair_in_namespaces_elects_fails_over_recovers_and_ignores_malformed_adverts() {
     let lab = Lab::new("vrtest", "vrt");
     let (ns_a, ns_b) = (lab.namespace(0), lab.namespace(1));
-    let config_a = config(&lab.interface(0), 150, ADDRESS_A, &lab.hook_log(0));
-    let config_b = config(&lab.interface(1), 100, ADDRESS_B, &lab.hook_log(1));
+    let config_a = config(&lab.interface(0), 150, &lab.hook_log(0));
+    let config_b = config(&lab.interface(1), 100, &lab.hook_log(1));
 
     // Election: the higher priority becomes master and holds the VIP.
-    let mut a = Node::start(&ns_a, config_a.clone());
-    let b = Node::start(&ns_b, config_b);
+    let mut a = Node::start(&ns_a, config_a.clone(), ADDRESS_A);
+    let b = Node::start(&ns_b, config_b, ADDRESS_B);
     settle([&a, &b], [State::Master, State::Backup], "election");
     assert!(lab.has_vip(0), "the master holds the VIP");
     assert!(!lab.has_vip(1), "the backup does not");
@@ -561,7 +558,7 @@ fn vrrp_pair_in_namespaces_elects_fails_over_recovers_and_ignores_malformed_adve
     );
 
     // The higher-priority node returns and preempts.
-    let mut a = Node::start(&ns_a, config_a.clone());
+    let mut a = Node::start(&ns_a, config_a.clone(), ADDRESS_A);
     settle([&a, &b], [State::Master, State::Backup], "preemption");
     assert!(lab.has_vip(0) && !lab.has_vip(1));
 
@@ -583,7 +580,7 @@ fn vrrp_pair_in_namespaces_elects_fails_over_recovers_and_ignores_malformed_adve
 
     // Restarted, it first removes the stale VIP (a backup must not hold it),
     // then preempts.
-    let a = Node::start(&ns_a, config_a);
+    let a = Node::start(&ns_a, config_a, ADDRESS_A);
     assert!(
         wait_until(Duration::from_millis(300), || !lab.has_vip(0)).is_some(),
         "the restarted node removed its stale VIP while backup"
@@ -620,13 +617,13 @@ fn vrrp_pair_in_namespaces_elects_fails_over_recovers_and_ignores_malformed_adve
 fn vrrp_unicast_pair_in_namespaces_rejects_strangers_and_fails_over() {
     let lab = Lab::new("vrtest-u", "vrtu");
     let (ns_a, ns_b) = (lab.namespace(0), lab.namespace(1));
-    let mut config_a = config(&lab.interface(0), 150, ADDRESS_A, &lab.hook_log(0));
+    let mut config_a = config(&lab.interface(0), 150, &lab.hook_log(0));
     config_a.unicast_peers = vec![ADDRESS_B];
-    let mut config_b = config(&lab.interface(1), 100, ADDRESS_B, &lab.hook_log(1));
+    let mut config_b = config(&lab.interface(1), 100, &lab.hook_log(1));
     config_b.unicast_peers = vec![ADDRESS_A];
 
-    let mut a = Node::start(&ns_a, config_a);
-    let b = Node::start(&ns_b, config_b);
+    let mut a = Node::start(&ns_a, config_a, ADDRESS_A);
+    let b = Node::start(&ns_b, config_b, ADDRESS_B);
     settle([&a, &b], [State::Master, State::Backup], "unicast election");
     assert!(lab.has_vip(0) && !lab.has_vip(1));
 

@@ -871,10 +871,10 @@ fn pair_configs_are_accepted_by_lb() {
             let text = lab::pair_config_toml(node, Scheduler::Maglev, &options);
             let config = lb::config::parse(&text, "pair.toml")
                 .unwrap_or_else(|error| panic!("{node}: {error}"));
-            let vrrp = config.vrrp.expect("a [vrrp] section");
+            let vrrp = config.vrrp.expect("a [vrrp] section").instance;
             assert_eq!(vrrp.priority, lab::priority(node));
             assert_eq!(vrrp.vrid, lab::VRID);
-            assert_eq!(vrrp.advert_interval, Duration::from_millis(100));
+            assert_eq!(vrrp.advert_interval.duration(), Duration::from_millis(100));
             assert_eq!(vrrp.preempt, preempt);
             assert_eq!(vrrp.virtual_addresses, [lab::VIP]);
         }

@@ -1,176 +1,25 @@
 //! The configuration: a TOML file read with serde, validated into a model.
 //!
-//! The rest of the program only sees the model ([`Config`]); every rejection
-//! names the field and its line ([`ConfigError`]).
+//! Data flows one way: `raw` (the file's shape) → `validate` (one
+//! validator per section, sharing the field checks of `validate::fields`) →
+//! `model` (what the rest of the program sees). Every rejection names the
+//! field and its line ([`ConfigError`]).
 
 mod error;
-mod health;
-mod pin_dir;
+mod model;
 mod raw;
 mod validate;
-mod vrrp;
 
-use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 
 pub use error::{ConfigError, Location};
-pub use pin_dir::default_pin_dir;
-pub use vrrp::{Tracking, Vrrp};
+pub use model::{
+    Backend, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service, Tracking,
+    VrrpPair, DEFAULT_API, WEIGHT_RANGE,
+};
+pub use validate::default_pin_dir;
 
 pub use crate::dataplane::XdpModePreference;
-use crate::health::{CheckSpec, CheckTarget, Health, ProbeSource};
-
-/// Backend weights accepted in the file.
-pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
-
-/// Where the control API listens unless `global.api` says otherwise.
-pub const DEFAULT_API: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
-
-/// A validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub global: Global,
-    pub services: Vec<Service>,
-    /// `[vrrp]`: the active-passive pair; `None`: a single node.
-    pub vrrp: Option<Vrrp>,
-}
-
-impl Config {
-    /// Number of (service, backend) memberships: one dataplane backend entry each.
-    pub fn backend_count(&self) -> usize {
-        self.services.iter().map(|s| s.backends.len()).sum()
-    }
-}
-
-/// Settings of the node as a whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Global {
-    /// Interface the XDP program attaches to.
-    pub interface: String,
-    /// Entries of the LRU flow table.
-    pub flow_table_size: u32,
-    /// Maglev table size M (prime); also the longest round-robin ring.
-    pub maglev_table_size: u32,
-    pub max_services: u32,
-    pub max_backends: u32,
-    /// Where health probes leave from: `global.health_source` and
-    /// `global.health_interface` (default: `interface`).
-    pub health_source: ProbeSource,
-    /// How the XDP program is attached (`global.xdp_mode`).
-    pub xdp_mode: XdpModePreference,
-    /// The control API's address; always a loopback address.
-    pub api: SocketAddr,
-    /// The bpffs directory where the XDP link and the flow table are pinned,
-    /// so the data path outlives `lb`; `None` (`pin_dir = ""`): not pinned.
-    pub pin_dir: Option<std::path::PathBuf>,
-}
-
-/// A virtual service: VIP, port and protocol, and the backends behind it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Service {
-    pub name: String,
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub protocol: Protocol,
-    pub scheduler: Scheduler,
-    pub forwarding: Forwarding,
-    /// The check of every backend; `None`: not checked, the backends are always up.
-    pub health: Option<HealthCheck>,
-    pub backends: Vec<Backend>,
-}
-
-impl Service {
-    /// The check of `backend`, `None` if the service is not checked.
-    pub fn check_target(&self, backend: &Backend) -> Option<CheckTarget> {
-        let health = self.health.as_ref()?;
-        // The port was validated as 1..=65535.
-        Some(
-            CheckTarget::new(backend.address, health.port, Arc::clone(&health.spec))
-                .expect("a validated check port is not 0"),
-        )
-    }
-}
-
-/// How a service's backends are checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub spec: Arc<CheckSpec>,
-    /// The port probed on each backend (default: the service port).
-    pub port: u16,
-}
-
-/// Transport protocol of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// The IP protocol number.
-    pub fn ip_protocol(self) -> u8 {
-        match self {
-            Protocol::Tcp => lb_common::maps::IPPROTO_TCP,
-            Protocol::Udp => lb_common::maps::IPPROTO_UDP,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        })
-    }
-}
-
-/// How a service picks the backend of a new flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheduler {
-    Maglev,
-    RoundRobin,
-}
-
-impl fmt::Display for Scheduler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Scheduler::Maglev => "maglev",
-            Scheduler::RoundRobin => "round-robin",
-        })
-    }
-}
-
-/// How packets reach the chosen backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forwarding {
-    /// Direct server return on the same L2 segment: only the MACs are rewritten.
-    DsrL2,
-}
-
-impl fmt::Display for Forwarding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Forwarding::DsrL2 => "dsr-l2",
-        })
-    }
-}
-
-/// A server behind a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    pub name: String,
-    pub address: Ipv4Addr,
-    /// Share of new flows relative to the service's other backends, in [`WEIGHT_RANGE`].
-    pub weight: u32,
-    /// Health before the first checks: [`Health::Down`] (the default) until
-    /// `rise` checks pass, or [`Health::Up`] if configured `initial = "up"`.
-    /// Backends of a service that is not checked are always up.
-    pub initial: Health,
-}
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

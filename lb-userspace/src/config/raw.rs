@@ -13,7 +13,7 @@ pub(super) struct RawConfig {
     pub global: RawGlobal,
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
-    pub vrrp: Option<Spanned<super::vrrp::RawVrrp>>,
+    pub vrrp: Option<Spanned<RawVrrp>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,4 +71,28 @@ pub(super) struct RawHealth {
     pub timeout: Option<Spanned<String>>,
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
+}
+
+/// `[vrrp]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrp {
+    pub interface: Option<Spanned<String>>,
+    pub vrid: Spanned<i64>,
+    pub priority: Spanned<i64>,
+    pub advert_interval: Option<Spanned<String>>,
+    pub virtual_addresses: Option<Spanned<Vec<Spanned<String>>>>,
+    pub unicast_peers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub primary_address: Option<Spanned<String>>,
+    pub preempt: Option<Spanned<bool>>,
+    pub preempt_delay: Option<Spanned<String>>,
+    pub garp_count: Option<Spanned<i64>>,
+    pub garp_interval: Option<Spanned<String>>,
+    pub garp_refresh: Option<Spanned<String>>,
+    pub notify_master: Option<Spanned<String>>,
+    pub notify_backup: Option<Spanned<String>>,
+    pub notify_fault: Option<Spanned<String>>,
+    pub track_xdp_weight: Option<Spanned<i64>>,
+    pub track_service_weight: Option<Spanned<i64>>,
+    pub track_services: Option<Spanned<Vec<Spanned<String>>>>,
 }

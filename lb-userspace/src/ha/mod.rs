@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{interval, timeout, MissedTickBehavior};
 
-use crate::config::{Config, Vrrp};
+use crate::config::{Config, VrrpPair};
 use crate::controller::ControllerHandle;
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::vrrp::{self, State, VrrpError, VrrpHandle, VrrpStatus};
@@ -94,7 +94,7 @@ impl HaNode {
     /// Starts the instance of `settings` with the priority tracking allows
     /// right now; returns once it runs.
     pub async fn start(
-        settings: &Vrrp,
+        settings: &VrrpPair,
         xdp: XdpAttachment,
         controller: ControllerHandle,
     ) -> Result<HaNode, HaError> {
@@ -122,7 +122,7 @@ impl HaNode {
                 status,
                 stop,
                 thread,
-                advert_interval: settings.advert_interval,
+                advert_interval: settings.instance.advert_interval.duration(),
             }),
             // The thread ended before the instance ran: its result says why.
             Err(_) => Err(join(thread).await.err().unwrap_or(HaError::Panicked)),
@@ -170,7 +170,7 @@ async fn join(thread: thread::JoinHandle<Result<(), HaError>>) -> Result<(), HaE
 
 /// The VRRP thread: starts the instance, tracks, stops it on `stop`.
 async fn serve(
-    settings: Vrrp,
+    settings: VrrpPair,
     xdp: XdpAttachment,
     controller: ControllerHandle,
     started: oneshot::Sender<watch::Receiver<VrrpStatus>>,
@@ -181,25 +181,30 @@ async fn serve(
         Some(address) => address,
         None => {
             probe
-                .primary_address(&settings.interface, &settings.virtual_addresses)
+                .primary_address(
+                    &settings.instance.interface,
+                    &settings.instance.virtual_addresses,
+                )
                 .await?
         }
     };
     // Observed once the loop runs: the data path is attached and the
     // controller answers after this returns. Until then the services count
     // as not serving, so the instance starts at a priority that loses.
-    let mut tracker = Tracker::new(settings.priority, settings.track.clone());
-    let mut config = settings.instance(primary_address);
+    let mut tracker = Tracker::new(settings.instance.priority, settings.track.clone());
+    let mut config = settings.instance.clone();
     config.priority = tracker.priority();
     log_start(&settings, primary_address, &tracker);
-    let instance = vrrp::spawn(config).await.map_err(|source| HaError::Vrrp {
-        interface: settings.interface.clone(),
-        source: Box::new(source),
-    })?;
+    let instance = vrrp::spawn(config, primary_address)
+        .await
+        .map_err(|source| HaError::Vrrp {
+            interface: settings.instance.interface.clone(),
+            source: Box::new(source),
+        })?;
     // The starter waits for this; if it is gone, `stop` ends the loop below.
     let _ = started.send(instance.status());
 
-    let mut xdp_poll = interval(settings.advert_interval);
+    let mut xdp_poll = interval(settings.instance.advert_interval.duration());
     let mut service_poll = interval(SERVICE_POLL);
     for poll in [&mut xdp_poll, &mut service_poll] {
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -232,7 +237,7 @@ async fn serve(
             advertised = priority;
         }
     }
-    stop_instance(instance, &settings.interface).await
+    stop_instance(instance, &settings.instance.interface).await
 }
 
 async fn stop_instance(instance: VrrpHandle, interface: &str) -> Result<(), HaError> {
@@ -242,17 +247,18 @@ async fn stop_instance(instance: VrrpHandle, interface: &str) -> Result<(), HaEr
     })
 }
 
-fn log_start(settings: &Vrrp, primary_address: Ipv4Addr, tracker: &Tracker) {
+fn log_start(settings: &VrrpPair, primary_address: Ipv4Addr, tracker: &Tracker) {
+    let instance = &settings.instance;
     tracing::info!(
-        interface = %settings.interface,
-        vrid = settings.vrid,
+        interface = %instance.interface,
+        vrid = instance.vrid,
         priority = tracker.priority(),
-        configured_priority = settings.priority,
+        configured_priority = instance.priority,
         lowered_by = %tracker.reasons(),
         primary = %primary_address,
-        advert_interval = ?settings.advert_interval,
-        virtual_addresses = ?settings.virtual_addresses,
-        preempt = settings.preempt,
+        advert_interval = ?instance.advert_interval.duration(),
+        virtual_addresses = ?instance.virtual_addresses,
+        preempt = instance.preempt,
         "vrrp starting"
     );
 }

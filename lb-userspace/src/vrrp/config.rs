@@ -1,10 +1,13 @@
-//! The validated settings of one VRRP instance: RFC 9568 §6.1 parameters plus
+//! The settings of one VRRP instance: RFC 9568 §6.1 parameters plus
 //! keepalived's knobs (preempt delay, gratuitous ARP repeats, notify hooks).
 //!
-//! This is a model struct, not a file format: the configuration module fills it
-//! from TOML and calls [`VrrpConfig::validate`], which names the offending field.
+//! This is the one settings type of the VRRP machine and driver. It is a model,
+//! not a file format: the configuration module fills it from `[vrrp]` and
+//! rejects, with the file's line, every value outside the ranges the README
+//! documents; [`VrrpConfig::new`] gives valid defaults for programs and
+//! tests. The primary address is not part of it: it is found at startup and
+//! handed to [`crate::vrrp::spawn`] beside it.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -14,29 +17,79 @@ pub const CENTISECOND: Duration = Duration::from_millis(10);
 /// The largest advertisement interval the 12-bit wire field carries: 40.95 s.
 pub const MAX_ADVERT_INTERVAL_CENTIS: u16 = 0x0fff;
 
-/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
-const MAX_INTERFACE_NAME_LEN: usize = 15;
+/// Most virtual addresses one advert carries (its address count is one byte).
+pub const MAX_VIRTUAL_ADDRESSES: usize = u8::MAX as usize;
+
+/// Priority of the address owner (RFC 5798 §5.2.4): the node that holds the
+/// virtual addresses as its own. It becomes master at once on startup.
+pub const OWNER_PRIORITY: u8 = u8::MAX;
+
+/// Advertisement_Interval: a whole number of centiseconds in
+/// `1..=`[`MAX_ADVERT_INTERVAL_CENTIS`], as the advert carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AdvertInterval(u16);
+
+impl AdvertInterval {
+    /// RFC 9568's default: 1 s.
+    pub const DEFAULT: AdvertInterval = AdvertInterval(100);
+
+    /// `centis` centiseconds, if in `1..=4095`.
+    pub const fn from_centis(centis: u16) -> Option<Self> {
+        if centis >= 1 && centis <= MAX_ADVERT_INTERVAL_CENTIS {
+            Some(AdvertInterval(centis))
+        } else {
+            None
+        }
+    }
+
+    /// `interval`, if it is a whole number of centiseconds in `1..=4095`.
+    pub fn from_duration(interval: Duration) -> Option<Self> {
+        let centis = interval.as_nanos() / CENTISECOND.as_nanos();
+        if !interval.as_nanos().is_multiple_of(CENTISECOND.as_nanos()) {
+            return None;
+        }
+        Self::from_centis(u16::try_from(centis).ok()?)
+    }
+
+    /// The value of the advert's Max Adver Int field.
+    pub fn centis(self) -> u16 {
+        self.0
+    }
+
+    /// The interval as a [`Duration`], for the timers.
+    pub fn duration(self) -> Duration {
+        CENTISECOND * u32::from(self.0)
+    }
+}
+
+impl Default for AdvertInterval {
+    fn default() -> Self {
+        AdvertInterval::DEFAULT
+    }
+}
 
 /// Settings of one virtual router (one VRID on one interface).
+///
+/// The machine relies on what the configuration module checks: a VRID and a
+/// priority of at least 1, one to [`MAX_VIRTUAL_ADDRESSES`] distinct unicast
+/// virtual addresses, positive gratuitous ARP spacing, and durations within
+/// the README's ranges (so timer arithmetic cannot overflow).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpConfig {
     /// Interface the adverts are sent and received on and the VIPs are added to.
     pub interface: String,
     /// Virtual Router Identifier, 1-255.
     pub vrid: u8,
-    /// Priority, 1-255. 255 marks the address owner: it becomes master at once
-    /// on startup instead of waiting Master_Down_Interval (RFC 9568 §6.4.1).
+    /// Priority, 1-255. [`OWNER_PRIORITY`] (255) marks the address owner: it
+    /// becomes master at once on startup instead of waiting
+    /// Master_Down_Interval (RFC 9568 §6.4.1).
     pub priority: u8,
-    /// Advertisement_Interval: a whole number of centiseconds, 10 ms to 40.95 s.
-    pub advert_interval: Duration,
+    pub advert_interval: AdvertInterval,
     /// The virtual IPv4 addresses, added as /32 on `interface` while master.
     pub virtual_addresses: Vec<Ipv4Addr>,
     /// Peers to send adverts to by unicast; empty means the multicast group
     /// 224.0.0.18. When set, adverts from other sources are rejected.
     pub unicast_peers: Vec<Ipv4Addr>,
-    /// The interface's own address: the adverts' source and the tie-breaker
-    /// between equal priorities (higher address wins).
-    pub primary_address: Ipv4Addr,
     /// Preempt_Mode: take over from a lower-priority master.
     pub preempt: bool,
     /// keepalived's `preempt_delay`: after startup, or after first seeing a
@@ -76,31 +129,6 @@ pub struct NotifyCommands {
     pub fault: Option<String>,
 }
 
-/// Why a [`VrrpConfig`] was rejected; each names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("vrrp.interface: {0}")]
-    Interface(&'static str),
-    #[error("vrrp.vrid: must be 1-255")]
-    Vrid,
-    #[error("vrrp.priority: must be 1-255 (0 is reserved for the shutdown advert)")]
-    Priority,
-    #[error(
-        "vrrp.advert_interval: must be a whole number of centiseconds between 10 ms and 40.95 s, got {0:?}"
-    )]
-    AdvertInterval(Duration),
-    #[error("vrrp.virtual_addresses: {0}")]
-    VirtualAddresses(String),
-    #[error("vrrp.unicast_peers: {0}")]
-    UnicastPeers(String),
-    #[error("vrrp.primary_address: {0} is not a usable unicast address")]
-    PrimaryAddress(Ipv4Addr),
-    #[error("vrrp.garp: {0}")]
-    Garp(&'static str),
-    #[error("vrrp.notify.{0}: the command is empty")]
-    EmptyNotifyCommand(&'static str),
-}
-
 impl VrrpConfig {
     /// A configuration with the defaults: 1 s adverts, multicast, preemption on
     /// without delay, 5 gratuitous ARP rounds 1 s apart, no refresh, no hooks.
@@ -108,17 +136,15 @@ impl VrrpConfig {
         interface: impl Into<String>,
         vrid: u8,
         priority: u8,
-        primary_address: Ipv4Addr,
         virtual_addresses: Vec<Ipv4Addr>,
     ) -> Self {
         VrrpConfig {
             interface: interface.into(),
             vrid,
             priority,
-            advert_interval: Duration::from_secs(1),
+            advert_interval: AdvertInterval::DEFAULT,
             virtual_addresses,
             unicast_peers: Vec::new(),
-            primary_address,
             preempt: true,
             preempt_delay: Duration::ZERO,
             garp: GarpConfig::default(),
@@ -126,242 +152,44 @@ impl VrrpConfig {
         }
     }
 
-    /// Checks every field; the first problem found is returned.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_interface(&self.interface)?;
-        if self.vrid == 0 {
-            return Err(ConfigError::Vrid);
-        }
-        if self.priority == 0 {
-            return Err(ConfigError::Priority);
-        }
-        advert_interval_centis(self.advert_interval)?;
-        if !is_unicast(self.primary_address) {
-            return Err(ConfigError::PrimaryAddress(self.primary_address));
-        }
-        self.validate_virtual_addresses()?;
-        self.validate_unicast_peers()?;
-        validate_garp(&self.garp)?;
-        for (name, command) in [
-            ("master", &self.notify.master),
-            ("backup", &self.notify.backup),
-            ("fault", &self.notify.fault),
-        ] {
-            if command.as_deref().is_some_and(|c| c.trim().is_empty()) {
-                return Err(ConfigError::EmptyNotifyCommand(name));
-            }
-        }
-        Ok(())
+    /// Whether `address` can be this node's primary address: it must be
+    /// neither a virtual address (those come and go with the master role) nor
+    /// a unicast peer (the node would advertise to itself).
+    pub fn accepts_primary_address(&self, address: Ipv4Addr) -> bool {
+        !self.virtual_addresses.contains(&address) && !self.unicast_peers.contains(&address)
     }
-
-    /// The advertisement interval as carried on the wire, in centiseconds.
-    pub fn advert_interval_centis(&self) -> Result<u16, ConfigError> {
-        advert_interval_centis(self.advert_interval)
-    }
-
-    fn validate_virtual_addresses(&self) -> Result<(), ConfigError> {
-        let addresses = &self.virtual_addresses;
-        if addresses.is_empty() {
-            return Err(ConfigError::VirtualAddresses(
-                "at least one address is required".into(),
-            ));
-        }
-        if addresses.len() > usize::from(u8::MAX) {
-            return Err(ConfigError::VirtualAddresses(
-                "at most 255 addresses fit in an advert".into(),
-            ));
-        }
-        let mut seen = HashSet::new();
-        for &address in addresses {
-            if !is_unicast(address) {
-                return Err(ConfigError::VirtualAddresses(format!(
-                    "{address} is not a usable unicast address"
-                )));
-            }
-            if address == self.primary_address {
-                return Err(ConfigError::VirtualAddresses(format!(
-                    "{address} is the primary address; virtual addresses are added and removed with the master role"
-                )));
-            }
-            if !seen.insert(address) {
-                return Err(ConfigError::VirtualAddresses(format!(
-                    "{address} is listed twice"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_unicast_peers(&self) -> Result<(), ConfigError> {
-        let mut seen = HashSet::new();
-        for &peer in &self.unicast_peers {
-            if !is_unicast(peer) {
-                return Err(ConfigError::UnicastPeers(format!(
-                    "{peer} is not a usable unicast address"
-                )));
-            }
-            if peer == self.primary_address {
-                return Err(ConfigError::UnicastPeers(format!(
-                    "{peer} is this node's own primary address"
-                )));
-            }
-            if !seen.insert(peer) {
-                return Err(ConfigError::UnicastPeers(format!("{peer} is listed twice")));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `interval` in centiseconds if it is a whole number of them within 1..=4095.
-pub fn advert_interval_centis(interval: Duration) -> Result<u16, ConfigError> {
-    let centis = interval.as_nanos() / CENTISECOND.as_nanos();
-    let whole = interval.as_nanos().is_multiple_of(CENTISECOND.as_nanos());
-    match u16::try_from(centis) {
-        Ok(centis) if whole && (1..=MAX_ADVERT_INTERVAL_CENTIS).contains(&centis) => Ok(centis),
-        _ => Err(ConfigError::AdvertInterval(interval)),
-    }
-}
-
-fn validate_interface(name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() {
-        return Err(ConfigError::Interface("the name is empty"));
-    }
-    if name.len() > MAX_INTERFACE_NAME_LEN {
-        return Err(ConfigError::Interface("the name is longer than 15 bytes"));
-    }
-    if name.contains(['/', ':'])
-        || name.chars().any(char::is_whitespace)
-        || name == "."
-        || name == ".."
-    {
-        return Err(ConfigError::Interface(
-            "the name is not a valid interface name",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_garp(garp: &GarpConfig) -> Result<(), ConfigError> {
-    if garp.count == 0 {
-        return Err(ConfigError::Garp(
-            "count must be at least 1: a new master must announce the VIPs",
-        ));
-    }
-    if garp.count > 1 && garp.interval.is_zero() {
-        return Err(ConfigError::Garp(
-            "interval must be positive when count > 1",
-        ));
-    }
-    if garp.refresh.is_some_and(|refresh| refresh.is_zero()) {
-        return Err(ConfigError::Garp("refresh must be positive when set"));
-    }
-    Ok(())
-}
-
-fn is_unicast(address: Ipv4Addr) -> bool {
-    !(address.is_unspecified()
-        || address.is_multicast()
-        || address.is_broadcast()
-        || address.is_loopback())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn valid() -> VrrpConfig {
-        VrrpConfig::new(
-            "eth0",
-            51,
-            150,
-            Ipv4Addr::new(10, 0, 0, 2),
-            vec![Ipv4Addr::new(10, 0, 0, 100)],
-        )
-    }
-
-    #[test]
-    fn defaults_are_valid() {
-        assert_eq!(valid().validate(), Ok(()));
-        assert_eq!(valid().advert_interval_centis(), Ok(100));
-    }
-
     #[test]
     fn advert_interval_must_be_whole_centiseconds_in_twelve_bits() {
-        assert_eq!(advert_interval_centis(Duration::from_millis(100)), Ok(10));
-        assert_eq!(
-            advert_interval_centis(Duration::from_millis(40_950)),
-            Ok(4095)
-        );
+        let centis = |interval: Duration| {
+            AdvertInterval::from_duration(interval).map(AdvertInterval::centis)
+        };
+        assert_eq!(centis(Duration::from_millis(100)), Some(10));
+        assert_eq!(centis(Duration::from_millis(40_950)), Some(4095));
         for bad in [
             Duration::ZERO,
             Duration::from_millis(5),
             Duration::from_millis(105),
             Duration::from_millis(40_960),
+            Duration::MAX,
         ] {
-            assert_eq!(
-                advert_interval_centis(bad),
-                Err(ConfigError::AdvertInterval(bad)),
-                "{bad:?}"
-            );
+            assert_eq!(centis(bad), None, "{bad:?}");
         }
+        assert_eq!(AdvertInterval::DEFAULT.duration(), Duration::from_secs(1));
+        assert_eq!(AdvertInterval::from_centis(0), None);
     }
 
     #[test]
-    fn each_bad_field_is_named() {
-        type Breakage = fn(&mut VrrpConfig);
-        let cases: Vec<(Breakage, &str)> = vec![
-            (|c| c.interface = String::new(), "vrrp.interface"),
-            (
-                |c| c.interface = "a-very-long-interface".into(),
-                "vrrp.interface",
-            ),
-            (|c| c.interface = "eth 0".into(), "vrrp.interface"),
-            (|c| c.vrid = 0, "vrrp.vrid"),
-            (|c| c.priority = 0, "vrrp.priority"),
-            (
-                |c| c.advert_interval = Duration::from_millis(15),
-                "vrrp.advert_interval",
-            ),
-            (
-                |c| c.primary_address = Ipv4Addr::UNSPECIFIED,
-                "vrrp.primary_address",
-            ),
-            (|c| c.virtual_addresses.clear(), "vrrp.virtual_addresses"),
-            (
-                |c| c.virtual_addresses.push(Ipv4Addr::new(224, 0, 0, 18)),
-                "vrrp.virtual_addresses",
-            ),
-            (
-                |c| c.virtual_addresses.push(Ipv4Addr::new(10, 0, 0, 100)),
-                "vrrp.virtual_addresses",
-            ),
-            (
-                |c| c.virtual_addresses.push(Ipv4Addr::new(10, 0, 0, 2)),
-                "vrrp.virtual_addresses",
-            ),
-            (
-                |c| c.virtual_addresses = (0..=255).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect(),
-                "vrrp.virtual_addresses",
-            ),
-            (
-                |c| c.unicast_peers = vec![Ipv4Addr::new(10, 0, 0, 2)],
-                "vrrp.unicast_peers",
-            ),
-            (
-                |c| c.unicast_peers = vec![Ipv4Addr::new(10, 0, 0, 3); 2],
-                "vrrp.unicast_peers",
-            ),
-            (|c| c.garp.count = 0, "vrrp.garp"),
-            (|c| c.garp.interval = Duration::ZERO, "vrrp.garp"),
-            (|c| c.garp.refresh = Some(Duration::ZERO), "vrrp.garp"),
-            (|c| c.notify.fault = Some("  ".into()), "vrrp.notify.fault"),
-        ];
-        for (break_it, field) in cases {
-            let mut config = valid();
-            break_it(&mut config);
-            let error = config.validate().expect_err(field).to_string();
-            assert!(error.starts_with(field), "{error:?} should name {field}");
-        }
+    fn the_primary_address_is_neither_a_virtual_address_nor_a_peer() {
+        let mut config = VrrpConfig::new("eth0", 51, 150, vec![Ipv4Addr::new(10, 0, 0, 100)]);
+        config.unicast_peers = vec![Ipv4Addr::new(10, 0, 0, 3)];
+        assert!(config.accepts_primary_address(Ipv4Addr::new(10, 0, 0, 2)));
+        assert!(!config.accepts_primary_address(Ipv4Addr::new(10, 0, 0, 100)));
+        assert!(!config.accepts_primary_address(Ipv4Addr::new(10, 0, 0, 3)));
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::config::{ConfigError, VrrpConfig};
+use super::config::VrrpConfig;
 use super::garp::GarpSender;
 use super::machine::{Action, Instance, State};
 use super::notify::Notifier;
@@ -33,8 +33,8 @@ const VIP_PREFIX_LEN: u8 = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    #[error("the primary address {0} is also a virtual address or a unicast peer")]
+    PrimaryAddress(Ipv4Addr),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("interface {0} does not exist")]
@@ -89,11 +89,15 @@ impl VrrpHandle {
 }
 
 /// Resolves the interface, opens the sockets and starts the instance in a task
-/// of its own on the current tokio runtime. The instance starts in Backup (or
-/// Master for priority 255), or in Fault if the interface is down.
-pub async fn spawn(config: VrrpConfig) -> Result<VrrpHandle, VrrpError> {
-    let machine = Instance::new(&config)?;
-    let advert_interval = config.advert_interval_centis()?;
+/// of its own on the current tokio runtime, advertising from
+/// `primary_address`. The instance starts in Backup (or Master for priority
+/// 255), or in Fault if the interface is down.
+pub async fn spawn(config: VrrpConfig, primary_address: Ipv4Addr) -> Result<VrrpHandle, VrrpError> {
+    if !config.accepts_primary_address(primary_address) {
+        return Err(VrrpError::PrimaryAddress(primary_address));
+    }
+    let machine = Instance::new(&config, primary_address);
+    let advert_interval = config.advert_interval.centis();
     // Before the lookup, so a carrier change after it is not missed.
     let link_events = LinkEvents::subscribe()?;
     let netlink = Netlink::connect()?;
@@ -111,7 +115,7 @@ pub async fn spawn(config: VrrpConfig) -> Result<VrrpHandle, VrrpError> {
     let socket = AdvertSocket::open(
         &config.interface,
         link.index,
-        config.primary_address,
+        primary_address,
         &config.unicast_peers,
     )
     .map_err(socket_error)?;

@@ -1,7 +1,8 @@
 //! VRRPv3 for IPv4 (RFC 9568): two load balancer nodes share the VIPs as an
 //! active-passive pair.
 //!
-//! - [`config`]: the validated settings of one instance;
+//! - [`config`]: the settings of one instance (the one type; `crate::config`
+//!   fills it from `[vrrp]`);
 //! - [`packet`]: the advert on the wire and the receive checks;
 //! - [`machine`]: the state machine, without IO, driven by the caller's clock;
 //! - [`driver`]: the task that runs one instance on a real interface, built on
@@ -14,12 +15,9 @@
 //! use std::net::Ipv4Addr;
 //! use lb::vrrp::{self, VrrpConfig};
 //!
-//! let config = VrrpConfig::new(
-//!     "eth0", 51, 150,
-//!     Ipv4Addr::new(10, 0, 0, 2),
-//!     vec![Ipv4Addr::new(10, 0, 0, 100)],
-//! );
-//! let instance = vrrp::spawn(config).await?;
+//! let config = VrrpConfig::new("eth0", 51, 150, vec![Ipv4Addr::new(10, 0, 0, 100)]);
+//! // This node's address on eth0: the adverts' source.
+//! let instance = vrrp::spawn(config, Ipv4Addr::new(10, 0, 0, 2)).await?;
 //! let status = instance.status();
 //! println!("{}", status.borrow().state);
 //! instance.set_priority(50); // tracking: hand over
@@ -36,7 +34,7 @@ pub mod packet;
 pub mod socket;
 pub mod status;
 
-pub use config::{ConfigError, GarpConfig, NotifyCommands, VrrpConfig};
+pub use config::{AdvertInterval, GarpConfig, NotifyCommands, VrrpConfig};
 pub use driver::{spawn, VrrpError, VrrpHandle};
 pub use machine::{Action, AdvertRejected, Instance, State};
 pub use packet::{Advert, ChecksumForm, PacketError, ReceivedAdvert};

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::config::{ConfigError, GarpConfig, VrrpConfig};
+use super::config::{GarpConfig, VrrpConfig, OWNER_PRIORITY};
 use super::packet::Advert;
 
 #[cfg(test)]
@@ -109,19 +109,19 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// A virtual router in the Initialize state; `config` is validated first.
-    pub fn new(config: &VrrpConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
-        Ok(Instance {
+    /// A virtual router in the Initialize state that advertises from
+    /// `primary_address` (the interface's own address, also the tie-breaker).
+    pub fn new(config: &VrrpConfig, primary_address: Ipv4Addr) -> Self {
+        Instance {
             vrid: config.vrid,
             priority: config.priority,
-            advert_interval: config.advert_interval,
+            advert_interval: config.advert_interval.duration(),
             preempt: config.preempt,
             preempt_delay: config.preempt_delay,
-            primary_address: config.primary_address,
+            primary_address,
             garp: config.garp,
             state: State::Initialize,
-            master_adver_interval: config.advert_interval,
+            master_adver_interval: config.advert_interval.duration(),
             master_address: None,
             adver_timer: None,
             master_down_timer: None,
@@ -130,7 +130,7 @@ impl Instance {
             garp_refresh_timer: None,
             preempt_hold_until: None,
             actions: VecDeque::new(),
-        })
+        }
     }
 
     pub fn state(&self) -> State {
@@ -302,7 +302,7 @@ impl Instance {
     /// Initialize (or Fault) → Backup, or → Master for the address owner (§6.4.1).
     fn start(&mut self, now: Instant) {
         self.preempt_hold_until = (!self.preempt_delay.is_zero()).then(|| now + self.preempt_delay);
-        if self.priority == u8::MAX {
+        if self.priority == OWNER_PRIORITY {
             self.become_master(now);
         } else {
             self.master_adver_interval = self.advert_interval;

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::vrrp::config::VrrpConfig;
+use crate::vrrp::config::{AdvertInterval, VrrpConfig};
 
 const SECOND: Duration = Duration::from_secs(1);
 const LOW_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -15,11 +15,16 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 const VRID: u8 = 51;
 
 fn config(priority: u8) -> VrrpConfig {
-    VrrpConfig::new("eth0", VRID, priority, OWN_ADDRESS, vec![VIP])
+    VrrpConfig::new("eth0", VRID, priority, vec![VIP])
 }
 
+/// An instance of `config` on the node whose address is `OWN_ADDRESS`.
 fn instance(config: &VrrpConfig) -> Instance {
-    Instance::new(config).expect("valid config")
+    Instance::new(config, OWN_ADDRESS)
+}
+
+fn interval(interval: Duration) -> AdvertInterval {
+    AdvertInterval::from_duration(interval).expect("whole centiseconds")
 }
 
 fn drain(instance: &mut Instance) -> Vec<Action> {
@@ -79,7 +84,7 @@ fn skew_time_and_master_down_interval_follow_the_rfc_formulas() {
         Duration::from_micros(3_609_375)
     );
     let mut fast = config(150);
-    fast.advert_interval = Duration::from_millis(100);
+    fast.advert_interval = interval(Duration::from_millis(100));
     let (instance, _) = started_backup(&fast);
     // (256 - 150) * 100 ms / 256 = 41.40625 ms
     assert_eq!(instance.skew_time(), Duration::from_nanos(41_406_250));
@@ -477,7 +482,7 @@ fn garp_times(instance: &mut Instance, from: Instant, until: Instant) -> Vec<Dur
 #[test]
 fn garp_burst_repeats_count_times_at_the_interval_then_stops() {
     let mut config = config(100);
-    config.advert_interval = Duration::from_millis(300);
+    config.advert_interval = interval(Duration::from_millis(300));
     config.garp.count = 3;
     config.garp.interval = SECOND;
     let (mut instance, t) = started_master(&config);
@@ -609,13 +614,14 @@ struct Node {
 }
 
 impl Segment {
-    fn new(configs: &[VrrpConfig]) -> Self {
+    /// One node per (settings, primary address).
+    fn new(nodes: &[(VrrpConfig, Ipv4Addr)]) -> Self {
         let now = Instant::now();
-        let nodes = configs
+        let nodes = nodes
             .iter()
-            .map(|config| Node {
-                address: config.primary_address,
-                instance: instance(config),
+            .map(|(config, address)| Node {
+                address: *address,
+                instance: Instance::new(config, *address),
                 up: false,
                 transitions: Vec::new(),
             })
@@ -691,12 +697,13 @@ impl Segment {
     }
 }
 
-fn pair_configs(interval: Duration) -> [VrrpConfig; 2] {
-    let mut lb1 = VrrpConfig::new("eth0", VRID, 150, LOW_ADDRESS, vec![VIP]);
-    lb1.advert_interval = interval;
-    let mut lb2 = VrrpConfig::new("eth0", VRID, 100, HIGH_ADDRESS, vec![VIP]);
-    lb2.advert_interval = interval;
-    [lb1, lb2]
+/// lb1 (priority 150, the lower address) and lb2 (priority 100).
+fn pair_configs(advert_interval: Duration) -> [(VrrpConfig, Ipv4Addr); 2] {
+    let mut lb1 = VrrpConfig::new("eth0", VRID, 150, vec![VIP]);
+    lb1.advert_interval = interval(advert_interval);
+    let mut lb2 = VrrpConfig::new("eth0", VRID, 100, vec![VIP]);
+    lb2.advert_interval = interval(advert_interval);
+    [(lb1, LOW_ADDRESS), (lb2, HIGH_ADDRESS)]
 }
 
 #[test]
@@ -727,7 +734,7 @@ fn pair_preempts_back_when_the_higher_node_returns_and_not_without_preempt() {
     for preempt in [true, false] {
         let interval = Duration::from_millis(100);
         let mut configs = pair_configs(interval);
-        configs[0].preempt = preempt;
+        configs[0].0.preempt = preempt;
         let mut segment = Segment::new(&configs);
         let t0 = segment.now;
         segment.start(1, t0);
@@ -752,7 +759,7 @@ fn pair_preempts_back_when_the_higher_node_returns_and_not_without_preempt() {
 #[test]
 fn pair_of_simultaneous_equal_priority_masters_settles_on_the_higher_address() {
     let mut configs = pair_configs(SECOND);
-    configs[0].priority = 100;
+    configs[0].0.priority = 100;
     let mut segment = Segment::new(&configs);
     let t0 = segment.now;
     segment.start(0, t0);
@@ -773,7 +780,7 @@ fn pair_of_simultaneous_equal_priority_masters_settles_on_the_higher_address() {
 #[test]
 fn pair_with_equal_priorities_keeps_whichever_became_master_first() {
     let mut configs = pair_configs(SECOND);
-    configs[0].priority = 100;
+    configs[0].0.priority = 100;
     let mut segment = Segment::new(&configs);
     let t0 = segment.now;
     segment.start(0, t0);

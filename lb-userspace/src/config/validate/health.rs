@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::error::{ConfigError, ErrorSite};
-use super::raw::RawHealth;
-use super::validate::integer_in;
-use super::{HealthCheck, Protocol};
+use super::fields::integer_in;
+use crate::config::error::{ConfigError, ErrorSite};
+use crate::config::model::{HealthCheck, Protocol};
+use crate::config::raw::RawHealth;
 use crate::health::spec::{DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT};
 use crate::health::{
     CheckSpec, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec, SpecError, StatusRange,

@@ -1,179 +1,25 @@
-//! Turns the raw file ([`super::raw`]) into the model, rejecting anything the
-//! load balancer cannot run with.
+//! `[[service]]` and its `[[service.backend]]`s: endpoints, scheduler,
+//! forwarding, health check and backends, each service checked against the
+//! ones before it and against `[global]`'s limits.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::ops::{Range, RangeInclusive};
+use std::net::Ipv4Addr;
+use std::ops::Range;
 
-use lb_common::maglev::is_prime;
-use lb_common::maps::defaults;
 use lb_common::ring::round_robin_ring;
 use toml::Spanned;
 
-use super::error::{ConfigError, ErrorSite};
+use super::fields::{self, integer_in, unicast_address};
 use super::health::{self, CheckedService};
-use super::raw::{RawBackend, RawConfig, RawGlobal, RawService};
-use super::{
-    Backend, Config, Forwarding, Global, Protocol, Scheduler, Service, DEFAULT_API, WEIGHT_RANGE,
+use crate::config::error::{ConfigError, ErrorSite, Location};
+use crate::config::model::{
+    Backend, Forwarding, Global, Protocol, Scheduler, Service, WEIGHT_RANGE,
 };
-use crate::dataplane::XdpModePreference;
-use crate::health::{Health, ProbeSource};
-
-/// Longest service or backend name.
-const MAX_NAME_LEN: usize = 32;
-/// Longest Linux interface name (IFNAMSIZ - 1).
-const MAX_INTERFACE_NAME_LEN: usize = 15;
-
-/// The model of `raw`, or the first problem found in file order.
-pub(super) fn validate(raw: RawConfig, site: &ErrorSite<'_>) -> Result<Config, ConfigError> {
-    let global = validate_global(&raw.global, site)?;
-    let mut validator = ServicesValidator::new(&global, site);
-    for raw_service in &raw.services {
-        validator.add(raw_service)?;
-    }
-    let services = validator.into_services();
-    let vrrp = raw
-        .vrrp
-        .as_ref()
-        .map(|vrrp| super::vrrp::validate(vrrp, &global, &services, site))
-        .transpose()?;
-    Ok(Config {
-        global,
-        services,
-        vrrp,
-    })
-}
-
-fn validate_global(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, ConfigError> {
-    let interface = raw.interface.get_ref();
-    if interface.is_empty()
-        || interface.len() > MAX_INTERFACE_NAME_LEN
-        || interface.contains(|c: char| c == '/' || c.is_whitespace())
-    {
-        return Err(site.invalid(
-            raw.interface.span(),
-            "global.interface",
-            format!("{interface:?} is not an interface name (1 to {MAX_INTERFACE_NAME_LEN} characters, no '/' or spaces)"),
-        ));
-    }
-    let size = |value: &Option<Spanned<i64>>, field: &str, default: u32| match value {
-        Some(value) => integer_in(value, 1..=i64::from(u32::MAX), field, site).map(|v| v as u32),
-        None => Ok(default),
-    };
-    let flow_table_size = size(
-        &raw.flow_table_size,
-        "global.flow_table_size",
-        defaults::FLOW_TABLE_SIZE,
-    )?;
-    let maglev_table_size = size(
-        &raw.maglev_table_size,
-        "global.maglev_table_size",
-        defaults::MAGLEV_TABLE_SIZE,
-    )?;
-    let max_services = size(
-        &raw.max_services,
-        "global.max_services",
-        defaults::MAX_SERVICES,
-    )?;
-    let max_backends = size(
-        &raw.max_backends,
-        "global.max_backends",
-        defaults::MAX_BACKENDS,
-    )?;
-    if !is_prime(maglev_table_size) {
-        let span = raw.maglev_table_size.as_ref().map_or(0..0, Spanned::span);
-        return Err(site.invalid(
-            span,
-            "global.maglev_table_size",
-            format!(
-                "{maglev_table_size} is not prime (Maglev needs a prime table size, e.g. 65537)"
-            ),
-        ));
-    }
-    // Two halves (double buffering) of M slots per service, in one array map.
-    if u64::from(max_services) * 2 * u64::from(maglev_table_size) > u64::from(u32::MAX) {
-        let span = raw
-            .maglev_table_size
-            .as_ref()
-            .or(raw.max_services.as_ref())
-            .map_or(0..0, Spanned::span);
-        return Err(site.invalid(
-            span,
-            "global.maglev_table_size",
-            format!("max_services ({max_services}) x 2 x maglev_table_size ({maglev_table_size}) slots do not fit in one BPF array (at most {} entries)", u32::MAX),
-        ));
-    }
-    let xdp_mode = match &raw.xdp_mode {
-        None => XdpModePreference::Auto,
-        Some(mode) => match mode.get_ref().as_str() {
-            "auto" => XdpModePreference::Auto,
-            "driver" => XdpModePreference::Driver,
-            "generic" => XdpModePreference::Generic,
-            other => {
-                return Err(site.invalid(
-                    mode.span(),
-                    "global.xdp_mode",
-                    format!(
-                        "unknown XDP mode {other:?} (expected \"auto\", \"driver\" or \"generic\")"
-                    ),
-                ))
-            }
-        },
-    };
-    Ok(Global {
-        interface: interface.clone(),
-        flow_table_size,
-        maglev_table_size,
-        max_services,
-        max_backends,
-        health_source: health_source(raw, site)?,
-        xdp_mode,
-        api: api_address(raw, site)?,
-        pin_dir: super::pin_dir::validate(raw.pin_dir.as_ref(), interface, site)?,
-    })
-}
-
-/// Probes leave from `health_source` if set, through `health_interface`,
-/// which defaults to the XDP interface.
-fn health_source(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<ProbeSource, ConfigError> {
-    let (interface, span) = match &raw.health_interface {
-        Some(name) => (name.get_ref(), name.span()),
-        None => (raw.interface.get_ref(), raw.interface.span()),
-    };
-    let mut source = ProbeSource::default()
-        .with_interface(interface)
-        .map_err(|error| site.invalid(span, "global.health_interface", error.to_string()))?;
-    if let Some(address) = &raw.health_source {
-        source = source.with_address(unicast_address(address, "global.health_source", site)?);
-    }
-    Ok(source)
-}
-
-/// The control API listens on loopback only: it has no authentication.
-fn api_address(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<SocketAddr, ConfigError> {
-    let Some(api) = &raw.api else {
-        return Ok(DEFAULT_API);
-    };
-    let invalid = |problem: String| site.invalid(api.span(), "global.api", problem);
-    let address: SocketAddr = api.get_ref().parse().map_err(|_| {
-        invalid(format!(
-            "{:?} is not an address and port (e.g. \"127.0.0.1:9180\")",
-            api.get_ref()
-        ))
-    })?;
-    if !address.ip().is_loopback() {
-        return Err(invalid(format!(
-            "{address} is not a loopback address: the API has no authentication, so it listens on 127.0.0.0/8 or [::1] only"
-        )));
-    }
-    if address.port() == 0 {
-        return Err(invalid("the port must not be 0".to_owned()));
-    }
-    Ok(address)
-}
+use crate::config::raw::{RawBackend, RawService};
+use crate::health::Health;
 
 /// Validates services one by one, remembering what earlier ones claimed.
-struct ServicesValidator<'a> {
+pub(super) struct ServicesValidator<'a> {
     global: &'a Global,
     site: &'a ErrorSite<'a>,
     services: Vec<Service>,
@@ -185,7 +31,7 @@ struct ServicesValidator<'a> {
 }
 
 impl<'a> ServicesValidator<'a> {
-    fn new(global: &'a Global, site: &'a ErrorSite<'a>) -> Self {
+    pub(super) fn new(global: &'a Global, site: &'a ErrorSite<'a>) -> Self {
         ServicesValidator {
             global,
             site,
@@ -196,18 +42,18 @@ impl<'a> ServicesValidator<'a> {
         }
     }
 
-    fn into_services(self) -> Vec<Service> {
+    pub(super) fn into_services(self) -> Vec<Service> {
         self.services
     }
 
     fn line_of(&self, span: Range<usize>) -> usize {
-        super::Location::of_offset(self.site.text, span.start).line
+        Location::of_offset(self.site.text, span.start).line
     }
 
-    fn add(&mut self, raw: &RawService) -> Result<(), ConfigError> {
+    pub(super) fn add(&mut self, raw: &RawService) -> Result<(), ConfigError> {
         let site = self.site;
         let name = raw.name.get_ref();
-        check_name(&raw.name, "service.name", site)?;
+        fields::name(&raw.name, "service.name", site)?;
         let field = |leaf: &str| format!("service[{name}].{leaf}");
         if let Some(line) = self.names.get(name) {
             return Err(site.invalid(
@@ -329,7 +175,7 @@ impl<'a> ServicesValidator<'a> {
             initial,
         } in &raw.backends
         {
-            check_name(name, &format!("service[{service}].backend.name"), site)?;
+            fields::name(name, &format!("service[{service}].backend.name"), site)?;
             let field =
                 |leaf: &str| format!("service[{service}].backend[{}].{leaf}", name.get_ref());
             let line = self.line_of(name.span());
@@ -441,70 +287,4 @@ impl<'a> ServicesValidator<'a> {
             )),
         }
     }
-}
-
-pub(super) fn integer_in(
-    value: &Spanned<i64>,
-    range: RangeInclusive<i64>,
-    field: &str,
-    site: &ErrorSite<'_>,
-) -> Result<i64, ConfigError> {
-    let v = *value.get_ref();
-    if range.contains(&v) {
-        Ok(v)
-    } else {
-        Err(site.invalid(
-            value.span(),
-            field,
-            format!("{v} is out of range ({}..={})", range.start(), range.end()),
-        ))
-    }
-}
-
-fn check_name(
-    name: &Spanned<String>,
-    field: &str,
-    site: &ErrorSite<'_>,
-) -> Result<(), ConfigError> {
-    let n = name.get_ref();
-    let valid = !n.is_empty()
-        && n.len() <= MAX_NAME_LEN
-        && n.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(site.invalid(
-            name.span(),
-            field,
-            format!("{n:?} is not a valid name (1 to {MAX_NAME_LEN} characters of a-z, 0-9, '_' and '-')"),
-        ))
-    }
-}
-
-pub(super) fn unicast_address(
-    value: &Spanned<String>,
-    field: &str,
-    site: &ErrorSite<'_>,
-) -> Result<Ipv4Addr, ConfigError> {
-    let text = value.get_ref();
-    let address: Ipv4Addr = text.parse().map_err(|_| {
-        site.invalid(
-            value.span(),
-            field,
-            format!("{text:?} is not an IPv4 address (dotted quad, e.g. \"10.0.0.1\")"),
-        )
-    })?;
-    if address.is_unspecified()
-        || address.is_loopback()
-        || address.is_multicast()
-        || address.is_broadcast()
-    {
-        return Err(site.invalid(
-            value.span(),
-            field,
-            format!("{address} is not a unicast address"),
-        ));
-    }
-    Ok(address)
 }

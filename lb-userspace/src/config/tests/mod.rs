@@ -2,10 +2,15 @@
 //! each checked for the field it names and the line it points at.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::health::{HealthParams, HttpProbe, ProbeKind, ProbeSpec};
+use crate::health::{
+    CheckSpec, Health, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec,
+};
+
+mod vrrp;
 
 /// Joins `lines` so that `lines[i]` is line `i + 1` of the file.
 fn file(lines: &[&str]) -> String {
@@ -156,7 +161,7 @@ fn global_settings_are_read() {
 
 #[test]
 fn the_shipped_example_is_valid() {
-    let text = include_str!("../../examples/lb.toml");
+    let text = include_str!("../../../examples/lb.toml");
     let config = parse(text, "examples/lb.toml").unwrap();
     assert!(!config.services.is_empty());
 }

@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 
-use super::error::{ConfigError, ErrorSite};
+use crate::config::error::{ConfigError, ErrorSite};
 
 /// Where the data path of `interface` is pinned unless configured.
 pub fn default_pin_dir(interface: &str) -> PathBuf {
