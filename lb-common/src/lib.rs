@@ -1,6 +1,6 @@
 //! Shared between the XDP program (`lb-ebpf`) and the controller (`lb-userspace`):
-//! the BPF map layouts, the flow hash, and the Maglev table and round-robin ring
-//! builders.
+//! the BPF map layouts, the flow hash, the Internet checksum, and the Maglev
+//! table and round-robin ring builders.
 //!
 //! `no_std` so the eBPF side can use it; everything here is unit-tested on the host.
 #![no_std]
@@ -8,6 +8,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod checksum;
 pub mod hash;
 #[cfg(feature = "alloc")]
 pub mod maglev;

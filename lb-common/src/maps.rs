@@ -229,14 +229,22 @@ pub const XDP_ACTION_NAMES: [&str; XDP_ACTION_COUNT as usize] =
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all these types are `#[repr(C)]`, `Copy`, contain only integers
-    // and byte arrays, and have explicit padding fields, so every bit pattern
-    // is valid and there are no uninitialised bytes.
+    //! `aya::Pod` for the map types: each is `#[repr(C)]`, `Copy`, made of
+    //! integers and byte arrays only (every bit pattern valid), and spells out
+    //! its padding as `_pad` fields (no uninitialised bytes; the sizes are
+    //! checked by `layouts_have_no_implicit_padding`).
+
+    // SAFETY: `#[repr(C)]` u32, u16, u8 and an explicit `_pad: u8`; see above.
     unsafe impl aya::Pod for super::ServiceKey {}
+    // SAFETY: `#[repr(C)]` three u32, two u8 and an explicit `_pad: [u8; 2]`.
     unsafe impl aya::Pod for super::Service {}
+    // SAFETY: `#[repr(C)]` two u32, two `[u8; 6]`, a u8 and `_pad: [u8; 3]`.
     unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: `#[repr(C)]` two u32, two u16, a u8 and `_pad: [u8; 3]`.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: `#[repr(C)]` one u32.
     unsafe impl aya::Pod for super::Flow {}
+    // SAFETY: `#[repr(C)]` three u64.
     unsafe impl aya::Pod for super::Counters {}
 }
 

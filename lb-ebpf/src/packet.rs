@@ -10,12 +10,32 @@ use core::{
 use aya_ebpf::programs::XdpContext;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
-/// Headers that can be viewed in place as `&Self`: byte-aligned and made of
-/// byte arrays only, so any address and any bit pattern is valid.
-pub trait ByteHeader {}
-impl ByteHeader for Ipv4Hdr {}
-impl ByteHeader for TcpHdr {}
-impl ByteHeader for UdpHdr {}
+/// Headers that [`header`] views in place as `&Self` at any offset into the
+/// frame.
+///
+/// # Safety
+///
+/// Implementors must be plain old data, so that any `size_of::<Self>()` bytes
+/// of a frame, at any address, are a valid `Self`:
+/// - `#[repr(C)]` (or `#[repr(transparent)]`), so the layout is the wire layout;
+/// - alignment 1 (fields are `u8` or arrays of `u8`), so any address is aligned
+///   and a `#[repr(C)]` layout has no padding;
+/// - every bit pattern valid (no `bool`, `char`, enums or references);
+/// - no interior mutability (no `UnsafeCell`).
+///
+/// [`header`] also checks the alignment at compile time.
+pub unsafe trait ByteHeader {}
+// SAFETY: network-types' `Ipv4Hdr` is `#[repr(C)]` and made of `u8` and `[u8; N]`
+// fields only (its accessors decode the bit fields): alignment 1, no padding,
+// any bit pattern valid.
+unsafe impl ByteHeader for Ipv4Hdr {}
+// SAFETY: `TcpHdr` is `#[repr(C)]` with `[u8; N]` fields and a `BitfieldU16`
+// (`#[repr(C)]` over `[u8; 2]`) for the offset and flags: alignment 1, no
+// padding, any bit pattern valid.
+unsafe impl ByteHeader for TcpHdr {}
+// SAFETY: `UdpHdr` is `#[repr(C)]` with four `[u8; 2]` fields: alignment 1, no
+// padding, any bit pattern valid.
+unsafe impl ByteHeader for UdpHdr {}
 
 /// Address of a `T` at `offset` bytes into the frame, or `None` when the frame
 /// is too short to hold it entirely.

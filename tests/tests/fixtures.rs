@@ -47,6 +47,8 @@ const BACKENDS: [u32; 3] = [0, 1, 2];
 
 /// Ethernet/IPv4/TCP/UDP frame construction with correct checksums.
 mod wire {
+    use lb_common::checksum::{self, checksum};
+
     pub const ETHERTYPE_IPV4: u16 = 0x0800;
     pub const ETHERTYPE_ARP: u16 = 0x0806;
     pub const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -59,19 +61,6 @@ mod wire {
     pub const IPV4_VIHL: usize = ETH_LEN;
     pub const IPV4_TOTAL_LEN: usize = ETH_LEN + 2;
     pub const IPV4_FRAGMENT: usize = ETH_LEN + 6;
-
-    /// The Internet checksum (RFC 1071) of `chunks` concatenated.
-    pub fn checksum(chunks: &[&[u8]]) -> u16 {
-        let bytes: Vec<u8> = chunks.concat();
-        let mut sum: u32 = bytes
-            .chunks(2)
-            .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
 
     pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
         [&dst[..], &src[..], &ethertype.to_be_bytes(), payload].concat()
@@ -112,14 +101,23 @@ mod wire {
             header.extend_from_slice(&self.src);
             header.extend_from_slice(&self.dst);
             header.extend_from_slice(&self.options);
-            let sum = checksum(&[&header]);
+            let sum = checksum(&header);
             header[10..12].copy_from_slice(&sum.to_be_bytes());
             [header, payload.to_vec()].concat()
         }
     }
 
-    fn pseudo_header(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> Vec<u8> {
-        [&src[..], &dst[..], &[0, proto], &(len as u16).to_be_bytes()].concat()
+    /// The TCP or UDP checksum of `segment` (checksum field zero) sent from
+    /// `src` to `dst`: it covers the IPv4 pseudo-header too.
+    fn transport_checksum(src: [u8; 4], dst: [u8; 4], proto: u8, segment: &[u8]) -> u16 {
+        let pseudo_header = [
+            &src[..],
+            &dst[..],
+            &[0, proto],
+            &(segment.len() as u16).to_be_bytes(),
+        ]
+        .concat();
+        !checksum::fold(checksum::sum(checksum::sum(0, &pseudo_header), segment))
     }
 
     pub fn tcp(
@@ -138,7 +136,7 @@ mod wire {
         segment.extend_from_slice(&64_240u16.to_be_bytes());
         segment.extend_from_slice(&[0, 0, 0, 0]);
         segment.extend_from_slice(payload);
-        let sum = checksum(&[&pseudo_header(src, dst, 6, segment.len()), &segment]);
+        let sum = transport_checksum(src, dst, 6, &segment);
         segment[16..18].copy_from_slice(&sum.to_be_bytes());
         segment
     }
@@ -151,7 +149,7 @@ mod wire {
         datagram.extend_from_slice(&len.to_be_bytes());
         datagram.extend_from_slice(&[0, 0]);
         datagram.extend_from_slice(payload);
-        let sum = checksum(&[&pseudo_header(src, dst, 17, datagram.len()), &datagram]);
+        let sum = transport_checksum(src, dst, 17, &datagram);
         datagram[6..8].copy_from_slice(&sum.to_be_bytes());
         datagram
     }
@@ -159,10 +157,12 @@ mod wire {
     #[test]
     fn checksums_verify_to_zero() {
         let packet = Ipv4::new([10, 0, 1, 1], [10, 0, 0, 100], 6).packet(&[]);
-        assert_eq!(checksum(&[&packet]), 0);
+        assert_eq!(checksum(&packet), 0);
         let segment = tcp([1, 2, 3, 4], [5, 6, 7, 8], (1, 2), TCP_SYN, b"odd");
-        let pseudo = pseudo_header([1, 2, 3, 4], [5, 6, 7, 8], 6, segment.len());
-        assert_eq!(checksum(&[&pseudo, &segment]), 0);
+        assert_eq!(
+            transport_checksum([1, 2, 3, 4], [5, 6, 7, 8], 6, &segment),
+            0
+        );
     }
 }
 

@@ -16,12 +16,14 @@ use crate::cmd::{self, CommandError};
 use crate::paths;
 
 /// Debian packages the project needs: the compiler route for eBPF without
-/// `rust-src` (`rustc-web` and its prebuilt `core` for BPF), what `bpf-linker`
+/// `rust-src` (`rustc-web`, its prebuilt `core` for BPF and its clippy, which
+/// lints the eBPF crate with the same compiler), what `bpf-linker`
 /// links against, the lab's web server and tools, the benchmarks' peers and
 /// the font of their charts.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
+    "rust-web-clippy",
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
@@ -51,6 +53,10 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian's compiler (`rustc-web`), which ships a prebuilt `core` for BPF.
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+
+/// Debian's `cargo-clippy` (`rust-web-clippy`), whose driver matches
+/// [`DEBIAN_RUSTC`]: rustup's clippy has no `core` for BPF.
+pub const DEBIAN_CARGO_CLIPPY: &str = "/usr/bin/cargo-clippy";
 
 /// Where bpffs is mounted.
 const BPFFS: &str = "/sys/fs/bpf";

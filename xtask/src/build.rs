@@ -1,12 +1,13 @@
 //! Build: the eBPF object (for `bpfel-unknown-none`) and the `lb` binary that
-//! embeds it.
+//! embeds it; and the clippy command for the eBPF crate, which needs the same
+//! compiler route.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use thiserror::Error;
 
-use crate::bootstrap::{EbpfToolchain, DEBIAN_RUSTC};
+use crate::bootstrap::{EbpfToolchain, DEBIAN_CARGO_CLIPPY, DEBIAN_RUSTC};
 use crate::cmd::{self, CommandError};
 use crate::paths;
 
@@ -46,17 +47,62 @@ pub fn all(toolchain: EbpfToolchain) -> Result<Artifacts, BuildError> {
 /// Builds `lb-ebpf` in release mode and returns the object's path.
 pub fn ebpf(toolchain: EbpfToolchain) -> Result<PathBuf, BuildError> {
     println!("build: lb-ebpf ({toolchain})");
-    let mut cargo = Command::new("cargo");
-    if toolchain == EbpfToolchain::NightlyBuildStd {
-        cargo.arg("+nightly");
-    }
-    cargo.arg("build");
-    if toolchain == EbpfToolchain::NightlyBuildStd {
-        cargo.arg("-Zbuild-std=core");
-    }
+    cmd::run(&mut ebpf_cargo(
+        toolchain,
+        EbpfCommand::Build,
+        &paths::target_dir(),
+    ))?;
+    existing(paths::default_ebpf_object())
+}
+
+/// The clippy check of `lb-ebpf` (`-D warnings`), in its own target
+/// directory so that it never invalidates the release object.
+pub fn ebpf_clippy(toolchain: EbpfToolchain) -> Command {
+    let mut cargo = ebpf_cargo(
+        toolchain,
+        EbpfCommand::Clippy,
+        &paths::ebpf_clippy_target_dir(),
+    );
+    cargo.args(["--", "-D", "warnings"]);
+    cargo
+}
+
+/// What [`ebpf_cargo`] runs on the eBPF crate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EbpfCommand {
+    Build,
+    Clippy,
+}
+
+/// Cargo on `lb-ebpf` for `bpfel-unknown-none` in release mode, through the
+/// toolchain's compiler route: `cargo +nightly … -Z build-std=core`, or
+/// Debian's `rustc` (and, for clippy, Debian's `cargo-clippy`, whose driver
+/// matches that `rustc`).
+fn ebpf_cargo(toolchain: EbpfToolchain, command: EbpfCommand, target_dir: &Path) -> Command {
+    let subcommand = match command {
+        EbpfCommand::Build => "build",
+        EbpfCommand::Clippy => "clippy",
+    };
+    let mut cargo = match toolchain {
+        EbpfToolchain::NightlyBuildStd => {
+            let mut cargo = Command::new("cargo");
+            cargo.args(["+nightly", subcommand, "-Zbuild-std=core"]);
+            cargo
+        }
+        EbpfToolchain::DebianRustc if command == EbpfCommand::Clippy => {
+            let mut cargo = Command::new(DEBIAN_CARGO_CLIPPY);
+            cargo.arg(subcommand);
+            cargo
+        }
+        EbpfToolchain::DebianRustc => {
+            let mut cargo = Command::new("cargo");
+            cargo.arg(subcommand);
+            cargo
+        }
+    };
     cargo
         .args(["--release", "--target", paths::BPF_TARGET, "--target-dir"])
-        .arg(paths::target_dir())
+        .arg(target_dir)
         .current_dir(paths::workspace_root().join("lb-ebpf"))
         .env("PATH", paths::path_with_cargo_bin())
         .env("RUSTFLAGS", EBPF_RUSTFLAGS)
@@ -65,8 +111,7 @@ pub fn ebpf(toolchain: EbpfToolchain) -> Result<PathBuf, BuildError> {
         EbpfToolchain::DebianRustc => cargo.env("RUSTC", DEBIAN_RUSTC).env("RUSTC_BOOTSTRAP", "1"),
         EbpfToolchain::NightlyBuildStd => cargo.env_remove("RUSTC"),
     };
-    cmd::run(&mut cargo)?;
-    existing(paths::default_ebpf_object())
+    cargo
 }
 
 /// Builds the `lb` binary in release mode with `ebpf_object` embedded.

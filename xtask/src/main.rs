@@ -46,7 +46,7 @@ enum Task {
         #[arg(long, default_value = lab::DEFAULT_PREFIX)]
         prefix: String,
     },
-    /// Every check: rustfmt, clippy, unit and root-only end-to-end tests.
+    /// Every check: rustfmt, clippy (with `lb-ebpf`), unit and root-only end-to-end tests.
     Test,
     /// Benchmarks: micro (ns per packet against the floors) and end to end
     /// (wrk through the lab: direct, HAProxy, nftables, ours); report in

@@ -29,6 +29,11 @@ pub fn target_dir() -> PathBuf {
     workspace_root().join("target")
 }
 
+/// The target directory of clippy on the eBPF crate, apart from the build's.
+pub fn ebpf_clippy_target_dir() -> PathBuf {
+    target_dir().join("ebpf-clippy")
+}
+
 /// Where `cargo xtask build` leaves the eBPF object.
 pub fn default_ebpf_object() -> PathBuf {
     target_dir()

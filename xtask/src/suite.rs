@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use crate::bootstrap::EbpfToolchain;
 use crate::build::Artifacts;
 use crate::{bench, bootstrap, build, cmd, interrupt, paths};
 
@@ -15,8 +16,8 @@ struct Check {
     command: Command,
 }
 
-/// Runs the suite: bootstrap, build, then rustfmt, clippy, the tests and
-/// the benchmark's smoke run.
+/// Runs the suite: bootstrap, build, then rustfmt, clippy (the workspace and
+/// `lb-ebpf`), the tests and the benchmark's smoke run.
 pub fn run() -> Result<()> {
     if !bootstrap::is_root() {
         bail!("cargo xtask test needs root: it loads XDP programs and creates network namespaces");
@@ -25,7 +26,7 @@ pub fn run() -> Result<()> {
     let artifacts = build::all(toolchain)?;
 
     let mut results = Vec::new();
-    for mut check in checks(&artifacts) {
+    for mut check in checks(&artifacts, toolchain) {
         if interrupt::requested() {
             bail!("interrupted");
         }
@@ -62,7 +63,7 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn checks(artifacts: &Artifacts) -> Vec<Check> {
+fn checks(artifacts: &Artifacts, toolchain: EbpfToolchain) -> Vec<Check> {
     let root = paths::workspace_root();
     let cargo = |args: &[&str]| {
         let mut command = Command::new("cargo");
@@ -99,6 +100,11 @@ fn checks(artifacts: &Artifacts) -> Vec<Check> {
                 "-D",
                 "warnings",
             ]),
+        },
+        Check {
+            name: "clippy (lb-ebpf)",
+            // Its own workspace and target, with the eBPF compiler route.
+            command: build::ebpf_clippy(toolchain),
         },
         // Release, like the `lb` binary the end-to-end tests run, so the
         // dependencies built for it are reused.

@@ -7,6 +7,7 @@
 
 use std::net::Ipv4Addr;
 
+use lb_common::checksum::checksum;
 use lb_common::maps::{IPPROTO_TCP, IPPROTO_UDP};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -93,18 +94,6 @@ fn write_ipv4_checksum(frame: &mut [u8]) {
     frame[IPV4_CHECKSUM..IPV4_CHECKSUM + 2].fill(0);
     let sum = checksum(&frame[ETH_LEN..ETH_LEN + IPV4_LEN]);
     frame[IPV4_CHECKSUM..IPV4_CHECKSUM + 2].copy_from_slice(&sum.to_be_bytes());
-}
-
-/// The Internet checksum (RFC 1071) of `bytes` (an even number of them).
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks_exact(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// The source of the `index`-th fresh flow: distinct for every index below

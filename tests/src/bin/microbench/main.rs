@@ -71,10 +71,8 @@ impl Sizes {
 fn main() -> Result<()> {
     let args = Args::parse();
     // SAFETY: geteuid has no preconditions and cannot fail.
-    ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "microbench loads BPF programs and needs root"
-    );
+    let euid = unsafe { libc::geteuid() };
+    ensure!(euid == 0, "microbench loads BPF programs and needs root");
     let sizes = Sizes::new(args.quick);
     let cpu = affinity::pin_to_last_allowed_cpu().context("pinning to one CPU")?;
     let bpf_stats_enabled = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
