@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand};
 use lb::api::ApiClient;
-use lb::controller::AdminAction;
+use lb::domain::AdminAction;
 use tracing_subscriber::EnvFilter;
 
 /// An XDP layer-4 (TCP/UDP) load balancer and its controller.
@@ -39,8 +39,8 @@ enum Command {
         /// The TOML configuration file.
         file: PathBuf,
     },
-    /// Show every service and backend of the running `lb`: state, health,
-    /// since when and why, weight and traffic.
+    /// Show the running `lb`'s VRRP state (with [vrrp]) and every service
+    /// and backend: state, health, since when and why, weight and traffic.
     Status {
         #[command(flatten)]
         api: ApiArgs,
@@ -160,7 +160,12 @@ fn backend(api: SocketAddr, command: BackendCommand) -> anyhow::Result<()> {
     let status = call(ApiClient::new(api).backend(&name.service, &name.backend, action))??;
     println!(
         "{}/{}: {} (health {}, weight {}): {}",
-        name.service, name.backend, status.state, status.health, status.weight, status.reason
+        name.service,
+        name.backend,
+        status.state,
+        lb::status_table::health(status.health),
+        status.weight,
+        status.reason
     );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `lb run`: validates the configuration, resolves the backends, loads and
 //! programs the data path, attaches it, starts the health checks, the
-//! reconcile loop and the control API, serves until SIGINT or SIGTERM, then
-//! detaches and logs the final counters.
+//! controller, VRRP and the control API, serves until SIGINT or SIGTERM,
+//! then detaches and logs the final counters.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -15,14 +15,14 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::oneshot;
 
-use crate::api;
+use crate::api::server::{self as api_server, ApiState, VrrpFeed};
 use crate::config::{self, Config};
+use crate::controller::layout::Layout;
 use crate::controller::Controller;
-use crate::dataplane::Dataplane;
+use crate::dataplane::{CounterMaps, CounterReader};
 use crate::ha;
 use crate::neighbour::{self, Neighbour, Resolver};
-use crate::reconcile::Layout;
-use crate::takeover;
+use crate::pinned_restart;
 
 /// How long the API gets to finish the requests in flight at shutdown.
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -75,25 +75,41 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         })?;
 
     // Before the controller reads the backends' initial health.
-    let pins = takeover::prepare(&mut config).context("taking over the pinned data path")?;
-    let dataplane = takeover::load(&takeover::load_options(&config), pins.as_ref())
+    let pins = pinned_restart::prepare(&mut config).context("taking over the pinned data path")?;
+    let dataplane = pinned_restart::load(&pinned_restart::load_options(&config), pins.as_ref())
         .context("loading the XDP data path")?;
-    let (mut controller, handle) =
+    let counters = dataplane.counters().clone();
+    let mut controller =
         Controller::start(&config, neighbours, dataplane).context("programming the data path")?;
     // Before attaching, so a VRRP problem stops us with nothing attached;
     // it starts as backup and tracking sees the program once attached.
     let pair = ha::start(
         &config,
         interface.index,
-        controller.dataplane(),
-        handle.clone(),
+        controller.maps(),
+        controller.subscribe(),
     )
     .await
     .context("starting VRRP ([vrrp])")?;
-    let mode = takeover::attach(controller.dataplane_mut(), &interface.name, pins.as_ref())?;
+    let mode = pinned_restart::attach(controller.maps_mut(), &interface.name, pins.as_ref())?;
 
+    let api_state = ApiState {
+        snapshot: controller.subscribe(),
+        admin: controller.admin_commands(),
+        counters: counters.clone(),
+        vrrp: config
+            .vrrp
+            .as_ref()
+            .zip(pair.as_ref())
+            .map(|(settings, pair)| VrrpFeed {
+                vrid: settings.instance.vrid,
+                interface: settings.instance.interface.clone(),
+                configured_priority: settings.instance.priority,
+                status: pair.status(),
+            }),
+    };
     let (stop_api, api_stopped) = oneshot::channel::<()>();
-    let api_server = tokio::spawn(api::server::serve(api_listener, handle, async {
+    let api_server = tokio::spawn(api_server::serve(api_listener, api_state, async {
         // Either a stop or the sender dropped: stop both ways.
         let _ = api_stopped.await;
     }));
@@ -120,8 +136,8 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         Ok(Err(error)) => tracing::warn!(%error, "control API task failed"),
         Err(_) => tracing::warn!("control API still busy after {API_SHUTDOWN_GRACE:?}; leaving it"),
     }
-    takeover::release(controller.dataplane_mut(), pins.as_ref());
-    log_counters(controller.dataplane(), controller.layout());
+    pinned_restart::release(controller.maps_mut(), pins.as_ref());
+    log_counters(&counters, controller.layout());
     tracing::info!("lb stopped");
     Ok(())
 }
@@ -177,9 +193,9 @@ impl ShutdownSignals {
 
 /// Logs the counters of every service and backend, the packets per XDP
 /// action and the non-zero pass/drop reasons.
-fn log_counters(dataplane: &Dataplane, layout: &Layout) {
+fn log_counters(counters: &CounterMaps, layout: &Layout) {
     for service in &layout.services {
-        match dataplane.service_counters(service.id) {
+        match counters.service_counters(service.id) {
             Ok(c) => tracing::info!(
                 service = %service.name,
                 packets = c.packets,
@@ -192,7 +208,7 @@ fn log_counters(dataplane: &Dataplane, layout: &Layout) {
             }
         }
         for backend in &service.backends {
-            match dataplane.backend_counters(backend.id) {
+            match counters.backend_counters(backend.id) {
                 Ok(c) => tracing::info!(
                     service = %service.name,
                     backend = %backend.name,
@@ -210,7 +226,7 @@ fn log_counters(dataplane: &Dataplane, layout: &Layout) {
             }
         }
     }
-    match dataplane.action_counters() {
+    match counters.action_counters() {
         Ok(actions) => {
             let actions: Vec<String> = XDP_ACTION_NAMES
                 .iter()
@@ -221,7 +237,7 @@ fn log_counters(dataplane: &Dataplane, layout: &Layout) {
         }
         Err(error) => tracing::warn!(%error, "reading XDP action counters"),
     }
-    match dataplane.reason_counters() {
+    match counters.reason_counters() {
         Ok(reasons) => {
             let reasons: Vec<String> = Reason::ALL
                 .iter()

@@ -1,12 +1,51 @@
-//! Renders a [`StatusReport`] as the tables `lb status` prints: one line per
-//! service, then one per backend with its state, why and for how long.
+//! Renders a [`StatusReport`] as what `lb status` prints: the VRRP line (with
+//! `[vrrp]`), then one line per service, then one per backend with its
+//! state, why and for how long.
 
 use std::time::{Duration, SystemTime};
 
-use crate::api::model::{ServingState, StatusReport};
+use crate::api::model::{StatusReport, VrrpReport};
+use crate::domain::{BackendState, Health};
 
 /// The report as text, ages counted up to `now`.
 pub fn render(report: &StatusReport, now: SystemTime) -> String {
+    let mut text = String::new();
+    if let Some(vrrp) = &report.vrrp {
+        text.push_str(&vrrp_line(vrrp, now));
+        text.push_str("\n\n");
+    }
+    text.push_str(&tables(report, now));
+    text
+}
+
+/// E.g. `VRRP vrid 51 on eth0: master, priority 150 (configured 150),
+/// master 10.0.0.11, since 12s`; `master -` while none is known.
+pub fn vrrp_line(vrrp: &VrrpReport, now: SystemTime) -> String {
+    let master = vrrp
+        .master
+        .map_or_else(|| "-".to_owned(), |address| address.to_string());
+    format!(
+        "VRRP vrid {} on {}: {}, priority {} (configured {}), master {master}, since {}",
+        vrrp.vrid,
+        vrrp.interface,
+        vrrp.state,
+        vrrp.priority,
+        vrrp.configured_priority,
+        age(vrrp.since, now)
+    )
+}
+
+/// A backend's health as the tables show it: `-` when not checked.
+pub fn health(health: Option<Health>) -> &'static str {
+    match health {
+        Some(Health::Up) => "up",
+        Some(Health::Down) => "down",
+        None => "-",
+    }
+}
+
+/// The services table and the backends table.
+fn tables(report: &StatusReport, now: SystemTime) -> String {
     let services: Vec<Vec<String>> = report
         .services
         .iter()
@@ -14,7 +53,7 @@ pub fn render(report: &StatusReport, now: SystemTime) -> String {
             let up = service
                 .backends
                 .iter()
-                .filter(|b| b.state == ServingState::Up)
+                .filter(|b| b.state == BackendState::Up)
                 .count();
             vec![
                 service.name.clone(),
@@ -36,7 +75,7 @@ pub fn render(report: &StatusReport, now: SystemTime) -> String {
                     backend.name.clone(),
                     backend.address.to_string(),
                     backend.state.to_string(),
-                    backend.health.to_string(),
+                    health(backend.health).to_owned(),
                     age(backend.since, now),
                     backend.weight.to_string(),
                     backend.counters.packets.to_string(),
@@ -118,7 +157,9 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::api::model::{AdminState, BackendStatus, HealthStatus, ServiceStatus, Traffic};
+    use crate::api::model::{BackendStatus, ServiceStatus, Traffic};
+    use crate::domain::AdminState;
+    use crate::vrrp::State;
 
     #[test]
     fn ages_use_their_two_largest_units() {
@@ -141,7 +182,7 @@ mod tests {
             state,
             reason: reason.into(),
             since: now - Duration::from_secs(65),
-            health: HealthStatus::Up,
+            health: Some(Health::Up),
             health_reason: "HTTP status 200".into(),
             health_since: now,
             admin: AdminState::Enabled,
@@ -166,10 +207,11 @@ mod tests {
                     new_flows: 6,
                 },
                 backends: vec![
-                    backend("web1", ServingState::Up, "health up: HTTP status 200"),
-                    backend("web2", ServingState::Draining, "drained by admin"),
+                    backend("web1", BackendState::Up, "health up: HTTP status 200"),
+                    backend("web2", BackendState::Draining, "drained by admin"),
                 ],
             }],
+            vrrp: None,
         };
         let text = render(&report, now);
         let lines: Vec<&str> = text.lines().collect();
@@ -191,5 +233,45 @@ mod tests {
         let state_column = lines[3].find("STATE").unwrap();
         assert_eq!(&lines[4][state_column..state_column + 2], "up");
         assert!(lines.iter().all(|line| !line.ends_with(' ')));
+    }
+
+    #[test]
+    fn with_vrrp_a_line_above_the_tables_says_who_is_master() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut vrrp = VrrpReport {
+            vrid: 51,
+            interface: "eth0".into(),
+            state: State::Master,
+            priority: 150,
+            configured_priority: 150,
+            master: Some(std::net::Ipv4Addr::new(10, 0, 0, 11)),
+            since: now - Duration::from_secs(12),
+            transitions: 1,
+        };
+        let report = StatusReport {
+            services: Vec::new(),
+            vrrp: Some(vrrp.clone()),
+        };
+        let text = render(&report, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "VRRP vrid 51 on eth0: master, priority 150 (configured 150), master 10.0.0.11, since 12s"
+        );
+        assert_eq!(lines[1], "");
+        assert_eq!(lines[2].split_whitespace().next(), Some("SERVICE"));
+        vrrp.state = State::Backup;
+        vrrp.priority = 90;
+        vrrp.master = None;
+        assert_eq!(
+            vrrp_line(&vrrp, now),
+            "VRRP vrid 51 on eth0: backup, priority 90 (configured 150), master -, since 12s"
+        );
+    }
+
+    #[test]
+    fn unchecked_backends_show_a_dash() {
+        assert_eq!(health(None), "-");
+        assert_eq!(health(Some(Health::Down)), "down");
     }
 }

@@ -40,7 +40,8 @@ use std::sync::Mutex;
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant, SystemTime};
 
-use lb::api::model::{ServingState, StatusReport};
+use lb::api::model::StatusReport;
+use lb::domain::BackendState;
 use lb::vrrp::packet::{IP_PROTOCOL, MULTICAST_GROUP};
 use lb::vrrp::Advert;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -233,7 +234,7 @@ impl Pair {
                     .services
                     .iter()
                     .flat_map(|service| &service.backends)
-                    .all(|backend| backend.state == ServingState::Up)
+                    .all(|backend| backend.state == BackendState::Up)
             });
             let raised = self
                 .log(node)

@@ -23,7 +23,8 @@ use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
-use lb::api::model::{BackendStatus, ServingState, StatusReport};
+use lb::api::model::{BackendStatus, StatusReport};
+use lb::domain::BackendState;
 use xtask::bootstrap;
 use xtask::lab::{
     self, KeepAliveClient, Lab, LabOptions, Node, NsProcess, RequestStream, StreamReply,
@@ -119,7 +120,7 @@ impl HealthLab {
             prefix: prefix.to_owned(),
         };
         for web in Node::WEBS {
-            health_lab.wait_for(web, ServingState::Up, LB_READY_TIMEOUT);
+            health_lab.wait_for(web, BackendState::Up, LB_READY_TIMEOUT);
         }
         health_lab
     }
@@ -145,7 +146,7 @@ impl HealthLab {
     }
 
     /// Waits until `lb status` shows `web` in `state`; returns its status.
-    fn wait_for(&self, web: Node, state: ServingState, timeout: Duration) -> BackendStatus {
+    fn wait_for(&self, web: Node, state: BackendState, timeout: Duration) -> BackendStatus {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.backend(web);
@@ -219,14 +220,14 @@ fn a_stopped_backend_leaves_within_the_bound_and_rejoins_after_rise() {
 
     let stopped_at = SystemTime::now();
     lab.stop_web(web2).expect("stopping nginx on web2");
-    let down = health.wait_for(web2, ServingState::Down, STATE_CHANGE_TIMEOUT);
+    let down = health.wait_for(web2, BackendState::Down, STATE_CHANGE_TIMEOUT);
     let detection = elapsed(stopped_at, down.since);
     // Let the stream run past the bound before bringing web2 back.
     sleep(elapsed(SystemTime::now(), stopped_at + FAILURE_BOUND) + Duration::from_secs(2));
 
     let restarted_at = SystemTime::now();
     lab.start_web(web2).expect("starting nginx on web2");
-    let up = health.wait_for(web2, ServingState::Up, STATE_CHANGE_TIMEOUT);
+    let up = health.wait_for(web2, BackendState::Up, STATE_CHANGE_TIMEOUT);
     let rejoin = elapsed(restarted_at, up.since);
     // The stream runs on for a few seconds: web2 must take new flows again.
     let replies = stream.finish();
@@ -353,7 +354,7 @@ fn a_drained_backend_keeps_its_established_connection() {
     );
     let replies_at_drain = keep_alive.replies().len();
     let status = health.backend(web3);
-    assert_eq!(status.state, ServingState::Draining);
+    assert_eq!(status.state, BackendState::Draining);
     assert_eq!(status.reason, "drained by admin");
 
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -479,7 +480,7 @@ fn a_backend_that_accepts_but_never_answers_is_marked_down_by_timeout() {
     }
     let silent_at = SystemTime::now();
 
-    let down = health.wait_for(web1, ServingState::Down, STATE_CHANGE_TIMEOUT);
+    let down = health.wait_for(web1, BackendState::Down, STATE_CHANGE_TIMEOUT);
     let detection = elapsed(silent_at, down.since);
     let settled = silent_at + FAILURE_BOUND;
     // The stream runs on for a few seconds past the bound.
@@ -528,7 +529,7 @@ fn with_every_backend_down_requests_are_refused_at_once_and_recover() {
         lab.stop_web(web).expect("stopping nginx");
     }
     for web in Node::WEBS {
-        health.wait_for(web, ServingState::Down, STATE_CHANGE_TIMEOUT);
+        health.wait_for(web, BackendState::Down, STATE_CHANGE_TIMEOUT);
     }
     let refused = RequestStream::start(lab, &lab::vip_url(), Duration::from_secs(2), "refused.log")
         .expect("starting the request stream")
@@ -536,7 +537,7 @@ fn with_every_backend_down_requests_are_refused_at_once_and_recover() {
 
     let returned_at = SystemTime::now();
     lab.start_web(Node::Web(1)).expect("starting nginx on web1");
-    let up = health.wait_for(Node::Web(1), ServingState::Up, STATE_CHANGE_TIMEOUT);
+    let up = health.wait_for(Node::Web(1), BackendState::Up, STATE_CHANGE_TIMEOUT);
     let served = RequestStream::start(lab, &lab::vip_url(), Duration::from_secs(2), "served.log")
         .expect("starting the request stream")
         .finish();

@@ -10,7 +10,10 @@
 //! backends on that ifindex are reached with `XDP_TX`, others with
 //! `XDP_REDIRECT`.
 
-use lb::dataplane::{Dataplane, LoadOptions, TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
+use lb::dataplane::{
+    CounterReader as _, Dataplane, LoadOptions, MapWriter as _, TestRunOutput,
+    TEST_RUN_INGRESS_IFINDEX,
+};
 use lb_common::{
     hash::flow_hash,
     maglev::{build_table, MaglevBackend},
@@ -334,7 +337,10 @@ fn run(dataplane: &Dataplane, frame: &[u8]) -> TestRunOutput {
 }
 
 fn reasons(dataplane: &Dataplane) -> [u64; Reason::COUNT as usize] {
-    dataplane.reason_counters().expect("reading REASON_STATS")
+    dataplane
+        .counters()
+        .reason_counters()
+        .expect("reading REASON_STATS")
 }
 
 /// Runs `frame` and asserts it is passed (or dropped) unchanged with `reason`
@@ -393,12 +399,14 @@ fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
 
 fn backend_counters(dataplane: &Dataplane, id: u32) -> Counters {
     dataplane
+        .counters()
         .backend_counters(id)
         .expect("reading BACKEND_STATS")
 }
 
 fn service_counters(dataplane: &Dataplane, id: u32) -> Counters {
     dataplane
+        .counters()
         .service_counters(id)
         .expect("reading SERVICE_STATS")
 }
@@ -428,7 +436,10 @@ fn syn_to_vip_goes_to_the_maglev_backend_with_macs_rewritten() {
     for other in BACKENDS.into_iter().filter(|&id| id != expected) {
         assert_eq!(backend_counters(&dataplane, other), Counters::default());
     }
-    let actions = dataplane.action_counters().expect("reading ACTION_STATS");
+    let actions = dataplane
+        .counters()
+        .action_counters()
+        .expect("reading ACTION_STATS");
     assert_eq!(actions, [0, 0, 0, 1, 0]);
     assert_eq!(dataplane.flow_count(), 1);
 }
@@ -583,7 +594,10 @@ fn backend_behind_another_interface_is_reached_by_redirect() {
 
     assert_eq!(output.action, XDP_REDIRECT);
     assert_eq!(output.data, forwarded(&syn, 0));
-    let actions = dataplane.action_counters().expect("reading ACTION_STATS");
+    let actions = dataplane
+        .counters()
+        .action_counters()
+        .expect("reading ACTION_STATS");
     assert_eq!(actions, [0, 0, 0, 0, 1]);
 }
 
@@ -757,12 +771,18 @@ fn ipv6_passes() {
 #[test]
 fn frames_shorter_than_ethernet_never_reach_the_program() {
     let dataplane = load();
-    let before = dataplane.action_counters().expect("reading ACTION_STATS");
+    let before = dataplane
+        .counters()
+        .action_counters()
+        .expect("reading ACTION_STATS");
     let error = dataplane
         .test_run(programs::LB, &[0xff; 10])
         .expect_err("the kernel runs XDP only on frames of at least 14 bytes");
     assert_eq!(os_error(&error), Some(libc::EINVAL), "{error:?}");
-    let after = dataplane.action_counters().expect("reading ACTION_STATS");
+    let after = dataplane
+        .counters()
+        .action_counters()
+        .expect("reading ACTION_STATS");
     assert_eq!(before, after, "the program did not run");
 
     let header_only = wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &[]);

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use super::model::{BackendStatus, ErrorBody, StatusReport, WeightRequest};
-use crate::controller::AdminAction;
+use crate::domain::AdminAction;
 
 /// Bound of one whole request (connect, send, receive).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,16 +1,22 @@
 //! What the control API sends and receives, as JSON: the status report of
 //! `GET /status` and the bodies of the admin actions.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-/// `GET /status`: every service and backend, as the controller sees them now.
+use crate::domain::{AdminState, BackendSnapshot, BackendState, Health};
+use crate::vrrp::State;
+
+/// `GET /status`: every service and backend, as the controller sees them
+/// now, and the VRRP instance if `[vrrp]` is configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
+    /// Absent without `[vrrp]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp: Option<VrrpReport>,
 }
 
 impl StatusReport {
@@ -46,14 +52,16 @@ pub struct BackendStatus {
     pub name: String,
     pub address: Ipv4Addr,
     /// What the data path does with it.
-    pub state: ServingState,
+    pub state: BackendState,
     /// Why it is in `state`: the check or admin action that put it there.
     pub reason: String,
     /// When it entered `state`.
     #[serde(with = "rfc3339")]
     pub since: SystemTime,
-    /// What the checks say, whatever the admin state.
-    pub health: HealthStatus,
+    /// What the checks say, whatever the admin state; `None` (JSON
+    /// `"unchecked"`): the service has no check.
+    #[serde(with = "health_or_unchecked")]
+    pub health: Option<Health>,
     /// The result that set `health`, or why it is not checked.
     pub health_reason: String,
     #[serde(with = "rfc3339")]
@@ -66,6 +74,26 @@ pub struct BackendStatus {
     pub counters: Traffic,
 }
 
+impl BackendStatus {
+    /// `backend` as the controller published it, with its `counters`.
+    pub fn new(backend: &BackendSnapshot, counters: Traffic) -> Self {
+        BackendStatus {
+            name: backend.name.clone(),
+            address: backend.address,
+            state: backend.state,
+            reason: backend.reason.clone(),
+            since: backend.since,
+            health: backend.health,
+            health_reason: backend.health_reason.clone(),
+            health_since: backend.health_since,
+            admin: backend.admin,
+            weight: backend.weight,
+            configured_weight: backend.configured_weight,
+            counters,
+        }
+    }
+}
+
 /// Counters of the data path, summed over CPUs since `lb run` started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Traffic {
@@ -74,70 +102,26 @@ pub struct Traffic {
     pub new_flows: u64,
 }
 
-/// What the data path does with a backend; see README "Backend states".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServingState {
-    /// Takes new flows.
-    Up,
-    /// Failed its checks: no new flows, its established flows move to a
-    /// serving backend on their next packet.
-    Down,
-    /// Admin drain: no new flows, established flows stay on it.
-    Draining,
-    /// Admin disable: no new flows, established flows move like `down`.
-    Disabled,
-}
-
-impl fmt::Display for ServingState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServingState::Up => "up",
-            ServingState::Down => "down",
-            ServingState::Draining => "draining",
-            ServingState::Disabled => "disabled",
-        })
-    }
-}
-
-/// What the health checks say about a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthStatus {
-    Up,
-    Down,
-    /// The service has no check: always up.
-    Unchecked,
-}
-
-impl fmt::Display for HealthStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HealthStatus::Up => "up",
-            HealthStatus::Down => "down",
-            HealthStatus::Unchecked => "-",
-        })
-    }
-}
-
-/// The operator's override of a backend, set through the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdminState {
-    /// No override: the health decides.
-    Enabled,
-    Draining,
-    Disabled,
-}
-
-impl fmt::Display for AdminState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AdminState::Enabled => "enabled",
-            AdminState::Draining => "draining",
-            AdminState::Disabled => "disabled",
-        })
-    }
+/// This node's VRRP instance (`[vrrp]`), as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpReport {
+    pub vrid: u8,
+    pub interface: String,
+    /// `initialize`, `backup`, `master` or `fault`.
+    #[serde(with = "vrrp_state")]
+    pub state: State,
+    /// The priority advertised now (tracking may have lowered it).
+    pub priority: u8,
+    /// `[vrrp] priority`.
+    pub configured_priority: u8,
+    /// This node's primary address while master, the current master's
+    /// while backup; `null` otherwise (or while no master is heard).
+    pub master: Option<Ipv4Addr>,
+    /// When it entered `state`.
+    #[serde(with = "rfc3339")]
+    pub since: SystemTime,
+    /// State changes since start.
+    pub transitions: u64,
 }
 
 /// Body of `PUT /services/{service}/backends/{backend}/weight`.
@@ -169,22 +153,78 @@ mod rfc3339 {
     }
 }
 
+/// `Option<Health>` as `"up"`, `"down"` or `"unchecked"` (`None`).
+mod health_or_unchecked {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::domain::Health;
+
+    const UNCHECKED: &str = "unchecked";
+
+    pub fn serialize<S: Serializer>(
+        health: &Option<Health>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match health {
+            Some(health) => serializer.collect_str(health),
+            None => serializer.serialize_str(UNCHECKED),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Health>, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "up" => Ok(Some(Health::Up)),
+            "down" => Ok(Some(Health::Down)),
+            UNCHECKED => Ok(None),
+            other => Err(D::Error::unknown_variant(other, &["up", "down", UNCHECKED])),
+        }
+    }
+}
+
+/// A VRRP [`State`] as its lowercase name.
+mod vrrp_state {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::vrrp::State;
+
+    const STATES: [State; 4] = [
+        State::Initialize,
+        State::Backup,
+        State::Master,
+        State::Fault,
+    ];
+
+    pub fn serialize<S: Serializer>(state: &State, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(state.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<State, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        STATES
+            .into_iter()
+            .find(|state| state.as_str() == name)
+            .ok_or_else(|| {
+                D::Error::unknown_variant(&name, &["initialize", "backup", "master", "fault"])
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    #[test]
-    fn a_report_survives_json_with_millisecond_times() {
-        let since = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let backend = BackendStatus {
+    fn backend(health: Option<Health>, since: SystemTime) -> BackendStatus {
+        BackendStatus {
             name: "web1".into(),
             address: Ipv4Addr::new(10, 0, 0, 1),
-            state: ServingState::Draining,
+            state: BackendState::Draining,
             reason: "drained by admin".into(),
             since,
-            health: HealthStatus::Up,
+            health,
             health_reason: "HTTP status 200".into(),
             health_since: since,
             admin: AdminState::Draining,
@@ -195,8 +235,11 @@ mod tests {
                 bytes: 1000,
                 new_flows: 2,
             },
-        };
-        let report = StatusReport {
+        }
+    }
+
+    fn report(backends: Vec<BackendStatus>, vrrp: Option<VrrpReport>) -> StatusReport {
+        StatusReport {
             services: vec![ServiceStatus {
                 name: "web".into(),
                 vip: Ipv4Addr::new(10, 0, 0, 100),
@@ -204,21 +247,70 @@ mod tests {
                 protocol: "tcp".into(),
                 scheduler: "maglev".into(),
                 counters: Traffic::default(),
-                backends: vec![backend],
+                backends,
             }],
-        };
+            vrrp,
+        }
+    }
+
+    #[test]
+    fn a_report_survives_json_with_millisecond_times() {
+        let since = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let report = report(vec![backend(Some(Health::Up), since)], None);
         let json = serde_json::to_string(&report).unwrap();
         assert!(
             json.contains(r#""since":"2023-11-14T22:13:20.123Z""#),
             "{json}"
         );
         assert!(json.contains(r#""state":"draining""#), "{json}");
+        assert!(json.contains(r#""health":"up""#), "{json}");
+        assert!(!json.contains("vrrp"), "absent without [vrrp]: {json}");
         let back: StatusReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
         assert_eq!(
             back.backend("web", "web1").map(|b| b.state),
-            Some(ServingState::Draining)
+            Some(BackendState::Draining)
         );
         assert!(back.backend("web", "web9").is_none());
+    }
+
+    #[test]
+    fn a_backend_without_checks_has_health_unchecked() {
+        let json = serde_json::to_value(backend(None, SystemTime::UNIX_EPOCH)).unwrap();
+        assert_eq!(json["health"], "unchecked");
+        let back: BackendStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back.health, None);
+    }
+
+    #[test]
+    fn the_vrrp_report_has_lowercase_states_and_a_null_master_when_none() {
+        let since = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let vrrp = VrrpReport {
+            vrid: 51,
+            interface: "eth0".into(),
+            state: State::Backup,
+            priority: 90,
+            configured_priority: 150,
+            master: None,
+            since,
+            transitions: 1,
+        };
+        let report = report(Vec::new(), Some(vrrp));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["vrrp"],
+            serde_json::json!({
+                "vrid": 51,
+                "interface": "eth0",
+                "state": "backup",
+                "priority": 90,
+                "configured_priority": 150,
+                "master": null,
+                "since": "2023-11-14T22:13:20.123Z",
+                "transitions": 1,
+            })
+        );
+        let back: StatusReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
     }
 }

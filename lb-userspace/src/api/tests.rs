@@ -1,63 +1,146 @@
-//! The API end to end over loopback: the client, the axum server and a
-//! controller loop that has no data path.
+//! The API end to end over loopback: the client and the axum server, in
+//! front of a stand-in controller (a published snapshot and a task that
+//! answers admin commands) and fixed counters.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
 
+use lb_common::maps::Counters;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
-use super::model::{AdminState, HealthStatus, ServingState};
-use super::{server, ApiClient, ClientError};
-use crate::config;
-use crate::controller::{self, AdminAction};
+use super::model::StatusReport;
+use super::server::{self, ApiState, VrrpFeed};
+use super::{ApiClient, ClientError};
+use crate::dataplane::fake::FakeCounters;
+use crate::domain::{
+    AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminState,
+    BackendSnapshot, BackendState, Health, ServiceSnapshot, Snapshot,
+};
+use crate::vrrp::{State, VrrpStatus};
 
-const CONFIG: &str = r#"
-    [global]
-    interface = "eth0"
+fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
+    BackendSnapshot {
+        id,
+        name: name.into(),
+        address: Ipv4Addr::new(10, 0, 0, 1 + id as u8),
+        state: BackendState::of(AdminState::Enabled, Some(health)),
+        reason: format!("initial state: {health}"),
+        since: SystemTime::UNIX_EPOCH,
+        health: Some(health),
+        health_reason: format!("initial state: {health}"),
+        health_since: SystemTime::UNIX_EPOCH,
+        admin: AdminState::Enabled,
+        weight: 1,
+        configured_weight: 1,
+    }
+}
 
-    [[service]]
-    name = "web"
-    vip = "10.0.0.100"
-    port = 80
-    protocol = "tcp"
+/// Service "web" with web1 up and web2 down.
+fn snapshot() -> Snapshot {
+    Snapshot {
+        services: vec![ServiceSnapshot {
+            id: 0,
+            name: "web".into(),
+            vip: Ipv4Addr::new(10, 0, 0, 100),
+            port: 80,
+            protocol: "tcp".into(),
+            scheduler: "maglev".into(),
+            backends: vec![
+                backend(0, "web1", Health::Up),
+                backend(1, "web2", Health::Down),
+            ],
+        }],
+    }
+}
 
-    [[service.backend]]
-    name = "web1"
-    address = "10.0.0.1"
-    initial = "up"
+/// Answers admin commands on `snapshot` the way the controller does, and
+/// publishes the result; "web2" cannot be written to the data path.
+async fn stand_in_controller(
+    mut commands: mpsc::Receiver<AdminCommand>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+) {
+    while let Some(command) = commands.recv().await {
+        let mut next = (**snapshot.borrow()).clone();
+        let reply = match next.services[0]
+            .backends
+            .iter_mut()
+            .find(|b| command.service == "web" && b.name == command.backend)
+        {
+            None => Err(AdminError::UnknownBackend {
+                service: command.service.clone(),
+                backend: command.backend.clone(),
+            }
+            .into()),
+            Some(_) if command.backend == "web2" => {
+                Err(AdminCommandError::NotApplied("map full".into()))
+            }
+            Some(backend) => {
+                match command.action {
+                    AdminAction::Drain => backend.admin = AdminState::Draining,
+                    AdminAction::Disable => backend.admin = AdminState::Disabled,
+                    AdminAction::Enable => backend.admin = AdminState::Enabled,
+                    AdminAction::Weight(weight) => backend.weight = weight,
+                }
+                backend.state = BackendState::of(backend.admin, backend.health);
+                Ok(backend.clone())
+            }
+        };
+        snapshot.send_replace(Arc::new(next));
+        let _ = command.reply.send(reply);
+    }
+}
 
-    [[service.backend]]
-    name = "web2"
-    address = "10.0.0.2"
-"#;
-
-/// Serves the API for `CONFIG` on an ephemeral loopback port.
-async fn api() -> ApiClient {
-    let config = config::parse(CONFIG, "test.toml").unwrap();
-    let handle = controller::spawn_without_dataplane(&config);
+/// Serves the API on an ephemeral loopback port; `vrrp` as given.
+async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
+    let (snapshot_sender, snapshot_receiver) = watch::channel(Arc::new(snapshot()));
+    let (command_sender, commands) = mpsc::channel(4);
+    tokio::spawn(stand_in_controller(commands, snapshot_sender));
+    let mut counters = FakeCounters::default();
+    counters.backends.insert(
+        0,
+        Counters {
+            packets: 12,
+            bytes: 1200,
+            new_flows: 3,
+        },
+    );
+    let state = ApiState {
+        snapshot: snapshot_receiver,
+        admin: AdminCommands::new(command_sender),
+        counters: Arc::new(counters),
+        vrrp,
+    };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, handle, std::future::pending()));
+    tokio::spawn(server::serve(listener, state, std::future::pending()));
     ApiClient::new(address)
 }
 
+async fn api() -> ApiClient {
+    api_with(None).await
+}
+
 #[tokio::test]
-async fn status_lists_services_and_backends() {
+async fn status_lists_services_and_backends_with_their_counters() {
     let report = api().await.status().await.unwrap();
     assert_eq!(report.services.len(), 1);
     let web = &report.services[0];
     assert_eq!((web.name.as_str(), web.port), ("web", 80));
-    let states: Vec<(&str, ServingState, HealthStatus)> = web
+    let states: Vec<(&str, BackendState, Option<Health>, u64)> = web
         .backends
         .iter()
-        .map(|b| (b.name.as_str(), b.state, b.health))
+        .map(|b| (b.name.as_str(), b.state, b.health, b.counters.packets))
         .collect();
     assert_eq!(
         states,
         [
-            ("web1", ServingState::Up, HealthStatus::Up),
-            ("web2", ServingState::Down, HealthStatus::Down),
+            ("web1", BackendState::Up, Some(Health::Up), 12),
+            ("web2", BackendState::Down, Some(Health::Down), 0),
         ]
     );
+    assert_eq!(report.vrrp, None);
 }
 
 #[tokio::test]
@@ -68,8 +151,8 @@ async fn admin_actions_answer_the_new_backend_status() {
         .await
         .unwrap();
     assert_eq!(
-        (web1.state, web1.admin),
-        (ServingState::Draining, AdminState::Draining)
+        (web1.state, web1.admin, web1.counters.new_flows),
+        (BackendState::Draining, AdminState::Draining, 3)
     );
     let web1 = api
         .backend("web", "web1", AdminAction::Weight(5))
@@ -80,13 +163,13 @@ async fn admin_actions_answer_the_new_backend_status() {
         .backend("web", "web1", AdminAction::Disable)
         .await
         .unwrap();
-    assert_eq!(web1.state, ServingState::Disabled);
+    assert_eq!(web1.state, BackendState::Disabled);
     let web1 = api
         .backend("web", "web1", AdminAction::Enable)
         .await
         .unwrap();
-    assert_eq!(web1.state, ServingState::Up);
-    let report = api.status().await.unwrap();
+    assert_eq!(web1.state, BackendState::Up);
+    let report: StatusReport = api.status().await.unwrap();
     assert_eq!(report.backend("web", "web1").unwrap().weight, 5);
 }
 
@@ -102,11 +185,11 @@ async fn refusals_carry_the_controllers_message() {
         "{error}"
     );
     let error = api
-        .backend("web", "web1", AdminAction::Weight(0))
+        .backend("web", "web2", AdminAction::Drain)
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, ClientError::Refused(m) if m.contains("out of range")),
+        matches!(&error, ClientError::Refused(m) if m.contains("could not be applied to the data path yet")),
         "{error}"
     );
     let error = api
@@ -114,6 +197,42 @@ async fn refusals_carry_the_controllers_message() {
         .await
         .unwrap_err();
     assert!(matches!(error, ClientError::InvalidName { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn status_reports_the_vrrp_instance_as_published() {
+    let mut status = VrrpStatus::new(150);
+    status.state = State::Master;
+    status.master_address = Some(Ipv4Addr::new(10, 0, 0, 11));
+    status.transitions = 2;
+    let (publish, published) = watch::channel(status);
+    let feed = VrrpFeed {
+        vrid: 51,
+        interface: "eth0".into(),
+        configured_priority: 150,
+        status: published,
+    };
+    let api = api_with(Some(feed)).await;
+    let vrrp = api.status().await.unwrap().vrrp.unwrap();
+    assert_eq!(
+        (vrrp.vrid, vrrp.state, vrrp.priority, vrrp.master),
+        (51, State::Master, 150, Some(Ipv4Addr::new(10, 0, 0, 11)))
+    );
+    publish.send_modify(|status| {
+        status.state = State::Backup;
+        status.priority = 50;
+        status.master_address = None;
+    });
+    let vrrp = api.status().await.unwrap().vrrp.unwrap();
+    assert_eq!(
+        (
+            vrrp.state,
+            vrrp.priority,
+            vrrp.configured_priority,
+            vrrp.master
+        ),
+        (State::Backup, 50, 150, None)
+    );
 }
 
 #[tokio::test]

@@ -1,74 +1,24 @@
 //! The desired state of every backend membership (configuration, health and
-//! admin overrides) and the rules that combine them into what the data path
-//! does. Pure: the clock is passed in, the reconcile loop does the IO.
-//!
-//! The state a backend serves with is the first that applies of:
-//! 1. admin `disabled`: out of the table, established flows move (data path `DOWN`);
-//! 2. admin `draining`: out of the table, established flows stay (data path
-//!    `DRAINING`), even if its checks fail meanwhile: the operator asked to
-//!    let them finish;
-//! 3. health `down`: out of the table, established flows move (`DOWN`);
-//! 4. health `up`, or a service without checks: in the table (`UP`).
+//! admin overrides), combined by the rules of [`BackendState::of`] into what
+//! the data path does. Pure: the clock is passed in, the controller does the
+//! IO.
 
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
-use crate::api::model::{AdminState, BackendStatus, HealthStatus, ServingState, Traffic};
+use super::image::BackendPlan;
+use super::layout::Layout;
 use crate::config::{Config, WEIGHT_RANGE};
-use crate::health::{CheckTarget, Health, HealthEvent, TargetStatus};
-use crate::reconcile::{BackendPlan, BackendState, Layout};
-
-/// The state the data path gives a backend in `state`.
-pub fn data_path_state(state: ServingState) -> BackendState {
-    match state {
-        ServingState::Up => BackendState::Up,
-        ServingState::Draining => BackendState::Draining,
-        ServingState::Down | ServingState::Disabled => BackendState::Down,
-    }
-}
-
-/// The state a backend serves with, from its admin override and health
-/// (`None`: not checked).
-pub fn serving_state(admin: AdminState, health: Option<Health>) -> ServingState {
-    match (admin, health) {
-        (AdminState::Disabled, _) => ServingState::Disabled,
-        (AdminState::Draining, _) => ServingState::Draining,
-        (AdminState::Enabled, Some(Health::Down)) => ServingState::Down,
-        (AdminState::Enabled, Some(Health::Up) | None) => ServingState::Up,
-    }
-}
-
-/// An operator's action on one backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminAction {
-    /// No new flows; established flows stay.
-    Drain,
-    /// No new flows; established flows move.
-    Disable,
-    /// Clears `Drain` and `Disable`: the health decides again.
-    Enable,
-    /// Sets the backend's share of new flows (in [`WEIGHT_RANGE`]) until restart.
-    Weight(u32),
-}
-
-/// Why an admin action was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdminError {
-    #[error("no service named {0:?}")]
-    UnknownService(String),
-    #[error("service {service:?} has no backend named {backend:?}")]
-    UnknownBackend { service: String, backend: String },
-    #[error("weight {0} is out of range ({low}..={high})", low = WEIGHT_RANGE.start(), high = WEIGHT_RANGE.end())]
-    Weight(u32),
-}
+use crate::domain::{AdminAction, AdminError, AdminState, BackendSnapshot, BackendState, Health};
+use crate::health::{CheckTarget, HealthEvent, TargetStatus};
 
 /// A change of the state a backend serves with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
     pub service: String,
     pub backend: String,
-    pub from: ServingState,
-    pub to: ServingState,
+    pub from: BackendState,
+    pub to: BackendState,
     pub reason: String,
 }
 
@@ -92,7 +42,7 @@ struct Member {
     health: Option<Health>,
     health_change: Change,
     admin: AdminState,
-    state: ServingState,
+    state: BackendState,
     state_change: Change,
 }
 
@@ -100,7 +50,7 @@ impl Member {
     /// Recomputes the serving state after a change explained by `reason`;
     /// returns the change of state, if any.
     fn settle(&mut self, reason: String, at: SystemTime) -> Option<StateChange> {
-        let state = serving_state(self.admin, self.health);
+        let state = BackendState::of(self.admin, self.health);
         if state == self.state {
             return None;
         }
@@ -163,7 +113,7 @@ impl DesiredState {
                         ),
                     },
                 };
-                let state = serving_state(AdminState::Enabled, health);
+                let state = BackendState::of(AdminState::Enabled, health);
                 members.push(Member {
                     service: service.name.clone(),
                     name: backend.name.clone(),
@@ -215,7 +165,11 @@ impl DesiredState {
         let (admin, reason) = match action {
             AdminAction::Weight(weight) => {
                 if !WEIGHT_RANGE.contains(&weight) {
-                    return Err(AdminError::Weight(weight));
+                    return Err(AdminError::Weight {
+                        weight,
+                        low: *WEIGHT_RANGE.start(),
+                        high: *WEIGHT_RANGE.end(),
+                    });
                 }
                 member.weight = weight;
                 return Ok(None);
@@ -259,32 +213,29 @@ impl DesiredState {
         self.members
             .iter()
             .map(|member| BackendPlan {
-                state: data_path_state(member.state),
+                state: member.state,
                 weight: member.weight,
             })
             .collect()
     }
 
-    /// The status of backend id `id`, with its data path `counters`.
-    pub fn backend_status(&self, id: usize, counters: Traffic) -> BackendStatus {
+    /// Backend id `id` as the controller publishes it.
+    pub fn backend_snapshot(&self, id: usize) -> BackendSnapshot {
         let member = &self.members[id];
-        BackendStatus {
+        BackendSnapshot {
+            // Fits: ids come from the layout's u32 ids.
+            id: id as u32,
             name: member.name.clone(),
             address: member.address,
             state: member.state,
             reason: member.state_change.reason.clone(),
             since: member.state_change.at,
-            health: match member.health {
-                Some(Health::Up) => HealthStatus::Up,
-                Some(Health::Down) => HealthStatus::Down,
-                None => HealthStatus::Unchecked,
-            },
+            health: member.health,
             health_reason: member.health_change.reason.clone(),
             health_since: member.health_change.at,
             admin: member.admin,
             weight: member.weight,
             configured_weight: member.configured_weight,
-            counters,
         }
     }
 }
@@ -387,42 +338,18 @@ mod tests {
         desired.plans().iter().map(|plan| plan.state).collect()
     }
 
-    use BackendState::{Down, Draining, Up};
-
-    #[test]
-    fn the_combination_rules() {
-        use AdminState as A;
-        use ServingState as S;
-        let cases = [
-            (A::Enabled, Some(Health::Up), S::Up),
-            (A::Enabled, None, S::Up),
-            (A::Enabled, Some(Health::Down), S::Down),
-            (A::Draining, Some(Health::Up), S::Draining),
-            (A::Draining, Some(Health::Down), S::Draining),
-            (A::Draining, None, S::Draining),
-            (A::Disabled, Some(Health::Up), S::Disabled),
-            (A::Disabled, Some(Health::Down), S::Disabled),
-            (A::Disabled, None, S::Disabled),
-        ];
-        for (admin, health, expected) in cases {
-            assert_eq!(serving_state(admin, health), expected, "{admin} {health:?}");
-        }
-        assert_eq!(data_path_state(S::Up), Up);
-        assert_eq!(data_path_state(S::Draining), Draining);
-        assert_eq!(data_path_state(S::Down), Down);
-        assert_eq!(data_path_state(S::Disabled), Down);
-    }
+    use BackendState::{Disabled, Down, Draining, Up};
 
     #[test]
     fn checked_backends_start_as_the_checker_says_and_unchecked_ones_up() {
         let (_, desired) = desired();
         // web/web1, web/web2, api/web2, dns/web1 (udp, not checked).
         assert_eq!(states(&desired), [Down, Down, Down, Up]);
-        let dns = desired.backend_status(3, Traffic::default());
-        assert_eq!(dns.health, HealthStatus::Unchecked);
+        let dns = desired.backend_snapshot(3);
+        assert_eq!(dns.health, None);
         assert_eq!(dns.reason, "not checked: always up");
-        let web1 = desired.backend_status(0, Traffic::default());
-        assert_eq!(web1.state, ServingState::Down);
+        let web1 = desired.backend_snapshot(0);
+        assert_eq!(web1.state, BackendState::Down);
         assert_eq!(
             web1.reason,
             "initial state: down until 2 consecutive checks pass"
@@ -435,8 +362,8 @@ mod tests {
         let changes = desired.record_health(&event(&config, 0, 1, Health::Up, 5));
         assert_eq!(changes.len(), 2, "web/web2 and api/web2: {changes:?}");
         assert_eq!(states(&desired), [Down, Up, Up, Up]);
-        let status = desired.backend_status(2, Traffic::default());
-        assert_eq!(status.state, ServingState::Up);
+        let status = desired.backend_snapshot(2);
+        assert_eq!(status.state, BackendState::Up);
         assert_eq!(status.reason, "health up: HTTP status 200");
         assert_eq!(status.since, at(5));
         assert_eq!(status.health_since, at(5));
@@ -452,16 +379,16 @@ mod tests {
             .unwrap();
         assert_eq!(
             (change.from, change.to),
-            (ServingState::Up, ServingState::Draining)
+            (BackendState::Up, BackendState::Draining)
         );
         assert_eq!(states(&desired)[0], Draining);
         // Failing checks while draining change the health, not the state.
         let changes = desired.record_health(&event(&config, 0, 0, Health::Down, 20));
         assert!(changes.is_empty());
-        let status = desired.backend_status(0, Traffic::default());
+        let status = desired.backend_snapshot(0);
         assert_eq!(
             (status.state, status.health, status.since),
-            (ServingState::Draining, HealthStatus::Down, at(10))
+            (BackendState::Draining, Some(Health::Down), at(10))
         );
         assert_eq!(status.reason, "drained by admin");
         assert_eq!(status.health_since, at(20));
@@ -470,7 +397,7 @@ mod tests {
             .admin("web", "web1", AdminAction::Enable, at(30))
             .unwrap()
             .unwrap();
-        assert_eq!(change.to, ServingState::Down);
+        assert_eq!(change.to, BackendState::Down);
         assert_eq!(
             change.reason,
             "enabled by admin; health down: connection refused"
@@ -485,11 +412,8 @@ mod tests {
         desired
             .admin("web", "web1", AdminAction::Disable, at(2))
             .unwrap();
-        assert_eq!(states(&desired)[0], Down);
-        assert_eq!(
-            desired.backend_status(0, Traffic::default()).state,
-            ServingState::Disabled
-        );
+        assert_eq!(states(&desired)[0], Disabled);
+        assert_eq!(desired.backend_snapshot(0).state, BackendState::Disabled);
         // A health change while disabled is remembered for later.
         desired.record_health(&event(&config, 0, 0, Health::Down, 3));
         desired.record_health(&event(&config, 0, 0, Health::Up, 4));
@@ -497,7 +421,7 @@ mod tests {
             .admin("web", "web1", AdminAction::Enable, at(5))
             .unwrap()
             .unwrap();
-        assert_eq!(change.to, ServingState::Up);
+        assert_eq!(change.to, BackendState::Up);
         assert_eq!(states(&desired)[0], Up);
     }
 
@@ -512,7 +436,7 @@ mod tests {
         // Draining twice changes nothing.
         let again = desired.admin("api", "web2", AdminAction::Drain, at(3));
         assert_eq!(again, Ok(None));
-        assert_eq!(desired.backend_status(2, Traffic::default()).since, at(2));
+        assert_eq!(desired.backend_snapshot(2).since, at(2));
     }
 
     #[test]
@@ -524,12 +448,16 @@ mod tests {
             Ok(None)
         );
         assert_eq!(desired.plans()[1].weight, 7);
-        let status = desired.backend_status(1, Traffic::default());
+        let status = desired.backend_snapshot(1);
         assert_eq!((status.weight, status.configured_weight), (7, 2));
         for weight in [0, 101] {
             assert_eq!(
                 desired.admin("web", "web2", AdminAction::Weight(weight), at(1)),
-                Err(AdminError::Weight(weight))
+                Err(AdminError::Weight {
+                    weight,
+                    low: 1,
+                    high: 100
+                })
             );
         }
     }

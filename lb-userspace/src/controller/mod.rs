@@ -1,127 +1,82 @@
-//! The reconcile loop: one task that owns the desired state (configuration,
-//! health, admin overrides), the health checker and the data path, and is the
-//! only writer of the maps. Health events and API requests reach it through
-//! channels; every change rebuilds the Maglev tables / round-robin rings from
-//! the serving backends and publishes them with the double-buffer flip.
+//! The controller: the one path from desired state to maps, run by one task
+//! that owns the desired state (configuration, health, admin overrides), the
+//! health checker and the maps. Health events and admin commands reach it
+//! through channels; every change rebuilds the image of the maps, applies
+//! it, and publishes a [`Snapshot`] for the API and HA tracking.
 //!
-//! Nothing time-critical waits for it: the checks run in their own tasks, and
-//! the VRRP instance has its own task. Map writes run under
-//! [`tokio::task::block_in_place`], so the worker thread's other tasks move
-//! to another thread while a large table is written.
+//! By step:
+//! - [`desired`]: configuration + health + admin overrides → each backend's
+//!   state and weight;
+//! - [`layout`]: which id, and which table slot, holds which backend;
+//! - [`image`]: the bytes of every map entry for that desired state;
+//! - [`apply`]: writing the difference through a [`MapWriter`] (inactive
+//!   half, then the flip) and recording what was really written;
+//! - [`error`]: why publishing failed.
+//!
+//! Nothing time-critical waits for it: the checks run in their own tasks,
+//! the VRRP instance on its own thread, and the API reads the published
+//! snapshot. Map writes run under [`tokio::task::block_in_place`], so the
+//! worker thread's other tasks move to another thread while a large table
+//! is written. A failed write is retried after [`RETRY_DELAY`].
 
+pub mod apply;
 pub mod desired;
+pub mod error;
+pub mod image;
+pub mod layout;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt as _;
-use lb_common::maps::Counters;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{self, Instant};
 
-use crate::api::model::{BackendStatus, ServiceStatus, StatusReport, Traffic};
 use crate::config::Config;
-use crate::dataplane::Dataplane;
-use crate::health::{DesiredTarget, HealthChecker};
+use crate::dataplane::MapWriter;
+use crate::domain::{
+    AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminReply, ServiceSnapshot,
+    Snapshot, SnapshotReceiver,
+};
+use crate::health::{DesiredTarget, HealthChecker, HealthEvent};
 use crate::neighbour::Neighbour;
-use crate::reconcile::{Applied, Layout, ReconcileError, Reconciler};
+use apply::{Applied, Applier};
+use desired::{DesiredState, StateChange};
+pub use error::PublishError;
+use image::MapsImage;
+use layout::Layout;
 
-pub use desired::{AdminAction, AdminError, DesiredState, StateChange};
-
-/// Requests that may wait for the loop before senders wait.
-const REQUEST_QUEUE: usize = 64;
+/// Admin commands that may wait for the controller before senders wait.
+const COMMAND_QUEUE: usize = 64;
 /// Delay before a failed publication is tried again.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
+pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Why an admin request did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    #[error(transparent)]
-    Refused(#[from] AdminError),
-    /// The change is recorded, but the maps could not be written; the loop
-    /// keeps retrying.
-    #[error(
-        "the change is recorded but could not be applied to the data path yet (retrying): {0}"
-    )]
-    NotApplied(String),
-    #[error("the controller has stopped")]
-    Stopped,
-}
-
-/// What the API asks of the loop.
+/// The controller's state. Built by [`Controller::start`], driven by
+/// [`Controller::run`]; `M` is the data path's maps.
 #[derive(Debug)]
-enum Request {
-    Status {
-        reply: oneshot::Sender<StatusReport>,
-    },
-    Admin {
-        service: String,
-        backend: String,
-        action: AdminAction,
-        reply: oneshot::Sender<Result<BackendStatus, RequestError>>,
-    },
-}
-
-/// Talks to the reconcile loop; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct ControllerHandle {
-    requests: mpsc::Sender<Request>,
-}
-
-impl ControllerHandle {
-    /// The status of every service and backend, with the data path's counters.
-    pub async fn status(&self) -> Result<StatusReport, RequestError> {
-        let (reply, response) = oneshot::channel();
-        self.send(Request::Status { reply }).await?;
-        response.await.map_err(|_| RequestError::Stopped)
-    }
-
-    /// Applies `action` to backend `backend` of service `service`; returns the
-    /// backend's status once the data path follows it.
-    pub async fn admin(
-        &self,
-        service: &str,
-        backend: &str,
-        action: AdminAction,
-    ) -> Result<BackendStatus, RequestError> {
-        let (reply, response) = oneshot::channel();
-        self.send(Request::Admin {
-            service: service.to_owned(),
-            backend: backend.to_owned(),
-            action,
-            reply,
-        })
-        .await?;
-        response.await.map_err(|_| RequestError::Stopped)?
-    }
-
-    async fn send(&self, request: Request) -> Result<(), RequestError> {
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| RequestError::Stopped)
-    }
-}
-
-/// The reconcile loop's state. Built by [`Controller::start`], driven by
-/// [`Controller::run`].
-#[derive(Debug)]
-pub struct Controller {
+pub struct Controller<M> {
     desired: DesiredState,
     checker: HealthChecker,
-    reconciler: Reconciler,
-    dataplane: Dataplane,
-    requests: mpsc::Receiver<Request>,
+    layout: Layout,
+    neighbours: HashMap<Ipv4Addr, Neighbour>,
+    table_size: u32,
+    applier: Applier,
+    maps: M,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    commands: mpsc::Receiver<AdminCommand>,
+    /// Handed out by [`Controller::admin_commands`].
+    command_sender: mpsc::Sender<AdminCommand>,
     /// Set while the maps lag behind the desired state after a failed write.
     retry_at: Option<Instant>,
 }
 
-impl Controller {
-    /// Starts the health checks of `config` and programs the maps with the
-    /// initial state (checked backends start down unless configured up).
-    /// Returns the controller and the handle the API talks to it through.
+impl<M: MapWriter> Controller<M> {
+    /// Starts the health checks of `config` and programs `maps` (freshly
+    /// loaded, empty) with the initial state: checked backends start down
+    /// unless configured up.
     ///
     /// # Panics
     ///
@@ -129,54 +84,81 @@ impl Controller {
     pub fn start(
         config: &Config,
         neighbours: HashMap<Ipv4Addr, Neighbour>,
-        dataplane: Dataplane,
-    ) -> Result<(Controller, ControllerHandle), ReconcileError> {
-        let layout = Layout::new(config);
+        maps: M,
+    ) -> Result<Self, PublishError> {
         let mut checker = HealthChecker::new();
         checker.update(check_targets(config));
+        Self::with_checker(config, neighbours, maps, checker, SystemTime::now())
+    }
+
+    /// [`Controller::start`] with the checks of `checker` (the tests give
+    /// one that checks nothing, and report health themselves).
+    fn with_checker(
+        config: &Config,
+        neighbours: HashMap<Ipv4Addr, Neighbour>,
+        maps: M,
+        checker: HealthChecker,
+        now: SystemTime,
+    ) -> Result<Self, PublishError> {
+        let layout = Layout::new(config);
         let desired = DesiredState::new(
             config,
             &layout,
             |target| checker.status(target).cloned(),
-            SystemTime::now(),
+            now,
         );
-        let reconciler = Reconciler::new(layout, neighbours, config.global.maglev_table_size);
-        let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+        let (snapshot, _) = watch::channel(Arc::new(snapshot(&layout, &desired)));
+        let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE);
         let mut controller = Controller {
             desired,
             checker,
-            reconciler,
-            dataplane,
-            requests,
+            layout,
+            neighbours,
+            table_size: config.global.maglev_table_size,
+            applier: Applier::new(),
+            maps,
+            snapshot,
+            commands,
+            command_sender,
             retry_at: None,
         };
         controller.publish()?;
-        let handle = ControllerHandle {
-            requests: requests_tx,
-        };
-        Ok((controller, handle))
+        Ok(controller)
     }
 
-    /// The data path, e.g. to attach it once programmed.
-    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
-        &mut self.dataplane
+    /// Follows the published snapshot. It is published again when
+    /// [`Controller::run`] starts (the data path is attached by then): HA
+    /// tracking counts services as serving from that publication on.
+    pub fn subscribe(&self) -> SnapshotReceiver {
+        self.snapshot.subscribe()
+    }
+
+    /// Where the API sends admin commands; they are served by [`Controller::run`].
+    pub fn admin_commands(&self) -> AdminCommands {
+        AdminCommands::new(self.command_sender.clone())
     }
 
     /// The ids of the services and backends.
     pub fn layout(&self) -> &Layout {
-        self.reconciler.layout()
+        &self.layout
     }
 
-    /// The data path, e.g. to read its counters.
-    pub fn dataplane(&self) -> &Dataplane {
-        &self.dataplane
+    /// The maps, e.g. the data path to read its counters.
+    pub fn maps(&self) -> &M {
+        &self.maps
     }
 
-    /// Serves health events and API requests until `shutdown` completes;
+    /// The maps, e.g. the data path to attach it once programmed.
+    pub fn maps_mut(&mut self) -> &mut M {
+        &mut self.maps
+    }
+
+    /// Serves health events and admin commands until `shutdown` completes;
     /// returns the controller (checks still running until it is dropped) and
     /// `shutdown`'s output.
     pub async fn run<T>(mut self, shutdown: impl Future<Output = T>) -> (Self, T) {
         tokio::pin!(shutdown);
+        self.publish_snapshot();
         let stopped_by = loop {
             let retry_at = self.retry_at;
             let retry = async move {
@@ -188,19 +170,20 @@ impl Controller {
             tokio::select! {
                 stopped_by = &mut shutdown => break stopped_by,
                 event = self.checker.next_event() => {
-                    let mut changes = self.desired.record_health(&event);
+                    let mut events = vec![event];
                     // Events that arrived together make one publication.
                     while let Some(event) = self.checker.next_event().now_or_never() {
-                        changes.extend(self.desired.record_health(&event));
+                        events.push(event);
                     }
-                    log_changes(&changes);
-                    if !changes.is_empty() {
-                        // A failure is logged and retried.
-                        let _ = self.publish();
-                    }
+                    self.record_health(&events);
                 }
-                Some(request) = self.requests.recv() => self.serve(request),
+                Some(command) = self.commands.recv() => {
+                    let reply = self.admin(&command.service, &command.backend, command.action);
+                    // The requester may have given up: nothing to do then.
+                    let _ = command.reply.send(reply);
+                }
                 () = retry => {
+                    // A failure is logged and retried again.
                     let _ = self.publish();
                 }
             }
@@ -208,47 +191,43 @@ impl Controller {
         (self, stopped_by)
     }
 
-    fn serve(&mut self, request: Request) {
-        match request {
-            Request::Status { reply } => {
-                // The requester may have given up: nothing to do then.
-                let _ = reply.send(self.status());
-            }
-            Request::Admin {
-                service,
-                backend,
-                action,
-                reply,
-            } => {
-                let _ = reply.send(self.admin(&service, &backend, action));
-            }
+    /// Records changes of health, publishes the result to the maps (a
+    /// failure is logged and retried) and the snapshot.
+    fn record_health(&mut self, events: &[HealthEvent]) {
+        let changes: Vec<StateChange> = events
+            .iter()
+            .flat_map(|event| self.desired.record_health(event))
+            .collect();
+        log_changes(&changes);
+        if !changes.is_empty() {
+            let _ = self.publish();
         }
+        self.publish_snapshot();
     }
 
-    fn admin(
-        &mut self,
-        service: &str,
-        backend: &str,
-        action: AdminAction,
-    ) -> Result<BackendStatus, RequestError> {
+    /// Applies an operator's `action` to backend `backend` of service `service`.
+    fn admin(&mut self, service: &str, backend: &str, action: AdminAction) -> AdminReply {
         let change = self
             .desired
             .admin(service, backend, action, SystemTime::now())?;
         tracing::info!(service, backend, ?action, "admin action");
         log_changes(change.as_slice());
-        self.publish()
-            .map_err(|error| RequestError::NotApplied(error_chain(&error)))?;
+        let published = self.publish();
+        self.publish_snapshot();
+        published.map_err(|error| AdminCommandError::NotApplied(error_chain(&error)))?;
         let id = self.desired.find(service, backend)?;
-        Ok(self.backend_status(id))
+        Ok(self.desired.backend_snapshot(id))
     }
 
     /// Writes the desired state to the maps. On failure, logs it and
     /// schedules a retry.
-    fn publish(&mut self) -> Result<Applied, ReconcileError> {
-        let plans = self.desired.plans();
-        let (reconciler, dataplane) = (&mut self.reconciler, &mut self.dataplane);
+    fn publish(&mut self) -> Result<Applied, PublishError> {
         let started = Instant::now();
-        match without_stalling_other_tasks(|| reconciler.apply(dataplane, &plans)) {
+        let result = self.image().and_then(|image| {
+            let (applier, maps) = (&mut self.applier, &mut self.maps);
+            without_stalling_other_tasks(|| applier.apply(maps, &image)).map_err(PublishError::from)
+        });
+        match result {
             Ok(applied) => {
                 self.retry_at = None;
                 if applied.map_writes > 0 {
@@ -272,86 +251,42 @@ impl Controller {
         }
     }
 
-    fn status(&self) -> StatusReport {
-        status_report(
-            self.reconciler.layout(),
-            &self.desired,
-            |id| traffic(self.dataplane.service_counters(id)),
-            |id| traffic(self.dataplane.backend_counters(id)),
+    /// The maps the desired state asks for.
+    fn image(&self) -> Result<MapsImage, PublishError> {
+        MapsImage::build(
+            &self.layout,
+            &self.desired.plans(),
+            &self.neighbours,
+            self.table_size,
         )
     }
 
-    fn backend_status(&self, id: usize) -> BackendStatus {
-        let counters = traffic(self.dataplane.backend_counters(id as u32));
-        self.desired.backend_status(id, counters)
+    fn publish_snapshot(&self) {
+        self.snapshot
+            .send_replace(Arc::new(snapshot(&self.layout, &self.desired)));
     }
 }
 
-/// The report of `desired`, with the counters of each service and backend id.
-fn status_report(
-    layout: &Layout,
-    desired: &DesiredState,
-    service_counters: impl Fn(u32) -> Traffic,
-    backend_counters: impl Fn(u32) -> Traffic,
-) -> StatusReport {
+/// The snapshot of `desired`, with the ids of `layout`.
+fn snapshot(layout: &Layout, desired: &DesiredState) -> Snapshot {
     let services = layout
         .services
         .iter()
-        .map(|service| ServiceStatus {
+        .map(|service| ServiceSnapshot {
+            id: service.id,
             name: service.name.clone(),
             vip: service.vip,
             port: service.port,
             protocol: service.protocol.to_string(),
             scheduler: service.scheduler.to_string(),
-            counters: service_counters(service.id),
             backends: service
                 .backends
                 .iter()
-                .map(|backend| {
-                    desired.backend_status(backend.id as usize, backend_counters(backend.id))
-                })
+                .map(|backend| desired.backend_snapshot(backend.id as usize))
                 .collect(),
         })
         .collect();
-    StatusReport { services }
-}
-
-/// A handle to a loop that serves requests from `config`'s desired state
-/// alone (no checks, no data path, zero counters): for tests of the API.
-#[cfg(test)]
-pub(crate) fn spawn_without_dataplane(config: &Config) -> ControllerHandle {
-    let layout = Layout::new(config);
-    let mut desired = DesiredState::new(config, &layout, |_| None, SystemTime::now());
-    let (requests, mut received) = mpsc::channel(REQUEST_QUEUE);
-    tokio::spawn(async move {
-        while let Some(request) = received.recv().await {
-            match request {
-                Request::Status { reply } => {
-                    let report = status_report(
-                        &layout,
-                        &desired,
-                        |_| Traffic::default(),
-                        |_| Traffic::default(),
-                    );
-                    let _ = reply.send(report);
-                }
-                Request::Admin {
-                    service,
-                    backend,
-                    action,
-                    reply,
-                } => {
-                    let result = desired
-                        .admin(&service, &backend, action, SystemTime::now())
-                        .and_then(|_| desired.find(&service, &backend))
-                        .map(|id| desired.backend_status(id, Traffic::default()))
-                        .map_err(RequestError::from);
-                    let _ = reply.send(result);
-                }
-            }
-        }
-    });
-    ControllerHandle { requests }
+    Snapshot { services }
 }
 
 /// The targets to check: one per checked backend membership (the checker
@@ -384,21 +319,6 @@ fn log_changes(changes: &[StateChange]) {
     }
 }
 
-/// Counters as the API shows them; a read error is logged and shown as zeros.
-fn traffic<E: std::fmt::Display>(counters: Result<Counters, E>) -> Traffic {
-    match counters {
-        Ok(c) => Traffic {
-            packets: c.packets,
-            bytes: c.bytes,
-            new_flows: c.new_flows,
-        },
-        Err(error) => {
-            tracing::warn!(%error, "reading counters");
-            Traffic::default()
-        }
-    }
-}
-
 /// `error` and its causes, outermost first.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -420,3 +340,6 @@ fn without_stalling_other_tasks<T>(work: impl FnOnce() -> T) -> T {
         _ => work(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -107,3 +107,8 @@ pub enum DataplaneError {
         source: Box<ProgramError>,
     },
 }
+
+/// Wraps an aya map error with the name of the map it concerns.
+pub(super) fn map_error(map: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}

@@ -1,31 +1,50 @@
 //! The XDP data path seen from userspace, and the only module that touches aya:
 //! loads the embedded eBPF object, attaches `lb_xdp`, writes services and
-//! backends into the maps and reads the counters back.
+//! backends into the maps ([`MapWriter`]) and reads the counters back
+//! ([`CounterMaps`]).
+//!
+//! - `map_writer`: [`MapWriter`], the trait the controller writes the maps
+//!   through, over per-entry updates;
+//! - `tables`: the double-buffered publication of scheduling tables;
+//! - `entries`: the kernel's maps behind those per-entry updates;
+//! - `counters`: the counter maps ([`CounterReader`]), shared read-only with
+//!   the API;
+//! - `fake` (tests only): the maps and counters in memory, with failure
+//!   injection;
+//! - `pinning`, `test_run`: the data path pinned across restarts, and
+//!   `BPF_PROG_TEST_RUN`.
 //!
 //! Map layouts and names are the contract in [`lb_common::maps`].
 
+mod counters;
+mod entries;
 mod error;
+#[cfg(test)]
+pub mod fake;
+mod map_writer;
 mod pinning;
-mod services;
+mod tables;
 mod test_run;
 
 use std::fmt;
+use std::sync::Arc;
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{HashMap, Map, MapData},
     programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use lb_common::maps::{
-    defaults, names, programs, Backend, Counters, Flow, FlowKey, Reason, Scheduler, Service,
-    ServiceKey, XDP_ACTION_COUNT,
-};
+use lb_common::maps::{defaults, names, programs, Backend, Flow, FlowKey, Scheduler, ServiceKey};
 
+pub use counters::{CounterMaps, CounterReader};
+use error::map_error;
 pub use error::DataplaneError;
+pub use map_writer::MapWriter;
 pub use pinning::{PinDir, PinnedAttach, PinnedFlows, PinningError};
 pub use test_run::{TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
 
-use services::ServiceRegistry;
+use entries::KernelMaps;
+use tables::ServiceTables;
 
 /// The compiled eBPF object (path chosen by `build.rs`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LB_EBPF_OBJECT"));
@@ -127,20 +146,15 @@ struct Attachment {
 }
 
 /// The loaded data path: programs, maps, attachments and the bookkeeping of
-/// published services. Dropping it detaches every program and frees the maps.
+/// published services. Dropping it detaches every program and frees the maps
+/// (the counter maps once the last [`Dataplane::counters`] is dropped too).
 pub struct Dataplane {
     ebpf: Ebpf,
     options: LoadOptions,
-    services: HashMap<MapData, ServiceKey, Service>,
-    vips: HashMap<MapData, u32, u32>,
-    backends: Array<MapData, Backend>,
-    sched_table: Array<MapData, u32>,
+    maps: KernelMaps,
+    tables: ServiceTables,
     flows: HashMap<MapData, FlowKey, Flow>,
-    service_stats: PerCpuArray<MapData, Counters>,
-    backend_stats: PerCpuArray<MapData, Counters>,
-    action_stats: PerCpuArray<MapData, u64>,
-    reason_stats: PerCpuArray<MapData, u64>,
-    registry: ServiceRegistry,
+    counters: Arc<CounterMaps>,
     attachments: Vec<Attachment>,
 }
 
@@ -190,16 +204,21 @@ impl Dataplane {
             pins.stage_backends(backends)?;
         }
         Ok(Self {
-            services: take_map(&mut ebpf, names::SERVICES)?,
-            vips: take_map(&mut ebpf, names::VIPS)?,
-            backends: take_map(&mut ebpf, names::BACKENDS)?,
-            sched_table: take_map(&mut ebpf, names::SCHED_TABLE)?,
+            maps: KernelMaps {
+                services: take_map(&mut ebpf, names::SERVICES)?,
+                vips: take_map(&mut ebpf, names::VIPS)?,
+                backends: take_map(&mut ebpf, names::BACKENDS)?,
+                sched_table: take_map(&mut ebpf, names::SCHED_TABLE)?,
+                max_backends: options.max_backends,
+            },
             flows: take_map(&mut ebpf, names::FLOWS)?,
-            service_stats: take_map(&mut ebpf, names::SERVICE_STATS)?,
-            backend_stats: take_map(&mut ebpf, names::BACKEND_STATS)?,
-            action_stats: take_map(&mut ebpf, names::ACTION_STATS)?,
-            reason_stats: take_map(&mut ebpf, names::REASON_STATS)?,
-            registry: ServiceRegistry::new(options.table_size, options.max_services),
+            counters: Arc::new(CounterMaps {
+                service_stats: take_map(&mut ebpf, names::SERVICE_STATS)?,
+                backend_stats: take_map(&mut ebpf, names::BACKEND_STATS)?,
+                action_stats: take_map(&mut ebpf, names::ACTION_STATS)?,
+                reason_stats: take_map(&mut ebpf, names::REASON_STATS)?,
+            }),
+            tables: ServiceTables::new(options.table_size, options.max_services),
             options: *options,
             attachments: Vec::new(),
             ebpf,
@@ -321,117 +340,10 @@ impl Dataplane {
         }
     }
 
-    /// Writes backend `id`. Its `state` decides whether established flows
-    /// stay on it (up, draining) and whether tables may name it (up).
-    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
-        if id >= self.options.max_backends {
-            return Err(DataplaneError::BackendIdOutOfRange {
-                id,
-                max: self.options.max_backends,
-            });
-        }
-        self.backends
-            .set(id, backend, 0)
-            .map_err(map_error(names::BACKENDS))
-    }
-
-    /// Publishes service `key` with id `id`, `scheduler` and its table:
-    /// backend ids of the Maglev table (`slots[hash % len]`) or of the
-    /// weight-expanded round-robin ring. An empty table means "no serving
-    /// backend": new flows are passed to the kernel.
-    ///
-    /// The table is written into the half of the service's region that the
-    /// data path is not reading, then the service is flipped to it with one
-    /// update of its `SERVICES` entry, so no packet sees a half-written table.
-    /// Only the slots that differ from what that half held before are
-    /// written; returns their number.
-    pub fn set_service(
-        &mut self,
-        key: ServiceKey,
-        id: u32,
-        scheduler: Scheduler,
-        slots: &[u32],
-    ) -> Result<usize, DataplaneError> {
-        let placement = self.registry.placement(&key, id, slots.len())?;
-        let stale: Vec<(u32, u32)> = self.registry.stale_slots(id, placement, slots).collect();
-        for &(index, backend_id) in &stale {
-            self.sched_table
-                .set(placement.base + index, backend_id, 0)
-                .map_err(map_error(names::SCHED_TABLE))?;
-            self.registry.wrote_slot(id, placement, index, backend_id);
-        }
-        let service = Service {
-            id,
-            table_base: placement.base,
-            // Fits: `placement` checked it against table_size.
-            table_len: slots.len() as u32,
-            scheduler: scheduler as u8,
-            table_half: placement.half,
-            _pad: [0; 2],
-        };
-        self.services
-            .insert(key, service, 0)
-            .map_err(map_error(names::SERVICES))?;
-        let services_on_vip = self.registry.record(key, id, placement.half);
-        // Written on every publication, so a failed write is repaired by the next one.
-        self.vips
-            .insert(key.vip, services_on_vip, 0)
-            .map_err(map_error(names::VIPS))?;
-        tracing::debug!(
-            ?key,
-            id,
-            ?scheduler,
-            slots = slots.len(),
-            written = stale.len(),
-            half = placement.half,
-            "service published"
-        );
-        Ok(stale.len())
-    }
-
-    /// Removes service `key`; its VIP stops being recognised once no service
-    /// uses it. Established flows are not removed: set their backends down.
-    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
-        if !self.registry.contains(key) {
-            return Ok(());
-        }
-        self.services
-            .remove(key)
-            .map_err(map_error(names::SERVICES))?;
-        let services_on_vip = self
-            .registry
-            .forget(key)
-            .expect("the registry holds the key: checked above");
-        if services_on_vip == 0 {
-            self.vips.remove(&key.vip).map_err(map_error(names::VIPS))?;
-        } else {
-            self.vips
-                .insert(key.vip, services_on_vip, 0)
-                .map_err(map_error(names::VIPS))?;
-        }
-        tracing::debug!(?key, "service removed");
-        Ok(())
-    }
-
-    /// Traffic of service `id`, summed over CPUs.
-    pub fn service_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
-        sum_counters(&self.service_stats, names::SERVICE_STATS, id)
-    }
-
-    /// Traffic of backend `id`, summed over CPUs.
-    pub fn backend_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
-        sum_counters(&self.backend_stats, names::BACKEND_STATS, id)
-    }
-
-    /// Packets per XDP action (index = action: aborted, drop, pass, tx,
-    /// redirect), summed over CPUs.
-    pub fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError> {
-        sum_all(&self.action_stats, names::ACTION_STATS)
-    }
-
-    /// Passed or dropped packets per [`Reason`] (index = reason), summed over CPUs.
-    pub fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
-        sum_all(&self.reason_stats, names::REASON_STATS)
+    /// The counter maps, for readers that outlive a borrow of the data path
+    /// (the control API).
+    pub fn counters(&self) -> &Arc<CounterMaps> {
+        &self.counters
     }
 
     /// Number of flows in the flow table. Walks the table: O(flows) syscalls.
@@ -464,8 +376,29 @@ impl fmt::Debug for Dataplane {
         f.debug_struct("Dataplane")
             .field("options", &self.options)
             .field("attachments", &self.attachments)
-            .field("registry", &self.registry)
+            .field("tables", &self.tables)
             .finish_non_exhaustive()
+    }
+}
+
+impl MapWriter for Dataplane {
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        map_writer::EntryWriter::write_backend(&mut self.maps, id, backend)
+    }
+
+    fn set_service(
+        &mut self,
+        key: ServiceKey,
+        id: u32,
+        scheduler: Scheduler,
+        slots: &[u32],
+    ) -> Result<usize, DataplaneError> {
+        self.tables
+            .publish(&mut self.maps, key, id, scheduler, slots)
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        self.tables.remove(&mut self.maps, key)
     }
 }
 
@@ -502,36 +435,4 @@ where
         .take_map(name)
         .ok_or(DataplaneError::MissingMap(name))?;
     T::try_from(map).map_err(map_error(name))
-}
-
-fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, source }
-}
-
-/// Entry `index` of a per-CPU counter map, summed over CPUs.
-fn sum_counters(
-    map: &PerCpuArray<MapData, Counters>,
-    name: &'static str,
-    index: u32,
-) -> Result<Counters, DataplaneError> {
-    let per_cpu = map.get(&index, 0).map_err(map_error(name))?;
-    Ok(per_cpu
-        .iter()
-        .fold(Counters::default(), |sum, cpu| Counters {
-            packets: sum.packets + cpu.packets,
-            bytes: sum.bytes + cpu.bytes,
-            new_flows: sum.new_flows + cpu.new_flows,
-        }))
-}
-
-/// Every entry of a per-CPU `u64` map, each summed over CPUs.
-fn sum_all<const N: usize>(
-    map: &PerCpuArray<MapData, u64>,
-    name: &'static str,
-) -> Result<[u64; N], DataplaneError> {
-    let mut sums = [0u64; N];
-    for (index, sum) in (0u32..).zip(sums.iter_mut()) {
-        *sum = map.get(&index, 0).map_err(map_error(name))?.iter().sum();
-    }
-    Ok(sums)
 }

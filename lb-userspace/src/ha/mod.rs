@@ -3,8 +3,8 @@
 //! timers never wait behind health checks, API requests or map writes.
 //!
 //! Tracking ([`tracking`]) polls what the kernel says about the XDP program
-//! (every advert interval, [`probe`]) and what the controller says about the
-//! services (every [`SERVICE_POLL`]), and lowers the advertised priority
+//! (every advert interval, [`probe`]) and follows the snapshot the
+//! controller publishes of the services, and lowers the advertised priority
 //! while this node cannot serve, so its peer takes over.
 //!
 //! [`HaNode::shutdown`] sends the priority-0 advert and removes the VIPs,
@@ -20,20 +20,14 @@ use std::thread;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
-use tokio::time::{interval, timeout, MissedTickBehavior};
+use tokio::time::{interval, MissedTickBehavior};
 
 use crate::config::{Config, VrrpPair};
-use crate::controller::ControllerHandle;
 use crate::dataplane::{Dataplane, DataplaneError};
+use crate::domain::SnapshotReceiver;
 use crate::vrrp::{self, State, VrrpError, VrrpHandle, VrrpStatus};
 use probe::{Probe, ProbeError};
 use tracking::Tracker;
-
-/// How often the services' state is asked of the controller.
-pub const SERVICE_POLL: Duration = Duration::from_millis(500);
-/// How long a status request to the controller may take before the tracker
-/// keeps its previous view.
-const SERVICE_POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
@@ -56,12 +50,13 @@ pub enum HaError {
 }
 
 /// Starts the pair member of `config` if it has a `[vrrp]` section;
-/// tracking expects `dataplane`'s program on interface `xdp_ifindex`.
+/// tracking expects `dataplane`'s program on interface `xdp_ifindex` and
+/// follows the controller's `services` snapshot.
 pub async fn start(
     config: &Config,
     xdp_ifindex: u32,
     dataplane: &Dataplane,
-    controller: ControllerHandle,
+    services: SnapshotReceiver,
 ) -> Result<Option<HaNode>, HaError> {
     let Some(settings) = &config.vrrp else {
         return Ok(None);
@@ -70,7 +65,7 @@ pub async fn start(
         ifindex: xdp_ifindex,
         program_id: dataplane.program_id().map_err(HaError::ProgramId)?,
     };
-    HaNode::start(settings, xdp, controller).await.map(Some)
+    HaNode::start(settings, xdp, services).await.map(Some)
 }
 
 /// The XDP program that tracking looks for on the interface.
@@ -92,11 +87,12 @@ pub struct HaNode {
 
 impl HaNode {
     /// Starts the instance of `settings` with the priority tracking allows
-    /// right now; returns once it runs.
+    /// right now; returns once it runs. Services count as not serving until
+    /// the first snapshot published after this call.
     pub async fn start(
         settings: &VrrpPair,
         xdp: XdpAttachment,
-        controller: ControllerHandle,
+        services: SnapshotReceiver,
     ) -> Result<HaNode, HaError> {
         let (started, started_receiver) = oneshot::channel();
         let (stop, stop_receiver) = oneshot::channel();
@@ -108,13 +104,7 @@ impl HaNode {
                     .enable_all()
                     .build()
                     .map_err(HaError::Runtime)?;
-                runtime.block_on(serve(
-                    task_settings,
-                    xdp,
-                    controller,
-                    started,
-                    stop_receiver,
-                ))
+                runtime.block_on(serve(task_settings, xdp, services, started, stop_receiver))
             })
             .map_err(HaError::Thread)?;
         match started_receiver.await {
@@ -172,7 +162,7 @@ async fn join(thread: thread::JoinHandle<Result<(), HaError>>) -> Result<(), HaE
 async fn serve(
     settings: VrrpPair,
     xdp: XdpAttachment,
-    controller: ControllerHandle,
+    mut services: SnapshotReceiver,
     started: oneshot::Sender<watch::Receiver<VrrpStatus>>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), HaError> {
@@ -188,9 +178,11 @@ async fn serve(
                 .await?
         }
     };
-    // Observed once the loop runs: the data path is attached and the
-    // controller answers after this returns. Until then the services count
-    // as not serving, so the instance starts at a priority that loses.
+    // Observed from the next publication on: the controller publishes when
+    // its loop starts, after the data path is attached. Until then the
+    // services count as not serving, so the instance starts at a priority
+    // that loses.
+    services.mark_unchanged();
     let mut tracker = Tracker::new(settings.instance.priority, settings.track.clone());
     let mut config = settings.instance.clone();
     config.priority = tracker.priority();
@@ -205,16 +197,18 @@ async fn serve(
     let _ = started.send(instance.status());
 
     let mut xdp_poll = interval(settings.instance.advert_interval.duration());
-    let mut service_poll = interval(SERVICE_POLL);
-    for poll in [&mut xdp_poll, &mut service_poll] {
-        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    }
+    xdp_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // False once the controller is gone: its last snapshot stands.
+    let mut following = true;
     let mut advertised = tracker.priority();
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = xdp_poll.tick() => observe_xdp(&mut tracker, &probe, xdp).await,
-            _ = service_poll.tick() => observe_services(&mut tracker, &controller).await,
+            changed = services.changed(), if following => match changed {
+                Ok(()) => tracker.observe_services(&services.borrow_and_update()),
+                Err(_) => following = false,
+            },
         }
         let priority = tracker.priority();
         if priority != advertised {
@@ -269,17 +263,5 @@ async fn observe_xdp(tracker: &mut Tracker, probe: &Probe, xdp: XdpAttachment) {
     match probe.runs_xdp_program(xdp.ifindex, xdp.program_id).await {
         Ok(attached) => tracker.observe_xdp(attached),
         Err(error) => tracing::warn!(%error, "tracking: cannot read the interface's XDP programs"),
-    }
-}
-
-/// Asks the controller which services have a serving backend; if it does
-/// not answer in time, the previous observation stands.
-async fn observe_services(tracker: &mut Tracker, controller: &ControllerHandle) {
-    match timeout(SERVICE_POLL_TIMEOUT, controller.status()).await {
-        Ok(Ok(report)) => tracker.observe_services(&report),
-        Ok(Err(error)) => tracing::debug!(%error, "tracking: no service status"),
-        Err(_) => tracing::warn!(
-            "tracking: the controller did not report within {SERVICE_POLL_TIMEOUT:?}"
-        ),
     }
 }

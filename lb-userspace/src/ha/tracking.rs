@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::api::model::{ServingState, StatusReport};
 use crate::config::Tracking;
+use crate::domain::Snapshot;
 
 /// The lowest priority tracking leaves: 0 means "I quit" on the wire.
 const LOWEST_PRIORITY: u8 = 1;
@@ -48,18 +48,13 @@ impl Tracker {
     }
 
     /// Records which tracked services have a serving (`up`) backend.
-    pub fn observe_services(&mut self, report: &StatusReport) {
+    pub fn observe_services(&mut self, snapshot: &Snapshot) {
         self.services_observed = true;
-        self.without_backend = report
+        self.without_backend = snapshot
             .services
             .iter()
             .filter(|service| self.track.services.contains(&service.name))
-            .filter(|service| {
-                !service
-                    .backends
-                    .iter()
-                    .any(|backend| backend.state == ServingState::Up)
-            })
+            .filter(|service| !service.is_serving())
             .map(|service| service.name.clone())
             .collect();
     }
@@ -122,7 +117,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::api::model::{AdminState, BackendStatus, HealthStatus, ServiceStatus, Traffic};
+    use crate::domain::{AdminState, BackendSnapshot, BackendState, ServiceSnapshot};
 
     fn tracking(xdp_weight: u8, service_weight: u8, services: &[&str]) -> Tracking {
         Tracking {
@@ -132,31 +127,31 @@ mod tests {
         }
     }
 
-    fn report(services: &[(&str, &[ServingState])]) -> StatusReport {
-        let backend = |state: ServingState| BackendStatus {
+    fn report(services: &[(&str, &[BackendState])]) -> Snapshot {
+        let backend = |state: BackendState| BackendSnapshot {
+            id: 0,
             name: "b".into(),
             address: Ipv4Addr::new(10, 0, 0, 1),
             state,
             reason: String::new(),
             since: SystemTime::UNIX_EPOCH,
-            health: HealthStatus::Up,
+            health: None,
             health_reason: String::new(),
             health_since: SystemTime::UNIX_EPOCH,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
-            counters: Traffic::default(),
         };
-        StatusReport {
-            services: services
-                .iter()
-                .map(|(name, states)| ServiceStatus {
+        Snapshot {
+            services: (0..)
+                .zip(services)
+                .map(|(id, (name, states))| ServiceSnapshot {
+                    id,
                     name: name.to_string(),
                     vip: Ipv4Addr::new(10, 0, 0, 100),
                     port: 80,
                     protocol: "tcp".into(),
                     scheduler: "maglev".into(),
-                    counters: Traffic::default(),
                     backends: states.iter().copied().map(backend).collect(),
                 })
                 .collect(),
@@ -172,8 +167,8 @@ mod tests {
             "services not observed yet (-60 each)"
         );
         tracker.observe_services(&report(&[
-            ("web", &[ServingState::Up]),
-            ("dns", &[ServingState::Up]),
+            ("web", &[BackendState::Up]),
+            ("dns", &[BackendState::Up]),
         ]));
         assert_eq!(tracker.priority(), 150);
     }
@@ -181,7 +176,7 @@ mod tests {
     #[test]
     fn a_healthy_node_advertises_its_configured_priority() {
         let mut tracker = Tracker::new(150, tracking(100, 60, &["web"]));
-        tracker.observe_services(&report(&[("web", &[ServingState::Down, ServingState::Up])]));
+        tracker.observe_services(&report(&[("web", &[BackendState::Down, BackendState::Up])]));
         assert_eq!(tracker.priority(), 150);
         assert_eq!(tracker.reasons().to_string(), "none");
     }
@@ -190,14 +185,14 @@ mod tests {
     fn each_failing_check_subtracts_its_weight() {
         let mut tracker = Tracker::new(150, tracking(100, 30, &["web", "dns"]));
         tracker.observe_services(&report(&[
-            ("web", &[ServingState::Up]),
-            ("dns", &[ServingState::Up]),
+            ("web", &[BackendState::Up]),
+            ("dns", &[BackendState::Up]),
         ]));
         tracker.observe_xdp(false);
         assert_eq!(tracker.priority(), 50);
         tracker.observe_services(&report(&[
-            ("web", &[ServingState::Down, ServingState::Draining]),
-            ("dns", &[ServingState::Up]),
+            ("web", &[BackendState::Down, BackendState::Draining]),
+            ("dns", &[BackendState::Up]),
         ]));
         assert_eq!(tracker.priority(), 20);
         assert_eq!(
@@ -206,8 +201,8 @@ mod tests {
         );
         tracker.observe_xdp(true);
         tracker.observe_services(&report(&[
-            ("web", &[ServingState::Up]),
-            ("dns", &[ServingState::Up]),
+            ("web", &[BackendState::Up]),
+            ("dns", &[BackendState::Up]),
         ]));
         assert_eq!(tracker.priority(), 150);
     }
@@ -216,7 +211,7 @@ mod tests {
     fn the_priority_never_drops_below_one() {
         let mut tracker = Tracker::new(150, tracking(254, 254, &["web"]));
         tracker.observe_xdp(false);
-        tracker.observe_services(&report(&[("web", &[ServingState::Disabled])]));
+        tracker.observe_services(&report(&[("web", &[BackendState::Disabled])]));
         assert_eq!(tracker.priority(), 1);
     }
 
@@ -224,7 +219,7 @@ mod tests {
     fn untracked_services_and_zero_weights_change_nothing() {
         let mut tracker = Tracker::new(100, tracking(0, 50, &["web"]));
         tracker.observe_xdp(false);
-        tracker.observe_services(&report(&[("other", &[ServingState::Down])]));
+        tracker.observe_services(&report(&[("other", &[BackendState::Down])]));
         assert_eq!(tracker.priority(), 100);
         assert_eq!(tracker.reasons().to_string(), "none");
     }

@@ -12,9 +12,10 @@ use tokio::time;
 
 use super::probe;
 use super::spec::CheckTarget;
-use super::state::{Health, HealthState};
+use super::state::HealthState;
+use crate::domain::Health;
 
-/// Events that may wait for the reconcile loop before the checks themselves wait.
+/// Events that may wait for the controller before the checks themselves wait.
 const EVENT_QUEUE: usize = 256;
 
 /// A target the configuration wants checked, and its health before any check.
@@ -55,7 +56,7 @@ pub struct UpdateSummary {
 
 /// The checks of every configured target.
 ///
-/// The reconcile loop owns it: it calls [`HealthChecker::update`] with the
+/// The controller owns it: it calls [`HealthChecker::update`] with the
 /// targets of each new configuration and awaits [`HealthChecker::next_event`]
 /// for changes. A target's status starts at its initial state (no event is
 /// sent for it) and follows the events `next_event` returns, so the loop's

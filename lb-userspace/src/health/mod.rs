@@ -8,16 +8,11 @@
 //!
 //! # Health and admin state
 //!
-//! Health is `up` or `down`, from the checks only. `draining` and `disabled`
-//! are admin overrides that the reconcile loop keeps beside it; they do not
-//! stop the checks, so a backend's health is known when it is enabled again.
-//! The state a backend serves with is the first that applies of:
-//!
-//! 1. `disabled` (admin): no new flows, and its established flows move to a
-//!    serving backend;
-//! 2. `draining` (admin): no new flows, established flows stay on it;
-//! 3. the health: `up` takes new flows, `down` takes none and its established
-//!    flows move to a serving backend.
+//! Health ([`Health`], a [`crate::domain`] type) is `up` or `down`, from the
+//! checks only. `draining` and `disabled` are admin overrides that the
+//! controller keeps beside it; they do not stop the checks, so a backend's
+//! health is known when it is enabled again. How the two combine into the
+//! state a backend serves with is [`crate::domain::BackendState::of`].
 
 pub mod checker;
 pub mod probe;
@@ -27,10 +22,12 @@ pub mod state;
 #[cfg(test)]
 mod test_server;
 
+/// Re-exported: health is a domain concept ([`crate::domain::Health`]).
+pub use crate::domain::Health;
 pub use checker::{DesiredTarget, HealthChecker, HealthEvent, TargetStatus, UpdateSummary};
 pub use result::{CheckFailure, CheckPass, CheckResult};
 pub use spec::{
     CheckSpec, CheckTarget, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec, SpecError,
     StatusRange,
 };
-pub use state::{Health, HealthState, Transition};
+pub use state::{HealthState, Transition};

@@ -1,36 +1,11 @@
 //! The health state machine of one check target: rise/fall counting and the
 //! check schedule, with HAProxy's semantics. Pure: no IO, the clock is passed in.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::result::CheckResult;
 use super::spec::HealthParams;
-
-/// Whether checks say a backend can take traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Health {
-    Up,
-    Down,
-}
-
-impl Health {
-    fn opposite(self) -> Health {
-        match self {
-            Health::Up => Health::Down,
-            Health::Down => Health::Up,
-        }
-    }
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Health::Up => "up",
-            Health::Down => "down",
-        })
-    }
-}
+use crate::domain::Health;
 
 /// A change of health (or the initial state), when and why it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -322,6 +322,7 @@ impl Driver {
         );
         self.status.send_modify(|status| {
             status.state = to;
+            status.since = SystemTime::now();
             status.transitions += 1;
         });
         self.notifier.state_changed(from, to);

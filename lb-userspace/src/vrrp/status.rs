@@ -3,6 +3,7 @@
 //! `tokio::sync::watch` channel by the driver).
 
 use std::net::Ipv4Addr;
+use std::time::SystemTime;
 
 use super::machine::{AdvertRejected, State};
 use super::packet::{ChecksumForm, PacketError};
@@ -11,6 +12,8 @@ use super::packet::{ChecksumForm, PacketError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpStatus {
     pub state: State,
+    /// When it entered `state`.
+    pub since: SystemTime,
     /// The priority currently advertised (tracking may have lowered it).
     pub priority: u8,
     /// Ourselves while master, the current master's address while backup.
@@ -25,6 +28,7 @@ impl VrrpStatus {
     pub(crate) fn new(priority: u8) -> Self {
         VrrpStatus {
             state: State::Initialize,
+            since: SystemTime::now(),
             priority,
             master_address: None,
             transitions: 0,

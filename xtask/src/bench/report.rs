@@ -202,8 +202,8 @@ fn scale_section(out: &mut String, results: &Results) {
     let _ = writeln!(
         out,
         "\nHealth decision to table flip, measured as the controller's publish path (the \
-         reconciler that the health events drive, called directly, so without the checks' \
-         own detection time): the tables are rebuilt, the slots of the inactive half that \
+         image and apply steps that the health events drive, called directly, so without the \
+         checks' own detection time): the tables are rebuilt, the slots of the inactive half that \
          differ from what it held are written (one map update each), the service is flipped \
          to that half, and the backend's state is written. Backends fail and recover in \
          turn; medians over {} of each.\n",

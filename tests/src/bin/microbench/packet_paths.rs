@@ -233,7 +233,7 @@ fn paths() -> Vec<Path> {
 /// measures next).
 pub fn measure(plan: &Plan) -> Result<(Vec<PathTiming>, Dataplane)> {
     let config = setup::config(&services())?;
-    let (dataplane, _reconciler) = setup::programmed(&config)?;
+    let (dataplane, _publisher) = setup::programmed(&config)?;
     let mut paths = paths();
     let fresh_paths = paths.iter().filter(|path| path.frames.is_fresh()).count();
     // Keep every new flow a real insert: no LRU eviction inside the run.

@@ -120,7 +120,7 @@ pub struct PublishRun {
     pub transition: &'static str,
     /// The Maglev build alone, ms.
     pub build_ms: f64,
-    /// The whole reconcile: build, slot writes, flip, backend write, ms.
+    /// The whole publication: build, slot writes, flip, backend write, ms.
     pub total_ms: f64,
     /// Scheduling table slots written.
     pub slots_written: usize,

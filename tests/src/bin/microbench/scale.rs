@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use lb::config::{Protocol, Scheduler};
+use lb::controller::image::BackendPlan;
 use lb::dataplane::Dataplane;
-use lb::reconcile::{BackendPlan, BackendState};
+use lb::domain::BackendState;
 use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::defaults;
 
@@ -119,7 +120,7 @@ fn parse_fdinfo(info: &str) -> Option<MapInfo> {
 
 /// The publish path for each backend count: one Maglev service of that many
 /// backends, whose backends fail and recover in turn. Each transition is
-/// timed through the controller's reconciler: it builds the tables, writes
+/// timed through the controller's publication path: it builds the tables, writes
 /// the slots of the inactive half that differ from what that half held, and
 /// flips the service to it. One untimed fail-and-recover first, so both
 /// halves have been written once. The Maglev build for the same serving
@@ -135,7 +136,7 @@ pub fn publish(runs: usize) -> Result<Vec<PublishTiming>> {
             backends,
         }])?;
         let table_size = config.global.maglev_table_size;
-        let (mut dataplane, mut reconciler) = setup::programmed(&config)?;
+        let (mut dataplane, mut publisher) = setup::programmed(&config)?;
         let mut transition = |failed: Option<u32>| -> Result<PublishRun> {
             let plans: Vec<BackendPlan> = (0..backends)
                 .map(|id| BackendPlan {
@@ -155,7 +156,7 @@ pub fn publish(runs: usize) -> Result<Vec<PublishTiming>> {
             build_table(&serving, table_size).context("building a Maglev table")?;
             let build_ms = millis(started);
             let started = Instant::now();
-            let applied = reconciler
+            let applied = publisher
                 .apply(&mut dataplane, &plans)
                 .context("publishing the new table")?;
             let total_ms = millis(started);

@@ -1,7 +1,7 @@
 //! The data path under measurement: a configuration of the lab's shape,
 //! programmed into a freshly loaded [`Dataplane`] through the controller's own
-//! [`Reconciler`], with every backend reached through the test-run ingress
-//! interface (so forwarded packets end in `XDP_TX`).
+//! publication path ([`Publisher`]), with every backend reached through the
+//! test-run ingress interface (so forwarded packets end in `XDP_TX`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -9,9 +9,12 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result};
 use lb::config::{self, Config, Protocol, Scheduler};
+use lb::controller::apply::{Applied, Applier};
+use lb::controller::image::{BackendPlan, MapsImage};
+use lb::controller::layout::Layout;
 use lb::dataplane::{Dataplane, TEST_RUN_INGRESS_IFINDEX};
+use lb::domain::BackendState;
 use lb::neighbour::{Interface, Neighbour};
-use lb::reconcile::{BackendState, Layout, Reconciler};
 
 use crate::frames::LB_MAC;
 
@@ -92,18 +95,46 @@ pub fn neighbours(config: &Config) -> HashMap<Ipv4Addr, Neighbour> {
         .collect()
 }
 
+/// The controller's path from backend plans to maps: the image, then its
+/// application to the data path.
+pub struct Publisher {
+    layout: Layout,
+    neighbours: HashMap<Ipv4Addr, Neighbour>,
+    table_size: u32,
+    applier: Applier,
+}
+
+impl Publisher {
+    /// Brings `dataplane` to the state where backend id `i` follows `plans[i]`.
+    pub fn apply(&mut self, dataplane: &mut Dataplane, plans: &[BackendPlan]) -> Result<Applied> {
+        let image = MapsImage::build(&self.layout, plans, &self.neighbours, self.table_size)?;
+        Ok(self.applier.apply(dataplane, &image)?)
+    }
+}
+
 /// A loaded data path programmed with `config`, every backend up, and the
-/// reconciler that programmed it.
-pub fn programmed(config: &Config) -> Result<(Dataplane, Reconciler)> {
-    let options = lb::takeover::load_options(config);
+/// publisher that programmed it.
+pub fn programmed(config: &Config) -> Result<(Dataplane, Publisher)> {
+    let options = lb::pinned_restart::load_options(config);
     let mut dataplane = Dataplane::load(&options).context("loading the eBPF programs")?;
     let layout = Layout::new(config);
-    let states = vec![BackendState::Up; layout.backend_count()];
-    let mut reconciler = Reconciler::new(layout, neighbours(config), options.table_size);
-    reconciler
-        .reconcile(&mut dataplane, &states)
+    let plans: Vec<BackendPlan> = layout
+        .backends()
+        .map(|backend| BackendPlan {
+            state: BackendState::Up,
+            weight: backend.weight,
+        })
+        .collect();
+    let mut publisher = Publisher {
+        layout,
+        neighbours: neighbours(config),
+        table_size: options.table_size,
+        applier: Applier::new(),
+    };
+    publisher
+        .apply(&mut dataplane, &plans)
         .context("programming the services")?;
-    Ok((dataplane, reconciler))
+    Ok((dataplane, publisher))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Taking over the data path the previous `lb` on this node left pinned in
-//! `global.pin_dir` (see [`crate::dataplane::PinDir`]), and leaving it
-//! pinned for the next one.
+//! Restarting over a pinned data path: loading, attaching and releasing the
+//! data path so that a new `lb` takes over the one the previous `lb` on this
+//! node left pinned in `global.pin_dir` (see [`crate::dataplane::PinDir`]),
+//! and leaves its own pinned for the next one.
 //!
 //! Before loading ([`prepare`]): the pinned flow table is kept only if it
 //! fits and every backend id still names the server it named, so
@@ -18,11 +19,11 @@ use std::net::Ipv4Addr;
 use lb_common::maps::{backend_state, Backend};
 
 use crate::config::Config;
+use crate::controller::layout::Layout;
 use crate::dataplane::{
     AttachMode, Dataplane, DataplaneError, LoadOptions, PinDir, PinnedFlows, PinningError,
 };
-use crate::health::Health;
-use crate::reconcile::Layout;
+use crate::domain::Health;
 
 /// Opens the pin directory of `config` (`None` when pinning is off),
 /// decides whether the previous run's flow table is kept, and starts the

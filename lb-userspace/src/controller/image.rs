@@ -1,0 +1,318 @@
+//! The bytes of every map entry the controller owns, for a desired state:
+//! [`MapsImage::build`] turns each backend id's state and weight into the
+//! `BACKENDS` entries and each service's `SERVICES` key and table. Pure, so
+//! the content of every entry is unit-tested without a kernel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use lb_common::maps::{self, ServiceKey};
+
+use super::error::PublishError;
+use super::layout::{network_order, Layout, Serving};
+use crate::domain::BackendState;
+use crate::neighbour::Neighbour;
+
+/// What the controller wants for one backend membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendPlan {
+    pub state: BackendState,
+    /// Share of the service's new flows while up.
+    pub weight: u32,
+}
+
+/// A service's entry and scheduling table as the data path should see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTable {
+    pub key: ServiceKey,
+    pub scheduler: maps::Scheduler,
+    /// Backend ids: the Maglev table or the round-robin ring; empty when no
+    /// backend is up.
+    pub slots: Vec<u32>,
+}
+
+/// The content of the maps that the controller owns, keyed by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapsImage {
+    pub backends: BTreeMap<u32, maps::Backend>,
+    pub services: BTreeMap<u32, ServiceTable>,
+}
+
+impl MapsImage {
+    /// The maps for `layout`, given each backend id's state and weight
+    /// (`plans[id]`), the neighbours of the backend addresses, and the table
+    /// size M (also the longest round-robin ring).
+    pub fn build(
+        layout: &Layout,
+        plans: &[BackendPlan],
+        neighbours: &HashMap<Ipv4Addr, Neighbour>,
+        table_size: u32,
+    ) -> Result<Self, PublishError> {
+        let mut image = MapsImage::default();
+        for service in &layout.services {
+            let mut serving = Vec::new();
+            for backend in &service.backends {
+                let plan = *plans
+                    .get(backend.id as usize)
+                    .ok_or(PublishError::MissingState { id: backend.id })?;
+                if plan.weight == 0 {
+                    return Err(PublishError::ZeroWeight { id: backend.id });
+                }
+                let neighbour = neighbours.get(&backend.address).ok_or_else(|| {
+                    PublishError::MissingNeighbour {
+                        service: service.name.clone(),
+                        backend: backend.name.clone(),
+                        address: backend.address,
+                    }
+                })?;
+                image.backends.insert(
+                    backend.id,
+                    maps::Backend {
+                        ip: network_order(backend.address),
+                        ifindex: neighbour.interface.index,
+                        mac: neighbour.mac,
+                        src_mac: neighbour.interface.mac,
+                        state: plan.state.map_value(),
+                        _pad: [0; 3],
+                    },
+                );
+                if plan.state == BackendState::Up {
+                    serving.push(Serving {
+                        slot: backend,
+                        weight: plan.weight,
+                    });
+                }
+            }
+            let (scheduler, slots) = service.table(&serving, table_size)?;
+            image.services.insert(
+                service.id,
+                ServiceTable {
+                    key: service.key(),
+                    scheduler,
+                    slots,
+                },
+            );
+        }
+        Ok(image)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use lb_common::maps::backend_state;
+
+    use super::*;
+    use crate::config::{self, Config};
+    use crate::neighbour::Interface;
+
+    pub const TABLE_SIZE: u32 = 13;
+
+    /// Two services over three backends; web2 is in both.
+    pub fn config() -> Config {
+        let text = r#"
+            [global]
+            interface = "eth0"
+            maglev_table_size = 13
+
+            [[service]]
+            name = "web"
+            vip = "10.0.0.100"
+            port = 80
+            protocol = "tcp"
+
+            [[service.backend]]
+            name = "web1"
+            address = "10.0.0.1"
+            weight = 2
+
+            [[service.backend]]
+            name = "web2"
+            address = "10.0.0.2"
+
+            [[service]]
+            name = "dns"
+            vip = "10.0.0.100"
+            port = 53
+            protocol = "udp"
+            scheduler = "round-robin"
+
+            [[service.backend]]
+            name = "web2"
+            address = "10.0.0.2"
+
+            [[service.backend]]
+            name = "web3"
+            address = "10.0.0.3"
+            weight = 3
+        "#;
+        config::parse(text, "test.toml").unwrap()
+    }
+
+    fn neighbour(last: u8) -> Neighbour {
+        Neighbour {
+            interface: Interface {
+                index: 7,
+                name: "eth1".into(),
+                mac: [0x02, 0, 0, 0, 0, 0xff],
+            },
+            mac: [0x02, 0, 0, 0, 0, last],
+        }
+    }
+
+    /// The neighbours of 10.0.0.1 ..= 10.0.0.`count`.
+    pub fn neighbours_of(count: u8) -> HashMap<Ipv4Addr, Neighbour> {
+        (1..=count)
+            .map(|last| (Ipv4Addr::new(10, 0, 0, last), neighbour(last)))
+            .collect()
+    }
+
+    /// The image of [`config`] with backend id `i` in `states[i]` at its
+    /// configured weight.
+    pub fn image(states: &[BackendState]) -> MapsImage {
+        let layout = Layout::new(&config());
+        let plans: Vec<BackendPlan> = layout
+            .backends()
+            .zip(states)
+            .map(|(backend, &state)| BackendPlan {
+                state,
+                weight: backend.weight,
+            })
+            .collect();
+        image_of(&plans)
+    }
+
+    pub fn image_of(plans: &[BackendPlan]) -> MapsImage {
+        MapsImage::build(
+            &Layout::new(&config()),
+            plans,
+            &neighbours_of(3),
+            TABLE_SIZE,
+        )
+        .unwrap()
+    }
+
+    use BackendState::{Disabled, Down, Draining, Up};
+
+    #[test]
+    fn addresses_are_in_network_byte_order() {
+        let image = image(&[Up; 4]);
+        assert_eq!(image.backends[&3].ip.to_ne_bytes(), [10, 0, 0, 3]);
+        assert_eq!(image.services[&1].key.vip.to_ne_bytes(), [10, 0, 0, 100]);
+    }
+
+    #[test]
+    fn backends_carry_their_neighbour_and_state() {
+        let image = image(&[Up, Draining, Down, Disabled]);
+        let web1 = image.backends[&0];
+        assert_eq!(web1.ifindex, 7);
+        assert_eq!(web1.mac, [0x02, 0, 0, 0, 0, 1]);
+        assert_eq!(web1.src_mac, [0x02, 0, 0, 0, 0, 0xff]);
+        let states: Vec<u8> = image.backends.values().map(|b| b.state).collect();
+        assert_eq!(
+            states,
+            [
+                backend_state::UP,
+                backend_state::DRAINING,
+                backend_state::DOWN,
+                backend_state::DOWN
+            ]
+        );
+    }
+
+    #[test]
+    fn only_up_backends_are_in_tables() {
+        let image = image(&[Up, Draining, Down, Up]);
+        assert!(image.services[&0].slots.iter().all(|&id| id == 0));
+        assert_eq!(image.services[&1].slots, [3]);
+        let image = self::image(&[Down, Disabled, Draining, Draining]);
+        assert!(image.services.values().all(|s| s.slots.is_empty()));
+    }
+
+    #[test]
+    fn a_weight_change_changes_only_that_service() {
+        let layout = Layout::new(&config());
+        let mut plans: Vec<BackendPlan> = layout
+            .backends()
+            .map(|backend| BackendPlan {
+                state: Up,
+                weight: backend.weight,
+            })
+            .collect();
+        let before = image_of(&plans);
+        plans[3].weight = 1;
+        let after = image_of(&plans);
+        assert_eq!(before.services[&0], after.services[&0]);
+        assert_eq!(before.backends, after.backends);
+        let mut ring = after.services[&1].slots.clone();
+        ring.sort_unstable();
+        assert_eq!(ring, [2, 3], "web2 and web3 now weigh the same");
+    }
+
+    #[test]
+    fn missing_neighbours_and_states_are_errors() {
+        let layout = Layout::new(&config());
+        let partial = neighbours_of(2);
+        let up = BackendPlan {
+            state: Up,
+            weight: 1,
+        };
+        let error = MapsImage::build(&layout, &[up; 4], &partial, TABLE_SIZE).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "backend web3 of service dns: no resolved neighbour for 10.0.0.3"
+        );
+        let error = MapsImage::build(&layout, &[up; 3], &neighbours_of(3), TABLE_SIZE).unwrap_err();
+        assert!(matches!(error, PublishError::MissingState { id: 3 }));
+        let mut plans = [up; 4];
+        plans[2].weight = 0;
+        let error = MapsImage::build(&layout, &plans, &neighbours_of(3), TABLE_SIZE).unwrap_err();
+        assert!(matches!(error, PublishError::ZeroWeight { id: 2 }));
+    }
+
+    /// A Maglev service of `count` equal backends over a 251-slot table.
+    fn maglev_image(count: u8, states: &[BackendState]) -> MapsImage {
+        let mut text = String::from(
+            "[global]\ninterface = \"eth0\"\nmaglev_table_size = 251\n\
+             [[service]]\nname = \"web\"\nvip = \"10.0.0.100\"\nport = 80\nprotocol = \"tcp\"\n",
+        );
+        for n in 1..=count {
+            text.push_str(&format!(
+                "[[service.backend]]\nname = \"web{n}\"\naddress = \"10.0.0.{n}\"\n"
+            ));
+        }
+        let layout = Layout::new(&config::parse(&text, "test.toml").unwrap());
+        let plans: Vec<BackendPlan> = states
+            .iter()
+            .map(|&state| BackendPlan { state, weight: 1 })
+            .collect();
+        MapsImage::build(&layout, &plans, &neighbours_of(count), 251).unwrap()
+    }
+
+    /// Indexes of the slots that differ between two tables of equal length.
+    fn changed_slots(before: &[u32], after: &[u32]) -> Vec<usize> {
+        assert_eq!(before.len(), after.len());
+        (0..before.len())
+            .filter(|&i| before[i] != after[i])
+            .collect()
+    }
+
+    #[test]
+    fn a_maglev_backend_going_down_changes_its_own_slots_and_few_others() {
+        let all_up = maglev_image(3, &[Up; 3]);
+        let web2_down = maglev_image(3, &[Up, Down, Up]);
+        let (before, after) = (&all_up.services[&0].slots, &web2_down.services[&0].slots);
+        let changed = changed_slots(before, after);
+        let web2_slots: Vec<usize> = (0..before.len()).filter(|&i| before[i] == 1).collect();
+        assert!(after.iter().all(|&id| id != 1));
+        assert!(web2_slots.iter().all(|slot| changed.contains(slot)));
+        // Maglev's disruption is near minimal: few slots of the backends
+        // that stay up move. What a republish writes is about a third.
+        let others_moved = changed.len() - web2_slots.len();
+        assert!(others_moved <= before.len() / 20, "{others_moved} moved");
+        assert!((60..=120).contains(&changed.len()), "{}", changed.len());
+
+        // Coming back restores most of the original table.
+        let back = maglev_image(3, &[Up; 3]);
+        assert_eq!(back.services[&0].slots, *before);
+    }
+}

@@ -1,0 +1,271 @@
+//! Which id and which table slot holds which backend: the ids the data path
+//! knows services and backends by, and the construction of each service's
+//! scheduling table (Maglev) or ring (round-robin) from its serving backends.
+
+use std::net::Ipv4Addr;
+
+use lb_common::maglev::{build_table, MaglevBackend};
+use lb_common::maps::{self, ServiceKey};
+use lb_common::ring::round_robin_ring;
+
+use super::error::PublishError;
+use crate::config::{Config, Protocol, Scheduler};
+
+/// The ids the data path knows services and backends by: services in
+/// configuration order from 0, and one backend id per (service, backend)
+/// membership, from 0 across all services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub services: Vec<ServiceSlot>,
+}
+
+/// A service and the ids of its backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSlot {
+    pub id: u32,
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub backends: Vec<BackendSlot>,
+}
+
+/// One backend membership of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSlot {
+    pub id: u32,
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub weight: u32,
+}
+
+/// A backend that takes new flows, with its current weight.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving<'a> {
+    pub slot: &'a BackendSlot,
+    pub weight: u32,
+}
+
+impl Layout {
+    /// Assigns the ids of `config`'s services and backends.
+    pub fn new(config: &Config) -> Self {
+        let mut backend_ids = 0..;
+        let services = (0..)
+            .zip(&config.services)
+            .map(|(id, service)| ServiceSlot {
+                id,
+                name: service.name.clone(),
+                vip: service.vip,
+                port: service.port,
+                protocol: service.protocol,
+                scheduler: service.scheduler,
+                backends: backend_ids
+                    .by_ref()
+                    .zip(&service.backends)
+                    .map(|(id, backend)| BackendSlot {
+                        id,
+                        name: backend.name.clone(),
+                        address: backend.address,
+                        weight: backend.weight,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Layout { services }
+    }
+
+    /// Number of backend ids in use.
+    pub fn backend_count(&self) -> usize {
+        self.services.iter().map(|s| s.backends.len()).sum()
+    }
+
+    /// Every backend membership, in id order.
+    pub fn backends(&self) -> impl Iterator<Item = &BackendSlot> {
+        self.services.iter().flat_map(|service| &service.backends)
+    }
+}
+
+impl ServiceSlot {
+    /// The service's key in the `SERVICES` map (network byte order).
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey {
+            vip: network_order(self.vip),
+            port: self.port.to_be(),
+            proto: self.protocol.ip_protocol(),
+            _pad: 0,
+        }
+    }
+
+    /// The service's scheduler as the data path encodes it, and its table of
+    /// backend ids over `serving`: the Maglev table of `table_size` slots, or
+    /// the weight-expanded round-robin ring of at most `table_size` slots.
+    /// Empty when no backend serves.
+    pub fn table(
+        &self,
+        serving: &[Serving<'_>],
+        table_size: u32,
+    ) -> Result<(maps::Scheduler, Vec<u32>), PublishError> {
+        match self.scheduler {
+            Scheduler::Maglev => Ok((
+                maps::Scheduler::Maglev,
+                self.maglev_table(serving, table_size)?,
+            )),
+            Scheduler::RoundRobin => {
+                Ok((maps::Scheduler::RoundRobin, self.ring(serving, table_size)?))
+            }
+        }
+    }
+
+    fn maglev_table(
+        &self,
+        serving: &[Serving<'_>],
+        table_size: u32,
+    ) -> Result<Vec<u32>, PublishError> {
+        let backends: Vec<MaglevBackend> = serving
+            .iter()
+            .map(|backend| MaglevBackend {
+                id: backend.slot.id,
+                key: MaglevBackend::endpoint_key(backend.slot.address.octets(), self.port),
+                weight: backend.weight,
+            })
+            .collect();
+        build_table(&backends, table_size).map_err(|source| PublishError::Maglev {
+            service: self.name.clone(),
+            source,
+        })
+    }
+
+    fn ring(&self, serving: &[Serving<'_>], table_size: u32) -> Result<Vec<u32>, PublishError> {
+        let weighted: Vec<(u32, u32)> = serving.iter().map(|b| (b.slot.id, b.weight)).collect();
+        round_robin_ring(&weighted, table_size as usize).map_err(|source| PublishError::Ring {
+            service: self.name.clone(),
+            source,
+        })
+    }
+}
+
+/// `address` as a `u32` whose bytes in memory are in network order.
+pub fn network_order(address: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(address.octets())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn config() -> Config {
+        let text = r#"
+            [global]
+            interface = "eth0"
+            maglev_table_size = 13
+
+            [[service]]
+            name = "web"
+            vip = "10.0.0.100"
+            port = 80
+            protocol = "tcp"
+
+            [[service.backend]]
+            name = "web1"
+            address = "10.0.0.1"
+            weight = 2
+
+            [[service.backend]]
+            name = "web2"
+            address = "10.0.0.2"
+
+            [[service]]
+            name = "dns"
+            vip = "10.0.0.100"
+            port = 53
+            protocol = "udp"
+            scheduler = "round-robin"
+
+            [[service.backend]]
+            name = "web2"
+            address = "10.0.0.2"
+
+            [[service.backend]]
+            name = "web3"
+            address = "10.0.0.3"
+            weight = 3
+        "#;
+        config::parse(text, "test.toml").unwrap()
+    }
+
+    fn all_serving(service: &ServiceSlot) -> Vec<Serving<'_>> {
+        service
+            .backends
+            .iter()
+            .map(|slot| Serving {
+                slot,
+                weight: slot.weight,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ids_are_assigned_per_service_and_per_membership() {
+        let layout = Layout::new(&config());
+        let ids: Vec<(u32, Vec<(u32, &str)>)> = layout
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.id,
+                    s.backends.iter().map(|b| (b.id, b.name.as_str())).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                (0, vec![(0, "web1"), (1, "web2")]),
+                (1, vec![(2, "web2"), (3, "web3")]),
+            ]
+        );
+        assert_eq!(layout.backend_count(), 4);
+    }
+
+    #[test]
+    fn keys_are_in_network_byte_order() {
+        let layout = Layout::new(&config());
+        let key = layout.services[1].key();
+        assert_eq!(key.vip.to_ne_bytes(), [10, 0, 0, 100]);
+        assert_eq!(key.port.to_ne_bytes(), [0, 53]);
+        assert_eq!(key.proto, lb_common::maps::IPPROTO_UDP);
+    }
+
+    #[test]
+    fn maglev_tables_hold_every_serving_backend_by_weight() {
+        let layout = Layout::new(&config());
+        let web = &layout.services[0];
+        let (scheduler, slots) = web.table(&all_serving(web), 13).unwrap();
+        assert_eq!(scheduler, maps::Scheduler::Maglev);
+        assert_eq!(slots.len(), 13);
+        let count = |id| slots.iter().filter(|&&slot| slot == id).count();
+        // Weights 2 and 1 over 13 slots.
+        assert!(count(0) > count(1) && count(1) >= 1, "{slots:?}");
+        assert_eq!(count(0) + count(1), 13);
+    }
+
+    #[test]
+    fn round_robin_rings_are_weight_expanded() {
+        let layout = Layout::new(&config());
+        let dns = &layout.services[1];
+        let (scheduler, mut ring) = dns.table(&all_serving(dns), 13).unwrap();
+        assert_eq!(scheduler, maps::Scheduler::RoundRobin);
+        ring.sort_unstable();
+        assert_eq!(ring, [2, 3, 3, 3]);
+    }
+
+    #[test]
+    fn with_no_serving_backend_the_table_is_empty() {
+        let layout = Layout::new(&config());
+        for service in &layout.services {
+            assert!(service.table(&[], 13).unwrap().1.is_empty());
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The controller on the in-memory maps: health and admin changes reach the
+//! maps and the snapshot, and failed writes are repaired.
+
+use std::time::Duration;
+
+use lb_common::maps::names;
+
+use super::apply::tests::assert_maps_hold;
+use super::*;
+use crate::config;
+use crate::dataplane::fake::FakeMaps;
+use crate::dataplane::LoadOptions;
+use crate::domain::{AdminError, BackendState, Health};
+use crate::neighbour::Interface;
+
+const CONFIG: &str = r#"
+    [global]
+    interface = "eth0"
+    maglev_table_size = 13
+
+    [[service]]
+    name = "web"
+    vip = "10.0.0.100"
+    port = 80
+    protocol = "tcp"
+    [service.health]
+    type = "http"
+    path = "/health"
+
+    [[service.backend]]
+    name = "web1"
+    address = "10.0.0.1"
+    initial = "up"
+
+    [[service.backend]]
+    name = "web2"
+    address = "10.0.0.2"
+    initial = "up"
+"#;
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+fn neighbours() -> HashMap<Ipv4Addr, Neighbour> {
+    (1..=2)
+        .map(|last| {
+            let neighbour = Neighbour {
+                interface: Interface {
+                    index: 7,
+                    name: "eth1".into(),
+                    mac: [0x02, 0, 0, 0, 0, 0xff],
+                },
+                mac: [0x02, 0, 0, 0, 0, last],
+            };
+            (Ipv4Addr::new(10, 0, 0, last), neighbour)
+        })
+        .collect()
+}
+
+/// A controller of [`CONFIG`] on fake maps, with no checks running: the
+/// tests report health themselves.
+fn controller() -> (Config, Controller<FakeMaps>) {
+    let config = config::parse(CONFIG, "test.toml").unwrap();
+    let maps = FakeMaps::new(&LoadOptions {
+        table_size: 13,
+        max_services: 4,
+        max_backends: 8,
+        ..LoadOptions::default()
+    });
+    let controller =
+        Controller::with_checker(&config, neighbours(), maps, HealthChecker::new(), at(0)).unwrap();
+    (config, controller)
+}
+
+fn health(config: &Config, backend: usize, health: Health, seconds: u64) -> HealthEvent {
+    let service = &config.services[0];
+    HealthEvent {
+        target: service.check_target(&service.backends[backend]).unwrap(),
+        health,
+        reason: format!("test says {health}"),
+        at: at(seconds),
+    }
+}
+
+/// What the controller wants the maps to hold now.
+fn desired_image(controller: &Controller<FakeMaps>) -> MapsImage {
+    controller.image().unwrap()
+}
+
+#[test]
+fn the_initial_state_is_in_the_maps_and_the_snapshot() {
+    let (_, controller) = controller();
+    assert_maps_hold(controller.maps(), &desired_image(&controller));
+    let snapshot = controller.subscribe().borrow().clone();
+    let states: Vec<BackendState> = snapshot.services[0]
+        .backends
+        .iter()
+        .map(|b| b.state)
+        .collect();
+    assert_eq!(states, [BackendState::Up, BackendState::Up]);
+}
+
+#[test]
+fn a_failed_write_then_a_flap_back_is_repaired_by_the_retry() {
+    let (config, mut controller) = controller();
+    let initial = desired_image(&controller);
+    // web2 fails its checks: its table without web2 is published, but
+    // writing its BACKENDS entry fails.
+    controller.maps_mut().fail_map(names::BACKENDS);
+    controller.record_health(&[health(&config, 1, Health::Down, 1)]);
+    assert!(controller.retry_at.is_some());
+    assert_ne!(
+        controller
+            .maps()
+            .live_table(&initial.services[&0].key)
+            .unwrap()
+            .1,
+        initial.services[&0].slots
+    );
+    // Its health flaps back: the desired state is the initial one again,
+    // which the maps no longer hold.
+    controller.record_health(&[health(&config, 1, Health::Up, 2)]);
+    assert_eq!(desired_image(&controller), initial);
+    // The retry timer's publication, once the maps accept writes again.
+    controller.maps_mut().heal();
+    controller.publish().unwrap();
+    assert_maps_hold(controller.maps(), &initial);
+    assert!(controller.retry_at.is_none());
+}
+
+#[test]
+fn every_health_change_publishes_a_snapshot() {
+    let (config, mut controller) = controller();
+    let mut snapshot = controller.subscribe();
+    controller.record_health(&[health(&config, 0, Health::Down, 5)]);
+    assert!(snapshot.has_changed().unwrap());
+    let web1 = snapshot.borrow_and_update().services[0].backends[0].clone();
+    assert_eq!(
+        (web1.state, web1.health, web1.since),
+        (BackendState::Down, Some(Health::Down), at(5))
+    );
+    assert_eq!(web1.reason, "health down: test says down");
+    assert_maps_hold(controller.maps(), &desired_image(&controller));
+    assert!(controller.maps().log().iter().any(|write| matches!(
+        write,
+        crate::dataplane::fake::FakeWrite::Backend { id: 0, backend } if backend.state == BackendState::Down.map_value()
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn admin_commands_are_answered_and_a_failed_write_is_retried() {
+    let (_, mut controller) = controller();
+    let commands = controller.admin_commands();
+    let mut snapshot = controller.subscribe();
+    // The drain's publication fails once, at its first write.
+    controller.maps_mut().fail_write(0);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller.run(async {
+        let _ = stopped.await;
+    }));
+
+    let reply = commands.send("web", "web1", AdminAction::Drain).await;
+    assert!(
+        matches!(reply, Err(AdminCommandError::NotApplied(_))),
+        "{reply:?}"
+    );
+    let web1 = snapshot.borrow_and_update().services[0].backends[0].clone();
+    assert_eq!(web1.state, BackendState::Draining);
+    let refused = commands.send("web", "web9", AdminAction::Drain).await;
+    assert_eq!(
+        refused,
+        Err(AdminCommandError::Refused(AdminError::UnknownBackend {
+            service: "web".into(),
+            backend: "web9".into()
+        }))
+    );
+    // The retry timer runs out (paused time advances when all are idle).
+    tokio::time::sleep(RETRY_DELAY * 2).await;
+    stop.send(()).unwrap();
+    let (controller, ()) = task.await.unwrap();
+    assert!(controller.retry_at.is_none());
+    assert_maps_hold(controller.maps(), &desired_image(&controller));
+    let web1_entry = controller.maps().backend(0).unwrap();
+    assert_eq!(web1_entry.state, BackendState::Draining.map_value());
+}
+
+#[test]
+fn a_weight_change_republishes_the_table_and_answers_the_backend() {
+    let (_, mut controller) = controller();
+    let before = desired_image(&controller);
+    let web2 = controller
+        .admin("web", "web2", AdminAction::Weight(3))
+        .unwrap();
+    assert_eq!((web2.weight, web2.configured_weight), (3, 1));
+    let after = desired_image(&controller);
+    assert_ne!(before.services[&0].slots, after.services[&0].slots);
+    assert_maps_hold(controller.maps(), &after);
+    assert_eq!(
+        controller.admin("web", "web2", AdminAction::Weight(0)),
+        Err(AdminCommandError::Refused(AdminError::Weight {
+            weight: 0,
+            low: 1,
+            high: 100
+        }))
+    );
+}

@@ -1,0 +1,70 @@
+//! The maps the controller writes (`BACKENDS`, `SCHED_TABLE`, `SERVICES`,
+//! `VIPS`) as the kernel holds them: each [`EntryWriter`] call is one
+//! `bpf_map_update_elem` or `bpf_map_delete_elem`.
+
+use aya::maps::{Array, HashMap, MapData, MapError};
+use lb_common::maps::{names, Backend, Service, ServiceKey};
+
+use super::error::{map_error, DataplaneError};
+use super::map_writer::EntryWriter;
+
+/// The written maps of a loaded data path.
+pub(super) struct KernelMaps {
+    pub(super) services: HashMap<MapData, ServiceKey, Service>,
+    pub(super) vips: HashMap<MapData, u32, u32>,
+    pub(super) backends: Array<MapData, Backend>,
+    pub(super) sched_table: Array<MapData, u32>,
+    pub(super) max_backends: u32,
+}
+
+impl EntryWriter for KernelMaps {
+    fn write_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        if id >= self.max_backends {
+            return Err(DataplaneError::BackendIdOutOfRange {
+                id,
+                max: self.max_backends,
+            });
+        }
+        self.backends
+            .set(id, backend, 0)
+            .map_err(map_error(names::BACKENDS))
+    }
+
+    fn write_slot(&mut self, index: u32, backend_id: u32) -> Result<(), DataplaneError> {
+        self.sched_table
+            .set(index, backend_id, 0)
+            .map_err(map_error(names::SCHED_TABLE))
+    }
+
+    fn write_service(&mut self, key: &ServiceKey, service: &Service) -> Result<(), DataplaneError> {
+        self.services
+            .insert(key, service, 0)
+            .map_err(map_error(names::SERVICES))
+    }
+
+    fn delete_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        absent_is_deleted(self.services.remove(key)).map_err(map_error(names::SERVICES))
+    }
+
+    fn write_vip(&mut self, vip: u32, services: u32) -> Result<(), DataplaneError> {
+        self.vips
+            .insert(vip, services, 0)
+            .map_err(map_error(names::VIPS))
+    }
+
+    fn delete_vip(&mut self, vip: u32) -> Result<(), DataplaneError> {
+        absent_is_deleted(self.vips.remove(&vip)).map_err(map_error(names::VIPS))
+    }
+}
+
+/// A delete of an absent entry (`ENOENT`) as a success.
+fn absent_is_deleted(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::SyscallError(error))
+            if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

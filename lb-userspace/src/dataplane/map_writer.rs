@@ -1,0 +1,65 @@
+//! The fence between the controller and the data path's maps, in two layers
+//! (as aya fences its syscalls in `sys/` and tests the code above with fakes):
+//!
+//! - [`MapWriter`]: what the controller asks of the maps: write a backend,
+//!   publish a service's table (double-buffered), remove a service. The aya
+//!   [`super::Dataplane`] and the in-memory fake implement it with the same
+//!   publication code ([`super::tables::ServiceTables`]).
+//! - [`EntryWriter`]: one map entry per call, the only part that differs
+//!   between the kernel's maps and the fake's.
+
+use lb_common::maps::{Backend, Scheduler, Service, ServiceKey};
+
+use super::error::DataplaneError;
+
+/// Writes the maps the controller owns: `BACKENDS`, `SCHED_TABLE`,
+/// `SERVICES` and `VIPS`.
+///
+/// After an error, what the maps hold is what the successful writes before
+/// it left there: a call can be repeated, and the repeat completes it.
+pub trait MapWriter {
+    /// Writes backend `id`. Its `state` decides whether established flows
+    /// stay on it (up, draining) and whether tables may name it (up).
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError>;
+
+    /// Publishes service `key` with id `id`, `scheduler` and its table:
+    /// backend ids of the Maglev table (`slots[hash % len]`) or of the
+    /// weight-expanded round-robin ring. An empty table means "no serving
+    /// backend": new flows are passed to the kernel.
+    ///
+    /// The table is written into the half of the service's region that the
+    /// data path is not reading, then the service is flipped to it with one
+    /// update of its `SERVICES` entry, so no packet sees a half-written
+    /// table; the flip happens only once every slot is written. Only the
+    /// slots that differ from what that half held before are written;
+    /// returns their number.
+    fn set_service(
+        &mut self,
+        key: ServiceKey,
+        id: u32,
+        scheduler: Scheduler,
+        slots: &[u32],
+    ) -> Result<usize, DataplaneError>;
+
+    /// Removes service `key`; its VIP stops being recognised once no service
+    /// uses it. Established flows are not removed: set their backends down.
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError>;
+}
+
+/// One update of one map entry per call. A failed call leaves the entry as
+/// it was (a BPF map update is atomic); deleting an absent entry succeeds, so
+/// a delete can be retried whatever the previous attempt did.
+pub(super) trait EntryWriter {
+    /// `BACKENDS[id] = backend`.
+    fn write_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError>;
+    /// `SCHED_TABLE[index] = backend_id`.
+    fn write_slot(&mut self, index: u32, backend_id: u32) -> Result<(), DataplaneError>;
+    /// `SERVICES[key] = service`.
+    fn write_service(&mut self, key: &ServiceKey, service: &Service) -> Result<(), DataplaneError>;
+    /// Deletes `SERVICES[key]`.
+    fn delete_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError>;
+    /// `VIPS[vip] = services` (the number of services on that address).
+    fn write_vip(&mut self, vip: u32, services: u32) -> Result<(), DataplaneError>;
+    /// Deletes `VIPS[vip]`.
+    fn delete_vip(&mut self, vip: u32) -> Result<(), DataplaneError>;
+}

@@ -1,0 +1,329 @@
+//! The load balancer's domain vocabulary, shared by the controller, the
+//! health checks, HA tracking and the API: a backend's health, admin state
+//! and resulting state, the operator's actions on it, and the snapshot of
+//! every service the controller publishes. One name per concept, spelled the
+//! same in code, JSON, `lb status` and the README.
+//!
+//! It imports no other module of the crate, so everyone can depend on it.
+//!
+//! The state a backend serves with is the first that applies of:
+//! 1. admin `disabled`: out of the table, its established flows move;
+//! 2. admin `draining`: out of the table, its established flows stay, even if
+//!    its checks fail meanwhile: the operator asked to let them finish;
+//! 3. health `down`: out of the table, its established flows move;
+//! 4. health `up`, or a service without checks: in the table.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use lb_common::maps::backend_state;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What the health checks say about a backend. A backend of a service
+/// without checks has no health (`Option<Health>` is `None`: "unchecked").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Up,
+    Down,
+}
+
+impl Health {
+    /// Up for down, down for up.
+    pub fn opposite(self) -> Health {
+        match self {
+            Health::Up => Health::Down,
+            Health::Down => Health::Up,
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Up => "up",
+            Health::Down => "down",
+        })
+    }
+}
+
+/// The operator's override of a backend, set through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// No override: the health decides.
+    Enabled,
+    Draining,
+    Disabled,
+}
+
+impl fmt::Display for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        })
+    }
+}
+
+/// What the data path does with a backend; see README "Backend states".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// Takes new flows.
+    Up,
+    /// Failed its checks: no new flows, its established flows move to a
+    /// serving backend on their next packet.
+    Down,
+    /// Admin drain: no new flows, established flows stay on it.
+    Draining,
+    /// Admin disable: no new flows, established flows move like `down`.
+    Disabled,
+}
+
+impl BackendState {
+    /// The state of a backend with override `admin` and health `health`
+    /// (`None`: not checked), by the rules in this module's documentation.
+    pub fn of(admin: AdminState, health: Option<Health>) -> BackendState {
+        match (admin, health) {
+            (AdminState::Disabled, _) => BackendState::Disabled,
+            (AdminState::Draining, _) => BackendState::Draining,
+            (AdminState::Enabled, Some(Health::Down)) => BackendState::Down,
+            (AdminState::Enabled, Some(Health::Up) | None) => BackendState::Up,
+        }
+    }
+
+    /// The `state` byte of the backend's `BACKENDS` entry: the data path
+    /// tells only up, draining (flows stay) and down (flows move) apart.
+    pub fn map_value(self) -> u8 {
+        match self {
+            BackendState::Up => backend_state::UP,
+            BackendState::Draining => backend_state::DRAINING,
+            BackendState::Down | BackendState::Disabled => backend_state::DOWN,
+        }
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Draining => "draining",
+            BackendState::Disabled => "disabled",
+        })
+    }
+}
+
+/// An operator's action on one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    /// No new flows; established flows stay.
+    Drain,
+    /// No new flows; established flows move.
+    Disable,
+    /// Clears `Drain` and `Disable`: the health decides again.
+    Enable,
+    /// Sets the backend's share of new flows until restart.
+    Weight(u32),
+}
+
+/// Why an admin action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("no service named {0:?}")]
+    UnknownService(String),
+    #[error("service {service:?} has no backend named {backend:?}")]
+    UnknownBackend { service: String, backend: String },
+    #[error("weight {weight} is out of range ({low}..={high})")]
+    Weight { weight: u32, low: u32, high: u32 },
+}
+
+/// Why an admin command did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminCommandError {
+    #[error(transparent)]
+    Refused(#[from] AdminError),
+    /// The change is recorded, but the maps could not be written; the
+    /// controller keeps retrying.
+    #[error(
+        "the change is recorded but could not be applied to the data path yet (retrying): {0}"
+    )]
+    NotApplied(String),
+    #[error("the controller has stopped")]
+    Stopped,
+}
+
+/// What an admin command answers: the backend as it is once the data path
+/// follows the action.
+pub type AdminReply = Result<BackendSnapshot, AdminCommandError>;
+
+/// An admin action on backend `backend` of service `service`, sent to the
+/// controller, which answers on `reply`.
+#[derive(Debug)]
+pub struct AdminCommand {
+    pub service: String,
+    pub backend: String,
+    pub action: AdminAction,
+    pub reply: oneshot::Sender<AdminReply>,
+}
+
+/// The sending end of the controller's admin commands; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AdminCommands {
+    sender: mpsc::Sender<AdminCommand>,
+}
+
+impl AdminCommands {
+    pub fn new(sender: mpsc::Sender<AdminCommand>) -> Self {
+        AdminCommands { sender }
+    }
+
+    /// Sends `action` on backend `backend` of service `service` and waits
+    /// for the controller's answer.
+    pub async fn send(&self, service: &str, backend: &str, action: AdminAction) -> AdminReply {
+        let (reply, answer) = oneshot::channel();
+        let command = AdminCommand {
+            service: service.to_owned(),
+            backend: backend.to_owned(),
+            action,
+            reply,
+        };
+        self.sender
+            .send(command)
+            .await
+            .map_err(|_| AdminCommandError::Stopped)?;
+        answer.await.map_err(|_| AdminCommandError::Stopped)?
+    }
+}
+
+/// The controller's view of every service and backend, published on a
+/// `watch` channel ([`SnapshotReceiver`]) after every change of it. It has no
+/// traffic counters: readers take those from the data path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub services: Vec<ServiceSnapshot>,
+}
+
+/// Follows the controller's published [`Snapshot`].
+pub type SnapshotReceiver = watch::Receiver<Arc<Snapshot>>;
+
+/// One service and its backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSnapshot {
+    /// The data path's id of the service (index of its counters).
+    pub id: u32,
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `maglev` or `round-robin`.
+    pub scheduler: String,
+    pub backends: Vec<BackendSnapshot>,
+}
+
+impl ServiceSnapshot {
+    /// Whether some backend takes new flows.
+    pub fn is_serving(&self) -> bool {
+        self.backends.iter().any(|b| b.state == BackendState::Up)
+    }
+}
+
+/// One backend membership of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSnapshot {
+    /// The data path's id of the membership (index of its counters).
+    pub id: u32,
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub state: BackendState,
+    /// Why it is in `state`: the check or admin action that put it there.
+    pub reason: String,
+    /// When it entered `state`.
+    pub since: SystemTime,
+    /// What the checks say, whatever the admin state; `None`: not checked.
+    pub health: Option<Health>,
+    /// The result that set `health`, or why it is not checked.
+    pub health_reason: String,
+    pub health_since: SystemTime,
+    pub admin: AdminState,
+    /// The weight in use (set by the API, or the configured one).
+    pub weight: u32,
+    pub configured_weight: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_rules() {
+        use AdminState as A;
+        use BackendState as S;
+        let cases = [
+            (A::Enabled, Some(Health::Up), S::Up),
+            (A::Enabled, None, S::Up),
+            (A::Enabled, Some(Health::Down), S::Down),
+            (A::Draining, Some(Health::Up), S::Draining),
+            (A::Draining, Some(Health::Down), S::Draining),
+            (A::Draining, None, S::Draining),
+            (A::Disabled, Some(Health::Up), S::Disabled),
+            (A::Disabled, Some(Health::Down), S::Disabled),
+            (A::Disabled, None, S::Disabled),
+        ];
+        for (admin, health, expected) in cases {
+            assert_eq!(
+                BackendState::of(admin, health),
+                expected,
+                "{admin} {health:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_data_path_moves_flows_of_down_and_disabled_backends_alike() {
+        assert_eq!(BackendState::Up.map_value(), backend_state::UP);
+        assert_eq!(BackendState::Draining.map_value(), backend_state::DRAINING);
+        assert_eq!(BackendState::Down.map_value(), backend_state::DOWN);
+        assert_eq!(BackendState::Disabled.map_value(), backend_state::DOWN);
+    }
+
+    #[test]
+    fn names_are_the_same_in_json_and_text() {
+        for state in [
+            BackendState::Up,
+            BackendState::Down,
+            BackendState::Draining,
+            BackendState::Disabled,
+        ] {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{state}\""));
+        }
+        for admin in [
+            AdminState::Enabled,
+            AdminState::Draining,
+            AdminState::Disabled,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&admin).unwrap(),
+                format!("\"{admin}\"")
+            );
+        }
+        assert_eq!(serde_json::to_string(&Health::Down).unwrap(), "\"down\"");
+        assert_eq!(Health::Up.opposite(), Health::Down);
+    }
+
+    #[tokio::test]
+    async fn a_command_to_a_stopped_controller_says_so() {
+        let (sender, receiver) = mpsc::channel(1);
+        let commands = AdminCommands::new(sender);
+        drop(receiver);
+        let reply = commands.send("web", "web1", AdminAction::Drain).await;
+        assert_eq!(reply, Err(AdminCommandError::Stopped));
+    }
+}
