@@ -1,27 +1,23 @@
 //! End to end through the lab: `lb` on lb1, 300 HTTP requests from the client
 //! to the VIP, each on a new connection (new source port). Every request must
 //! get `200 OK`, every backend must answer, and the spread must be close to
-//! even: within 5% for round-robin, within 30% for Maglev.
+//! even: within 5% for round-robin, within 30% for Maglev. lb1's `/status`
+//! counts one new flow per request on the backend that answered it.
 //!
 //! Needs root (namespaces, XDP) and the built `lb` (`cargo xtask test` builds
 //! it and sets `LB_BINARY`); without them the tests fail, never skip. Each test
 //! runs its own lab (its own prefix), so they may run in parallel.
 
 use std::ops::RangeInclusive;
-use std::time::Duration;
 
-use xtask::bootstrap;
-use xtask::lab::{self, Lab, LabOptions, Node, Scheduler};
-use xtask::paths;
+use lb_tests::e2e::{Pair, Setup};
+use xtask::lab::{self, Node, Scheduler};
 
 /// Requests per test.
 const REQUESTS: usize = 300;
 
 /// Even share of each backend.
 const EVEN: usize = REQUESTS / lab::WEB_COUNT as usize;
-
-/// How long `lb` gets to attach and program its maps.
-const LB_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn round_robin_spreads_within_5_percent_of_even() {
@@ -54,26 +50,14 @@ fn lab_config_is_accepted_by_lb() {
 }
 
 fn spread(prefix: &str, scheduler: Scheduler, allowed: RangeInclusive<usize>) {
-    assert!(
-        bootstrap::is_root(),
-        "this test needs root (network namespaces, XDP): run `cargo xtask test` as root"
-    );
-    // The leftovers of a crashed earlier run of this very test, if any.
-    lab::teardown(prefix).expect("removing a stale lab");
+    let pair = Pair::start(prefix, Setup::Single(lab::lb_config_toml(scheduler)));
+    let before = pair.status(Node::Lb1);
 
-    let lab = Lab::up(&LabOptions::new(prefix)).expect("bringing the lab up");
-    let config = lab
-        .write_lb_config(scheduler)
-        .expect("writing the lb config");
-    let mut lb = lab
-        .start_lb(Node::Lb1, &paths::lb_binary(), &config)
-        .expect("starting lb");
-    lab.wait_until_vip_serves(&mut lb, LB_READY_TIMEOUT)
-        .expect("lb serving the VIP");
-
-    let replies = lab
+    let replies = pair
+        .lab()
         .http_get_many(&lab::vip_url(), REQUESTS)
         .expect("requests from the client");
+    let after = pair.status(Node::Lb1);
     let counts = lab::tally(&replies);
     println!("{scheduler}: {counts:?}");
     let failed = replies.iter().filter(|reply| !reply.is_ok()).count();
@@ -87,18 +71,26 @@ fn spread(prefix: &str, scheduler: Scheduler, allowed: RangeInclusive<usize>) {
             allowed.contains(&answered),
             "{scheduler}: {web} answered {answered} of {REQUESTS}, expected {allowed:?}; all: {counts:?}"
         );
+        let service = lab::SERVICE_NAME;
+        let new_flows = after
+            .service(service)
+            .backend(&web.name())
+            .counters
+            .new_flows
+            - before
+                .service(service)
+                .backend(&web.name())
+                .counters
+                .new_flows;
+        assert_eq!(
+            new_flows, answered as u64,
+            "{scheduler}: lb1 counted {new_flows} new flows to {web}, which answered {answered}"
+        );
     }
     assert_eq!(
         counts.len(),
         Node::WEBS.len(),
         "unexpected answers: {counts:?}"
     );
-
-    let status = lb.stop().expect("stopping lb");
-    assert!(status.success(), "lb exited with {status} on SIGTERM");
-    lab.down().expect("tearing the lab down");
-    assert!(
-        !lab::exists(prefix).expect("listing namespaces"),
-        "namespaces left behind"
-    );
+    pair.down();
 }
