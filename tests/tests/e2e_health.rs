@@ -112,8 +112,8 @@ fn a_stopped_backend_leaves_within_the_bound_and_rejoins_after_rise() {
     // The stream runs on for a few seconds: web2 must take new flows again.
     let log = stream.finish();
 
-    let before = log.before(stopped_at);
-    let after_stop = log.since(stopped_at);
+    let before = log.ended_before(stopped_at);
+    let after_stop = log.not_ended_before(stopped_at);
     let failures: Vec<&StreamReply> = after_stop.iter().copied().filter(failed).collect();
     let bound_end = stopped_at + FAILURE_BOUND;
     println!(

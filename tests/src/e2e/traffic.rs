@@ -86,6 +86,25 @@ impl StreamLog {
         self.replies.iter().filter(|reply| reply.at < at).collect()
     }
 
+    /// The requests that had ended before `at`: the ones an event at `at`
+    /// cannot have touched (a request started just before it may still be
+    /// in flight).
+    pub fn ended_before(&self, at: SystemTime) -> Vec<&StreamReply> {
+        self.replies
+            .iter()
+            .filter(|reply| reply.at + reply.took < at)
+            .collect()
+    }
+
+    /// The requests still running at `at` or started after it: the ones
+    /// an event at `at` may have touched.
+    pub fn not_ended_before(&self, at: SystemTime) -> Vec<&StreamReply> {
+        self.replies
+            .iter()
+            .filter(|reply| reply.at + reply.took >= at)
+            .collect()
+    }
+
     /// The requests started at or after `at`.
     pub fn since(&self, at: SystemTime) -> Vec<&StreamReply> {
         self.replies.iter().filter(|reply| reply.at >= at).collect()
