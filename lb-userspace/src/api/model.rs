@@ -1,6 +1,7 @@
 //! What the control API sends and receives, as JSON: the status report of
 //! `GET /status` and the bodies of the admin actions.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
@@ -122,6 +123,13 @@ pub struct VrrpReport {
     pub since: SystemTime,
     /// State changes since start.
     pub transitions: u64,
+    /// Adverts received and accepted since start.
+    pub adverts_accepted: u64,
+    /// Adverts received and rejected since start, by reason (`ttl`,
+    /// `checksum`, `vrid_mismatch`, ...; every reason is listed).
+    pub adverts_rejected: BTreeMap<String, u64>,
+    /// Adverts sent since start.
+    pub adverts_sent: u64,
 }
 
 /// Body of `PUT /services/{service}/backends/{backend}/weight`.
@@ -294,6 +302,9 @@ mod tests {
             master: None,
             since,
             transitions: 1,
+            adverts_accepted: 10,
+            adverts_rejected: BTreeMap::from([("ttl".to_owned(), 1)]),
+            adverts_sent: 3,
         };
         let report = report(Vec::new(), Some(vrrp));
         let json = serde_json::to_value(&report).unwrap();
@@ -308,6 +319,9 @@ mod tests {
                 "master": null,
                 "since": "2023-11-14T22:13:20.123Z",
                 "transitions": 1,
+                "adverts_accepted": 10,
+                "adverts_rejected": {"ttl": 1},
+                "adverts_sent": 3,
             })
         );
         let back: StatusReport = serde_json::from_value(json).unwrap();

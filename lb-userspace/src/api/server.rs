@@ -73,6 +73,14 @@ impl VrrpFeed {
             master: status.master_address,
             since: status.since,
             transitions: status.transitions,
+            adverts_accepted: status.received.accepted,
+            adverts_rejected: status
+                .received
+                .rejections()
+                .iter()
+                .map(|&(reason, count)| (reason.to_owned(), count))
+                .collect(),
+            adverts_sent: status.sent.adverts,
         }
     }
 }

@@ -66,20 +66,28 @@ pub struct ReceiveCounters {
 }
 
 impl ReceiveCounters {
+    /// Rejected adverts by reason, with the reason's stable snake_case name
+    /// (as `/status` and the metrics show it).
+    pub fn rejections(&self) -> [(&'static str, u64); 12] {
+        [
+            ("ip_header", self.rejected_ip_header),
+            ("ttl", self.rejected_ttl),
+            ("truncated", self.rejected_truncated),
+            ("version", self.rejected_version),
+            ("type", self.rejected_type),
+            ("no_addresses", self.rejected_no_addresses),
+            ("length_mismatch", self.rejected_length_mismatch),
+            ("checksum", self.rejected_checksum),
+            ("zero_interval", self.rejected_zero_interval),
+            ("vrid_mismatch", self.rejected_vrid_mismatch),
+            ("from_own_address", self.rejected_from_own_address),
+            ("unknown_peer", self.rejected_unknown_peer),
+        ]
+    }
+
     /// Total rejected adverts, whatever the reason.
     pub fn rejected(&self) -> u64 {
-        self.rejected_ip_header
-            + self.rejected_ttl
-            + self.rejected_truncated
-            + self.rejected_version
-            + self.rejected_type
-            + self.rejected_no_addresses
-            + self.rejected_length_mismatch
-            + self.rejected_checksum
-            + self.rejected_zero_interval
-            + self.rejected_vrid_mismatch
-            + self.rejected_from_own_address
-            + self.rejected_unknown_peer
+        self.rejections().iter().map(|(_, count)| count).sum()
     }
 
     pub(crate) fn count_packet_error(&mut self, error: PacketError) {
@@ -161,21 +169,12 @@ mod tests {
         counters.count_rejection(AdvertRejected::FromOwnAddress);
         counters.rejected_unknown_peer += 1;
         assert_eq!(counters.rejected(), 12);
-        let each = [
-            counters.rejected_ip_header,
-            counters.rejected_ttl,
-            counters.rejected_truncated,
-            counters.rejected_version,
-            counters.rejected_type,
-            counters.rejected_no_addresses,
-            counters.rejected_length_mismatch,
-            counters.rejected_checksum,
-            counters.rejected_zero_interval,
-            counters.rejected_vrid_mismatch,
-            counters.rejected_from_own_address,
-            counters.rejected_unknown_peer,
-        ];
+        let each = counters.rejections().map(|(_, count)| count);
         assert_eq!(each, [1; 12]);
+        let mut names = counters.rejections().map(|(name, _)| name).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 12, "one name per reason");
         assert_eq!(counters.accepted, 0);
     }
 
