@@ -155,6 +155,31 @@ pub fn build_table(backends: &[MaglevBackend], m: u32) -> Result<Vec<u32>, Magle
     }
 }
 
+/// The smallest table size with which [`build_table`] gives at least one slot
+/// to every backend of `weights` (zero weights left out), and to every
+/// backend of any subset of them, whatever their keys: `ceil(S / min) + n - 2`
+/// (at least 1), for `n` weights of sum `S`, the smallest `min`.
+///
+/// Why it suffices: with `max` the largest weight, a backend of weight `w`
+/// has claimed `floor(r * w / max)` slots after `r` rounds, so the lightest
+/// one claims its first slot in round `k = ceil(max / min)`. Until then the
+/// others claim at most `sum floor(k * w_i / max)`, which is below
+/// `sum (w_i / min + 1) = (S - min) / min + n - 1` because
+/// `k < max / min + 1` and `w_i <= max`; a table of at least that many slots
+/// still has a free one when the lightest backend's turn comes. A heavier
+/// backend's turn comes no later, and a subset has a smaller `n` and a
+/// smaller `(S - min) / min` (its sum minus its smallest weight is at most
+/// `S - min`, its smallest weight at least `min`), so the same size serves
+/// every subset: every set of backends the data path may see up.
+pub fn min_table_size(weights: &[u32]) -> u64 {
+    let serving = weights.iter().copied().filter(|&w| w > 0).map(u64::from);
+    let Some(min) = serving.clone().min() else {
+        return 1;
+    };
+    let (count, sum) = serving.fold((0u64, 0u64), |(n, s), w| (n + 1, s + w));
+    (sum.div_ceil(min) + count).saturating_sub(2).max(1)
+}
+
 /// One backend's walk through its permutation `(offset + j * skip) % m`.
 struct PermutationWalker {
     /// The slot the walk visits next.
@@ -463,6 +488,107 @@ mod tests {
         let counts = slot_counts(&table, 20);
         assert_eq!(counts[0], 0);
         assert!(counts.iter().all(|&c| c <= 1));
+    }
+
+    /// splitmix64: a small deterministic generator for the property tests.
+    struct SplitMix(u64);
+
+    impl SplitMix {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            fmix64(self.0)
+        }
+
+        /// Uniform enough in `0..n` for small `n`.
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn smallest_prime_at_least(n: u64) -> u32 {
+        let mut m = u32::try_from(n).unwrap();
+        while !is_prime(m) {
+            m += 1;
+        }
+        m
+    }
+
+    /// Whether `build_table` gives every backend of `backends` a slot in `m`.
+    fn every_backend_has_a_slot(backends: &[MaglevBackend], m: u32) -> bool {
+        let table = build_table(backends, m).unwrap();
+        backends.iter().all(|b| table.contains(&b.id))
+    }
+
+    #[test]
+    fn min_table_size_of_simple_weight_sets() {
+        assert_eq!(min_table_size(&[]), 1);
+        assert_eq!(min_table_size(&[0, 0]), 1);
+        assert_eq!(min_table_size(&[7]), 1);
+        assert_eq!(min_table_size(&[1, 1, 1]), 4);
+        assert_eq!(min_table_size(&[2, 1]), 3);
+        // ceil(150 / 31) + 3 - 2; zero weights are left out.
+        assert_eq!(min_table_size(&[51, 68, 31, 0]), 6);
+        assert_eq!(min_table_size(&[u32::MAX, 1]), u64::from(u32::MAX) + 1);
+    }
+
+    /// The case that showed the earlier rule, `M >= ceil(S / min)`, unsound:
+    /// M = 5 with weights 51, 68 and 31 listed in that key order starves 31.
+    #[test]
+    fn below_min_table_size_the_lightest_backend_can_starve() {
+        let backends = [(1, 51), (2, 68), (3, 31)].map(|(id, weight)| MaglevBackend {
+            id,
+            key: u64::from(id),
+            weight,
+        });
+        let table = build_table(&backends, 5).unwrap();
+        assert!(!table.contains(&3), "{table:?}");
+        let m = smallest_prime_at_least(min_table_size(&[51, 68, 31]));
+        assert_eq!(m, 7);
+        assert!(every_backend_has_a_slot(&backends, m));
+    }
+
+    /// Property: 10,000 random weight sets (1 to 8 backends, weights 1..=100,
+    /// fixed seed), each in the smallest prime table `min_table_size` allows,
+    /// give every backend a slot, for the whole set and for random subsets.
+    /// Every other set puts its lightest backend last in key order, the
+    /// worst case of the bound.
+    #[test]
+    fn min_table_size_never_starves_a_backend_of_any_subset() {
+        let mut rng = SplitMix(0x6c62_2d6d_6167_6c65);
+        for case in 0..10_000u32 {
+            let n = 1 + rng.below(8) as u32;
+            let mut backends: Vec<MaglevBackend> = (1..=n)
+                .map(|id| MaglevBackend {
+                    id,
+                    key: rng.next() >> 1,
+                    weight: 1 + rng.below(100) as u32,
+                })
+                .collect();
+            if case % 2 == 0 {
+                let lightest = backends.iter_mut().min_by_key(|b| b.weight).unwrap();
+                lightest.key = u64::MAX;
+            }
+            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            let m = smallest_prime_at_least(min_table_size(&weights));
+            let full = (1u32 << n) - 1;
+            let masks = [
+                full,
+                1 + rng.below(u64::from(full)) as u32,
+                1 + rng.below(u64::from(full)) as u32,
+            ];
+            for mask in masks {
+                let subset: Vec<MaglevBackend> = backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| mask & (1 << index) != 0)
+                    .map(|(_, b)| *b)
+                    .collect();
+                assert!(
+                    every_backend_has_a_slot(&subset, m),
+                    "case {case}: m={m} weights={weights:?} subset={mask:#b}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,14 @@ impl fmt::Display for Location {
     }
 }
 
+/// Largest configuration file read, in bytes (1 MiB): a real one is a few
+/// KiB, and the bound keeps `/dev/zero` or a runaway file from exhausting
+/// memory.
+pub(super) const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Most characters of a value or a line quoted in a message.
+pub(super) const MAX_QUOTED_CHARS: usize = 100;
+
 /// Why a configuration file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +50,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The path is a directory, a device, a FIFO or a socket.
+    #[error("{file}: not a regular file (a configuration is a regular file of at most 1 MiB)")]
+    NotAFile { file: String },
+    /// The file is larger than 1 MiB.
+    #[error("{file}: larger than 1 MiB ({MAX_FILE_BYTES} bytes), the most a configuration file may hold")]
+    TooLarge { file: String },
     /// The file is not valid TOML, or does not have the expected shape
     /// (unknown or missing field, wrong type).
     #[error("{file}:{at}: {message}")]
@@ -59,13 +73,24 @@ pub enum ConfigError {
         field: String,
         problem: String,
     },
+    /// A setting given on the command line has a value the load balancer
+    /// cannot use.
+    #[error("{argument}: {problem}")]
+    Argument {
+        /// The option, e.g. `--pin-dir`.
+        argument: &'static str,
+        problem: String,
+    },
 }
 
 impl ConfigError {
     /// Where in the file the error is, when it is about the file's content.
     pub fn location(&self) -> Option<Location> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. }
+            | ConfigError::NotAFile { .. }
+            | ConfigError::TooLarge { .. }
+            | ConfigError::Argument { .. } => None,
             ConfigError::Syntax { at, .. } | ConfigError::Invalid { at, .. } => Some(*at),
         }
     }
@@ -84,6 +109,8 @@ impl ConfigError {
             .collect::<Vec<_>>()
             .join("; ")
             .replace("expected i64", "expected an integer");
+        // serde quotes the offending value, which may be huge.
+        let message = shorten(&message);
         let Some(span) = error.span() else {
             return ConfigError::Syntax {
                 file: file.to_owned(),
@@ -96,7 +123,7 @@ impl ConfigError {
         let message = if line_text.is_empty() {
             message
         } else {
-            format!("{message} (in `{line_text}`)")
+            format!("{message} (in `{}`)", prefix(line_text))
         };
         ConfigError::Syntax {
             file: file.to_owned(),
@@ -104,6 +131,36 @@ impl ConfigError {
             message,
         }
     }
+}
+
+/// `value` quoted (Rust string syntax), cut after [`MAX_QUOTED_CHARS`]
+/// characters: `"abc"`, or `"abc…"…` for a longer one.
+pub(super) fn quote(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+    }
+}
+
+/// `text` cut after [`MAX_QUOTED_CHARS`] characters, with `…` if cut.
+fn prefix(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+/// `message` with its middle cut out if it is long, keeping its start and
+/// its end (where a serde message says what was expected).
+fn shorten(message: &str) -> String {
+    const KEEP_END: usize = 60;
+    let chars = message.chars().count();
+    if chars <= MAX_QUOTED_CHARS + KEEP_END {
+        return message.to_owned();
+    }
+    let head: String = message.chars().take(MAX_QUOTED_CHARS).collect();
+    let tail: String = message.chars().skip(chars - KEEP_END).collect();
+    format!("{head}…{tail}")
 }
 
 /// `line` without its trailing `# comment` (a `#` inside a string is kept) and
@@ -150,7 +207,21 @@ impl ErrorSite<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{without_comment, Location};
+    use super::{quote, shorten, without_comment, Location};
+
+    #[test]
+    fn long_values_and_messages_are_cut() {
+        assert_eq!(quote("eth0"), "\"eth0\"");
+        let long = "é".repeat(150);
+        assert_eq!(quote(&long), format!("\"{}\"…", "é".repeat(100)));
+        let message = format!(
+            "invalid type: string \"{}\", expected an integer",
+            "a".repeat(10_000)
+        );
+        let short = shorten(&message);
+        assert_eq!(short.chars().count(), 161);
+        assert!(short.ends_with("\", expected an integer"), "{short}");
+    }
 
     #[test]
     fn comments_are_cut_outside_strings_only() {

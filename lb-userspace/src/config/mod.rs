@@ -10,25 +10,66 @@ mod model;
 mod raw;
 mod validate;
 
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use error::MAX_FILE_BYTES;
 pub use error::{ConfigError, Location};
 pub use model::{
     Backend, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service, Tracking,
     VrrpPair, DEFAULT_API, WEIGHT_RANGE,
 };
-pub use validate::default_pin_dir;
+pub use validate::{default_pin_dir, table_fits, validate_pin_dir, TableTooSmall};
 
 pub use crate::dataplane::XdpModePreference;
 
-/// Reads and validates the configuration file at `path`.
+/// Reads and validates the configuration file at `path`: a regular file of
+/// at most 1 MiB of UTF-8.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: file.clone(),
-        source,
-    })?;
+    let text = read_bounded(path, &file)?;
     parse(&text, &file)
+}
+
+/// The text of the regular file at `path`, read without waiting on a FIFO
+/// and without reading more than [`MAX_FILE_BYTES`] + 1 bytes.
+fn read_bounded(path: &Path, file: &str) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        file: file.to_owned(),
+        source,
+    };
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer. It does
+    // nothing to the reads of a regular file, the only kind read below.
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let metadata = handle.metadata().map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(ConfigError::NotAFile {
+            file: file.to_owned(),
+        });
+    }
+    let too_large = || ConfigError::TooLarge {
+        file: file.to_owned(),
+    };
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    // The file may grow after the size was read: read one byte past the limit.
+    let mut bytes = Vec::new();
+    handle
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes)
+        .map_err(|error| read_error(io::Error::new(io::ErrorKind::InvalidData, error)))
 }
 
 /// Validates configuration `text`; `file` is the name used in error messages.

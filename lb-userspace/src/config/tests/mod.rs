@@ -10,6 +10,8 @@ use crate::health::{
     CheckSpec, Health, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec,
 };
 
+mod bad_configs;
+mod file;
 mod vrrp;
 
 /// Joins `lines` so that `lines[i]` is line `i + 1` of the file.
@@ -444,12 +446,21 @@ fn a_round_robin_ring_longer_than_the_table_is_rejected() {
 }
 
 #[test]
-fn the_sched_table_must_fit_one_bpf_array() {
+fn the_sched_table_must_fit_its_memory_bound() {
     assert_rejected(
-        &valid_with(3, "maglev_table_size = 2147483647"),
-        3,
-        &["global.maglev_table_size", "do not fit"],
+        &valid_with(3, "max_services = 4096\nmaglev_table_size = 65537"),
+        4,
+        &[
+            "global.maglev_table_size",
+            "= 536879104 slots, more than the 270000000 (about 2 GiB)",
+        ],
     );
+    let config = parse(
+        &valid_with(3, "max_services = 2048\nmaglev_table_size = 65537"),
+        "lb.toml",
+    )
+    .unwrap();
+    assert_eq!(config.global.max_services, 2048);
 }
 
 #[test]
@@ -652,7 +663,7 @@ fn health_errors_name_the_key_and_its_line() {
         (
             &["interval = \"0s\""],
             11,
-            &["service[web].health.interval", "longer than zero"],
+            &["service[web].health.interval", "out of range (100ms..=1h)"],
         ),
         (
             &["fall = 0"],

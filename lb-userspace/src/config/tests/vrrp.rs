@@ -190,7 +190,7 @@ fn each_bad_value_is_rejected_at_its_line() {
         ("garp_count = 0", &["vrrp.garp_count"]),
         (
             r#"garp_interval = "0s""#,
-            &["vrrp.garp_interval", "positive"],
+            &["vrrp.garp_interval", "out of range (10ms..=1m)"],
         ),
         (r#"garp_refresh = "0s""#, &["vrrp.garp_refresh"]),
         (r#"notify_master = "  ""#, &["vrrp.notify_master", "empty"]),

@@ -1,15 +1,20 @@
-//! Checks of single values that several sections share: integers in a range,
-//! names, addresses. Each error names the field and points at the value.
+//! Checks of single values that several sections share: integers and
+//! durations in a range, names, interface names, addresses. Each error names
+//! the field, points at the value and says what is allowed.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::config::error::{ConfigError, ErrorSite};
+use crate::config::error::{quote, ConfigError, ErrorSite};
 
 /// Longest service or backend name.
 const MAX_NAME_LEN: usize = 32;
+/// Longest Linux interface name (IFNAMSIZ - 1).
+const MAX_INTERFACE_NAME_LEN: usize = 15;
 
 /// `value` if it lies in `range`.
 pub(super) fn integer_in(
@@ -30,6 +35,69 @@ pub(super) fn integer_in(
     }
 }
 
+/// The durations a setting accepts, both ends included.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DurationRange {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl fmt::Display for DurationRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={}", Short(self.min), Short(self.max))
+    }
+}
+
+/// A duration the way a user writes it: `0s`, `10ms`, `40.95s`, `1m`, `24h`.
+struct Short(Duration);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+        match (secs, nanos) {
+            (0, 0) => f.write_str("0s"),
+            (0, _) if nanos % 1_000_000 == 0 => write!(f, "{}ms", nanos / 1_000_000),
+            (_, 0) if secs % 3600 == 0 => write!(f, "{}h", secs / 3600),
+            (_, 0) if secs % 60 == 0 => write!(f, "{}m", secs / 60),
+            (_, 0) => write!(f, "{secs}s"),
+            _ => {
+                let fraction = format!("{nanos:09}");
+                write!(f, "{secs}.{}s", fraction.trim_end_matches('0'))
+            }
+        }
+    }
+}
+
+/// A duration such as `"500ms"`, `"2s"` or `"1m 30s"`, within `range`.
+pub(super) fn duration_in(
+    value: &Spanned<String>,
+    range: DurationRange,
+    field: &str,
+    site: &ErrorSite<'_>,
+) -> Result<Duration, ConfigError> {
+    let text = value.get_ref();
+    let out_of_range = || {
+        site.invalid(
+            value.span(),
+            field,
+            format!("{} is out of range ({range})", quote(text)),
+        )
+    };
+    match humantime::parse_duration(text) {
+        Ok(duration) if (range.min..=range.max).contains(&duration) => Ok(duration),
+        Ok(_) | Err(humantime::DurationError::NumberOverflow) => Err(out_of_range()),
+        Err(error) => Err(site.invalid(
+            value.span(),
+            field,
+            format!(
+                "{} is not a duration ({error}); write e.g. \"500ms\", \"2s\" or \"1m 30s\", within {range}",
+                quote(text)
+            ),
+        )),
+    }
+}
+
 /// A service or backend name: 1 to 32 characters of a-z, 0-9, '_' and '-'.
 pub(super) fn name(
     name: &Spanned<String>,
@@ -47,12 +115,59 @@ pub(super) fn name(
         Err(site.invalid(
             name.span(),
             field,
-            format!("{n:?} is not a valid name (1 to {MAX_NAME_LEN} characters of a-z, 0-9, '_' and '-')"),
+            format!(
+                "{} is not a valid name (1 to {MAX_NAME_LEN} characters of a-z, 0-9, '_' and '-')",
+                quote(n)
+            ),
         ))
     }
 }
 
-/// An IPv4 address that is not 0.0.0.0, loopback, multicast or broadcast.
+/// A name the kernel accepts for a network interface (its `dev_valid_name`):
+/// 1 to 15 bytes, not `.` or `..`, no `/`, `:`, whitespace or control
+/// character. It is also a path component of the default pin directory, so
+/// it can never lead out of it.
+pub(super) fn interface_name(
+    value: &Spanned<String>,
+    field: &str,
+    site: &ErrorSite<'_>,
+) -> Result<String, ConfigError> {
+    let text = value.get_ref();
+    let valid = (1..=MAX_INTERFACE_NAME_LEN).contains(&text.len())
+        && text != "."
+        && text != ".."
+        && !text
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(text.clone())
+    } else {
+        Err(site.invalid(
+            value.span(),
+            field,
+            format!(
+                "{} is not an interface name (1 to {MAX_INTERFACE_NAME_LEN} bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)",
+                quote(text)
+            ),
+        ))
+    }
+}
+
+/// Address blocks that are never a host of their own: a VIP, backend, probe
+/// source or VRRP address there is a mistake.
+const NOT_UNICAST: [(Ipv4Addr, u8, &str); 4] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\""),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
+    (
+        Ipv4Addr::new(240, 0, 0, 0),
+        4,
+        "reserved (and holds the broadcast address)",
+    ),
+];
+
+/// An IPv4 unicast address: anything outside 0.0.0.0/8, 127.0.0.0/8,
+/// 224.0.0.0/4 (multicast) and 240.0.0.0/4 (reserved, and 255.255.255.255).
 pub(super) fn unicast_address(
     value: &Spanned<String>,
     field: &str,
@@ -63,19 +178,47 @@ pub(super) fn unicast_address(
         site.invalid(
             value.span(),
             field,
-            format!("{text:?} is not an IPv4 address (dotted quad, e.g. \"10.0.0.1\")"),
+            format!(
+                "{} is not an IPv4 address (dotted quad, e.g. \"10.0.0.1\")",
+                quote(text)
+            ),
         )
     })?;
-    if address.is_unspecified()
-        || address.is_loopback()
-        || address.is_multicast()
-        || address.is_broadcast()
-    {
+    let block = NOT_UNICAST.iter().find(|(network, prefix, _)| {
+        u32::from(address) >> (32 - prefix) == u32::from(*network) >> (32 - prefix)
+    });
+    if let Some((network, prefix, what)) = block {
         return Err(site.invalid(
             value.span(),
             field,
-            format!("{address} is not a unicast address"),
+            format!("{address} is not a unicast address: {network}/{prefix} is {what}; use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4"),
         ));
     }
     Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DurationRange, Short};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_shown_as_written() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(10), "10ms"),
+            (Duration::from_millis(40_950), "40.95s"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(3600 * 24), "24h"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(Short(duration).to_string(), text);
+        }
+        let range = DurationRange {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(3600),
+        };
+        assert_eq!(range.to_string(), "100ms..=1h");
+    }
 }

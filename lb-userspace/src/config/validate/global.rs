@@ -7,52 +7,61 @@ use lb_common::maglev::is_prime;
 use lb_common::maps::defaults;
 use toml::Spanned;
 
-use super::fields::{integer_in, unicast_address};
+use super::fields::{integer_in, interface_name, unicast_address};
 use super::pin_dir;
-use crate::config::error::{ConfigError, ErrorSite};
-use crate::config::model::{Global, DEFAULT_API};
+use crate::config::error::{quote, ConfigError, ErrorSite};
+use crate::config::model::{Global, Service, DEFAULT_API};
 use crate::config::raw::RawGlobal;
 use crate::dataplane::XdpModePreference;
 use crate::health::ProbeSource;
 
-/// Longest Linux interface name (IFNAMSIZ - 1).
-const MAX_INTERFACE_NAME_LEN: usize = 15;
+/// Most entries of the LRU flow table: 16M. An entry costs about 100 bytes
+/// of kernel memory (key, value, hash and LRU bookkeeping), so this is about
+/// 1.6 GiB, far beyond what one node's connections need.
+pub(super) const MAX_FLOW_TABLE_SIZE: i64 = 1 << 24;
+/// Largest Maglev table size, a prime: 1,000,003. Maglev balances within 1%
+/// from about 100 slots per backend, so this serves 10,000 backends; every
+/// rebuild (on each health change) walks the whole table.
+pub(super) const MAX_MAGLEV_TABLE_SIZE: i64 = 1_000_003;
+/// Most services: 4096 (each holds two halves of M slots in `SCHED_TABLE`).
+pub(super) const MAX_SERVICES: i64 = 4096;
+/// Most (service, backend) memberships: 65,536 (each has per-CPU counters).
+pub(super) const MAX_BACKENDS: i64 = 1 << 16;
+/// Most `SCHED_TABLE` slots (max_services x 2 x maglev_table_size):
+/// 270,000,000, room for 2048 services of the default 65,537 slots. The
+/// kernel stores each u32 entry of an array map in 8 bytes, so this is about
+/// 2 GiB of kernel memory.
+pub(super) const MAX_SCHED_TABLE_SLOTS: u64 = 270_000_000;
 
 /// The model of `[global]`.
 pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, ConfigError> {
-    let interface = raw.interface.get_ref();
-    if interface.is_empty()
-        || interface.len() > MAX_INTERFACE_NAME_LEN
-        || interface.contains(|c: char| c == '/' || c.is_whitespace())
-    {
-        return Err(site.invalid(
-            raw.interface.span(),
-            "global.interface",
-            format!("{interface:?} is not an interface name (1 to {MAX_INTERFACE_NAME_LEN} characters, no '/' or spaces)"),
-        ));
-    }
-    let size = |value: &Option<Spanned<i64>>, field: &str, default: u32| match value {
-        Some(value) => integer_in(value, 1..=i64::from(u32::MAX), field, site).map(|v| v as u32),
+    let interface = interface_name(&raw.interface, "global.interface", site)?;
+    let size = |value: &Option<Spanned<i64>>, field: &str, max: i64, default: u32| match value {
+        Some(value) => integer_in(value, 1..=max, field, site).map(|v| v as u32),
         None => Ok(default),
     };
     let flow_table_size = size(
         &raw.flow_table_size,
         "global.flow_table_size",
+        MAX_FLOW_TABLE_SIZE,
         defaults::FLOW_TABLE_SIZE,
     )?;
     let maglev_table_size = size(
         &raw.maglev_table_size,
         "global.maglev_table_size",
+        MAX_MAGLEV_TABLE_SIZE,
         defaults::MAGLEV_TABLE_SIZE,
     )?;
     let max_services = size(
         &raw.max_services,
         "global.max_services",
+        MAX_SERVICES,
         defaults::MAX_SERVICES,
     )?;
     let max_backends = size(
         &raw.max_backends,
         "global.max_backends",
+        MAX_BACKENDS,
         defaults::MAX_BACKENDS,
     )?;
     if !is_prime(maglev_table_size) {
@@ -66,7 +75,8 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
         ));
     }
     // Two halves (double buffering) of M slots per service, in one array map.
-    if u64::from(max_services) * 2 * u64::from(maglev_table_size) > u64::from(u32::MAX) {
+    let slots = u64::from(max_services) * 2 * u64::from(maglev_table_size);
+    if slots > MAX_SCHED_TABLE_SLOTS {
         let span = raw
             .maglev_table_size
             .as_ref()
@@ -75,7 +85,7 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
         return Err(site.invalid(
             span,
             "global.maglev_table_size",
-            format!("max_services ({max_services}) x 2 x maglev_table_size ({maglev_table_size}) slots do not fit in one BPF array (at most {} entries)", u32::MAX),
+            format!("max_services ({max_services}) x 2 x maglev_table_size ({maglev_table_size}) = {slots} slots, more than the {MAX_SCHED_TABLE_SLOTS} (about 2 GiB) the scheduling table may hold; lower either"),
         ));
     }
     let xdp_mode = match &raw.xdp_mode {
@@ -89,14 +99,14 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
                     mode.span(),
                     "global.xdp_mode",
                     format!(
-                        "unknown XDP mode {other:?} (expected \"auto\", \"driver\" or \"generic\")"
+                        "unknown XDP mode {} (expected \"auto\", \"driver\" or \"generic\")",
+                        quote(other)
                     ),
                 ))
             }
         },
     };
     Ok(Global {
-        interface: interface.clone(),
         flow_table_size,
         maglev_table_size,
         max_services,
@@ -104,7 +114,8 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
         health_source: health_source(raw, site)?,
         xdp_mode,
         api: api_address(raw, site)?,
-        pin_dir: pin_dir::validate(raw.pin_dir.as_ref(), interface, site)?,
+        pin_dir: pin_dir::validate(raw.pin_dir.as_ref(), &interface, site)?,
+        interface,
     })
 }
 
@@ -112,16 +123,41 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
 /// which defaults to the XDP interface.
 fn health_source(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<ProbeSource, ConfigError> {
     let (interface, span) = match &raw.health_interface {
-        Some(name) => (name.get_ref(), name.span()),
-        None => (raw.interface.get_ref(), raw.interface.span()),
+        Some(name) => (
+            interface_name(name, "global.health_interface", site)?,
+            name.span(),
+        ),
+        None => (raw.interface.get_ref().clone(), raw.interface.span()),
     };
     let mut source = ProbeSource::default()
-        .with_interface(interface)
+        .with_interface(&interface)
         .map_err(|error| site.invalid(span, "global.health_interface", error.to_string()))?;
     if let Some(address) = &raw.health_source {
         source = source.with_address(unicast_address(address, "global.health_source", site)?);
     }
     Ok(source)
+}
+
+/// Rejects a `health_source` that is a service's VIP: with dsr-l2 every
+/// backend holds the VIPs itself, so it would answer such probes locally and
+/// the checks would always fail.
+pub(super) fn check_health_source(
+    raw: &RawGlobal,
+    global: &Global,
+    services: &[Service],
+    site: &ErrorSite<'_>,
+) -> Result<(), ConfigError> {
+    let (Some(value), Some(address)) = (&raw.health_source, global.health_source.address()) else {
+        return Ok(());
+    };
+    match services.iter().find(|service| service.vip == address) {
+        Some(service) => Err(site.invalid(
+            value.span(),
+            "global.health_source",
+            format!("{address} is the VIP of service {:?}; probes must leave from an address of this node that is not a VIP (the backends hold the VIPs and would answer themselves)", service.name),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The control API listens on loopback only: it has no authentication.
@@ -132,8 +168,8 @@ fn api_address(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<SocketAddr, Conf
     let invalid = |problem: String| site.invalid(api.span(), "global.api", problem);
     let address: SocketAddr = api.get_ref().parse().map_err(|_| {
         invalid(format!(
-            "{:?} is not an address and port (e.g. \"127.0.0.1:9180\")",
-            api.get_ref()
+            "{} is not an address and port (e.g. \"127.0.0.1:9180\")",
+            quote(api.get_ref())
         ))
     })?;
     if !address.ip().is_loopback() {

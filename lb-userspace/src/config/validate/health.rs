@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::fields::integer_in;
-use crate::config::error::{ConfigError, ErrorSite};
+use super::fields::{duration_in, integer_in, DurationRange};
+use crate::config::error::{quote, ConfigError, ErrorSite};
 use crate::config::model::{HealthCheck, Protocol};
 use crate::config::raw::RawHealth;
 use crate::health::spec::{DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT};
@@ -22,6 +22,18 @@ use crate::health::{
 const COUNT_RANGE: std::ops::RangeInclusive<i64> = 1..=1000;
 /// Path of an HTTP check unless configured.
 const DEFAULT_PATH: &str = "/";
+/// Accepted `interval`, `fastinter` and `downinter`: more than 10 checks a
+/// second per backend is load, not information; an hour is the longest
+/// useful wait before noticing a change.
+const INTERVAL_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(3600),
+};
+/// Accepted `timeout` of one whole check.
+const TIMEOUT_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(10),
+    max: Duration::from_secs(60),
+};
 
 /// The service whose check is validated.
 pub(super) struct CheckedService<'a> {
@@ -101,7 +113,7 @@ impl HealthValidator<'_> {
             )? as u16,
             None => self.service.port,
         };
-        let timeout = self.duration(&self.raw.timeout, "timeout")?;
+        let timeout = self.duration(&self.raw.timeout, "timeout", TIMEOUT_RANGE)?;
         let probe = ProbeSpec::new(kind, timeout.unwrap_or(DEFAULT_TIMEOUT))
             .map_err(|e| self.spec_error(&e))?
             .with_source(self.service.source.clone());
@@ -123,7 +135,7 @@ impl HealthValidator<'_> {
                 other => Err(self.invalid(
                     kind.span(),
                     "type",
-                    format!("unknown check type {other:?} (expected \"tcp\", \"http\" or \"none\")"),
+                    format!("unknown check type {} (expected \"tcp\", \"http\" or \"none\")", quote(other)),
                 )),
             },
             None => match self.service.protocol {
@@ -207,15 +219,15 @@ impl HealthValidator<'_> {
         };
         let rise = count(&raw.rise, "rise", DEFAULT_RISE)?;
         let fall = count(&raw.fall, "fall", DEFAULT_FALL)?;
-        let interval = self.duration(&raw.interval, "interval")?;
+        let interval = self.duration(&raw.interval, "interval", INTERVAL_RANGE)?;
         let mut params = HealthParams::new(interval.unwrap_or(DEFAULT_INTERVAL), rise, fall)
             .map_err(|e| self.spec_error(&e))?;
-        if let Some(fastinter) = self.duration(&raw.fastinter, "fastinter")? {
+        if let Some(fastinter) = self.duration(&raw.fastinter, "fastinter", INTERVAL_RANGE)? {
             params = params
                 .with_fastinter(fastinter)
                 .map_err(|e| self.spec_error(&e))?;
         }
-        if let Some(downinter) = self.duration(&raw.downinter, "downinter")? {
+        if let Some(downinter) = self.duration(&raw.downinter, "downinter", INTERVAL_RANGE)? {
             params = params
                 .with_downinter(downinter)
                 .map_err(|e| self.spec_error(&e))?;
@@ -227,22 +239,12 @@ impl HealthValidator<'_> {
         &self,
         value: &Option<Spanned<String>>,
         leaf: &str,
+        range: DurationRange,
     ) -> Result<Option<Duration>, ConfigError> {
-        let Some(value) = value else {
-            return Ok(None);
-        };
-        humantime::parse_duration(value.get_ref())
-            .map(Some)
-            .map_err(|error| {
-                self.invalid(
-                    value.span(),
-                    leaf,
-                    format!(
-                        "{:?} is not a duration ({error}); write e.g. \"2s\", \"500ms\" or \"1m 30s\"",
-                        value.get_ref()
-                    ),
-                )
-            })
+        value
+            .as_ref()
+            .map(|value| duration_in(value, range, &self.field(leaf), self.site))
+            .transpose()
     }
 
     /// A rejection by the health model, located at the key it names.
@@ -275,6 +277,16 @@ impl HealthValidator<'_> {
                     .and_then(|(_, value)| value.as_ref().map(Spanned::span))
             })
             .unwrap_or_else(|| self.table.clone());
-        self.invalid(span, leaf, error.to_string())
+        // The model quotes the rejected value whole; quote at most its start.
+        let message = match error {
+            SpecError::StatusRange { value }
+            | SpecError::Path { value }
+            | SpecError::Host { value }
+            | SpecError::Interface { value } => error
+                .to_string()
+                .replace(&format!("{value:?}"), &quote(value)),
+            _ => error.to_string(),
+        };
+        self.invalid(span, leaf, message)
     }
 }

@@ -9,9 +9,11 @@ mod global;
 mod health;
 mod pin_dir;
 mod service;
+mod table;
 mod vrrp;
 
-pub use pin_dir::default_pin_dir;
+pub use pin_dir::{default_pin_dir, validate_pin_dir};
+pub use table::{table_fits, TableTooSmall};
 
 use super::error::{ConfigError, ErrorSite};
 use super::model::Config;
@@ -25,6 +27,7 @@ pub(super) fn validate(raw: RawConfig, site: &ErrorSite<'_>) -> Result<Config, C
         services.add(raw_service)?;
     }
     let services = services.into_services();
+    global::check_health_source(&raw.global, &global, &services, site)?;
     let vrrp = raw
         .vrrp
         .as_ref()

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
-use lb_common::ring::round_robin_ring;
 use toml::Spanned;
 
 use super::fields::{self, integer_in, unicast_address};
 use super::health::{self, CheckedService};
-use crate::config::error::{ConfigError, ErrorSite, Location};
+use super::table::table_fits;
+use crate::config::error::{quote, ConfigError, ErrorSite, Location};
 use crate::config::model::{
     Backend, Forwarding, Global, Protocol, Scheduler, Service, WEIGHT_RANGE,
 };
@@ -27,6 +27,10 @@ pub(super) struct ServicesValidator<'a> {
     names: HashMap<String, usize>,
     /// (VIP, port, protocol) -> (service name, line).
     endpoints: HashMap<(Ipv4Addr, u16, Protocol), (String, usize)>,
+    /// VIP -> (first service name, line).
+    vips: HashMap<Ipv4Addr, (String, usize)>,
+    /// Backend address -> (service name, backend name, line), the first seen.
+    backend_addresses: HashMap<Ipv4Addr, (String, String, usize)>,
     backend_count: u64,
 }
 
@@ -38,6 +42,8 @@ impl<'a> ServicesValidator<'a> {
             services: Vec::new(),
             names: HashMap::new(),
             endpoints: HashMap::new(),
+            vips: HashMap::new(),
+            backend_addresses: HashMap::new(),
             backend_count: 0,
         }
     }
@@ -73,6 +79,13 @@ impl<'a> ServicesValidator<'a> {
             ));
         }
         let vip = unicast_address(&raw.vip, &field("vip"), site)?;
+        if let Some((service, backend, line)) = self.backend_addresses.get(&vip) {
+            return Err(site.invalid(
+                raw.vip.span(),
+                field("vip"),
+                format!("{vip} is the address of backend {backend:?} of service {service:?} (line {line}); a VIP cannot also be a backend"),
+            ));
+        }
         let port = integer_in(&raw.port, 1..=i64::from(u16::MAX), &field("port"), site)? as u16;
         let protocol = match raw.protocol.get_ref().as_str() {
             "tcp" => Protocol::Tcp,
@@ -81,7 +94,10 @@ impl<'a> ServicesValidator<'a> {
                 return Err(site.invalid(
                     raw.protocol.span(),
                     field("protocol"),
-                    format!("unknown protocol {other:?} (expected \"tcp\" or \"udp\")"),
+                    format!(
+                        "unknown protocol {} (expected \"tcp\" or \"udp\")",
+                        quote(other)
+                    ),
                 ))
             }
         };
@@ -92,7 +108,10 @@ impl<'a> ServicesValidator<'a> {
                 return Err(site.invalid(
                     raw.scheduler.as_ref().map_or(0..0, Spanned::span),
                     field("scheduler"),
-                    format!("unknown scheduler {other:?} (expected \"maglev\" or \"round-robin\")"),
+                    format!(
+                        "unknown scheduler {} (expected \"maglev\" or \"round-robin\")",
+                        quote(other)
+                    ),
                 ))
             }
         };
@@ -100,9 +119,15 @@ impl<'a> ServicesValidator<'a> {
             None | Some("dsr-l2") => Forwarding::DsrL2,
             Some(other) => {
                 let problem = if matches!(other, "ipip" | "nat") {
-                    format!("forwarding mode {other:?} is not supported yet (only \"dsr-l2\")")
+                    format!(
+                        "forwarding mode {} is not supported yet (only \"dsr-l2\")",
+                        quote(other)
+                    )
                 } else {
-                    format!("unknown forwarding mode {other:?} (expected \"dsr-l2\")")
+                    format!(
+                        "unknown forwarding mode {} (expected \"dsr-l2\")",
+                        quote(other)
+                    )
                 };
                 return Err(site.invalid(
                     raw.forwarding.as_ref().map_or(0..0, Spanned::span),
@@ -146,6 +171,15 @@ impl<'a> ServicesValidator<'a> {
         let line = self.line_of(raw.name.span());
         self.names.insert(name.clone(), line);
         self.endpoints.insert(endpoint, (name.clone(), line));
+        self.vips.entry(vip).or_insert((name.clone(), line));
+        for (backend, raw_backend) in service.backends.iter().zip(&raw.backends) {
+            let line = self.line_of(raw_backend.address.span());
+            self.backend_addresses.entry(backend.address).or_insert((
+                name.clone(),
+                backend.name.clone(),
+                line,
+            ));
+        }
         self.services.push(service);
         Ok(())
     }
@@ -207,6 +241,13 @@ impl<'a> ServicesValidator<'a> {
                     format!("{parsed} is the service's own VIP"),
                 ));
             }
+            if let Some((other, line)) = self.vips.get(&parsed) {
+                return Err(site.invalid(
+                    address.span(),
+                    field("address"),
+                    format!("{parsed} is the VIP of service {other:?} (line {line}); a backend cannot also be a VIP"),
+                ));
+            }
             if let Some((other, first)) = addresses.insert(parsed, (name.get_ref(), line)) {
                 return Err(site.invalid(
                     address.span(),
@@ -240,7 +281,7 @@ impl<'a> ServicesValidator<'a> {
                         return Err(site.invalid(
                             initial.span(),
                             field("initial"),
-                            format!("unknown initial state {other:?} (expected \"up\" or \"down\")"),
+                            format!("unknown initial state {} (expected \"up\" or \"down\")", quote(other)),
                         ))
                     }
                 },
@@ -255,36 +296,17 @@ impl<'a> ServicesValidator<'a> {
         Ok(backends)
     }
 
-    /// Checks that the service's scheduling table can be built in M slots.
+    /// Checks that the service's scheduling table can be built in M slots
+    /// with a slot for every backend, whichever of them are up.
     fn check_table_fits(&self, service: &Service, raw: &RawService) -> Result<(), ConfigError> {
         let table_size = self.global.maglev_table_size;
-        let problem = match service.scheduler {
-            Scheduler::Maglev => {
-                // The lightest backend gets about M * lightest / total slots:
-                // at least one as long as M >= total / lightest.
-                let weights = service.backends.iter().map(|b| u64::from(b.weight));
-                let total: u64 = weights.clone().sum();
-                let needed = total.div_ceil(weights.min().unwrap_or(1));
-                (needed > u64::from(table_size)).then(|| {
-                    format!("Maglev needs at least {needed} slots (sum of weights / smallest weight) so that every backend gets one")
-                })
-            }
-            Scheduler::RoundRobin => {
-                let weighted: Vec<(u32, u32)> = (0..)
-                    .zip(service.backends.iter().map(|b| b.weight))
-                    .collect();
-                round_robin_ring(&weighted, table_size as usize)
-                    .err()
-                    .map(|e| e.to_string())
-            }
-        };
-        match problem {
-            None => Ok(()),
-            Some(problem) => Err(self.site.invalid(
+        let weights: Vec<u32> = service.backends.iter().map(|b| b.weight).collect();
+        table_fits(service.scheduler, &weights, table_size).map_err(|problem| {
+            self.site.invalid(
                 raw.name.span(),
                 format!("service[{}]", service.name),
                 format!("global.maglev_table_size ({table_size}) is too small for this service's backends: {problem}"),
-            )),
-        }
+            )
+        })
     }
 }

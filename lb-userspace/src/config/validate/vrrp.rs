@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::fields::{integer_in, unicast_address};
-use crate::config::error::{ConfigError, ErrorSite};
+use super::fields::{duration_in, integer_in, interface_name, unicast_address, DurationRange};
+use crate::config::error::{quote, ConfigError, ErrorSite};
 use crate::config::model::{Global, Service, Tracking, VrrpPair};
 use crate::config::raw::RawVrrp;
-use crate::vrrp::config::MAX_VIRTUAL_ADDRESSES;
+use crate::vrrp::config::{MAX_VIRTUAL_ADDRESSES, OWNER_PRIORITY};
 use crate::vrrp::{AdvertInterval, GarpConfig, NotifyCommands, VrrpConfig};
 
 /// Weight subtracted while this node's XDP program is not attached to its
@@ -22,8 +22,27 @@ const DEFAULT_TRACK_XDP_WEIGHT: u8 = 254;
 /// Weight subtracted for each tracked service that has no serving backend,
 /// unless configured (the priority drops to 1, as for the XDP program).
 const DEFAULT_TRACK_SERVICE_WEIGHT: u8 = 254;
-/// Longest Linux interface name (IFNAMSIZ - 1).
-const MAX_INTERFACE_NAME_LEN: usize = 15;
+/// Accepted `advert_interval`: what the advert's 12-bit centisecond field
+/// carries (and it must be whole centiseconds).
+const ADVERT_INTERVAL_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(10),
+    max: Duration::from_millis(40_950),
+};
+/// Accepted `preempt_delay`: none, up to an hour.
+const PREEMPT_DELAY_RANGE: DurationRange = DurationRange {
+    min: Duration::ZERO,
+    max: Duration::from_secs(3600),
+};
+/// Accepted `garp_interval` between the rounds sent on becoming master.
+const GARP_INTERVAL_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(10),
+    max: Duration::from_secs(60),
+};
+/// Accepted `garp_refresh` period.
+const GARP_REFRESH_RANGE: DurationRange = DurationRange {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(24 * 3600),
+};
 
 /// The model of `[vrrp]` (`raw`), given the validated rest of the file.
 pub(super) fn validate(
@@ -42,19 +61,19 @@ pub(super) fn validate(
         ));
     }
     let interface = match &raw.interface {
-        Some(name) => interface_name(name, site)?,
+        Some(name) => interface_name(name, "vrrp.interface", site)?,
         None => global.interface.clone(),
     };
     let vrid = integer_in(&raw.vrid, 1..=255, "vrrp.vrid", site)? as u8;
-    let priority = integer_in(&raw.priority, 1..=255, "vrrp.priority", site)? as u8;
+    let priority = priority(&raw.priority, site)?;
     let advert_interval = match &raw.advert_interval {
         Some(value) => {
-            let interval = duration(value, "vrrp.advert_interval", site)?;
+            let interval = duration_in(value, ADVERT_INTERVAL_RANGE, "vrrp.advert_interval", site)?;
             AdvertInterval::from_duration(interval).ok_or_else(|| {
                 site.invalid(
                     value.span(),
                     "vrrp.advert_interval",
-                    format!("{:?} must be a whole number of centiseconds between 10ms and 40.95s (e.g. \"100ms\", \"1s\")", value.get_ref()),
+                    format!("{} is not a whole number of centiseconds (e.g. \"100ms\", \"1s\"; the advert carries centiseconds)", quote(value.get_ref())),
                 )
             })?
         }
@@ -120,8 +139,11 @@ pub(super) fn validate(
             ));
         }
     }
-    let preempt_delay = optional_duration(&raw.preempt_delay, "vrrp.preempt_delay", site)?
-        .unwrap_or(Duration::ZERO);
+    check_listed_virtual_addresses(raw, &virtual_addresses, global, services, site)?;
+    let preempt_delay = match &raw.preempt_delay {
+        Some(value) => duration_in(value, PREEMPT_DELAY_RANGE, "vrrp.preempt_delay", site)?,
+        None => Duration::ZERO,
+    };
     let instance = VrrpConfig {
         interface,
         vrid,
@@ -145,19 +167,51 @@ pub(super) fn validate(
     })
 }
 
-fn interface_name(name: &Spanned<String>, site: &ErrorSite<'_>) -> Result<String, ConfigError> {
-    let text = name.get_ref();
-    if text.is_empty()
-        || text.len() > MAX_INTERFACE_NAME_LEN
-        || text.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
-    {
+/// `priority`: 1..=254. 255 is the RFC 5798 address owner's, a router that
+/// holds the virtual addresses as its own and keeps priority 255; lb adds and
+/// removes the VIPs with the master role and tracking lowers its priority,
+/// so it cannot be the owner.
+fn priority(value: &Spanned<i64>, site: &ErrorSite<'_>) -> Result<u8, ConfigError> {
+    if *value.get_ref() == i64::from(OWNER_PRIORITY) {
         return Err(site.invalid(
-            name.span(),
-            "vrrp.interface",
-            format!("{text:?} is not an interface name (1 to {MAX_INTERFACE_NAME_LEN} characters, no '/', ':' or spaces)"),
+            value.span(),
+            "vrrp.priority",
+            "255 is the address owner's priority (RFC 5798: a router whose own addresses are the virtual addresses); lb adds and removes the VIPs with the master role and tracking lowers its priority, so use 1..=254",
         ));
     }
-    Ok(text.clone())
+    Ok(integer_in(value, 1..=254, "vrrp.priority", site)? as u8)
+}
+
+/// Rejects a listed virtual address that is a backend's address or the
+/// probes' source: both must stay with their host, not move with the
+/// master role.
+fn check_listed_virtual_addresses(
+    raw: &RawVrrp,
+    virtual_addresses: &[Ipv4Addr],
+    global: &Global,
+    services: &[Service],
+    site: &ErrorSite<'_>,
+) -> Result<(), ConfigError> {
+    let Some(list) = &raw.virtual_addresses else {
+        // The default, the service VIPs, were checked against the backends.
+        return Ok(());
+    };
+    // `virtual_addresses` holds the parsed `list`, element by element.
+    for (value, address) in list.get_ref().iter().zip(virtual_addresses) {
+        let backend = services.iter().find_map(|service| {
+            let backend = service.backends.iter().find(|b| b.address == *address)?;
+            Some((&service.name, &backend.name))
+        });
+        let problem = if let Some((service, backend)) = backend {
+            format!("{address} is the address of backend {backend:?} of service {service:?}; a backend cannot also be a virtual address")
+        } else if global.health_source.address() == Some(*address) {
+            format!("{address} is global.health_source; probes must leave from an address this node always holds")
+        } else {
+            continue;
+        };
+        return Err(site.invalid(value.span(), "vrrp.virtual_addresses", problem));
+    }
+    Ok(())
 }
 
 /// Every distinct service VIP, in file order.
@@ -193,31 +247,16 @@ fn garp(raw: &RawVrrp, site: &ErrorSite<'_>) -> Result<GarpConfig, ConfigError> 
         None => defaults.count,
     };
     let interval = match &raw.garp_interval {
-        Some(value) => {
-            let interval = duration(value, "vrrp.garp_interval", site)?;
-            if interval.is_zero() && count > 1 {
-                return Err(site.invalid(
-                    value.span(),
-                    "vrrp.garp_interval",
-                    "must be positive when garp_count > 1",
-                ));
-            }
-            interval
-        }
+        Some(value) => duration_in(value, GARP_INTERVAL_RANGE, "vrrp.garp_interval", site)?,
         None => defaults.interval,
     };
     let refresh = match &raw.garp_refresh {
-        Some(value) => {
-            let refresh = duration(value, "vrrp.garp_refresh", site)?;
-            if refresh.is_zero() {
-                return Err(site.invalid(
-                    value.span(),
-                    "vrrp.garp_refresh",
-                    "must be positive (leave it out for no refresh)",
-                ));
-            }
-            Some(refresh)
-        }
+        Some(value) => Some(duration_in(
+            value,
+            GARP_REFRESH_RANGE,
+            "vrrp.garp_refresh",
+            site,
+        )?),
         None => defaults.refresh,
     };
     Ok(GarpConfig {
@@ -253,9 +292,9 @@ fn tracking(
             for name in list.get_ref() {
                 let text = name.get_ref();
                 let problem = if !services.iter().any(|s| &s.name == text) {
-                    Some(format!("{text:?} is not a configured service"))
+                    Some(format!("{} is not a configured service", quote(text)))
                 } else if names.contains(text) {
-                    Some(format!("{text:?} is listed twice"))
+                    Some(format!("{} is listed twice", quote(text)))
                 } else {
                     None
                 };
@@ -288,32 +327,4 @@ fn command(
         Some(command) => Ok(Some(command.get_ref().clone())),
         None => Ok(None),
     }
-}
-
-fn optional_duration(
-    value: &Option<Spanned<String>>,
-    field: &str,
-    site: &ErrorSite<'_>,
-) -> Result<Option<Duration>, ConfigError> {
-    value
-        .as_ref()
-        .map(|value| duration(value, field, site))
-        .transpose()
-}
-
-fn duration(
-    value: &Spanned<String>,
-    field: &str,
-    site: &ErrorSite<'_>,
-) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value.get_ref()).map_err(|error| {
-        site.invalid(
-            value.span(),
-            field,
-            format!(
-                "{:?} is not a duration ({error}); write e.g. \"100ms\" or \"1s\"",
-                value.get_ref()
-            ),
-        )
-    })
 }

@@ -1,0 +1,207 @@
+//! One table of bad configurations, each with the exact message `lb
+//! check-config` prints: file, line, column, field, what is wrong and what is
+//! allowed.
+
+use crate::config::parse;
+
+/// A valid one-service file; the cases edit copies of it. Lines: 1 [global],
+/// 2 interface, 3 (free), 4 [[service]], 5 name, 6 vip, 7 port, 8 protocol,
+/// 9 (free), 10 [[service.backend]], 11 name, 12 address, 13 weight,
+/// 14 (free), 15 [[service.backend]], 16 name, 17 address.
+const BASE: [&str; 17] = [
+    "[global]",
+    "interface = \"eth0\"",
+    "",
+    "[[service]]",
+    "name = \"web\"",
+    "vip = \"10.0.0.100\"",
+    "port = 80",
+    "protocol = \"tcp\"",
+    "",
+    "[[service.backend]]",
+    "name = \"web1\"",
+    "address = \"10.0.0.1\"",
+    "weight = 2",
+    "",
+    "[[service.backend]]",
+    "name = \"web2\"",
+    "address = \"10.0.0.2\"",
+];
+
+/// `BASE` with each (line, text) replaced; a text may span several lines.
+fn edited(edits: &[(usize, &str)]) -> String {
+    let mut lines: Vec<String> = BASE.iter().map(|line| (*line).to_owned()).collect();
+    for (line, text) in edits {
+        lines[line - 1] = (*text).to_owned();
+    }
+    lines.join("\n") + "\n"
+}
+
+/// `BASE` followed by `extra` from line 18 on.
+fn appended(extra: &[&str]) -> String {
+    edited(&[]) + &extra.join("\n") + "\n"
+}
+
+/// `BASE` with `[vrrp]` on line 19 and `keys` from line 20 on.
+fn with_vrrp(keys: &[&str]) -> String {
+    let mut extra = vec!["", "[vrrp]"];
+    extra.extend_from_slice(keys);
+    appended(&extra)
+}
+
+/// `BASE` with a `[service.health]` table on line 9 and `key` on line 10.
+fn with_health(key: &str) -> String {
+    edited(&[(9, &format!("[service.health]\n{key}"))])
+}
+
+/// A second service `api` from line 19: 20 name, 21 vip, 24 [[service.backend]],
+/// 25 backend name, 26 its address.
+fn with_api(vip: &str, backend_address: &str) -> String {
+    appended(&[
+        "",
+        "[[service]]",
+        "name = \"api\"",
+        &format!("vip = \"{vip}\""),
+        "port = 8080",
+        "protocol = \"tcp\"",
+        "[[service.backend]]",
+        "name = \"api1\"",
+        &format!("address = \"{backend_address}\""),
+    ])
+}
+
+#[test]
+fn every_bad_config_gets_its_exact_message() {
+    let long_name = "x".repeat(200_000);
+    let x = |n: usize| "x".repeat(n);
+    let long_vip = format!(
+        "lb.toml:6:7: service[web].vip: \"{}\"… is not an IPv4 address (dotted quad, e.g. \"10.0.0.1\")",
+        x(100)
+    );
+    // toml's message keeps its first 100 and last 60 characters, the quoted
+    // line its first 100.
+    let long_port = format!(
+        "lb.toml:7:8: invalid type: string \"{}…{}\", expected an integer (in `port = \"{}…`)",
+        x(78),
+        x(38),
+        x(92)
+    );
+    let long_track = format!(
+        "lb.toml:22:19: vrrp.track_services: \"{}\"… is not a configured service",
+        x(100)
+    );
+    let cases: Vec<(String, &str)> = vec![
+        // Maglev table too small for the weights (it would starve web3).
+        (
+            edited(&[
+                (3, "maglev_table_size = 5"),
+                (13, "weight = 51"),
+                (17, "address = \"10.0.0.2\"\nweight = 68\n[[service.backend]]\nname = \"web3\"\naddress = \"10.0.0.3\"\nweight = 31"),
+            ]),
+            "lb.toml:5:8: service[web]: global.maglev_table_size (5) is too small for this service's backends: Maglev needs at least 6 slots for these weights (ceil(sum / smallest weight) + backends - 2) so that every backend keeps one whichever backends are up",
+        ),
+        (
+            edited(&[(3, "maglev_table_size = 2"), (8, "protocol = \"tcp\"\nscheduler = \"round-robin\"")]),
+            "lb.toml:5:8: service[web]: global.maglev_table_size (2) is too small for this service's backends: round-robin ring needs 3 slots (sum of the weights divided by their gcd), more than the limit max_len = 2",
+        ),
+        // Upper bounds.
+        (edited(&[(3, "flow_table_size = 4294967295")]), "lb.toml:3:19: global.flow_table_size: 4294967295 is out of range (1..=16777216)"),
+        (edited(&[(3, "maglev_table_size = 2147483647")]), "lb.toml:3:21: global.maglev_table_size: 2147483647 is out of range (1..=1000003)"),
+        (edited(&[(3, "max_services = 100000")]), "lb.toml:3:16: global.max_services: 100000 is out of range (1..=4096)"),
+        (edited(&[(3, "max_backends = 1000000")]), "lb.toml:3:16: global.max_backends: 1000000 is out of range (1..=65536)"),
+        (
+            edited(&[(3, "max_services = 4096\nmaglev_table_size = 65537")]),
+            "lb.toml:4:21: global.maglev_table_size: max_services (4096) x 2 x maglev_table_size (65537) = 536879104 slots, more than the 270000000 (about 2 GiB) the scheduling table may hold; lower either",
+        ),
+        (edited(&[(3, "maglev_table_size = 65536")]), "lb.toml:3:21: global.maglev_table_size: 65536 is not prime (Maglev needs a prime table size, e.g. 65537)"),
+        // Durations.
+        (with_health("interval = \"300000000000years\""), "lb.toml:10:12: service[web].health.interval: \"300000000000years\" is out of range (100ms..=1h)"),
+        (with_health("interval = \"1ns\""), "lb.toml:10:12: service[web].health.interval: \"1ns\" is out of range (100ms..=1h)"),
+        (with_health("fastinter = \"2h\""), "lb.toml:10:13: service[web].health.fastinter: \"2h\" is out of range (100ms..=1h)"),
+        (with_health("downinter = \"50ms\""), "lb.toml:10:13: service[web].health.downinter: \"50ms\" is out of range (100ms..=1h)"),
+        (with_health("timeout = \"5m\""), "lb.toml:10:11: service[web].health.timeout: \"5m\" is out of range (10ms..=1m)"),
+        (with_health("interval = \"soon\""), "lb.toml:10:12: service[web].health.interval: \"soon\" is not a duration (expected number at 0); write e.g. \"500ms\", \"2s\" or \"1m 30s\", within 100ms..=1h"),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "advert_interval = \"300000000000years\""]),
+            "lb.toml:22:19: vrrp.advert_interval: \"300000000000years\" is out of range (10ms..=40.95s)",
+        ),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "advert_interval = \"105ms\""]),
+            "lb.toml:22:19: vrrp.advert_interval: \"105ms\" is not a whole number of centiseconds (e.g. \"100ms\", \"1s\"; the advert carries centiseconds)",
+        ),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "preempt_delay = \"2h\""]),
+            "lb.toml:22:17: vrrp.preempt_delay: \"2h\" is out of range (0s..=1h)",
+        ),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "garp_interval = \"1ns\""]),
+            "lb.toml:22:17: vrrp.garp_interval: \"1ns\" is out of range (10ms..=1m)",
+        ),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "garp_refresh = \"300000000000years\""]),
+            "lb.toml:22:16: vrrp.garp_refresh: \"300000000000years\" is out of range (1s..=24h)",
+        ),
+        // VRRP address owner.
+        (with_vrrp(&["vrid = 51", "priority = 255"]), "lb.toml:21:12: vrrp.priority: 255 is the address owner's priority (RFC 5798: a router whose own addresses are the virtual addresses); lb adds and removes the VIPs with the master role and tracking lowers its priority, so use 1..=254"),
+        // Cross-checks.
+        (with_api("10.0.0.1", "10.0.0.5"), "lb.toml:21:7: service[api].vip: 10.0.0.1 is the address of backend \"web1\" of service \"web\" (line 12); a VIP cannot also be a backend"),
+        (with_api("10.0.0.101", "10.0.0.100"), "lb.toml:26:11: service[api].backend[api1].address: 10.0.0.100 is the VIP of service \"web\" (line 5); a backend cannot also be a VIP"),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "virtual_addresses = [\"10.0.0.100\", \"10.0.0.2\"]"]),
+            "lb.toml:22:36: vrrp.virtual_addresses: 10.0.0.2 is the address of backend \"web2\" of service \"web\"; a backend cannot also be a virtual address",
+        ),
+        (edited(&[(3, "health_source = \"10.0.0.100\"")]), "lb.toml:3:17: global.health_source: 10.0.0.100 is the VIP of service \"web\"; probes must leave from an address of this node that is not a VIP (the backends hold the VIPs and would answer themselves)"),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "virtual_addresses = [\"10.0.0.100\", \"10.0.0.10\"]"])
+                .replacen("interface = \"eth0\"", "interface = \"eth0\"\nhealth_source = \"10.0.0.10\"", 1),
+            "lb.toml:23:36: vrrp.virtual_addresses: 10.0.0.10 is global.health_source; probes must leave from an address this node always holds",
+        ),
+        // Addresses that are not a host's.
+        (edited(&[(6, "vip = \"0.1.2.3\"")]), "lb.toml:6:7: service[web].vip: 0.1.2.3 is not a unicast address: 0.0.0.0/8 is \"this network\"; use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4"),
+        (edited(&[(6, "vip = \"255.255.255.255\"")]), "lb.toml:6:7: service[web].vip: 255.255.255.255 is not a unicast address: 240.0.0.0/4 is reserved (and holds the broadcast address); use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4"),
+        (edited(&[(6, "vip = \"239.1.1.1\"")]), "lb.toml:6:7: service[web].vip: 239.1.1.1 is not a unicast address: 224.0.0.0/4 is multicast; use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4"),
+        (edited(&[(12, "address = \"240.0.0.1\"")]), "lb.toml:12:11: service[web].backend[web1].address: 240.0.0.1 is not a unicast address: 240.0.0.0/4 is reserved (and holds the broadcast address); use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4"),
+        (edited(&[(12, "address = \"127.0.0.1\"")]), "lb.toml:12:11: service[web].backend[web1].address: 127.0.0.1 is not a unicast address: 127.0.0.0/8 is loopback; use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4"),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "primary_address = \"0.0.0.1\""]),
+            "lb.toml:22:19: vrrp.primary_address: 0.0.0.1 is not a unicast address: 0.0.0.0/8 is \"this network\"; use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4",
+        ),
+        // Interface names and the pin directory.
+        (edited(&[(2, "interface = \"..\"")]), "lb.toml:2:13: global.interface: \"..\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
+        (edited(&[(2, "interface = \".\"")]), "lb.toml:2:13: global.interface: \".\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
+        (edited(&[(2, "interface = \"eth0:1\"")]), "lb.toml:2:13: global.interface: \"eth0:1\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
+        (edited(&[(2, "interface = \"eth 0\"")]), "lb.toml:2:13: global.interface: \"eth 0\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
+        (edited(&[(2, "interface = \"sixteen-bytes-xx\"")]), "lb.toml:2:13: global.interface: \"sixteen-bytes-xx\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
+        (edited(&[(3, "health_interface = \"a/b\"")]), "lb.toml:3:20: global.health_interface: \"a/b\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "interface = \"..\""]),
+            "lb.toml:22:13: vrrp.interface: \"..\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)",
+        ),
+        (edited(&[(3, "pin_dir = \"/sys/fs/bpf/../../etc\"")]), "lb.toml:3:11: global.pin_dir: \"/sys/fs/bpf/../../etc\" must be an absolute path without '.' or '..' on a bpffs (e.g. \"/sys/fs/bpf/lb/eth0\"), or \"\" for no pinning"),
+        (edited(&[(3, "pin_dir = \"bpf/lb\"")]), "lb.toml:3:11: global.pin_dir: \"bpf/lb\" must be an absolute path without '.' or '..' on a bpffs (e.g. \"/sys/fs/bpf/lb/eth0\"), or \"\" for no pinning"),
+        // Long values are quoted by their start only.
+        (edited(&[(6, &format!("vip = \"{long_name}\""))]), &long_vip),
+        (edited(&[(7, &format!("port = \"{long_name}\""))]), &long_port),
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", &format!("track_services = [\"{long_name}\"]")]),
+            &long_track,
+        ),
+        // Other values out of range.
+        (edited(&[(13, "weight = 101")]), "lb.toml:13:10: service[web].backend[web1].weight: 101 is out of range (1..=100)"),
+        (with_vrrp(&["vrid = 0", "priority = 150"]), "lb.toml:20:8: vrrp.vrid: 0 is out of range (1..=255)"),
+    ];
+    assert!(cases.len() >= 30);
+    let mismatches: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .filter_map(|(index, (text, expected))| {
+            let actual = match parse(text, "lb.toml") {
+                Ok(_) => "accepted".to_owned(),
+                Err(error) => error.to_string(),
+            };
+            (actual != *expected)
+                .then(|| format!("case {index}:\n  expected {expected:?}\n  actual   {actual:?}"))
+        })
+        .collect();
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
