@@ -1,1 +1,5 @@
-//! Integration tests live in `tests/tests/`; this crate has no library code.
+//! Test support shared by the integration tests in `tests/tests/` and the
+//! binaries: the differential test of the data path against the reference
+//! model ([`differential`]).
+
+pub mod differential;
