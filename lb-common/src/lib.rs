@@ -1,6 +1,7 @@
 //! Shared between the XDP program (`lb-ebpf`) and the controller (`lb-userspace`):
-//! the BPF map layouts, the flow hash, the Internet checksum, and the Maglev
-//! table and round-robin ring builders.
+//! the BPF map layouts, the flow hash, the Internet checksum, the Maglev
+//! table and round-robin ring builders, and the reference model of the data
+//! path's decision.
 //!
 //! `no_std` so the eBPF side can use it; everything here is unit-tested on the host.
 #![no_std]
@@ -13,5 +14,7 @@ pub mod hash;
 #[cfg(feature = "alloc")]
 pub mod maglev;
 pub mod maps;
+#[cfg(feature = "alloc")]
+pub mod model;
 #[cfg(feature = "alloc")]
 pub mod ring;

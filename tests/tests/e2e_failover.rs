@@ -33,6 +33,7 @@
 //! test runs its own lab (prefix `lbf-<x>-`), one at a time, since they
 //! measure times on a two-core machine.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,7 +42,7 @@ use lb::vrrp::packet::{IP_PROTOCOL, MULTICAST_GROUP};
 use lb::vrrp::Advert;
 use lb_tests::e2e::pins::{detach_xdp_link, missing_pins, pinned_data_path};
 use lb_tests::e2e::{
-    in_namespace, one_at_a_time, BackendState, Event, Pair, Setup, Traffic, VrrpState,
+    in_namespace, one_at_a_time, BackendState, Event, Pair, Setup, Traffic, VrrpReport, VrrpState,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use xtask::lab::{self, Lab, Node, PairOptions, Scheduler};
@@ -294,8 +295,8 @@ fn without_preemption_a_returning_lb1_stays_backup() {
 
 /// (e): malformed adverts claiming priority 254 (each would make lb1 step
 /// down if believed) change nothing: both nodes keep their role, master and
-/// priority, with no state transition. `/status` has no per-reason
-/// rejection counters; the VRRP-level test `vrrp_netns.rs` checks those.
+/// priority, with no state transition, and each node counts every advert
+/// once under its own rejection reason.
 #[test]
 fn malformed_adverts_are_rejected_by_the_running_pair() {
     let _serial = one_at_a_time();
@@ -306,7 +307,7 @@ fn malformed_adverts_are_rejected_by_the_running_pair() {
     let adverts = malformed_adverts(client);
     inject_from_client(
         pair.lab(),
-        adverts.iter().map(|(_, bytes)| bytes.clone()).collect(),
+        adverts.iter().map(|(_, _, bytes)| bytes.clone()).collect(),
     );
     // Skew_Time is under 100 ms: a believed advert would have acted.
     sleep(Duration::from_millis(1500));
@@ -318,7 +319,7 @@ fn malformed_adverts_are_rejected_by_the_running_pair() {
         adverts.len(),
         adverts
             .iter()
-            .map(|(what, _)| *what)
+            .map(|(what, _, _)| *what)
             .collect::<Vec<_>>()
             .join(", "),
         after[0].state,
@@ -329,7 +330,33 @@ fn malformed_adverts_are_rejected_by_the_running_pair() {
         after[1].transitions,
     );
     assert_eq!(pair.vip_holders(), [Node::Lb1], "lb1 stays the only master");
-    assert_eq!(after, before, "no node changed its VRRP state");
+    for (node, (before, after)) in Node::LBS.iter().zip(before.iter().zip(&after)) {
+        let rejected: BTreeMap<&str, u64> = after
+            .adverts_rejected
+            .iter()
+            .map(|(reason, count)| (reason.as_str(), count - before.adverts_rejected[reason]))
+            .filter(|(_, added)| *added > 0)
+            .collect();
+        let expected: BTreeMap<&str, u64> =
+            adverts.iter().map(|&(_, reason, _)| (reason, 1)).collect();
+        assert_eq!(
+            rejected, expected,
+            "{node}: each malformed advert counted once under its reason"
+        );
+    }
+    let unchanged = |report: &VrrpReport| {
+        (
+            report.state,
+            report.priority,
+            report.master,
+            report.transitions,
+        )
+    };
+    assert_eq!(
+        after.map(|report| unchanged(&report)),
+        before.map(|report| unchanged(&report)),
+        "no node changed its VRRP state"
+    );
     assert_eq!(after[0].state, VrrpState::Master);
     assert_eq!(
         (after[1].state, after[1].master),
@@ -427,8 +454,9 @@ fn advert(source: Ipv4Addr, vrid: u8, addresses: Vec<Ipv4Addr>) -> Vec<u8> {
     buffer
 }
 
-/// The five malformed adverts of the issue, from `source`, priority 254.
-fn malformed_adverts(source: Ipv4Addr) -> Vec<(&'static str, Vec<u8>)> {
+/// The five malformed adverts of the issue, from `source`, priority 254:
+/// what each is, the rejection reason it must be counted under, its bytes.
+fn malformed_adverts(source: Ipv4Addr) -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let valid = advert(source, lab::VRID, vec![lab::VIP]);
     let mut bad_checksum = valid.clone();
     bad_checksum[7] ^= 0x5a;
@@ -441,11 +469,19 @@ fn malformed_adverts(source: Ipv4Addr) -> Vec<(&'static str, Vec<u8>)> {
     version2.extend_from_slice(&lab::VIP.octets());
     version2.extend_from_slice(&[0; 8]);
     vec![
-        ("ttl 64", datagram(source, 64, &valid)),
-        ("bad checksum", datagram(source, 255, &bad_checksum)),
-        ("wrong vrid", datagram(source, 255, &wrong_vrid)),
-        ("truncated", datagram(source, 255, &truncated)),
-        ("version 2", datagram(source, 255, &version2)),
+        ("ttl 64", "ttl", datagram(source, 64, &valid)),
+        (
+            "bad checksum",
+            "checksum",
+            datagram(source, 255, &bad_checksum),
+        ),
+        (
+            "wrong vrid",
+            "vrid_mismatch",
+            datagram(source, 255, &wrong_vrid),
+        ),
+        ("truncated", "truncated", datagram(source, 255, &truncated)),
+        ("version 2", "version", datagram(source, 255, &version2)),
     ]
 }
 

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use xtask::bench::{self, BenchOptions};
+use xtask::fuzz::{self, FuzzOptions};
 use xtask::lab::{self, Lab, LabOptions};
 use xtask::run::DemoOptions;
 use xtask::{bootstrap, build, interrupt, paths, run, suite};
@@ -58,6 +59,17 @@ enum Task {
         /// Name prefix of the benchmark's lab.
         #[arg(long, default_value = bench::DEFAULT_PREFIX)]
         prefix: String,
+    },
+    /// The differential test at any size: generated packets through the
+    /// loaded XDP program and the reference model; prints every disagreement
+    /// as a fixture ready to paste.
+    Fuzz {
+        /// Packets to run.
+        #[arg(long, default_value_t = 200_000)]
+        packets: usize,
+        /// Seed of the generators (the same seed gives the same packets).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Bring the lab up or down by hand.
     Lab {
@@ -138,6 +150,7 @@ fn main() -> Result<()> {
                 ..BenchOptions::new(quick)
             })?;
         }
+        Task::Fuzz { packets, seed } => fuzz::run(&FuzzOptions { packets, seed })?,
         Task::Lab { action } => lab_command(action)?,
     }
     Ok(())
@@ -252,6 +265,15 @@ mod tests {
                 Task::Run { config, .. } => assert_eq!(config, Some(PathBuf::from("lb.toml"))),
                 other => panic!("parsed {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn fuzz_takes_packets_and_seed() {
+        let cli = Cli::parse_from(args(&["xtask", "fuzz", "--packets", "500", "--seed", "7"]));
+        match cli.command {
+            Task::Fuzz { packets, seed } => assert_eq!((packets, seed), (500, 7)),
+            other => panic!("parsed {other:?}"),
         }
     }
 

@@ -2,6 +2,7 @@
 //! assert on, parsed into the harness's own types so that the tests do not
 //! follow every rename inside `lb` (unknown fields are ignored).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
@@ -61,7 +62,7 @@ pub enum BackendState {
 }
 
 /// The node's VRRP instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct VrrpReport {
     /// Its role now.
     pub state: VrrpState,
@@ -72,6 +73,8 @@ pub struct VrrpReport {
     pub master: Option<Ipv4Addr>,
     /// How many times its state changed since it started.
     pub transitions: u64,
+    /// Adverts it rejected since it started, by reason (`ttl`, `checksum`, ...).
+    pub adverts_rejected: BTreeMap<String, u64>,
 }
 
 /// A VRRP instance's role (RFC 5798 §6.4).
@@ -112,7 +115,7 @@ impl StatusReport {
     /// If the status carries none: the node runs VRRP, so a missing `vrrp`
     /// means `lb` does not report it, and the test must fail, not skip.
     pub fn vrrp(&self) -> VrrpReport {
-        self.vrrp.unwrap_or_else(|| {
+        self.vrrp.clone().unwrap_or_else(|| {
             panic!("the node runs VRRP but its /status has no `vrrp` (role, priority, master)")
         })
     }
@@ -195,7 +198,8 @@ mod tests {
       "vrrp": {
         "state": "backup", "priority": 100, "configured_priority": 100,
         "master": "10.0.0.11", "since": "2023-11-14T22:13:20.123Z",
-        "transitions": 1
+        "transitions": 1,
+        "adverts_rejected": {"ttl": 2, "checksum": 0}
       }
     }"#;
 
@@ -217,6 +221,10 @@ mod tests {
                 priority: 100,
                 master: Some(Ipv4Addr::new(10, 0, 0, 11)),
                 transitions: 1,
+                adverts_rejected: BTreeMap::from([
+                    ("ttl".to_owned(), 2),
+                    ("checksum".to_owned(), 0)
+                ]),
             }
         );
     }

@@ -1,0 +1,303 @@
+//! The decision itself, step for step in the order `lb-ebpf/src/balance.rs`
+//! takes them: parse, match a service, keep or pick the flow's backend,
+//! rewrite the MACs and forward.
+
+use alloc::vec::Vec;
+
+use super::contents::MapContents;
+use super::decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, XdpAction};
+use super::wire::{EthernetFrame, Ipv4Header, TcpHeader, UdpHeader};
+use crate::hash::flow_hash;
+use crate::maps::{
+    backend_state, Backend, Counters, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey,
+    IPPROTO_TCP, IPPROTO_UDP,
+};
+
+/// Smallest valid TCP data offset, in 32-bit words.
+const TCP_MIN_DATA_OFFSET: u8 = 5;
+
+/// A packet passed or dropped before any map was written.
+struct Rejection {
+    action: XdpAction,
+    reason: Reason,
+}
+
+const fn pass(reason: Reason) -> Rejection {
+    Rejection {
+        action: XdpAction::Pass,
+        reason,
+    }
+}
+
+const fn drop(reason: Reason) -> Rejection {
+    Rejection {
+        action: XdpAction::Drop,
+        reason,
+    }
+}
+
+/// What `lb_xdp` does with `frame`, arriving on `ingress`, given `maps`.
+///
+/// Pure: `maps` is not changed; [`MapContents::apply`] applies the decision.
+/// Never panics, whatever the bytes and the maps hold.
+///
+/// Today's program, as modelled:
+/// - the destination MAC is not checked: frames for any MAC are forwarded;
+/// - the IPv4 version field is not checked (the EtherType decides);
+/// - VLAN-tagged frames are not IPv4 (`not_ipv4`);
+/// - the UDP length field is not checked;
+/// - a SYN looks the flow table up like any other packet;
+/// - a round-robin cursor advances even when the slot it yields is unusable;
+/// - bytes are counted as the whole frame, trailing bytes beyond the IPv4
+///   total length included.
+pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
+    let (eth, flow) = match parse(frame, maps) {
+        Ok(parsed) => parsed,
+        Err(rejection) => {
+            return Decision::unforwarded(rejection.action, rejection.reason, frame, None, None)
+        }
+    };
+    let service_key = ServiceKey {
+        vip: flow.dst_ip,
+        port: flow.dst_port,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    let Some(service) = maps.service(&service_key) else {
+        return Decision::unforwarded(XdpAction::Pass, Reason::NotService, frame, Some(flow), None);
+    };
+
+    let (backend_id, backend, flow_change, cursor_advance) = match established_backend(&flow, maps)
+    {
+        Some((backend_id, backend)) => (backend_id, backend, FlowChange::Unchanged, None),
+        None => match schedule(&service, &flow, maps) {
+            (Ok((backend_id, backend)), cursor_advance) => {
+                let change = recorded(&flow, backend_id, maps);
+                (backend_id, backend, change, cursor_advance)
+            }
+            (Err(rejection), cursor_advance) => {
+                return Decision::unforwarded(
+                    rejection.action,
+                    rejection.reason,
+                    frame,
+                    Some(flow),
+                    cursor_advance,
+                )
+            }
+        },
+    };
+    forward(
+        frame,
+        eth,
+        ingress,
+        maps,
+        Forwarded {
+            service,
+            flow,
+            backend_id,
+            backend,
+            flow_change,
+            cursor_advance,
+        },
+    )
+}
+
+/// Parses Ethernet → IPv4 → TCP/UDP: the Ethernet header and the 5-tuple of
+/// a well-formed, unfragmented TCP/UDP packet to a VIP, or why not.
+fn parse<'a>(
+    frame: &'a [u8],
+    maps: &MapContents,
+) -> Result<(EthernetFrame<'a>, FlowKey), Rejection> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| pass(Reason::ShortEthernet))?;
+    if eth.ether_type() != EthernetFrame::ETHERTYPE_IPV4 {
+        return Err(pass(Reason::NotIpv4));
+    }
+    // The version field is not looked at: any frame with the IPv4 EtherType is
+    // read as IPv4.
+    let ip = Ipv4Header::new_checked(eth.payload()).map_err(|_| pass(Reason::ShortIpv4))?;
+    let dst_ip = ip.dst_addr();
+    if !maps.is_vip(dst_ip) {
+        return Err(pass(Reason::NotService));
+    }
+
+    // Addressed to a VIP: from here on, malformed means dropped.
+    let header_len = ip.header_len();
+    if header_len < Ipv4Header::FIXED_LEN {
+        return Err(drop(Reason::BadIhl));
+    }
+    // The IP payload: `total_len` bytes after the Ethernet header (trailing
+    // bytes beyond it are allowed), minus the header and its options. Either
+    // slice is missing exactly when the program's length check fails.
+    let l4 = eth
+        .payload()
+        .get(..ip.total_len())
+        .and_then(|packet| packet.get(header_len..))
+        .ok_or(drop(Reason::BadTotalLength))?;
+    let fragment_bits = Ipv4Header::MORE_FRAGMENTS | Ipv4Header::FRAGMENT_OFFSET;
+    if ip.flags_and_fragment_offset() & fragment_bits != 0 {
+        return Err(drop(Reason::Fragment));
+    }
+
+    let (src_port, dst_port) = match ip.protocol() {
+        IPPROTO_TCP => tcp_ports(l4)?,
+        IPPROTO_UDP => udp_ports(l4)?,
+        _ => return Err(pass(Reason::NotService)),
+    };
+    let flow = FlowKey {
+        src_ip: ip.src_addr(),
+        dst_ip,
+        src_port,
+        dst_port,
+        proto: ip.protocol(),
+        _pad: [0; 3],
+    };
+    Ok((eth, flow))
+}
+
+/// Ports (network order) of the TCP segment `l4`: a data offset below 5 or
+/// beyond the segment is a truncated header.
+fn tcp_ports(l4: &[u8]) -> Result<(u16, u16), Rejection> {
+    let tcp = TcpHeader::new_checked(l4).map_err(|_| drop(Reason::ShortL4))?;
+    let data_offset = tcp.data_offset();
+    if data_offset < TCP_MIN_DATA_OFFSET || usize::from(data_offset) * 4 > l4.len() {
+        return Err(drop(Reason::ShortL4));
+    }
+    Ok((tcp.src_port(), tcp.dst_port()))
+}
+
+/// Ports (network order) of the UDP datagram `l4`. The UDP length field is
+/// not looked at.
+fn udp_ports(l4: &[u8]) -> Result<(u16, u16), Rejection> {
+    let udp = UdpHeader::new_checked(l4).map_err(|_| drop(Reason::ShortL4))?;
+    Ok((udp.src_port(), udp.dst_port()))
+}
+
+/// The backend of an established flow, if its entry names a backend that
+/// exists and serves (up or draining).
+fn established_backend(flow: &FlowKey, maps: &MapContents) -> Option<(u32, Backend)> {
+    let backend_id = maps.flow(flow)?.backend_id;
+    let backend = maps.backend(backend_id)?;
+    let serving = backend.state == backend_state::UP || backend.state == backend_state::DRAINING;
+    serving.then_some((backend_id, backend))
+}
+
+/// Picks the backend of a new flow with the service's scheduler, and says
+/// which round-robin cursor moved (also when the pick is then refused).
+fn schedule(
+    service: &Service,
+    flow: &FlowKey,
+    maps: &MapContents,
+) -> (Result<(u32, Backend), Rejection>, Option<CursorAdvance>) {
+    if service.table_len == 0 {
+        return (Err(pass(Reason::NoBackend)), None);
+    }
+    // Any scheduler value other than round-robin is Maglev.
+    let (slot, cursor_advance) = if service.scheduler == Scheduler::RoundRobin as u8 {
+        match next_round_robin_slot(service, maps) {
+            Some((slot, advance)) => (slot, Some(advance)),
+            None => return (Err(drop(Reason::BadBackend)), None),
+        }
+    } else {
+        (flow_hash(flow) % service.table_len, None)
+    };
+    let chosen = maps
+        .table_slot(service.table_base.wrapping_add(slot))
+        .and_then(|backend_id| Some((backend_id, maps.backend(backend_id)?)))
+        // A table naming a backend that is missing or not up is inconsistent:
+        // never forward on it.
+        .filter(|(_, backend)| backend.state == backend_state::UP)
+        .ok_or(drop(Reason::BadBackend));
+    (chosen, cursor_advance)
+}
+
+/// This CPU's next round-robin slot of `service` and the cursor's new value;
+/// `None` when the cursor array has no entry for the service id.
+fn next_round_robin_slot(service: &Service, maps: &MapContents) -> Option<(u32, CursorAdvance)> {
+    let next = maps.rr_cursor(service.id)?;
+    // The ring may have shrunk since the cursor was last advanced.
+    let slot = if next < service.table_len { next } else { 0 };
+    let advance = CursorAdvance {
+        service_id: service.id,
+        // `slot < table_len <= u32::MAX`: cannot overflow.
+        next: slot + 1,
+    };
+    Some((slot, advance))
+}
+
+/// The flow-table write that records `flow` on `backend_id` (an LRU insert;
+/// its allocation failure is not modelled).
+fn recorded(flow: &FlowKey, backend_id: u32, maps: &MapContents) -> FlowChange {
+    let entry = Flow { backend_id };
+    match maps.flow(flow) {
+        None => FlowChange::Inserted {
+            key: *flow,
+            flow: entry,
+        },
+        Some(previous) => FlowChange::Replaced {
+            key: *flow,
+            flow: entry,
+            previous,
+        },
+    }
+}
+
+/// A packet on its way to a backend.
+struct Forwarded {
+    service: Service,
+    flow: FlowKey,
+    backend_id: u32,
+    backend: Backend,
+    flow_change: FlowChange,
+    cursor_advance: Option<CursorAdvance>,
+}
+
+/// Counts the packet, rewrites the MACs for the backend and sends it out:
+/// back through the ingress interface, or redirected.
+fn forward(
+    frame: &[u8],
+    eth: EthernetFrame<'_>,
+    ingress: &Ingress,
+    maps: &MapContents,
+    forwarded: Forwarded,
+) -> Decision {
+    let Forwarded {
+        service,
+        flow,
+        backend_id,
+        backend,
+        flow_change,
+        cursor_advance,
+    } = forwarded;
+    let delta = Counters {
+        packets: 1,
+        bytes: frame.len() as u64,
+        new_flows: u64::from(flow_change != FlowChange::Unchanged),
+    };
+    let action = if backend.ifindex == ingress.ifindex {
+        XdpAction::Tx
+    } else {
+        XdpAction::Redirect
+    };
+    let mut output = Vec::with_capacity(frame.len());
+    output.extend_from_slice(&backend.mac);
+    output.extend_from_slice(&backend.src_mac);
+    output.extend_from_slice(&eth.ether_type().to_be_bytes());
+    output.extend_from_slice(eth.payload());
+    Decision {
+        action,
+        output,
+        reason: None,
+        flow_key: Some(flow),
+        backend_id: Some(backend_id),
+        flow_change,
+        cursor_advance,
+        service_traffic: maps.has_service_stats(service.id).then_some(Traffic {
+            index: service.id,
+            delta,
+        }),
+        backend_traffic: maps.has_backend_stats(backend_id).then_some(Traffic {
+            index: backend_id,
+            delta,
+        }),
+    }
+}

@@ -1,0 +1,29 @@
+//! The reference model of `lb_xdp`'s per-packet decision: given the frame,
+//! the ingress interface and the map contents, what the program returns,
+//! what it leaves in the frame, and what it writes to the maps and counters.
+//!
+//! It models the program as it is today, quirks included (listed on
+//! [`decide`]); when the program changes, the model changes with it,
+//! and the differential test in `tests/` (`differential.rs`, `cargo xtask
+//! fuzz`) holds the two against each other byte for byte.
+//!
+//! Pure Rust with no IO: [`decide`] reads a [`MapContents`] and returns a
+//! [`Decision`]; [`MapContents::apply`] steps the maps. Needs `alloc` (the
+//! output frame, the maps).
+//!
+//! - [`wire`]: typed views over the headers, lengths checked once.
+//! - [`contents`]: the maps the decision reads, in memory.
+//! - [`decision`]: the result and the types it is made of.
+//! - `decide`: the decision, step for step like `lb-ebpf/src/balance.rs`.
+
+pub mod contents;
+mod decide;
+pub mod decision;
+pub mod wire;
+
+pub use contents::{IndexOutOfRange, MapContents, MapSizes};
+pub use decide::decide;
+pub use decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, XdpAction};
+
+#[cfg(test)]
+mod tests;

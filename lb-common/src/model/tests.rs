@@ -1,0 +1,554 @@
+//! Behaviour of the model on hand-built frames, one rule per test, and a
+//! bounded no-panic property over random frames and random map contents.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::*;
+use crate::hash::flow_hash;
+use crate::maps::{
+    backend_state, Backend, Counters, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey,
+    IPPROTO_TCP, IPPROTO_UDP,
+};
+
+const INGRESS: Ingress = Ingress {
+    ifindex: 1,
+    mac: LB_MAC,
+};
+const LB_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+const CLIENT: [u8; 4] = [10, 0, 1, 1];
+const VIP: [u8; 4] = [10, 0, 0, 100];
+const TABLE_SIZE: u32 = 7;
+const SIZES: MapSizes = MapSizes {
+    max_services: 4,
+    max_backends: 8,
+    sched_table_entries: 4 * 2 * TABLE_SIZE,
+};
+const TCP_SYN: u8 = 0x02;
+
+fn backend_mac(id: u32) -> [u8; 6] {
+    [2, 0, 0, 0, 0x10, id as u8]
+}
+
+fn backend(id: u32, state: u8) -> Backend {
+    Backend {
+        ip: u32::from_ne_bytes([10, 0, 0, 11 + id as u8]),
+        ifindex: INGRESS.ifindex,
+        mac: backend_mac(id),
+        src_mac: LB_MAC,
+        state,
+        _pad: [0; 3],
+    }
+}
+
+fn key(port: u16, proto: u8) -> ServiceKey {
+    ServiceKey {
+        vip: u32::from_ne_bytes(VIP),
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+/// Maps with backends 0..4 up and `slots` published as service `id` at
+/// `key`, in half 0 of its region.
+fn maps_with(key: ServiceKey, id: u32, scheduler: Scheduler, slots: &[u32]) -> MapContents {
+    let mut maps = MapContents::new(SIZES);
+    for backend_id in 0..4 {
+        maps.set_backend(backend_id, backend(backend_id, backend_state::UP))
+            .unwrap();
+    }
+    publish(&mut maps, key, id, scheduler, slots);
+    maps
+}
+
+fn publish(maps: &mut MapContents, key: ServiceKey, id: u32, scheduler: Scheduler, slots: &[u32]) {
+    let base = id * 2 * TABLE_SIZE;
+    for (index, &slot) in (0..).zip(slots) {
+        maps.set_table_slot(base + index, slot).unwrap();
+    }
+    maps.set_service(
+        key,
+        Service {
+            id,
+            table_base: base,
+            table_len: slots.len() as u32,
+            scheduler: scheduler as u8,
+            table_half: 0,
+            _pad: [0; 2],
+        },
+    );
+    maps.set_vip(key.vip, 1);
+}
+
+fn web_maps() -> MapContents {
+    maps_with(
+        key(80, IPPROTO_TCP),
+        0,
+        Scheduler::Maglev,
+        &[0, 1, 2, 0, 1, 2, 0],
+    )
+}
+
+fn ipv4(proto: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    let header_len = 20 + options.len();
+    let total_len = (header_len + payload.len()) as u16;
+    let mut packet = vec![0x40 | (header_len / 4) as u8, 0];
+    packet.extend_from_slice(&total_len.to_be_bytes());
+    packet.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
+    packet.extend_from_slice(&CLIENT);
+    packet.extend_from_slice(&VIP);
+    packet.extend_from_slice(options);
+    packet.extend_from_slice(payload);
+    packet
+}
+
+fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+    let mut segment = vec![0; 20];
+    segment[..2].copy_from_slice(&src_port.to_be_bytes());
+    segment[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    segment[12] = 5 << 4;
+    segment[13] = flags;
+    segment
+}
+
+fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut datagram = vec![0; 8];
+    datagram[..2].copy_from_slice(&src_port.to_be_bytes());
+    datagram[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    datagram[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    datagram.extend_from_slice(payload);
+    datagram
+}
+
+fn ethernet(ether_type: u16, payload: &[u8]) -> Vec<u8> {
+    [&LB_MAC[..], &CLIENT_MAC, &ether_type.to_be_bytes(), payload].concat()
+}
+
+fn web_frame(src_port: u16, flags: u8) -> Vec<u8> {
+    ethernet(0x0800, &ipv4(IPPROTO_TCP, &[], &tcp(src_port, 80, flags)))
+}
+
+fn web_flow(src_port: u16) -> FlowKey {
+    FlowKey {
+        src_ip: u32::from_ne_bytes(CLIENT),
+        dst_ip: u32::from_ne_bytes(VIP),
+        src_port: src_port.to_be(),
+        dst_port: 80u16.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    }
+}
+
+fn forwarded_to(frame: &[u8], id: u32) -> Vec<u8> {
+    [&backend_mac(id)[..], &LB_MAC, &frame[12..]].concat()
+}
+
+/// Asserts `frame` is passed or dropped unchanged with `reason`, no map touched.
+fn assert_rejected(maps: &MapContents, frame: &[u8], action: XdpAction, reason: Reason) {
+    let decision = decide(frame, &INGRESS, maps);
+    assert_eq!(
+        (decision.action, decision.reason),
+        (action, Some(reason)),
+        "{frame:02x?}"
+    );
+    assert_eq!(decision.output, frame);
+    assert_eq!(decision.flow_change, FlowChange::Unchanged);
+    assert_eq!(decision.backend_id, None);
+    assert_eq!(decision.service_traffic, None);
+    assert_eq!(decision.backend_traffic, None);
+}
+
+#[test]
+fn new_maglev_flow_is_recorded_counted_and_bounced() {
+    let maps = web_maps();
+    let frame = web_frame(40_000, TCP_SYN);
+    let decision = decide(&frame, &INGRESS, &maps);
+
+    let slot = flow_hash(&web_flow(40_000)) % TABLE_SIZE;
+    let expected = maps.table_slot(slot).unwrap();
+    let delta = Counters {
+        packets: 1,
+        bytes: frame.len() as u64,
+        new_flows: 1,
+    };
+    assert_eq!(
+        decision,
+        Decision {
+            action: XdpAction::Tx,
+            output: forwarded_to(&frame, expected),
+            reason: None,
+            flow_key: Some(web_flow(40_000)),
+            backend_id: Some(expected),
+            flow_change: FlowChange::Inserted {
+                key: web_flow(40_000),
+                flow: Flow {
+                    backend_id: expected
+                },
+            },
+            cursor_advance: None,
+            service_traffic: Some(Traffic { index: 0, delta }),
+            backend_traffic: Some(Traffic {
+                index: expected,
+                delta
+            }),
+        }
+    );
+}
+
+#[test]
+fn established_flow_keeps_its_backend_while_it_serves() {
+    let mut maps = web_maps();
+    let frame = web_frame(40_000, 0x10);
+    let first = decide(&frame, &INGRESS, &maps);
+    maps.apply(&first);
+    let first_backend = first.backend_id.unwrap();
+    let other = (first_backend + 1) % 3;
+    publish(
+        &mut maps,
+        key(80, IPPROTO_TCP),
+        0,
+        Scheduler::Maglev,
+        &[other; 7],
+    );
+
+    let again = decide(&frame, &INGRESS, &maps);
+    assert_eq!(again.backend_id, Some(first_backend));
+    assert_eq!(again.flow_change, FlowChange::Unchanged);
+    assert_eq!(again.backend_traffic.unwrap().delta.new_flows, 0);
+
+    let mut draining = backend(first_backend, backend_state::DRAINING);
+    maps.set_backend(first_backend, draining).unwrap();
+    assert_eq!(
+        decide(&frame, &INGRESS, &maps).backend_id,
+        Some(first_backend)
+    );
+
+    draining.state = backend_state::DOWN;
+    maps.set_backend(first_backend, draining).unwrap();
+    let moved = decide(&frame, &INGRESS, &maps);
+    assert_eq!(moved.backend_id, Some(other));
+    assert_eq!(
+        moved.flow_change,
+        FlowChange::Replaced {
+            key: web_flow(40_000),
+            flow: Flow { backend_id: other },
+            previous: Flow {
+                backend_id: first_backend
+            },
+        }
+    );
+}
+
+#[test]
+fn flow_naming_a_backend_beyond_the_array_is_rescheduled() {
+    let mut maps = web_maps();
+    maps.insert_flow(web_flow(1), Flow { backend_id: 999 });
+    let decision = decide(&web_frame(1, 0x10), &INGRESS, &maps);
+    assert!(matches!(
+        decision.flow_change,
+        FlowChange::Replaced {
+            previous: Flow { backend_id: 999 },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn round_robin_walks_the_ring_and_wraps_a_stale_cursor() {
+    let mut maps = maps_with(key(80, IPPROTO_TCP), 1, Scheduler::RoundRobin, &[2, 0, 1]);
+    let mut chosen = Vec::new();
+    for port in 0..4 {
+        let decision = decide(&web_frame(port, TCP_SYN), &INGRESS, &maps);
+        maps.apply(&decision);
+        chosen.push(decision.backend_id.unwrap());
+    }
+    assert_eq!(chosen, [2, 0, 1, 2]);
+    assert_eq!(maps.rr_cursor(1), Some(1));
+
+    maps.set_rr_cursor(1, 50).unwrap();
+    let decision = decide(&web_frame(9, TCP_SYN), &INGRESS, &maps);
+    assert_eq!(decision.backend_id, Some(2));
+    assert_eq!(
+        decision.cursor_advance,
+        Some(CursorAdvance {
+            service_id: 1,
+            next: 1
+        })
+    );
+}
+
+#[test]
+fn round_robin_cursor_moves_past_an_unusable_slot() {
+    let mut maps = maps_with(key(80, IPPROTO_TCP), 1, Scheduler::RoundRobin, &[5, 0]);
+    let decision = decide(&web_frame(1, TCP_SYN), &INGRESS, &maps);
+    assert_eq!(decision.action, XdpAction::Drop);
+    assert_eq!(decision.reason, Some(Reason::BadBackend));
+    assert_eq!(
+        decision.cursor_advance,
+        Some(CursorAdvance {
+            service_id: 1,
+            next: 1
+        })
+    );
+    maps.apply(&decision);
+    assert_eq!(
+        decide(&web_frame(1, TCP_SYN), &INGRESS, &maps).backend_id,
+        Some(0)
+    );
+}
+
+#[test]
+fn backend_behind_another_interface_is_redirected() {
+    let mut maps = maps_with(key(53, IPPROTO_UDP), 0, Scheduler::Maglev, &[3; 7]);
+    let mut remote = backend(3, backend_state::UP);
+    remote.ifindex = 7;
+    remote.src_mac = [2, 0, 0, 0, 7, 7];
+    maps.set_backend(3, remote).unwrap();
+    let frame = ethernet(0x0800, &ipv4(IPPROTO_UDP, &[], &udp(5000, 53, b"q")));
+    let decision = decide(&frame, &INGRESS, &maps);
+    assert_eq!(decision.action, XdpAction::Redirect);
+    assert_eq!(
+        decision.output,
+        [&backend_mac(3)[..], &remote.src_mac, &frame[12..]].concat()
+    );
+}
+
+#[test]
+fn counters_beyond_the_stats_maps_are_not_counted() {
+    let mut maps = web_maps();
+    let mut service = maps.service(&key(80, IPPROTO_TCP)).unwrap();
+    service.id = SIZES.max_services;
+    maps.set_service(key(80, IPPROTO_TCP), service);
+    let decision = decide(&web_frame(1, TCP_SYN), &INGRESS, &maps);
+    assert_eq!(decision.action, XdpAction::Tx);
+    assert_eq!(decision.service_traffic, None);
+    assert!(decision.backend_traffic.is_some());
+
+    service.scheduler = Scheduler::RoundRobin as u8;
+    maps.set_service(key(80, IPPROTO_TCP), service);
+    assert_rejected(
+        &maps,
+        &web_frame(1, TCP_SYN),
+        XdpAction::Drop,
+        Reason::BadBackend,
+    );
+}
+
+#[test]
+fn frames_for_other_macs_are_forwarded_today() {
+    let maps = web_maps();
+    let mut frame = web_frame(1, TCP_SYN);
+    frame[..6].copy_from_slice(&[0xff; 6]);
+    assert_eq!(decide(&frame, &INGRESS, &maps).action, XdpAction::Tx);
+}
+
+#[test]
+fn traffic_that_is_not_ours_passes() {
+    let maps = web_maps();
+    let pass = XdpAction::Pass;
+    assert_rejected(&maps, &[0; 13], pass, Reason::ShortEthernet);
+    let vlan = [&[0x08, 0x00][..], &ipv4(IPPROTO_TCP, &[], &tcp(1, 80, 0))].concat();
+    assert_rejected(&maps, &ethernet(0x8100, &vlan), pass, Reason::NotIpv4);
+    assert_rejected(
+        &maps,
+        &ethernet(0x0800, &[0x45; 19]),
+        pass,
+        Reason::ShortIpv4,
+    );
+
+    let mut other_ip = web_frame(1, TCP_SYN);
+    other_ip[14 + 19] = 200;
+    assert_rejected(&maps, &other_ip, pass, Reason::NotService);
+    let icmp = ethernet(0x0800, &ipv4(1, &[], &[8, 0, 0, 0, 0, 0, 0, 0]));
+    assert_rejected(&maps, &icmp, pass, Reason::NotService);
+    let other_port = ethernet(0x0800, &ipv4(IPPROTO_TCP, &[], &tcp(1, 443, 0)));
+    assert_rejected(&maps, &other_port, pass, Reason::NotService);
+    assert!(decide(&other_port, &INGRESS, &maps).flow_key.is_some());
+    let udp_to_tcp_port = ethernet(0x0800, &ipv4(IPPROTO_UDP, &[], &udp(1, 80, &[])));
+    assert_rejected(&maps, &udp_to_tcp_port, pass, Reason::NotService);
+}
+
+#[test]
+fn malformed_packets_to_a_vip_are_dropped() {
+    let maps = web_maps();
+    let drop = XdpAction::Drop;
+    let frame = web_frame(1, TCP_SYN);
+    let with = |offset: usize, byte: u8| {
+        let mut frame = frame.clone();
+        frame[offset] = byte;
+        frame
+    };
+    assert_rejected(&maps, &with(14, 0x44), drop, Reason::BadIhl);
+    assert_rejected(&maps, &with(17, 41), drop, Reason::BadTotalLength);
+    assert_rejected(&maps, &with(17, 19), drop, Reason::BadTotalLength);
+    assert_rejected(&maps, &with(20, 0x20), drop, Reason::Fragment);
+    assert_rejected(&maps, &with(21, 1), drop, Reason::Fragment);
+    assert_rejected(&maps, &with(14 + 20 + 12, 4 << 4), drop, Reason::ShortL4);
+    assert_rejected(&maps, &with(14 + 20 + 12, 6 << 4), drop, Reason::ShortL4);
+    let short_tcp = ethernet(0x0800, &ipv4(IPPROTO_TCP, &[], &[0; 19]));
+    assert_rejected(&maps, &short_tcp, drop, Reason::ShortL4);
+    let short_udp = ethernet(0x0800, &ipv4(IPPROTO_UDP, &[], &[0; 7]));
+    assert_rejected(&maps, &short_udp, drop, Reason::ShortL4);
+}
+
+#[test]
+fn lenient_fields_are_not_checked_today() {
+    let maps = web_maps();
+    let mut frame = web_frame(1, TCP_SYN);
+    frame[14] = 0x65; // version 6, IHL 5
+    frame[20] = 0xc0; // reserved and DF flags
+    frame.extend_from_slice(&[0xee; 5]); // bytes beyond the total length
+    let decision = decide(&frame, &INGRESS, &maps);
+    assert_eq!(decision.action, XdpAction::Tx);
+    assert_eq!(
+        decision.backend_traffic.unwrap().delta.bytes,
+        frame.len() as u64
+    );
+
+    let mut maps = maps_with(key(53, IPPROTO_UDP), 0, Scheduler::Maglev, &[1; 7]);
+    maps.set_vip(u32::from_ne_bytes(VIP), 1);
+    let mut zero_length = udp(5000, 53, b"abc");
+    zero_length[4..6].copy_from_slice(&[0, 0]);
+    let frame = ethernet(0x0800, &ipv4(IPPROTO_UDP, &[], &zero_length));
+    assert_eq!(decide(&frame, &INGRESS, &maps).action, XdpAction::Tx);
+}
+
+#[test]
+fn ip_options_are_skipped() {
+    let maps = web_maps();
+    let frame = ethernet(
+        0x0800,
+        &ipv4(IPPROTO_TCP, &[1, 1, 1, 0], &tcp(1, 80, TCP_SYN)),
+    );
+    let decision = decide(&frame, &INGRESS, &maps);
+    assert_eq!(decision.flow_key, Some(web_flow(1)));
+    assert_eq!(decision.action, XdpAction::Tx);
+}
+
+#[test]
+fn empty_table_passes_and_inconsistent_tables_drop() {
+    let maps = maps_with(key(80, IPPROTO_TCP), 0, Scheduler::Maglev, &[]);
+    assert_rejected(
+        &maps,
+        &web_frame(1, TCP_SYN),
+        XdpAction::Pass,
+        Reason::NoBackend,
+    );
+
+    for table in [[7u32; 7], [100; 7]] {
+        let maps = maps_with(key(80, IPPROTO_TCP), 0, Scheduler::Maglev, &table);
+        assert_rejected(
+            &maps,
+            &web_frame(1, TCP_SYN),
+            XdpAction::Drop,
+            Reason::BadBackend,
+        );
+    }
+    let mut maps = web_maps();
+    let mut service = maps.service(&key(80, IPPROTO_TCP)).unwrap();
+    service.table_base = SIZES.sched_table_entries;
+    maps.set_service(key(80, IPPROTO_TCP), service);
+    assert_rejected(
+        &maps,
+        &web_frame(1, TCP_SYN),
+        XdpAction::Drop,
+        Reason::BadBackend,
+    );
+}
+
+/// xorshift64*: a small deterministic generator for the property below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+}
+
+/// Maps with random services (any table placement, length and scheduler),
+/// random backends and random flows, all on the one VIP.
+fn random_maps(rng: &mut Rng) -> MapContents {
+    let mut maps = MapContents::new(SIZES);
+    for id in 0..SIZES.max_backends {
+        let mut backend = backend(id, rng.byte() % 4);
+        backend.ifindex = (rng.below(3)) as u32;
+        maps.set_backend(id, backend).unwrap();
+    }
+    for index in 0..SIZES.sched_table_entries {
+        maps.set_table_slot(index, rng.below(10) as u32).unwrap();
+    }
+    for (port, proto) in [(80, IPPROTO_TCP), (53, IPPROTO_UDP)] {
+        let service = Service {
+            id: rng.below(6) as u32,
+            table_base: [0, rng.next() as u32, rng.below(60) as u32][rng.below(3) as usize],
+            table_len: [0, 1, 7, rng.next() as u32][rng.below(4) as usize],
+            scheduler: rng.byte() % 3,
+            table_half: 0,
+            _pad: [0; 2],
+        };
+        maps.set_service(key(port, proto), service);
+    }
+    maps.set_vip(u32::from_ne_bytes(VIP), 2);
+    for id in 0..SIZES.max_services {
+        maps.set_rr_cursor(id, [0, 3, u32::MAX][rng.below(3) as usize])
+            .unwrap();
+    }
+    maps
+}
+
+#[test]
+fn never_panics_and_keeps_its_invariants_on_random_input() {
+    let mut rng = Rng(0x5eed);
+    let templates = [
+        web_frame(1, TCP_SYN),
+        ethernet(
+            0x0800,
+            &ipv4(IPPROTO_UDP, &[1, 1, 1, 0], &udp(9, 53, b"hello")),
+        ),
+    ];
+    for round in 0..20_000 {
+        let mut maps = random_maps(&mut rng);
+        let frame: Vec<u8> = if round % 2 == 0 {
+            let len = rng.below(80) as usize;
+            (0..len).map(|_| rng.byte()).collect()
+        } else {
+            let mut frame = templates[round % templates.len()].clone();
+            for _ in 0..rng.below(4) {
+                let at = rng.below(frame.len() as u64) as usize;
+                frame[at] = rng.byte();
+            }
+            frame.truncate(rng.below(frame.len() as u64 + 1) as usize);
+            frame
+        };
+        if rng.below(2) == 0 {
+            if let Ok(eth) = wire::EthernetFrame::new_checked(&frame) {
+                if let Ok(ip) = wire::Ipv4Header::new_checked(eth.payload()) {
+                    maps.set_vip(ip.dst_addr(), 1);
+                }
+            }
+        }
+        let decision = decide(&frame, &INGRESS, &maps);
+        assert_eq!(decision.output.len(), frame.len());
+        let forwarded = matches!(decision.action, XdpAction::Tx | XdpAction::Redirect);
+        assert_eq!(forwarded, decision.reason.is_none(), "{decision:?}");
+        assert_eq!(forwarded, decision.backend_id.is_some());
+        if !forwarded {
+            assert_eq!(decision.output, frame);
+            assert_eq!(decision.flow_change, FlowChange::Unchanged);
+        }
+        maps.apply(&decision);
+    }
+}

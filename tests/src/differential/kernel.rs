@@ -1,0 +1,127 @@
+//! Direct access to the maps of a loaded [`Dataplane`], found through its
+//! program's map ids: reads of what the `Dataplane` API does not expose (a
+//! flow-table entry, one CPU's round-robin cursor, whole maps for the model's
+//! mirror) and the writes that put a setup's stale flows and cursors in place.
+//!
+//! Opening maps by id gives this module its own file descriptors on the same
+//! kernel maps; the `Dataplane` keeps its own.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::loaded_programs;
+use aya::util::nr_cpus;
+use lb::dataplane::Dataplane;
+use lb_common::maps::{names, Backend, Flow, FlowKey, Service, ServiceKey};
+use lb_common::model::{MapContents, MapSizes};
+
+/// The maps of one loaded data path that the model mirrors.
+pub struct KernelMaps {
+    services: HashMap<MapData, ServiceKey, Service>,
+    vips: HashMap<MapData, u32, u32>,
+    backends: Array<MapData, Backend>,
+    sched_table: Array<MapData, u32>,
+    flows: HashMap<MapData, FlowKey, Flow>,
+    rr_cursor: PerCpuArray<MapData, u32>,
+}
+
+impl KernelMaps {
+    /// Opens the maps of `dataplane`'s `lb_xdp` program.
+    pub fn open(dataplane: &Dataplane) -> Result<Self> {
+        let program_id = dataplane.program_id()?;
+        let program = loaded_programs()
+            .filter_map(Result::ok)
+            .find(|info| info.id() == program_id)
+            .ok_or_else(|| anyhow!("program id {program_id} is not loaded"))?;
+        let map_ids = program
+            .map_ids()?
+            .ok_or_else(|| anyhow!("the kernel does not report a program's map ids"))?;
+        let mut maps: std::collections::HashMap<String, Map> = std::collections::HashMap::new();
+        for id in map_ids {
+            let data = MapData::from_id(id).with_context(|| format!("opening map id {id}"))?;
+            let name = data.info()?.name_as_str().unwrap_or_default().to_owned();
+            maps.insert(name, Map::from_map_data(data)?);
+        }
+        let mut take = |name: &'static str| {
+            maps.remove(name)
+                .ok_or_else(|| anyhow!("program {program_id} uses no map named {name}"))
+        };
+        Ok(Self {
+            services: take(names::SERVICES)?.try_into()?,
+            vips: take(names::VIPS)?.try_into()?,
+            backends: take(names::BACKENDS)?.try_into()?,
+            sched_table: take(names::SCHED_TABLE)?.try_into()?,
+            flows: take(names::FLOWS)?.try_into()?,
+            rr_cursor: take(names::RR_CURSOR)?.try_into()?,
+        })
+    }
+
+    /// The maps as the program on `cpu` sees them, read whole.
+    pub fn snapshot(&self, sizes: MapSizes, cpu: usize) -> Result<MapContents> {
+        let mut contents = MapContents::new(sizes);
+        for entry in self.services.iter() {
+            let (key, service) = entry?;
+            contents.set_service(key, service);
+        }
+        for entry in self.vips.iter() {
+            let (vip, services) = entry?;
+            contents.set_vip(vip, services);
+        }
+        for id in 0..sizes.max_backends {
+            contents.set_backend(id, self.backends.get(&id, 0)?)?;
+        }
+        for index in 0..sizes.sched_table_entries {
+            contents.set_table_slot(index, self.sched_table.get(&index, 0)?)?;
+        }
+        for entry in self.flows.iter() {
+            let (key, flow) = entry?;
+            contents.insert_flow(key, flow);
+        }
+        for service_id in 0..sizes.max_services {
+            contents.set_rr_cursor(service_id, self.rr_cursor(service_id, cpu)?)?;
+        }
+        Ok(contents)
+    }
+
+    /// The flow-table entry of `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<Flow>> {
+        match self.flows.get(key, 0) {
+            Ok(flow) => Ok(Some(flow)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Every flow-table entry.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>> {
+        Ok(self.flows.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// Inserts or replaces a flow-table entry.
+    pub fn insert_flow(&mut self, key: FlowKey, flow: Flow) -> Result<()> {
+        Ok(self.flows.insert(key, flow, 0)?)
+    }
+
+    /// Removes the flow-table entry of `key`, if there is one.
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<()> {
+        if self.flow(key)?.is_some() {
+            self.flows.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// `cpu`'s round-robin cursor of service `service_id`.
+    pub fn rr_cursor(&self, service_id: u32, cpu: usize) -> Result<u32> {
+        let values = self.rr_cursor.get(&service_id, 0)?;
+        match values.get(cpu) {
+            Some(&value) => Ok(value),
+            None => bail!("RR_CURSOR has no value for CPU {cpu}"),
+        }
+    }
+
+    /// Sets the round-robin cursor of service `service_id` on every CPU.
+    pub fn set_rr_cursor(&mut self, service_id: u32, next: u32) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(_, error)| error)?;
+        let values = PerCpuValues::try_from(vec![next; cpus])?;
+        Ok(self.rr_cursor.set(service_id, values, 0)?)
+    }
+}

@@ -1,0 +1,555 @@
+//! The named map setups the differential test runs packets against: several
+//! services (Maglev and round-robin, TCP and UDP), backends in every state and
+//! behind two interfaces, an empty table, tables naming backends that do not
+//! serve, stale flow-table entries and round-robin cursors beyond their ring.
+//!
+//! A setup is programmed through the [`Dataplane`] API as the controller
+//! would (backends, services, a republication, a removal), plus direct writes
+//! for the stale state no controller would leave ([`KernelMaps`]).
+
+use anyhow::{ensure, Context as _, Result};
+use lb::dataplane::{Dataplane, LoadOptions, MapWriter as _, TEST_RUN_INGRESS_IFINDEX};
+use lb_common::maglev::{build_table, MaglevBackend};
+use lb_common::maps::{
+    backend_state, Backend, Flow, FlowKey, Scheduler, ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
+};
+use lb_common::model::{Ingress, MapContents, MapSizes};
+use lb_common::ring::round_robin_ring;
+
+use super::kernel::KernelMaps;
+
+/// The LB's MAC: source of forwarded frames, destination of client frames.
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+/// MAC of the other interface, the source of redirected frames.
+pub const REMOTE_LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 7, 0xfe];
+/// The ifindex of backends reached by redirect (nothing is sent in a test run).
+pub const REMOTE_IFINDEX: u32 = 7;
+/// The interface a test run's packet arrives on.
+pub const INGRESS: Ingress = Ingress {
+    ifindex: TEST_RUN_INGRESS_IFINDEX,
+    mac: LB_MAC,
+};
+
+/// Slots per table half: a small prime keeps publication fast.
+pub const TABLE_SIZE: u32 = 251;
+pub const MAX_SERVICES: u32 = 10;
+pub const MAX_BACKENDS: u32 = 32;
+/// A backend id beyond `BACKENDS`, named by stale flows and tables.
+pub const BEYOND_BACKENDS: u32 = MAX_BACKENDS + 8;
+/// A backend state value that is none of [`backend_state`]'s.
+pub const UNKNOWN_STATE: u8 = 3;
+
+pub const VIP_A: [u8; 4] = [10, 0, 0, 100];
+pub const VIP_B: [u8; 4] = [10, 0, 0, 101];
+pub const VIP_C: [u8; 4] = [10, 0, 0, 102];
+/// An address that is no VIP.
+pub const NOT_A_VIP: [u8; 4] = [10, 0, 0, 200];
+
+/// A service as published: its key, id, scheduler and table.
+#[derive(Clone, Debug)]
+pub struct ServiceSpec {
+    pub key: ServiceKey,
+    pub id: u32,
+    pub scheduler: Scheduler,
+    pub slots: Vec<u32>,
+}
+
+/// One write of a setup.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// `Dataplane::set_backend`.
+    Backend(u32, Backend),
+    /// `Dataplane::set_service`; a key published again flips to its other half.
+    Publish(ServiceSpec),
+    /// `Dataplane::remove_service`.
+    Remove(ServiceKey),
+    /// A flow-table entry written directly (stale ones included).
+    Flow(FlowKey, Flow),
+    /// A round-robin cursor written directly on every CPU: (service id, next).
+    Cursor(u32, u32),
+}
+
+/// A named state of the maps: the writes that produce it, in order, and
+/// the changes made halfway through a round (as the controller would on a
+/// health change), so that established flows meet them.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub name: &'static str,
+    pub steps: Vec<Step>,
+    pub midway: Vec<Step>,
+}
+
+/// Every setup, by name.
+pub fn setups() -> Vec<Setup> {
+    vec![mixed(), republished()]
+}
+
+/// The setup called `name`.
+pub fn named(name: &str) -> Option<Setup> {
+    setups().into_iter().find(|setup| setup.name == name)
+}
+
+/// Map sizes of every setup (flows: `flow_table_size`).
+pub fn load_options(flow_table_size: u32) -> LoadOptions {
+    LoadOptions {
+        flow_table_size,
+        max_services: MAX_SERVICES,
+        max_backends: MAX_BACKENDS,
+        table_size: TABLE_SIZE,
+        ..LoadOptions::default()
+    }
+}
+
+/// The sizes the model mirrors for [`load_options`].
+pub fn map_sizes() -> MapSizes {
+    MapSizes {
+        max_services: MAX_SERVICES,
+        max_backends: MAX_BACKENDS,
+        sched_table_entries: MAX_SERVICES * 2 * TABLE_SIZE,
+    }
+}
+
+pub fn service_key(vip: [u8; 4], port: u16, proto: u8) -> ServiceKey {
+    ServiceKey {
+        vip: u32::from_ne_bytes(vip),
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+/// The flow key of a packet from `client:client_port` to `service`.
+pub fn flow_key(service: &ServiceKey, client: [u8; 4], client_port: u16) -> FlowKey {
+    FlowKey {
+        src_ip: u32::from_ne_bytes(client),
+        dst_ip: service.vip,
+        src_port: client_port.to_be(),
+        dst_port: service.port,
+        proto: service.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// MAC of backend `id`: unique, so an output frame names its backend.
+pub fn backend_mac(id: u32) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x10, id as u8]
+}
+
+fn backend(id: u32, state: u8, remote: bool) -> (u32, Backend) {
+    let (ifindex, src_mac) = if remote {
+        (REMOTE_IFINDEX, REMOTE_LB_MAC)
+    } else {
+        (TEST_RUN_INGRESS_IFINDEX, LB_MAC)
+    };
+    let backend = Backend {
+        ip: u32::from_ne_bytes([10, 0, 1, id as u8 + 1]),
+        ifindex,
+        mac: backend_mac(id),
+        src_mac,
+        state,
+        _pad: [0; 3],
+    };
+    (id, backend)
+}
+
+/// A Maglev table over `(id, weight)`.
+fn maglev(backends: &[(u32, u32)]) -> Vec<u32> {
+    let backends: Vec<MaglevBackend> = backends
+        .iter()
+        .map(|&(id, weight)| MaglevBackend {
+            id,
+            key: u64::from(id) + 1,
+            weight,
+        })
+        .collect();
+    build_table(&backends, TABLE_SIZE).expect("TABLE_SIZE is prime")
+}
+
+/// A round-robin ring over `(id, weight)`.
+fn ring(backends: &[(u32, u32)]) -> Vec<u32> {
+    round_robin_ring(backends, TABLE_SIZE as usize).expect("the ring fits a table half")
+}
+
+/// The clients of stale flows (TEST-NET-2, apart from the generators' pool).
+fn stale_client(index: u8) -> [u8; 4] {
+    [198, 51, 100, 200 + index]
+}
+
+/// Service keys of the setups.
+pub mod keys {
+    use super::*;
+
+    /// Maglev over four backends, one behind another interface.
+    pub fn web() -> ServiceKey {
+        service_key(VIP_A, 80, IPPROTO_TCP)
+    }
+    /// Weighted round-robin, one backend behind another interface.
+    pub fn web_tls() -> ServiceKey {
+        service_key(VIP_A, 443, IPPROTO_TCP)
+    }
+    /// UDP, Maglev.
+    pub fn dns() -> ServiceKey {
+        service_key(VIP_A, 53, IPPROTO_UDP)
+    }
+    /// UDP, round-robin.
+    pub fn mdns() -> ServiceKey {
+        service_key(VIP_B, 5353, IPPROTO_UDP)
+    }
+    /// No serving backend: an empty table.
+    pub fn empty() -> ServiceKey {
+        service_key(VIP_B, 8080, IPPROTO_TCP)
+    }
+    /// A Maglev table naming backends that do not serve or do not exist.
+    pub fn inconsistent() -> ServiceKey {
+        service_key(VIP_B, 9000, IPPROTO_TCP)
+    }
+    /// A round-robin ring naming a down backend.
+    pub fn ring_with_down() -> ServiceKey {
+        service_key(VIP_C, 80, IPPROTO_TCP)
+    }
+    /// UDP on the third VIP, one backend.
+    pub fn syslog() -> ServiceKey {
+        service_key(VIP_C, 514, IPPROTO_UDP)
+    }
+    /// Published, then removed.
+    pub fn removed() -> ServiceKey {
+        service_key(VIP_C, 8443, IPPROTO_TCP)
+    }
+}
+
+/// Backends 0..=15: up, draining, down, of an unknown state, local or behind
+/// [`REMOTE_IFINDEX`].
+fn mixed_backends() -> Vec<(u32, Backend)> {
+    use backend_state::{DOWN, DRAINING, UP};
+    vec![
+        backend(0, UP, false),
+        backend(1, UP, false),
+        backend(2, UP, false),
+        backend(3, UP, true),
+        backend(4, UP, false),
+        backend(5, UP, false),
+        backend(6, UP, true),
+        backend(7, UP, false),
+        backend(8, UP, true),
+        backend(9, UP, false),
+        backend(10, UP, false),
+        backend(11, DRAINING, false),
+        backend(12, DOWN, false),
+        backend(13, UNKNOWN_STATE, false),
+        backend(14, UP, false),
+        backend(15, UP, true),
+    ]
+}
+
+fn mixed_publications() -> Vec<ServiceSpec> {
+    let inconsistent: Vec<u32> = (0..TABLE_SIZE)
+        .map(|slot| [0, 11, 12, 13, BEYOND_BACKENDS][slot as usize % 5])
+        .collect();
+    vec![
+        ServiceSpec {
+            key: keys::web(),
+            id: 0,
+            scheduler: Scheduler::Maglev,
+            slots: maglev(&[(0, 1), (1, 2), (2, 1), (3, 1)]),
+        },
+        ServiceSpec {
+            key: keys::web_tls(),
+            id: 1,
+            scheduler: Scheduler::RoundRobin,
+            slots: ring(&[(4, 3), (5, 1), (6, 2)]),
+        },
+        ServiceSpec {
+            key: keys::dns(),
+            id: 2,
+            scheduler: Scheduler::Maglev,
+            slots: maglev(&[(7, 1), (8, 1)]),
+        },
+        ServiceSpec {
+            key: keys::mdns(),
+            id: 3,
+            scheduler: Scheduler::RoundRobin,
+            slots: ring(&[(9, 1), (10, 1)]),
+        },
+        ServiceSpec {
+            key: keys::empty(),
+            id: 4,
+            scheduler: Scheduler::Maglev,
+            slots: Vec::new(),
+        },
+        ServiceSpec {
+            key: keys::inconsistent(),
+            id: 5,
+            scheduler: Scheduler::Maglev,
+            slots: inconsistent,
+        },
+        ServiceSpec {
+            key: keys::ring_with_down(),
+            id: 6,
+            scheduler: Scheduler::RoundRobin,
+            slots: vec![14, 12, 14, 15],
+        },
+        ServiceSpec {
+            key: keys::removed(),
+            id: 7,
+            scheduler: Scheduler::Maglev,
+            slots: maglev(&[(14, 1)]),
+        },
+        ServiceSpec {
+            key: keys::syslog(),
+            id: 8,
+            scheduler: Scheduler::Maglev,
+            slots: maglev(&[(15, 1)]),
+        },
+    ]
+}
+
+/// Stale and live flow-table entries: on a draining, a down, an unknown-state
+/// and a nonexistent backend, on the empty service, on a removed service.
+fn mixed_flows() -> Vec<(FlowKey, Flow)> {
+    let on = |service: ServiceKey, client: u8, backend_id: u32| {
+        (
+            flow_key(&service, stale_client(client), 40_000 + u16::from(client)),
+            Flow { backend_id },
+        )
+    };
+    vec![
+        on(keys::web(), 0, 11),
+        on(keys::web(), 1, 12),
+        on(keys::web(), 2, 13),
+        on(keys::web(), 3, BEYOND_BACKENDS),
+        on(keys::web(), 4, 2),
+        on(keys::web_tls(), 5, 5),
+        on(keys::web_tls(), 6, 12),
+        on(keys::dns(), 7, 11),
+        on(keys::empty(), 8, 11),
+        on(keys::empty(), 9, 12),
+        on(keys::inconsistent(), 10, 0),
+        on(keys::removed(), 11, 14),
+        on(keys::ring_with_down(), 12, 13),
+    ]
+}
+
+/// Nine services on three VIPs (one removed again), stale flows, fresh
+/// cursors.
+fn mixed() -> Setup {
+    let mut steps: Vec<Step> = mixed_backends()
+        .into_iter()
+        .map(|(id, backend)| Step::Backend(id, backend))
+        .collect();
+    steps.extend(mixed_publications().into_iter().map(Step::Publish));
+    steps.push(Step::Remove(keys::removed()));
+    steps.extend(
+        mixed_flows()
+            .into_iter()
+            .map(|(key, flow)| Step::Flow(key, flow)),
+    );
+    let midway = vec![
+        // Backend 0 fails and leaves the web table; backend 4 is drained out
+        // of the TLS ring; backend 9 fails before its ring is rebuilt.
+        Step::Backend(0, backend(0, backend_state::DOWN, false).1),
+        Step::Publish(ServiceSpec {
+            key: keys::web(),
+            id: 0,
+            scheduler: Scheduler::Maglev,
+            slots: maglev(&[(1, 2), (2, 1), (3, 1)]),
+        }),
+        Step::Backend(4, backend(4, backend_state::DRAINING, false).1),
+        Step::Publish(ServiceSpec {
+            key: keys::web_tls(),
+            id: 1,
+            scheduler: Scheduler::RoundRobin,
+            slots: ring(&[(5, 1), (6, 2)]),
+        }),
+        Step::Backend(9, backend(9, backend_state::DOWN, false).1),
+    ];
+    Setup {
+        name: "mixed",
+        steps,
+        midway,
+    }
+}
+
+/// [`mixed`] after a round of changes: backends 1 down and 2 draining with
+/// the web table rebuilt without them (in its other half), the TLS ring
+/// reweighted, the ring with a down backend removed, flows left on the
+/// backends that changed, and cursors beyond the end of their rings.
+fn republished() -> Setup {
+    let mut setup = mixed();
+    setup.name = "republished";
+    setup.steps.extend([
+        Step::Backend(1, backend(1, backend_state::DOWN, false).1),
+        Step::Backend(2, backend(2, backend_state::DRAINING, false).1),
+        Step::Publish(ServiceSpec {
+            key: keys::web(),
+            id: 0,
+            scheduler: Scheduler::Maglev,
+            slots: maglev(&[(0, 1), (3, 2)]),
+        }),
+        Step::Publish(ServiceSpec {
+            key: keys::web_tls(),
+            id: 1,
+            scheduler: Scheduler::RoundRobin,
+            slots: ring(&[(4, 1), (6, 1)]),
+        }),
+        Step::Remove(keys::ring_with_down()),
+        Step::Flow(
+            flow_key(&keys::web(), stale_client(20), 41_000),
+            Flow { backend_id: 1 },
+        ),
+        Step::Flow(
+            flow_key(&keys::web(), stale_client(21), 41_001),
+            Flow { backend_id: 2 },
+        ),
+        Step::Cursor(1, 5),
+        Step::Cursor(3, 1000),
+    ]);
+    setup.midway = vec![
+        // Backend 1 recovers and rejoins; draining backend 2 fails, so its
+        // flows move; the DNS service is removed while its flows remain.
+        Step::Backend(1, backend(1, backend_state::UP, false).1),
+        Step::Backend(2, backend(2, backend_state::DOWN, false).1),
+        Step::Publish(ServiceSpec {
+            key: keys::web(),
+            id: 0,
+            scheduler: Scheduler::Maglev,
+            slots: maglev(&[(0, 1), (1, 1), (3, 2)]),
+        }),
+        Step::Remove(keys::dns()),
+    ];
+    setup
+}
+
+impl Setup {
+    /// The services live after the initial steps.
+    pub fn services(&self) -> Vec<ServiceSpec> {
+        let mut live: Vec<ServiceSpec> = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::Publish(spec) => {
+                    live.retain(|other| other.key != spec.key);
+                    live.push(spec.clone());
+                }
+                Step::Remove(key) => live.retain(|other| other.key != *key),
+                _ => {}
+            }
+        }
+        live
+    }
+
+    /// Every step, the midway changes last.
+    fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().chain(&self.midway)
+    }
+
+    /// Every service key published at some step (midway included).
+    pub fn published(&self) -> Vec<ServiceKey> {
+        let mut keys: Vec<ServiceKey> = Vec::new();
+        for step in self.all_steps() {
+            if let Step::Publish(spec) = step {
+                if !keys.contains(&spec.key) {
+                    keys.push(spec.key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// Every service key removed at some step (midway included).
+    pub fn removed_services(&self) -> Vec<ServiceKey> {
+        let mut keys: Vec<ServiceKey> = Vec::new();
+        for step in self.all_steps() {
+            if let Step::Remove(key) = step {
+                if !keys.contains(key) {
+                    keys.push(*key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// The flow-table entries the setup writes (midway included).
+    pub fn flows(&self) -> Vec<(FlowKey, Flow)> {
+        self.all_steps()
+            .filter_map(|step| match step {
+                Step::Flow(key, flow) => Some((*key, *flow)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs the initial steps against a freshly loaded `dataplane`.
+    pub fn program(&self, dataplane: &mut Dataplane, kernel: &mut KernelMaps) -> Result<()> {
+        run_steps(&self.steps, dataplane, kernel)
+    }
+
+    /// Runs the midway changes.
+    pub fn change_midway(&self, dataplane: &mut Dataplane, kernel: &mut KernelMaps) -> Result<()> {
+        run_steps(&self.midway, dataplane, kernel)
+    }
+
+    /// Checks that `contents` (read back from the kernel) holds what the
+    /// steps meant: every live service with its id, scheduler and table, no
+    /// removed one, and the flows written.
+    pub fn check_programmed(&self, contents: &MapContents) -> Result<()> {
+        for spec in self.services() {
+            let service = contents.service(&spec.key).with_context(|| {
+                format!("{}: service {:?} is not in SERVICES", self.name, spec.key)
+            })?;
+            ensure!(
+                service.id == spec.id && service.scheduler == spec.scheduler as u8,
+                "{}: service {:?} is {service:?}",
+                self.name,
+                spec.key
+            );
+            let table: Vec<Option<u32>> = (0..service.table_len)
+                .map(|slot| contents.table_slot(service.table_base + slot))
+                .collect();
+            let expected: Vec<Option<u32>> = spec.slots.iter().copied().map(Some).collect();
+            ensure!(
+                table == expected,
+                "{}: the live table of service {} differs from the one published",
+                self.name,
+                spec.id
+            );
+        }
+        let live = self.services();
+        let removed = self
+            .removed_services()
+            .into_iter()
+            .filter(|key| !live.iter().any(|spec| spec.key == *key));
+        for key in removed {
+            ensure!(
+                contents.service(&key).is_none(),
+                "{}: removed service {key:?} is still in SERVICES",
+                self.name
+            );
+        }
+        let initial_flows = self.steps.iter().filter_map(|step| match step {
+            Step::Flow(key, flow) => Some((*key, *flow)),
+            _ => None,
+        });
+        for (key, flow) in initial_flows {
+            ensure!(
+                contents.flow(&key) == Some(flow),
+                "{}: flow {key:?} was not written",
+                self.name
+            );
+        }
+        Ok(())
+    }
+}
+
+fn run_steps(steps: &[Step], dataplane: &mut Dataplane, kernel: &mut KernelMaps) -> Result<()> {
+    for step in steps {
+        match step {
+            Step::Backend(id, backend) => dataplane.set_backend(*id, backend)?,
+            Step::Publish(spec) => {
+                dataplane.set_service(spec.key, spec.id, spec.scheduler, &spec.slots)?;
+            }
+            Step::Remove(key) => dataplane.remove_service(key)?,
+            Step::Flow(key, flow) => kernel.insert_flow(*key, *flow)?,
+            Step::Cursor(service_id, next) => kernel.set_rr_cursor(*service_id, *next)?,
+        }
+    }
+    Ok(())
+}
