@@ -353,8 +353,8 @@ fn malformed_adverts_are_rejected_by_the_running_pair() {
         )
     };
     assert_eq!(
-        after.map(|report| unchanged(&report)),
-        before.map(|report| unchanged(&report)),
+        after.each_ref().map(unchanged),
+        before.each_ref().map(unchanged),
         "no node changed its VRRP state"
     );
     assert_eq!(after[0].state, VrrpState::Master);
