@@ -110,7 +110,7 @@ fn checks(artifacts: &Artifacts, toolchain: EbpfToolchain) -> Vec<Check> {
         // dependencies built for it are reused.
         Check {
             name: "tests",
-            command: cargo(&["test", "--workspace", "--release"]),
+            command: cargo(&["test", "--workspace", "--release", "--no-fail-fast"]),
         },
     ]
 }

@@ -29,6 +29,14 @@ use crate::vrrp::{self, State, VrrpError, VrrpHandle, VrrpStatus};
 use probe::{Probe, ProbeError};
 use tracking::Tracker;
 
+/// How often tracking samples the controller's snapshot. Sampling, rather
+/// than following every publication, lets backends that come up together
+/// at start (their first checks are simultaneous) be seen together: a
+/// publication with one of three up must not make the node preempt and
+/// move the flows of the two others. Issue 15 replaces this with an explicit
+/// "every backend has a settled result" rule.
+pub const SERVICE_POLL: Duration = Duration::from_millis(500);
+
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
     #[error("starting the VRRP thread")]
@@ -197,7 +205,12 @@ async fn serve(
     let _ = started.send(instance.status());
 
     let mut xdp_poll = interval(settings.instance.advert_interval.duration());
-    xdp_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut service_poll = interval(SERVICE_POLL);
+    for poll in [&mut xdp_poll, &mut service_poll] {
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
+    // Set by the controller's first publication after the loop started.
+    let mut published = false;
     // False once the controller is gone: its last snapshot stands.
     let mut following = true;
     let mut advertised = tracker.priority();
@@ -206,9 +219,12 @@ async fn serve(
             _ = &mut stop => break,
             _ = xdp_poll.tick() => observe_xdp(&mut tracker, &probe, xdp).await,
             changed = services.changed(), if following => match changed {
-                Ok(()) => tracker.observe_services(&services.borrow_and_update()),
+                Ok(()) => published = true,
                 Err(_) => following = false,
             },
+            _ = service_poll.tick(), if published => {
+                tracker.observe_services(&services.borrow_and_update());
+            }
         }
         let priority = tracker.priority();
         if priority != advertised {
