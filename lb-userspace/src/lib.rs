@@ -9,6 +9,7 @@ pub mod ha;
 pub mod health;
 pub mod neighbour;
 pub mod netlink;
+pub mod privilege;
 pub mod reconcile;
 pub mod run;
 pub mod status_table;
