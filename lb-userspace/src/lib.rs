@@ -11,6 +11,7 @@ pub mod health;
 pub mod neighbour;
 pub mod netlink;
 pub mod pinned_restart;
+pub mod privilege;
 pub mod run;
 pub mod status_table;
 pub mod vrrp;

@@ -113,6 +113,8 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         // Either a stop or the sender dropped: stop both ways.
         let _ = api_stopped.await;
     }));
+    // Attached, sockets open: from here on only what running needs.
+    crate::privilege::drop_to_runtime_set().context("dropping to the runtime capabilities")?;
     tracing::info!(
         "lb ready: serving {} service(s) with {} backend(s) on {} ({mode}); API on http://{}",
         config.services.len(),

@@ -7,7 +7,6 @@
 //! The task waits on nothing but its own sockets, timers and command channel,
 //! so health checks or map updates elsewhere cannot delay an advert.
 
-use std::collections::HashSet;
 use std::io;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,7 +18,8 @@ use super::config::VrrpConfig;
 use super::garp::GarpSender;
 use super::machine::{Action, Instance, State};
 use super::notify::Notifier;
-use super::packet::{self, Advert};
+use super::packet::Advert;
+use super::receive::{receive, Reception};
 use super::socket::AdvertSocket;
 use super::status::VrrpStatus;
 use crate::netlink::{LinkEvent, LinkEvents, LinkQuery, Netlink, NetlinkError};
@@ -205,46 +205,27 @@ impl Driver {
         result
     }
 
-    /// Runs the receive checks, then hands a valid advert to the machine.
+    /// Runs the receive checks, hands a valid advert to the machine and
+    /// counts the outcome.
     fn handle_datagram(&mut self, datagram: &[u8]) {
-        let received = match packet::parse_datagram(datagram) {
-            Ok(received) => received,
-            Err(error) => {
-                tracing::debug!(%error, "vrrp advert rejected");
-                self.status
-                    .send_modify(|status| status.received.count_packet_error(error));
-                return;
+        let reception = receive(&mut self.machine, &self.config, Instant::now(), datagram);
+        match &reception {
+            Reception::Accepted {
+                source,
+                same_addresses: false,
+                ..
+            } => tracing::debug!(%source, "vrrp advert lists other virtual addresses"),
+            Reception::Accepted { .. } => {}
+            Reception::Malformed(error) => tracing::debug!(%error, "vrrp advert rejected"),
+            Reception::UnknownPeer(source) => {
+                tracing::debug!(%source, "vrrp advert from an unknown peer rejected")
             }
-        };
-        let peers = &self.config.unicast_peers;
-        if !peers.is_empty() && !peers.contains(&received.source) {
-            tracing::debug!(source = %received.source, "vrrp advert from an unknown peer rejected");
-            self.status
-                .send_modify(|status| status.received.rejected_unknown_peer += 1);
-            return;
-        }
-        match self
-            .machine
-            .handle_advert(Instant::now(), received.source, &received.advert)
-        {
-            Ok(()) => {
-                let same_addresses =
-                    same_addresses(&received.advert.addresses, &self.config.virtual_addresses);
-                if !same_addresses {
-                    tracing::debug!(source = %received.source, addresses = ?received.advert.addresses, "vrrp advert lists other virtual addresses");
-                }
-                self.status.send_modify(|status| {
-                    status
-                        .received
-                        .count_accepted(received.checksum_form, same_addresses)
-                });
-            }
-            Err(rejected) => {
-                tracing::debug!(%rejected, source = %received.source, "vrrp advert rejected");
-                self.status
-                    .send_modify(|status| status.received.count_rejection(rejected));
+            Reception::Refused { source, reason } => {
+                tracing::debug!(%reason, %source, "vrrp advert rejected")
             }
         }
+        self.status
+            .send_modify(|status| status.received.count(&reception));
     }
 
     async fn carry_out_actions(&mut self) {
@@ -340,10 +321,6 @@ async fn next_carrier_change(events: &mut LinkEvents, index: u32) -> Option<bool
             _ => {}
         }
     }
-}
-
-fn same_addresses(advertised: &[Ipv4Addr], configured: &[Ipv4Addr]) -> bool {
-    advertised.iter().collect::<HashSet<_>>() == configured.iter().collect::<HashSet<_>>()
 }
 
 /// `error` and its sources, joined by ": ".

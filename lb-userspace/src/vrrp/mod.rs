@@ -5,6 +5,7 @@
 //!   fills it from `[vrrp]`);
 //! - [`packet`]: the advert on the wire and the receive checks;
 //! - [`machine`]: the state machine, without IO, driven by the caller's clock;
+//! - [`receive`]: a received datagram → accepted or rejected for one reason;
 //! - [`driver`]: the task that runs one instance on a real interface, built on
 //!   [`socket`] (adverts), [`crate::netlink`] (interface, carrier, VIPs),
 //!   [`garp`] (gratuitous ARP) and [`notify`] (hooks), and publishing
@@ -31,6 +32,7 @@ pub mod garp;
 pub mod machine;
 pub mod notify;
 pub mod packet;
+pub mod receive;
 pub mod socket;
 pub mod status;
 
@@ -38,4 +40,5 @@ pub use config::{AdvertInterval, GarpConfig, NotifyCommands, VrrpConfig};
 pub use driver::{spawn, VrrpError, VrrpHandle};
 pub use machine::{Action, AdvertRejected, Instance, State};
 pub use packet::{Advert, ChecksumForm, PacketError, ReceivedAdvert};
+pub use receive::Reception;
 pub use status::{ReceiveCounters, SendCounters, VrrpStatus};

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use super::machine::{AdvertRejected, State};
 use super::packet::{ChecksumForm, PacketError};
+use super::receive::Reception;
 
 /// A snapshot of one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,39 +91,45 @@ impl ReceiveCounters {
         self.rejections().iter().map(|(_, count)| count).sum()
     }
 
-    pub(crate) fn count_packet_error(&mut self, error: PacketError) {
-        let counter = match error {
-            PacketError::IpHeader => &mut self.rejected_ip_header,
-            PacketError::Ttl(_) => &mut self.rejected_ttl,
-            PacketError::Truncated => &mut self.rejected_truncated,
-            PacketError::Version(_) => &mut self.rejected_version,
-            PacketError::Type(_) => &mut self.rejected_type,
-            PacketError::NoAddresses => &mut self.rejected_no_addresses,
-            PacketError::LengthMismatch { .. } => &mut self.rejected_length_mismatch,
-            PacketError::Checksum => &mut self.rejected_checksum,
-            PacketError::ZeroInterval => &mut self.rejected_zero_interval,
+    /// Counts one received datagram: `accepted` or exactly one `rejected_*`
+    /// counter goes up by one.
+    pub fn count(&mut self, reception: &Reception) {
+        let counter = match *reception {
+            Reception::Accepted {
+                checksum_form,
+                same_addresses,
+                ..
+            } => {
+                match checksum_form {
+                    ChecksumForm::PseudoHeader => {}
+                    ChecksumForm::MessageOnly => self.accepted_message_only_checksum += 1,
+                    ChecksumForm::PseudoHeaderWithGroup => {
+                        self.accepted_group_pseudo_header_checksum += 1
+                    }
+                }
+                if !same_addresses {
+                    self.accepted_address_list_mismatch += 1;
+                }
+                &mut self.accepted
+            }
+            Reception::Malformed(error) => match error {
+                PacketError::IpHeader => &mut self.rejected_ip_header,
+                PacketError::Ttl(_) => &mut self.rejected_ttl,
+                PacketError::Truncated => &mut self.rejected_truncated,
+                PacketError::Version(_) => &mut self.rejected_version,
+                PacketError::Type(_) => &mut self.rejected_type,
+                PacketError::NoAddresses => &mut self.rejected_no_addresses,
+                PacketError::LengthMismatch { .. } => &mut self.rejected_length_mismatch,
+                PacketError::Checksum => &mut self.rejected_checksum,
+                PacketError::ZeroInterval => &mut self.rejected_zero_interval,
+            },
+            Reception::UnknownPeer(_) => &mut self.rejected_unknown_peer,
+            Reception::Refused { reason, .. } => match reason {
+                AdvertRejected::VridMismatch { .. } => &mut self.rejected_vrid_mismatch,
+                AdvertRejected::FromOwnAddress => &mut self.rejected_from_own_address,
+            },
         };
         *counter += 1;
-    }
-
-    pub(crate) fn count_rejection(&mut self, rejected: AdvertRejected) {
-        let counter = match rejected {
-            AdvertRejected::VridMismatch { .. } => &mut self.rejected_vrid_mismatch,
-            AdvertRejected::FromOwnAddress => &mut self.rejected_from_own_address,
-        };
-        *counter += 1;
-    }
-
-    pub(crate) fn count_accepted(&mut self, form: ChecksumForm, same_addresses: bool) {
-        self.accepted += 1;
-        match form {
-            ChecksumForm::PseudoHeader => {}
-            ChecksumForm::MessageOnly => self.accepted_message_only_checksum += 1,
-            ChecksumForm::PseudoHeaderWithGroup => self.accepted_group_pseudo_header_checksum += 1,
-        }
-        if !same_addresses {
-            self.accepted_address_list_mismatch += 1;
-        }
     }
 }
 
@@ -160,14 +167,16 @@ mod tests {
             PacketError::ZeroInterval,
         ];
         for error in errors {
-            counters.count_packet_error(error);
+            counters.count(&Reception::Malformed(error));
         }
-        counters.count_rejection(AdvertRejected::VridMismatch {
+        let source = Ipv4Addr::new(192, 0, 2, 7);
+        let refused = |reason| Reception::Refused { source, reason };
+        counters.count(&refused(AdvertRejected::VridMismatch {
             received: 1,
             expected: 2,
-        });
-        counters.count_rejection(AdvertRejected::FromOwnAddress);
-        counters.rejected_unknown_peer += 1;
+        }));
+        counters.count(&refused(AdvertRejected::FromOwnAddress));
+        counters.count(&Reception::UnknownPeer(source));
         assert_eq!(counters.rejected(), 12);
         let each = counters.rejections().map(|(_, count)| count);
         assert_eq!(each, [1; 12]);
@@ -181,9 +190,14 @@ mod tests {
     #[test]
     fn accepted_adverts_note_their_checksum_form_and_address_list() {
         let mut counters = ReceiveCounters::default();
-        counters.count_accepted(ChecksumForm::PseudoHeader, true);
-        counters.count_accepted(ChecksumForm::MessageOnly, true);
-        counters.count_accepted(ChecksumForm::PseudoHeaderWithGroup, false);
+        let accepted = |checksum_form, same_addresses| Reception::Accepted {
+            source: Ipv4Addr::new(192, 0, 2, 7),
+            checksum_form,
+            same_addresses,
+        };
+        counters.count(&accepted(ChecksumForm::PseudoHeader, true));
+        counters.count(&accepted(ChecksumForm::MessageOnly, true));
+        counters.count(&accepted(ChecksumForm::PseudoHeaderWithGroup, false));
         assert_eq!(counters.accepted, 3);
         assert_eq!(counters.accepted_message_only_checksum, 1);
         assert_eq!(counters.accepted_group_pseudo_header_checksum, 1);
