@@ -33,7 +33,7 @@ const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<()> {
     let mut config = config::load(config_path)?;
     if let Some(dir) = pin_dir {
-        config.global.pin_dir = Some(dir.to_owned());
+        config.global.pin_dir = config::pin_dir_option(dir)?;
     }
     // Installed first, so that a signal received while starting up is not
     // fatal: it is handled as soon as the data path serves.

@@ -11,7 +11,9 @@
 //!
 //! Actions answer the backend's new [`BackendStatus`] once the data path
 //! follows it; errors answer `{"error": "..."}` with 404 (unknown name), 400
-//! (bad weight), 500 (recorded but not applied yet) or 503 (stopping).
+//! (weight out of range), 409 (the service's weights would not fit its
+//! table; nothing changed), 500 (recorded but not applied yet) or 503
+//! (stopping).
 //!
 //! The server never waits for the controller to read: `GET /status` joins
 //! the snapshot the controller last published, the counters read from the
@@ -202,6 +204,7 @@ impl ApiError {
                 AdminError::UnknownService(_) | AdminError::UnknownBackend { .. },
             ) => StatusCode::NOT_FOUND,
             AdminCommandError::Refused(AdminError::Weight { .. }) => StatusCode::BAD_REQUEST,
+            AdminCommandError::Refused(AdminError::WeightsDoNotFit { .. }) => StatusCode::CONFLICT,
             AdminCommandError::NotApplied(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AdminCommandError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -249,6 +252,16 @@ mod tests {
                 .into()
             ),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            code(
+                AdminError::WeightsDoNotFit {
+                    service: "x".into(),
+                    reason: "too small".into()
+                }
+                .into()
+            ),
+            StatusCode::CONFLICT
         );
         assert_eq!(
             code(AdminCommandError::NotApplied("map full".into())),

@@ -8,6 +8,7 @@
 mod error;
 mod model;
 mod raw;
+mod table_fit;
 mod validate;
 
 use std::path::Path;
@@ -17,7 +18,8 @@ pub use model::{
     Backend, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service, Tracking,
     VrrpPair, DEFAULT_API, WEIGHT_RANGE,
 };
-pub use validate::default_pin_dir;
+pub use table_fit::TableFitError;
+pub use validate::{default_pin_dir, pin_dir_option, PinDirOptionError};
 
 pub use crate::dataplane::XdpModePreference;
 

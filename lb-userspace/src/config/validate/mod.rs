@@ -11,7 +11,7 @@ mod pin_dir;
 mod service;
 mod vrrp;
 
-pub use pin_dir::default_pin_dir;
+pub use pin_dir::{default_pin_dir, pin_dir_option, PinDirOptionError};
 
 use super::error::{ConfigError, ErrorSite};
 use super::model::Config;
