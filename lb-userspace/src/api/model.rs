@@ -122,6 +122,10 @@ pub struct VrrpReport {
     pub since: SystemTime,
     /// State changes since start.
     pub transitions: u64,
+    /// While master without every VIP in place: why one was refused (it is
+    /// retried with every advert). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_error: Option<String>,
 }
 
 /// Body of `PUT /services/{service}/backends/{backend}/weight`.
@@ -294,8 +298,9 @@ mod tests {
             master: None,
             since,
             transitions: 1,
+            address_error: None,
         };
-        let report = report(Vec::new(), Some(vrrp));
+        let report = report(Vec::new(), Some(vrrp.clone()));
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
             json["vrrp"],
@@ -312,5 +317,18 @@ mod tests {
         );
         let back: StatusReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
+
+        // A master whose VIP the kernel refused says why.
+        let refused = VrrpReport {
+            state: State::Master,
+            address_error: Some("10.0.0.100: No buffer space available".into()),
+            ..vrrp
+        };
+        let json = serde_json::to_value(&refused).unwrap();
+        assert_eq!(
+            json["address_error"],
+            "10.0.0.100: No buffer space available"
+        );
+        assert_eq!(serde_json::from_value::<VrrpReport>(json).unwrap(), refused);
     }
 }

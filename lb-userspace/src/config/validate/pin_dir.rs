@@ -65,11 +65,7 @@ mod tests {
             Ok(Some(PathBuf::from("/sys/fs/bpf/lb/eth0")))
         );
         assert_eq!(pin_dir_option(Path::new("")), Ok(None));
-        for bad in [
-            "relative/dir",
-            "/sys/fs/bpf/lb/../../../etc",
-            "/sys/fs/bpf/./lb",
-        ] {
+        for bad in ["relative/dir", "/sys/fs/bpf/lb/../../../etc", "./lb"] {
             let error = pin_dir_option(Path::new(bad)).unwrap_err();
             assert_eq!(
                 error.to_string(),
