@@ -292,8 +292,8 @@ async fn slow_clients_are_cut_off_and_a_normal_request_still_answered() {
 }
 
 /// A request whose body never arrives is answered 408 after the request
-/// timeout, and a body over the limit is refused, both without reaching the
-/// controller.
+/// timeout, and a body or a head over its limit is refused, all without
+/// reaching the controller.
 #[tokio::test]
 async fn a_body_that_never_arrives_or_is_too_large_is_refused() {
     let limits = ApiLimits {
@@ -322,6 +322,12 @@ async fn a_body_that_never_arrives_or_is_too_large_is_refused() {
     let large = format!("{{\"weight\": 2, \"pad\": \"{}\"}}", "x".repeat(2_000));
     let refused = answer(weight(large.len(), &large)).await;
     assert!(refused.starts_with("HTTP/1.1 413 "), "{refused}");
+    let huge_head = format!(
+        "GET /status HTTP/1.1\r\nHost: {address}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+        "x".repeat(10_000)
+    );
+    let refused = answer(huge_head).await;
+    assert!(refused.starts_with("HTTP/1.1 431 "), "{refused}");
     let report = node.api.status().await.unwrap();
     assert_eq!(report.backend("api", "web2").unwrap().weight, 1);
     node.stop().await;

@@ -117,7 +117,7 @@ impl PinDir {
             path: path.to_owned(),
             source,
         })?;
-        let pins = PinDir {
+        let mut pins = PinDir {
             path: path.to_owned(),
             found: Found {
                 created,
@@ -129,14 +129,8 @@ impl PinDir {
             pins.undo()?;
             return Err(PinningError::NotBpffs(path.to_owned()));
         }
-        let found = pins.pin_names()?;
-        Ok(PinDir {
-            found: Found {
-                pins: found,
-                ..pins.found
-            },
-            ..pins
-        })
+        pins.found.pins = pins.pin_names()?;
+        Ok(pins)
     }
 
     /// Puts the directory back as [`PinDir::open`] found it, after a start

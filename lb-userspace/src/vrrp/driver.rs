@@ -303,7 +303,8 @@ impl<V: VipTable> Driver<V> {
             match action {
                 Action::SendAdvert { priority } => {
                     self.send_advert(priority);
-                    if self.vips_missing {
+                    // Priority 0 is the goodbye of a master that steps down.
+                    if self.vips_missing && priority > 0 {
                         self.add_addresses().await;
                     }
                 }
@@ -367,11 +368,14 @@ impl<V: VipTable> Driver<V> {
             (None, false) => {}
         }
         self.vips_missing = refused.is_some();
-        self.status.send_modify(|status| {
-            if refused.is_some() {
+        self.status.send_if_modified(|status| {
+            let failed = refused.is_some();
+            if failed {
                 status.sent.address_errors += 1;
             }
+            let changed = status.address_error != refused;
             status.address_error = refused;
+            failed || changed
         });
     }
 
