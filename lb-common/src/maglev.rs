@@ -155,29 +155,77 @@ pub fn build_table(backends: &[MaglevBackend], m: u32) -> Result<Vec<u32>, Magle
     }
 }
 
-/// The smallest table size with which [`build_table`] gives at least one slot
-/// to every backend of `weights` (zero weights left out), and to every
-/// backend of any subset of them, whatever their keys: `ceil(S / min) + n - 2`
-/// (at least 1), for `n` weights of sum `S`, the smallest `min`.
+/// A Maglev table too small for a set of weights: some backend could get no
+/// slot at all (see [`check_weights`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableTooSmall {
+    /// The table size M that was checked.
+    pub table_size: u32,
+    /// The weight of the backend that can be starved (the lightest).
+    pub lightest: u32,
+    /// The heaviest weight serving beside it when it is starved.
+    pub heaviest: u32,
+    /// Slots the build may fill before the lightest backend claims its
+    /// first one, that one included: more than `table_size`.
+    pub slots_needed: u64,
+}
+
+impl fmt::Display for TableTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a Maglev table of {} slots is too small for these weights: a backend of weight {} \
+             serving beside backends of weight up to {} can get no slot ({} slots needed)",
+            self.table_size, self.lightest, self.heaviest, self.slots_needed
+        )
+    }
+}
+
+impl core::error::Error for TableTooSmall {}
+
+/// Whether [`build_table`] gives every backend of `weights` at least one of
+/// `m` slots, whatever subset of them serves and whatever their keys: the
+/// check the configuration and the API run before a table is built.
 ///
-/// Why it suffices: with `max` the largest weight, a backend of weight `w`
-/// has claimed `floor(r * w / max)` slots after `r` rounds, so the lightest
-/// one claims its first slot in round `k = ceil(max / min)`. Until then the
-/// others claim at most `sum floor(k * w_i / max)`, which is below
-/// `sum (w_i / min + 1) = (S - min) / min + n - 1` because
-/// `k < max / min + 1` and `w_i <= max`; a table of at least that many slots
-/// still has a free one when the lightest backend's turn comes. A heavier
-/// backend's turn comes no later, and a subset has a smaller `n` and a
-/// smaller `(S - min) / min` (its sum minus its smallest weight is at most
-/// `S - min`, its smallest weight at least `min`), so the same size serves
-/// every subset: every set of backends the data path may see up.
-pub fn min_table_size(weights: &[u32]) -> u64 {
-    let serving = weights.iter().copied().filter(|&w| w > 0).map(u64::from);
-    let Some(min) = serving.clone().min() else {
-        return 1;
+/// The rule, exact for the build above: a backend of weight `w` among
+/// serving backends whose heaviest weight is `v` claims its first slot in
+/// round `k = ceil(v / w)`; by its turn in that round, a backend of weight
+/// `x` has claimed at most `floor(k * x / v)` slots (exactly that many if it
+/// sorts before it), one slot each. So the backend is starved for some
+/// order of keys iff `sum over the serving backends of floor(k * x / v)`
+/// (its own claim included) exceeds `m`. The worst case over subsets is the
+/// lightest backend with every backend no heavier than some `v`, checked for
+/// every weight `v` present. Zero weights take no slots and are ignored.
+///
+/// Cost: O(n * distinct weights) after a sort.
+pub fn check_weights(weights: &[u32], m: u32) -> Result<(), TableTooSmall> {
+    let mut serving: Vec<u32> = weights.iter().copied().filter(|&w| w > 0).collect();
+    serving.sort_unstable();
+    let Some(&lightest) = serving.first() else {
+        return Ok(());
     };
-    let (count, sum) = serving.fold((0u64, 0u64), |(n, s), w| (n + 1, s + w));
-    (sum.div_ceil(min) + count).saturating_sub(2).max(1)
+    let mut end = 0;
+    while end < serving.len() {
+        let heaviest = serving[end];
+        while end < serving.len() && serving[end] == heaviest {
+            end += 1;
+        }
+        // u128: k < 2^32 and x < 2^32, summed over fewer than 2^32 backends.
+        let rounds = u128::from(heaviest).div_ceil(u128::from(lightest));
+        let needed: u128 = serving[..end]
+            .iter()
+            .map(|&x| rounds * u128::from(x) / u128::from(heaviest))
+            .sum();
+        if needed > u128::from(m) {
+            return Err(TableTooSmall {
+                table_size: m,
+                lightest,
+                heaviest,
+                slots_needed: u64::try_from(needed).unwrap_or(u64::MAX),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One backend's walk through its permutation `(offset + j * skip) % m`.
@@ -490,105 +538,117 @@ mod tests {
         assert!(counts.iter().all(|&c| c <= 1));
     }
 
-    /// splitmix64: a small deterministic generator for the property tests.
-    struct SplitMix(u64);
+    /// The issue's case: M = 5 with weights 51/68/31 starves the 31.
+    #[test]
+    fn check_weights_refuses_the_weights_that_starve_a_backend() {
+        assert_eq!(
+            check_weights(&[51, 68, 31], 5),
+            Err(TableTooSmall {
+                table_size: 5,
+                lightest: 31,
+                heaviest: 68,
+                slots_needed: 6
+            })
+        );
+        assert_eq!(check_weights(&[51, 68, 31], 7), Ok(()));
+        // Equal weights: at most one backend per slot.
+        assert_eq!(check_weights(&[1; 13], 13), Ok(()));
+        assert!(check_weights(&[1; 14], 13).is_err());
+        assert_eq!(check_weights(&[], 5), Ok(()));
+        assert_eq!(check_weights(&[0, 0, 7], 2), Ok(()));
+        let message = alloc::format!("{}", check_weights(&[1, 100], 13).unwrap_err());
+        assert_eq!(
+            message,
+            "a Maglev table of 13 slots is too small for these weights: a backend of weight 1 \
+             serving beside backends of weight up to 100 can get no slot (101 slots needed)"
+        );
+    }
 
-    impl SplitMix {
+    /// xorshift64*: a fixed-seed generator for the property tests.
+    struct Rng(u64);
+
+    impl Rng {
         fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            fmix64(self.0)
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
         }
 
-        /// Uniform enough in `0..n` for small `n`.
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
     }
 
-    fn smallest_prime_at_least(n: u64) -> u32 {
-        let mut m = u32::try_from(n).unwrap();
-        while !is_prime(m) {
-            m += 1;
-        }
-        m
+    /// Backends of `weights` whose keys sort them in the order given.
+    fn in_order(weights: &[u32]) -> Vec<MaglevBackend> {
+        (1..)
+            .zip(weights)
+            .map(|(id, &weight)| MaglevBackend {
+                id,
+                key: u64::from(id),
+                weight,
+            })
+            .collect()
     }
 
-    /// Whether `build_table` gives every backend of `backends` a slot in `m`.
-    fn every_backend_has_a_slot(backends: &[MaglevBackend], m: u32) -> bool {
-        let table = build_table(backends, m).unwrap();
-        backends.iter().all(|b| table.contains(&b.id))
-    }
-
+    /// By construction: for weights the check accepts, the table of every
+    /// subset, with the backends in random orders, gives each backend a
+    /// slot; for weights it refuses, the subset and order it names starve
+    /// the lightest backend. So the rule is neither too lax nor too strict.
     #[test]
-    fn min_table_size_of_simple_weight_sets() {
-        assert_eq!(min_table_size(&[]), 1);
-        assert_eq!(min_table_size(&[0, 0]), 1);
-        assert_eq!(min_table_size(&[7]), 1);
-        assert_eq!(min_table_size(&[1, 1, 1]), 4);
-        assert_eq!(min_table_size(&[2, 1]), 3);
-        // ceil(150 / 31) + 3 - 2; zero weights are left out.
-        assert_eq!(min_table_size(&[51, 68, 31, 0]), 6);
-        assert_eq!(min_table_size(&[u32::MAX, 1]), u64::from(u32::MAX) + 1);
-    }
-
-    /// The case that showed the earlier rule, `M >= ceil(S / min)`, unsound:
-    /// M = 5 with weights 51, 68 and 31 listed in that key order starves 31.
-    #[test]
-    fn below_min_table_size_the_lightest_backend_can_starve() {
-        let backends = [(1, 51), (2, 68), (3, 31)].map(|(id, weight)| MaglevBackend {
-            id,
-            key: u64::from(id),
-            weight,
-        });
-        let table = build_table(&backends, 5).unwrap();
-        assert!(!table.contains(&3), "{table:?}");
-        let m = smallest_prime_at_least(min_table_size(&[51, 68, 31]));
-        assert_eq!(m, 7);
-        assert!(every_backend_has_a_slot(&backends, m));
-    }
-
-    /// Property: 10,000 random weight sets (1 to 8 backends, weights 1..=100,
-    /// fixed seed), each in the smallest prime table `min_table_size` allows,
-    /// give every backend a slot, for the whole set and for random subsets.
-    /// Every other set puts its lightest backend last in key order, the
-    /// worst case of the bound.
-    #[test]
-    fn min_table_size_never_starves_a_backend_of_any_subset() {
-        let mut rng = SplitMix(0x6c62_2d6d_6167_6c65);
-        for case in 0..10_000u32 {
-            let n = 1 + rng.below(8) as u32;
-            let mut backends: Vec<MaglevBackend> = (1..=n)
-                .map(|id| MaglevBackend {
-                    id,
-                    key: rng.next() >> 1,
-                    weight: 1 + rng.below(100) as u32,
-                })
-                .collect();
-            if case % 2 == 0 {
-                let lightest = backends.iter_mut().min_by_key(|b| b.weight).unwrap();
-                lightest.key = u64::MAX;
-            }
-            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-            let m = smallest_prime_at_least(min_table_size(&weights));
-            let full = (1u32 << n) - 1;
-            let masks = [
-                full,
-                1 + rng.below(u64::from(full)) as u32,
-                1 + rng.below(u64::from(full)) as u32,
-            ];
-            for mask in masks {
-                let subset: Vec<MaglevBackend> = backends
-                    .iter()
-                    .enumerate()
-                    .filter(|(index, _)| mask & (1 << index) != 0)
-                    .map(|(_, b)| *b)
-                    .collect();
-                assert!(
-                    every_backend_has_a_slot(&subset, m),
-                    "case {case}: m={m} weights={weights:?} subset={mask:#b}"
-                );
+    fn check_weights_agrees_with_the_tables_built() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            let m = [5, 7, 11, 13, 17, 31][rng.below(6) as usize];
+            let n = 1 + rng.below(6) as usize;
+            let weights: Vec<u32> = (0..n).map(|_| 1 + rng.below(100) as u32).collect();
+            match check_weights(&weights, m) {
+                Ok(()) => {
+                    accepted += 1;
+                    for mask in 1u32..(1 << n) {
+                        let mut subset: Vec<u32> = (0..n)
+                            .filter(|&i| mask & (1 << i) != 0)
+                            .map(|i| weights[i])
+                            .collect();
+                        for _ in 0..3 {
+                            for i in (1..subset.len()).rev() {
+                                subset.swap(i, rng.below(i as u64 + 1) as usize);
+                            }
+                            let backends = in_order(&subset);
+                            let table = build_table(&backends, m).unwrap();
+                            for b in &backends {
+                                assert!(
+                                    table.contains(&b.id),
+                                    "m={m} weights={weights:?} subset={subset:?}: id {} starved",
+                                    b.id
+                                );
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    refused += 1;
+                    // Every backend no heavier than `heaviest`, the lightest last.
+                    let mut subset: Vec<u32> = weights
+                        .iter()
+                        .copied()
+                        .filter(|&w| w <= error.heaviest)
+                        .collect();
+                    subset.sort_unstable_by(|a, b| b.cmp(a));
+                    let backends = in_order(&subset);
+                    let table = build_table(&backends, m).unwrap();
+                    let last = backends.last().unwrap();
+                    assert_eq!(last.weight, error.lightest);
+                    assert!(
+                        !table.contains(&last.id),
+                        "m={m} weights={weights:?}: refused, yet {subset:?} starves nobody"
+                    );
+                }
             }
         }
+        assert!(accepted > 300 && refused > 300, "{accepted} / {refused}");
     }
 
     #[test]

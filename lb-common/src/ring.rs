@@ -51,7 +51,9 @@ impl core::error::Error for RingError {}
 ///
 /// Cost: O(ring length × number of backends).
 pub fn round_robin_ring(backends: &[(u32, u32)], max_len: usize) -> Result<Vec<u32>, RingError> {
-    let divisor = backends.iter().map(|&(_, weight)| weight).fold(0, gcd);
+    let weights: Vec<u32> = backends.iter().map(|&(_, weight)| weight).collect();
+    check_weights(&weights, max_len)?;
+    let divisor = weights.iter().copied().fold(0, gcd);
     if divisor == 0 {
         return Ok(Vec::new());
     }
@@ -64,9 +66,6 @@ pub fn round_robin_ring(backends: &[(u32, u32)], max_len: usize) -> Result<Vec<u
     // fits in i64; it is positive since some weight is.
     let total: i64 = serving.iter().map(|&(_, weight)| weight).sum();
     let len = total as u64;
-    if len > max_len as u64 {
-        return Err(RingError::TooLong { len, max_len });
-    }
 
     // Scores stay within (-total, total): each step adds `total` in all and
     // takes it back from the winner, whose score is at least the average.
@@ -87,6 +86,34 @@ pub fn round_robin_ring(backends: &[(u32, u32)], max_len: usize) -> Result<Vec<u
         ring.push(serving[winner].0);
     }
     Ok(ring)
+}
+
+/// The length of the ring of `weights`: the sum of the weights divided by
+/// their greatest common divisor (0 when no weight is positive).
+pub fn ring_len(weights: &[u32]) -> u64 {
+    let divisor = weights.iter().copied().fold(0, gcd);
+    if divisor == 0 {
+        return 0;
+    }
+    weights
+        .iter()
+        .map(|&weight| u64::from(weight / divisor))
+        .sum()
+}
+
+/// Whether the ring of `weights` fits in `max_len` slots: the one check
+/// [`round_robin_ring`] makes, for callers that validate weights (the
+/// configuration, the API) before any ring is built.
+///
+/// It holds for every subset of the backends too (the ones that are up at
+/// a given time): a subset's gcd is a multiple of the whole set's and its
+/// sum is smaller, so its ring is never longer.
+pub fn check_weights(weights: &[u32], max_len: usize) -> Result<(), RingError> {
+    let len = ring_len(weights);
+    if len > max_len as u64 {
+        return Err(RingError::TooLong { len, max_len });
+    }
+    Ok(())
 }
 
 /// Greatest common divisor; `gcd(0, x) == x`, so it folds from 0.
@@ -225,6 +252,39 @@ mod tests {
                 max_len: 65_537
             }
         );
+    }
+
+    #[test]
+    fn check_weights_is_the_length_check_of_the_builder() {
+        assert_eq!(ring_len(&[6, 3, 2]), 11);
+        assert_eq!(ring_len(&[500, 100, 100]), 7);
+        assert_eq!(ring_len(&[0, 0]), 0);
+        assert_eq!(check_weights(&[6, 3, 2], 11), Ok(()));
+        assert_eq!(
+            check_weights(&[6, 3, 2], 10),
+            Err(RingError::TooLong {
+                len: 11,
+                max_len: 10
+            })
+        );
+        assert_eq!(check_weights(&[], 0), Ok(()));
+    }
+
+    /// Every subset of weights that fit also fits: the API and the config
+    /// check the configured set once, whatever is up later.
+    #[test]
+    fn a_subset_of_fitting_weights_fits() {
+        let weights = [12, 8, 6, 5, 1, 30];
+        let max_len = ring_len(&weights) as usize;
+        for mask in 1u32..(1 << weights.len()) {
+            let subset: Vec<u32> = (0..weights.len())
+                .filter(|&i| mask & (1 << i) != 0)
+                .map(|i| weights[i])
+                .collect();
+            assert!(ring_len(&subset) <= max_len as u64, "{subset:?}");
+            let ids: Vec<(u32, u32)> = (0..).zip(subset.iter().copied()).collect();
+            assert!(round_robin_ring(&ids, max_len).is_ok(), "{subset:?}");
+        }
     }
 
     #[test]

@@ -141,6 +141,10 @@ pub enum AdminError {
     UnknownBackend { service: String, backend: String },
     #[error("weight {weight} is out of range ({low}..={high})")]
     Weight { weight: u32, low: u32, high: u32 },
+    /// The service's weights after the action would not fit its table (the
+    /// check the configuration file gets); `reason` names the limit.
+    #[error("service {service:?}: {reason}")]
+    WeightsDoNotFit { service: String, reason: String },
 }
 
 /// Why an admin command did not complete.

@@ -30,7 +30,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Pin the data path here instead of global.pin_dir (a directory
-        /// on a bpffs; one per lb instance).
+        /// on a bpffs; one per lb instance). Same rules as global.pin_dir:
+        /// an absolute path without '.' or '..', or "" for no pinning.
         #[arg(long)]
         pin_dir: Option<PathBuf>,
     },

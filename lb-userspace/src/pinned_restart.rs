@@ -11,7 +11,8 @@
 //! served instead of waiting `rise` checks with every backend down.
 //! Once programmed ([`attach`]): the new program replaces the old one on the
 //! pinned link in one step. At a clean shutdown ([`release`]): the pins are
-//! removed, then the program detached.
+//! removed, then the program detached. After a failed start ([`undo`]):
+//! the pins this run added are removed, those it found stay.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -34,6 +35,19 @@ pub fn prepare(config: &mut Config) -> Result<Option<PinDir>, PinningError> {
         return Ok(None);
     };
     let pins = PinDir::open(path)?;
+    match take_over(config, &pins) {
+        Ok(()) => Ok(Some(pins)),
+        Err(error) => {
+            undo(&pins);
+            Err(error)
+        }
+    }
+}
+
+/// [`prepare`] in the opened `pins`: keeps or discards the pinned flow
+/// table, and seeds the backends' initial health.
+fn take_over(config: &mut Config, pins: &PinDir) -> Result<(), PinningError> {
+    let path = pins.path();
     let previous = pins.previous_backends()?;
     let layout = Layout::new(config);
     let options = load_options(config);
@@ -60,7 +74,7 @@ pub fn prepare(config: &mut Config) -> Result<Option<PinDir>, PinningError> {
             "backends the previous run had up start up"
         );
     }
-    Ok(Some(pins))
+    Ok(())
 }
 
 /// The map sizes `config` asks for.
@@ -96,6 +110,17 @@ pub fn attach(
             format!("{mode} mode, not pinned")
         }
     })
+}
+
+/// After a start that failed: puts the pin directory back as [`prepare`]
+/// found it ([`PinDir::undo`]). Errors are logged.
+pub fn undo(pins: &PinDir) {
+    match pins.undo() {
+        Ok(()) => {
+            tracing::info!(pin_dir = %pins.path().display(), "pins of the failed start removed")
+        }
+        Err(error) => tracing::error!(%error, "removing the pins of the failed start"),
+    }
 }
 
 /// Clean shutdown: removes the pins, then detaches (the program only

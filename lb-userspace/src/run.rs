@@ -11,17 +11,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::future::try_join_all;
 use lb_common::maps::{Reason, XDP_ACTION_NAMES};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::oneshot;
 
-use crate::api::server::{self as api_server, ApiState, VrrpFeed};
+use crate::api::server::{self as api_server, ApiLimits, ApiState, VrrpFeed};
 use crate::config::{self, Config};
 use crate::controller::layout::Layout;
 use crate::controller::Controller;
-use crate::dataplane::{CounterMaps, CounterReader};
-use crate::ha;
-use crate::neighbour::{self, Neighbour, Resolver};
+use crate::dataplane::{CounterMaps, CounterReader, Dataplane, PinDir};
+use crate::ha::{self, HaNode};
+use crate::neighbour::{self, Interface, Neighbour, Resolver};
 use crate::pinned_restart;
 
 /// How long the API gets to finish the requests in flight at shutdown.
@@ -33,7 +32,7 @@ const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<()> {
     let mut config = config::load(config_path)?;
     if let Some(dir) = pin_dir {
-        config.global.pin_dir = Some(dir.to_owned());
+        config.global.pin_dir = Some(config::validate_pin_dir(dir)?);
     }
     // Installed first, so that a signal received while starting up is not
     // fatal: it is handled as soon as the data path serves.
@@ -65,33 +64,27 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     drop(resolver);
 
     // Bound before the data path is touched: a port in use stops us early.
-    let api_listener = TcpListener::bind(config.global.api)
-        .await
-        .with_context(|| {
-            format!(
-                "listening for the control API on {} (global.api)",
-                config.global.api
-            )
-        })?;
+    let api_limits = ApiLimits::default();
+    let api_listener = api_server::listen(config.global.api, &api_limits).with_context(|| {
+        format!(
+            "listening for the control API on {} (global.api)",
+            config.global.api
+        )
+    })?;
 
     // Before the controller reads the backends' initial health.
     let pins = pinned_restart::prepare(&mut config).context("taking over the pinned data path")?;
-    let dataplane = pinned_restart::load(&pinned_restart::load_options(&config), pins.as_ref())
-        .context("loading the XDP data path")?;
-    let counters = dataplane.counters().clone();
-    let mut controller =
-        Controller::start(&config, neighbours, dataplane).context("programming the data path")?;
-    // Before attaching, so a VRRP problem stops us with nothing attached;
-    // it starts as backup and tracking sees the program once attached.
-    let pair = ha::start(
-        &config,
-        interface.index,
-        controller.maps(),
-        controller.subscribe(),
-    )
-    .await
-    .context("starting VRRP ([vrrp])")?;
-    let mode = pinned_restart::attach(controller.maps_mut(), &interface.name, pins.as_ref())?;
+    let (controller, pair, mode) =
+        match start_data_path(&config, &interface, neighbours, pins.as_ref()).await {
+            Ok(started) => started,
+            Err(error) => {
+                if let Some(pins) = &pins {
+                    pinned_restart::undo(pins);
+                }
+                return Err(error);
+            }
+        };
+    let counters = controller.maps().counters().clone();
 
     let api_state = ApiState {
         snapshot: controller.subscribe(),
@@ -109,10 +102,15 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
             }),
     };
     let (stop_api, api_stopped) = oneshot::channel::<()>();
-    let api_server = tokio::spawn(api_server::serve(api_listener, api_state, async {
-        // Either a stop or the sender dropped: stop both ways.
-        let _ = api_stopped.await;
-    }));
+    let api_server = tokio::spawn(api_server::serve(
+        api_listener,
+        api_state,
+        api_limits,
+        async {
+            // Either a stop or the sender dropped: stop both ways.
+            let _ = api_stopped.await;
+        },
+    ));
     // Attached, sockets open: from here on only what running needs.
     crate::privilege::drop_to_runtime_set().context("dropping to the runtime capabilities")?;
     tracing::info!(
@@ -142,6 +140,45 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     log_counters(&counters, controller.layout());
     tracing::info!("lb stopped");
     Ok(())
+}
+
+/// Loads and programs the data path, starts VRRP and attaches the data
+/// path to `interface`. On failure nothing it started is left running: VRRP
+/// is stopped (its VIPs removed) and the data path dropped, which detaches
+/// it; the pins are for the caller ([`pinned_restart::undo`]).
+async fn start_data_path(
+    config: &Config,
+    interface: &Interface,
+    neighbours: HashMap<Ipv4Addr, Neighbour>,
+    pins: Option<&PinDir>,
+) -> anyhow::Result<(Controller<Dataplane>, Option<HaNode>, String)> {
+    let dataplane = pinned_restart::load(&pinned_restart::load_options(config), pins)
+        .context("loading the XDP data path")?;
+    let mut controller =
+        Controller::start(config, neighbours, dataplane).context("programming the data path")?;
+    // Before attaching, so a VRRP problem stops us with nothing attached;
+    // it starts as backup and tracking sees the program once attached.
+    let pair = ha::start(
+        config,
+        interface.index,
+        controller.maps(),
+        controller.subscribe(),
+    )
+    .await
+    .context("starting VRRP ([vrrp])")?;
+    match pinned_restart::attach(controller.maps_mut(), &interface.name, pins) {
+        Ok(mode) => Ok((controller, pair, mode)),
+        Err(error) => {
+            // A master (priority 255 owns the VIPs from the start) hands
+            // them back before the process ends.
+            if let Some(pair) = pair {
+                if let Err(error) = pair.shutdown().await {
+                    tracing::error!(error = %format!("{error:#}"), "stopping VRRP");
+                }
+            }
+            Err(error.into())
+        }
+    }
 }
 
 /// Resolves every distinct backend address at once.

@@ -19,12 +19,13 @@ pub fn render(report: &StatusReport, now: SystemTime) -> String {
 }
 
 /// E.g. `VRRP vrid 51 on eth0: master, priority 150 (configured 150),
-/// master 10.0.0.11, since 12s`; `master -` while none is known.
+/// master 10.0.0.11, since 12s`; `master -` while none is known; then
+/// `; VIP missing: ...` while a VIP is refused.
 pub fn vrrp_line(vrrp: &VrrpReport, now: SystemTime) -> String {
     let master = vrrp
         .master
         .map_or_else(|| "-".to_owned(), |address| address.to_string());
-    format!(
+    let mut line = format!(
         "VRRP vrid {} on {}: {}, priority {} (configured {}), master {master}, since {}",
         vrrp.vrid,
         vrrp.interface,
@@ -32,7 +33,12 @@ pub fn vrrp_line(vrrp: &VrrpReport, now: SystemTime) -> String {
         vrrp.priority,
         vrrp.configured_priority,
         age(vrrp.since, now)
-    )
+    );
+    if let Some(error) = &vrrp.address_error {
+        line.push_str("; VIP missing: ");
+        line.push_str(error);
+    }
+    line
 }
 
 /// A backend's health as the tables show it: `-` when not checked.
@@ -250,6 +256,7 @@ mod tests {
             adverts_accepted: 0,
             adverts_rejected: Default::default(),
             adverts_sent: 0,
+            address_error: None,
         };
         let report = StatusReport {
             services: Vec::new(),
@@ -270,6 +277,10 @@ mod tests {
             vrrp_line(&vrrp, now),
             "VRRP vrid 51 on eth0: backup, priority 90 (configured 150), master -, since 12s"
         );
+        vrrp.state = State::Master;
+        vrrp.address_error = Some("10.0.0.100: No buffer space available".into());
+        assert!(vrrp_line(&vrrp, now)
+            .ends_with("since 12s; VIP missing: 10.0.0.100: No buffer space available"));
     }
 
     #[test]

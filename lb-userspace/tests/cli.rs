@@ -71,3 +71,19 @@ fn a_missing_file_is_an_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_checks_pin_dir_like_global_pin_dir() {
+    for bad in ["relative/pins", "/sys/fs/bpf/lb/../../../tmp"] {
+        let output = lb(&["run", "--config", EXAMPLE, "--pin-dir", bad]);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!(
+                "error: --pin-dir: {bad:?} must be an absolute path without '.' or '..'"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("attached"), "{stderr}");
+    }
+}

@@ -17,4 +17,6 @@ pub mod server;
 pub use client::{ApiClient, ClientError};
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;

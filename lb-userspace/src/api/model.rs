@@ -130,6 +130,10 @@ pub struct VrrpReport {
     pub adverts_rejected: BTreeMap<String, u64>,
     /// Adverts sent since start.
     pub adverts_sent: u64,
+    /// While master without every VIP in place: why one was refused (it is
+    /// retried with every advert). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_error: Option<String>,
 }
 
 /// Body of `PUT /services/{service}/backends/{backend}/weight`.
@@ -305,8 +309,9 @@ mod tests {
             adverts_accepted: 10,
             adverts_rejected: BTreeMap::from([("ttl".to_owned(), 1)]),
             adverts_sent: 3,
+            address_error: None,
         };
-        let report = report(Vec::new(), Some(vrrp));
+        let report = report(Vec::new(), Some(vrrp.clone()));
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
             json["vrrp"],
@@ -326,5 +331,18 @@ mod tests {
         );
         let back: StatusReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
+
+        // A master whose VIP the kernel refused says why.
+        let refused = VrrpReport {
+            state: State::Master,
+            address_error: Some("10.0.0.100: No buffer space available".into()),
+            ..vrrp
+        };
+        let json = serde_json::to_value(&refused).unwrap();
+        assert_eq!(
+            json["address_error"],
+            "10.0.0.100: No buffer space available"
+        );
+        assert_eq!(serde_json::from_value::<VrrpReport>(json).unwrap(), refused);
     }
 }

@@ -11,24 +11,40 @@
 //!
 //! Actions answer the backend's new [`BackendStatus`] once the data path
 //! follows it; errors answer `{"error": "..."}` with 404 (unknown name), 400
-//! (bad weight), 500 (recorded but not applied yet) or 503 (stopping).
+//! (weight out of range), 409 (the service's weights would not fit its
+//! table; nothing changed), 500 (recorded but not applied yet) or 503
+//! (stopping).
 //!
 //! The server never waits for the controller to read: `GET /status` joins
 //! the snapshot the controller last published, the counters read from the
 //! data path at request time ([`CounterReader`]) and the VRRP instance's
 //! published status. Only admin actions go to the controller, as commands.
+//!
+//! A flood of requests or clients that send slowly (or never) cannot take
+//! it over ([`ApiLimits`]): at most `max_connections` connections are
+//! served at once (the next ones wait in the listen backlog), a client has
+//! `header_read_timeout` to send each request head, a request has
+//! `request_timeout` from its head to its answer (body read and the
+//! controller's reply included; 408 after that), and heads and bodies are
+//! capped in size.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use lb_common::maps::Counters;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use super::model::{
     BackendStatus, ErrorBody, ServiceStatus, StatusReport, Traffic, VrrpReport, WeightRequest,
@@ -81,23 +97,148 @@ impl VrrpFeed {
                 .map(|&(reason, count)| (reason.to_owned(), count))
                 .collect(),
             adverts_sent: status.sent.adverts,
+            address_error: status.address_error.clone(),
         }
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// What one client may cost the API, so that a flood or slow clients
+/// leave it answering the others (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// Time to send a request head, counted from the connection's start or
+    /// the previous answer (an idle keep-alive connection is closed then).
+    pub header_read_timeout: Duration,
+    /// Time from a request's head to its answer.
+    pub request_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_head: usize,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Connections the kernel completes and queues while all
+    /// `max_connections` are busy (capped by `net.core.somaxconn`); beyond
+    /// it, new connections' SYNs are dropped and retried after a second.
+    pub backlog: u32,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(5),
+            // The CLI waits as long; a large table takes a while to write.
+            request_timeout: Duration::from_secs(10),
+            // hyper's smallest read buffer; a request head is a few hundred bytes.
+            max_head: 8 * 1024,
+            // `{"weight": 100}` is 15 bytes.
+            max_body: 1024,
+            // Linux's default somaxconn: a flood of a few thousand clients
+            // waits its turn instead of being dropped.
+            backlog: 4096,
+        }
+    }
+}
+
+/// The API's listening socket on `address`, with the backlog of `limits`.
+pub fn listen(address: SocketAddr, limits: &ApiLimits) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // Like std's bind: a restarted lb finds its port despite TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(limits.backlog)
+}
+
+/// Pause after a failed accept (e.g. out of file descriptors), so a
+/// persistent error does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Serves the API on `listener` within `limits` until `shutdown`
+/// completes; then stops accepting and lets each connection finish the
+/// request it is serving.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
+    limits: ApiLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = router(state, limits);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stopping, stop) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => {
+                permit.expect("the semaphore is never closed")
+            }
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "control API: accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        connections.spawn(serve_connection(
+            stream,
+            router.clone(),
+            limits,
+            stop.clone(),
+            permit,
+        ));
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
-/// The API's routes.
-pub fn router(state: ApiState) -> Router {
+/// Serves one connection (HTTP/1.1) until the client leaves, a limit
+/// closes it, or the server stops; holds `_permit` until then.
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    limits: ApiLimits,
+    mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head);
+    let connection =
+        builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "control API connection ended");
+            }
+        }
+        () = async {
+            // The guard it returns is not Send: dropped here.
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// The API's routes, with the per-request limits of `limits`.
+pub fn router(state: ApiState, limits: ApiLimits) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/services/{service}/backends/{backend}/drain", post(drain))
@@ -110,7 +251,30 @@ pub fn router(state: ApiState) -> Router {
             post(enable),
         )
         .route("/services/{service}/backends/{backend}/weight", put(weight))
+        .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            within_request_timeout,
+        ))
         .with_state(state)
+}
+
+/// Answers 408 when `request` is not answered within `timeout`. An admin
+/// action already sent to the controller may still be applied.
+async fn within_request_timeout(
+    State(timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let body = ErrorBody {
+                error: format!("the request was not answered within {timeout:?}"),
+            };
+            (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response()
+        }
+    }
 }
 
 type Names = Path<(String, String)>;
@@ -210,6 +374,7 @@ impl ApiError {
                 AdminError::UnknownService(_) | AdminError::UnknownBackend { .. },
             ) => StatusCode::NOT_FOUND,
             AdminCommandError::Refused(AdminError::Weight { .. }) => StatusCode::BAD_REQUEST,
+            AdminCommandError::Refused(AdminError::WeightsDoNotFit { .. }) => StatusCode::CONFLICT,
             AdminCommandError::NotApplied(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AdminCommandError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -257,6 +422,16 @@ mod tests {
                 .into()
             ),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            code(
+                AdminError::WeightsDoNotFit {
+                    service: "x".into(),
+                    reason: "too small".into()
+                }
+                .into()
+            ),
+            StatusCode::CONFLICT
         );
         assert_eq!(
             code(AdminCommandError::NotApplied("map full".into())),

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::model::StatusReport;
-use super::server::{self, ApiState, VrrpFeed};
+use super::server::{self, ApiLimits, ApiState, VrrpFeed};
 use super::{ApiClient, ClientError};
 use crate::dataplane::fake::FakeCounters;
 use crate::domain::{
@@ -114,7 +114,12 @@ async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, state, std::future::pending()));
+    tokio::spawn(server::serve(
+        listener,
+        state,
+        ApiLimits::default(),
+        std::future::pending(),
+    ));
     ApiClient::new(address)
 }
 

@@ -8,6 +8,7 @@
 mod error;
 mod model;
 mod raw;
+mod table_fit;
 mod validate;
 
 use std::fs::OpenOptions;
@@ -21,7 +22,8 @@ pub use model::{
     Backend, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service, Tracking,
     VrrpPair, DEFAULT_API, WEIGHT_RANGE,
 };
-pub use validate::{default_pin_dir, table_fits, validate_pin_dir, TableTooSmall};
+pub use table_fit::TableFitError;
+pub use validate::{default_pin_dir, validate_pin_dir};
 
 pub use crate::dataplane::XdpModePreference;
 

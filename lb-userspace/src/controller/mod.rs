@@ -38,8 +38,8 @@ use tokio::time::{self, Instant};
 use crate::config::Config;
 use crate::dataplane::MapWriter;
 use crate::domain::{
-    AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminReply, ServiceSnapshot,
-    Snapshot, SnapshotReceiver,
+    AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminReply,
+    ServiceSnapshot, Snapshot, SnapshotReceiver,
 };
 use crate::health::{DesiredTarget, HealthChecker, HealthEvent};
 use crate::neighbour::Neighbour;
@@ -205,11 +205,14 @@ impl<M: MapWriter> Controller<M> {
         self.publish_snapshot();
     }
 
-    /// Applies an operator's `action` to backend `backend` of service `service`.
+    /// Applies an operator's `action` to backend `backend` of service
+    /// `service`, unless the service's weights would then no longer fit its
+    /// table: then nothing changes.
     fn admin(&mut self, service: &str, backend: &str, action: AdminAction) -> AdminReply {
-        let change = self
-            .desired
-            .admin(service, backend, action, SystemTime::now())?;
+        let mut proposed = self.desired.clone();
+        let change = proposed.admin(service, backend, action, SystemTime::now())?;
+        self.check_weights_fit(service, &proposed)?;
+        self.desired = proposed;
         tracing::info!(service, backend, ?action, "admin action");
         log_changes(change.as_slice());
         let published = self.publish();
@@ -217,6 +220,27 @@ impl<M: MapWriter> Controller<M> {
         published.map_err(|error| AdminCommandError::NotApplied(error_chain(&error)))?;
         let id = self.desired.find(service, backend)?;
         Ok(self.desired.backend_snapshot(id))
+    }
+
+    /// Whether the weights `desired` gives the backends of `service` fit its
+    /// table: the check the configuration file gets
+    /// ([`Scheduler::check_weights`](crate::config::Scheduler::check_weights)).
+    fn check_weights_fit(&self, service: &str, desired: &DesiredState) -> Result<(), AdminError> {
+        let plans = desired.plans();
+        let Some(slot) = self.layout.services.iter().find(|s| s.name == service) else {
+            return Err(AdminError::UnknownService(service.to_owned()));
+        };
+        let weights: Vec<u32> = slot
+            .backends
+            .iter()
+            .map(|backend| plans[backend.id as usize].weight)
+            .collect();
+        slot.scheduler
+            .check_weights(&weights, self.table_size)
+            .map_err(|error| AdminError::WeightsDoNotFit {
+                service: service.to_owned(),
+                reason: error.to_string(),
+            })
     }
 
     /// Writes the desired state to the maps. On failure, logs it and

@@ -205,3 +205,82 @@ fn a_weight_change_republishes_the_table_and_answers_the_backend() {
         }))
     );
 }
+
+/// [`CONFIG`] with service "web" on `scheduler`.
+fn controller_with(scheduler: &str) -> Controller<FakeMaps> {
+    let text = CONFIG.replace(
+        "protocol = \"tcp\"",
+        &format!("protocol = \"tcp\"\n    scheduler = \"{scheduler}\""),
+    );
+    let config = config::parse(&text, "test.toml").unwrap();
+    let maps = FakeMaps::new(&LoadOptions {
+        table_size: 13,
+        max_services: 4,
+        max_backends: 8,
+        ..LoadOptions::default()
+    });
+    Controller::with_checker(&config, neighbours(), maps, HealthChecker::new(), at(0)).unwrap()
+}
+
+/// A weight that would leave a backend without a Maglev slot, or make the
+/// round-robin ring longer than the table, is refused like the same weight
+/// in the configuration file: nothing is written, nothing changes.
+#[test]
+fn a_weight_that_does_not_fit_the_table_is_refused_and_changes_nothing() {
+    for (scheduler, too_heavy, largest_fitting, limit) in [
+        // web1 (1) beside web2 (w) in 13 slots: web1 claims its first slot
+        // in round w, when web2 may hold w of them: fits while 1 + w <= 13.
+        ("maglev", 13, 12, "under Maglev"),
+        // A ring of 1 + w slots in a table of 13.
+        ("round-robin", 13, 12, "under round-robin"),
+    ] {
+        let mut controller = controller_with(scheduler);
+        let before = desired_image(&controller);
+        let writes = controller.maps().attempts();
+        let snapshot = controller.subscribe().borrow().clone();
+
+        let refused = controller.admin("web", "web2", AdminAction::Weight(too_heavy));
+        let Err(AdminCommandError::Refused(AdminError::WeightsDoNotFit { service, reason })) =
+            refused
+        else {
+            panic!("{scheduler}: {refused:?}");
+        };
+        assert_eq!(service, "web");
+        assert!(
+            reason.starts_with("global.maglev_table_size = 13 is too small")
+                && reason.contains(limit),
+            "{reason}"
+        );
+        assert_eq!(controller.maps().attempts(), writes, "{scheduler}: a write");
+        assert_eq!(desired_image(&controller), before);
+        assert_maps_hold(controller.maps(), &before);
+        assert_eq!(*controller.subscribe().borrow().clone(), *snapshot);
+        assert_eq!(controller.desired.backend_snapshot(1).weight, 1);
+
+        // The largest weight that fits is taken.
+        let web2 = controller
+            .admin("web", "web2", AdminAction::Weight(largest_fitting))
+            .unwrap();
+        assert_eq!(web2.weight, largest_fitting, "{scheduler}");
+        assert_maps_hold(controller.maps(), &desired_image(&controller));
+    }
+}
+
+/// Drain, disable and enable run the same check: with weights that fit,
+/// every subset of serving backends fits too, so they pass.
+#[test]
+fn drain_disable_and_enable_pass_the_table_check() {
+    let mut controller = controller_with("maglev");
+    controller
+        .admin("web", "web2", AdminAction::Weight(12))
+        .unwrap();
+    for action in [
+        AdminAction::Drain,
+        AdminAction::Enable,
+        AdminAction::Disable,
+    ] {
+        let web1 = controller.admin("web", "web1", action).unwrap();
+        assert_eq!(web1.weight, 1, "{action:?}");
+    }
+    assert_maps_hold(controller.maps(), &desired_image(&controller));
+}

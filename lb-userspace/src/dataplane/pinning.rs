@@ -16,8 +16,8 @@
 //! run not attached yet, renamed to `backends` once it is). No dots: bpffs
 //! reserves names with dots (`EPERM`).
 
-use std::collections::BTreeMap;
-use std::ffi::CString;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{CString, OsString};
 use std::fs;
 use std::io;
 use std::mem::size_of;
@@ -79,6 +79,17 @@ pub enum PinningError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinDir {
     path: PathBuf,
+    /// What [`PinDir::open`] found, for [`PinDir::undo`].
+    found: Found,
+}
+
+/// The pin directory as a run found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Found {
+    /// The directories `open` created, deepest first.
+    created: Vec<PathBuf>,
+    /// The names of the pins that were there.
+    pins: BTreeSet<OsString>,
 }
 
 /// Whether a pinned flow table can serve the new program.
@@ -94,18 +105,75 @@ pub enum PinnedFlows {
 
 impl PinDir {
     /// Creates `path` (with its parents) if needed; it must be on a bpffs.
+    /// Remembers what it found there, for [`PinDir::undo`].
     pub fn open(path: &Path) -> Result<Self, PinningError> {
+        let created: Vec<PathBuf> = path
+            .ancestors()
+            .take_while(|dir| !dir.exists())
+            .map(Path::to_owned)
+            .collect();
         fs::create_dir_all(path).map_err(|source| PinningError::Io {
             action: "creating",
             path: path.to_owned(),
             source,
         })?;
+        let mut pins = PinDir {
+            path: path.to_owned(),
+            found: Found {
+                created,
+                pins: BTreeSet::new(),
+            },
+        };
         if !is_bpffs(path)? {
+            // A directory we made on the wrong file system goes again.
+            pins.undo()?;
             return Err(PinningError::NotBpffs(path.to_owned()));
         }
-        Ok(PinDir {
-            path: path.to_owned(),
-        })
+        pins.found.pins = pins.pin_names()?;
+        Ok(pins)
+    }
+
+    /// Puts the directory back as [`PinDir::open`] found it, after a start
+    /// that failed: removes the pins added since (the flow table and
+    /// backends table a load pinned, a link pinned by a failed attach) and
+    /// the directories `open` created. Pins that were there stay, so a
+    /// previous run's data path keeps serving; a flow table unpinned by
+    /// [`PinDir::discard_flows`] stays unpinned.
+    pub fn undo(&self) -> Result<(), PinningError> {
+        if self.path.exists() {
+            for name in self.pin_names()? {
+                if !self.found.pins.contains(&name) {
+                    remove_pin(&self.path.join(name))?;
+                }
+            }
+        }
+        for dir in &self.found.created {
+            match fs::remove_dir(dir) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(PinningError::Io {
+                        action: "removing",
+                        path: dir.clone(),
+                        source: error,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the pins in the directory now.
+    fn pin_names(&self) -> Result<BTreeSet<OsString>, PinningError> {
+        let read_error = |source| PinningError::Io {
+            action: "reading",
+            path: self.path.clone(),
+            source,
+        };
+        let mut names = BTreeSet::new();
+        for entry in fs::read_dir(&self.path).map_err(read_error)? {
+            names.insert(entry.map_err(read_error)?.file_name());
+        }
+        Ok(names)
     }
 
     pub fn path(&self) -> &Path {
@@ -288,10 +356,9 @@ impl Dataplane {
         interface: &str,
         pins: &PinDir,
     ) -> Result<PinnedAttach, DataplaneError> {
-        for stale in pins.other_links(interface)? {
-            tracing::warn!(pin = %stale.display(), "removing the link a previous configuration pinned");
-            remove_pin(&stale)?;
-        }
+        // Removed once this attach succeeded: until then, the programs of a
+        // previous configuration keep running on their interfaces.
+        let stale_links = pins.other_links(interface)?;
         let pin = pins.link(interface);
         let outcome = match self.replace_pinned_program(interface, &pin) {
             Some(link) => {
@@ -310,6 +377,10 @@ impl Dataplane {
             }
         };
         pins.commit_backends()?;
+        for stale in stale_links {
+            tracing::warn!(pin = %stale.display(), "removing the link a previous configuration pinned");
+            remove_pin(&stale)?;
+        }
         tracing::info!(interface, pin = %pin.display(), %outcome, "XDP program on a pinned link");
         Ok(outcome)
     }
@@ -428,7 +499,7 @@ mod tests {
         let error = PinDir::open(&dir).expect_err("a temporary directory is not on a bpffs");
         assert!(matches!(error, PinningError::NotBpffs(ref path) if *path == dir));
         assert!(error.to_string().contains("mount -t bpf"));
-        fs::remove_dir(&dir).unwrap();
+        assert!(!dir.exists(), "the directory it created is removed");
     }
 
     #[test]

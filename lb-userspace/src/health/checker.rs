@@ -435,6 +435,98 @@ mod tests {
         assert_eq!(checker.status(&target).unwrap().health, Health::Down);
     }
 
+    /// Targets that hang, reset, trickle, or send an endless body or head
+    /// are each reported down within their timeout, with their reason,
+    /// while a healthy target beside them keeps its cadence.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn misbehaving_targets_go_down_and_the_others_keep_their_cadence() {
+        const CADENCE: Duration = Duration::from_millis(100);
+        const TIMEOUT: Duration = Duration::from_millis(300);
+        let spec = Arc::new(CheckSpec {
+            probe: ProbeSpec::new(
+                ProbeKind::Http(
+                    HttpProbe::new("/health")
+                        .unwrap()
+                        .with_expect_body("ok")
+                        .unwrap(),
+                ),
+                TIMEOUT,
+            )
+            .unwrap(),
+            params: HealthParams::new(CADENCE, 1, 1).unwrap(),
+        });
+        let target = |server: &StubServer| {
+            CheckTarget::new(Ipv4Addr::LOCALHOST, server.port(), Arc::clone(&spec)).unwrap()
+        };
+        let healthy = StubServer::start(Reply::http(200, "ok")).await;
+        let timeout = &["HTTP response timeout after 300ms"][..];
+        let faulty = [
+            (Reply::Silent, timeout),
+            // The RST may beat the end of the handshake on the client side.
+            (
+                Reply::Reset,
+                &["connect failed: ", "HTTP exchange failed: "][..],
+            ),
+            (Reply::Trickle, timeout),
+            (
+                Reply::EndlessBody,
+                &["response body does not contain \"ok\""][..],
+            ),
+            (Reply::EndlessHeader, &["HTTP exchange failed: "][..]),
+        ];
+        let mut servers = Vec::new();
+        for (reply, reason) in faulty {
+            servers.push((StubServer::start(reply).await, reason));
+        }
+        let mut checker = HealthChecker::new();
+        let started = time::Instant::now();
+        checker.update(
+            std::iter::once(desired(&target(&healthy), Health::Up)).chain(
+                servers
+                    .iter()
+                    .map(|(server, _)| desired(&target(server), Health::Up)),
+            ),
+        );
+
+        let mut down = Vec::new();
+        while down.len() < servers.len() {
+            let event = next_event(&mut checker).await;
+            assert_eq!(event.health, Health::Down, "{event:?}");
+            assert!(
+                started.elapsed() < TIMEOUT * 2,
+                "{} went down after {:?}",
+                event.target,
+                started.elapsed()
+            );
+            down.push(event);
+        }
+        for (server, reasons) in &servers {
+            let event = down
+                .iter()
+                .find(|event| event.target == target(server))
+                .expect("every faulty target went down");
+            assert!(
+                reasons
+                    .iter()
+                    .any(|reason| event.reason.starts_with(reason)),
+                "{}",
+                event.reason
+            );
+        }
+
+        // Watch the healthy target for a while longer.
+        time::sleep(CADENCE * 12).await;
+        assert_eq!(
+            checker.status(&target(&healthy)).unwrap().health,
+            Health::Up
+        );
+        let times = healthy.request_times();
+        assert!(times.len() >= 10, "{} checks", times.len());
+        for gap in times.windows(2).map(|pair| pair[1] - pair[0]) {
+            assert!(gap < CADENCE * 2, "a gap of {gap:?} between checks");
+        }
+    }
+
     #[tokio::test]
     async fn dropping_the_checker_stops_every_check() {
         let server = StubServer::start(Reply::http(200, "ok")).await;

@@ -20,7 +20,7 @@ pub mod result;
 pub mod spec;
 pub mod state;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 
 /// Re-exported: health is a domain concept ([`crate::domain::Health`]).
 pub use crate::domain::Health;

@@ -2,6 +2,12 @@
 //! connection (no reuse, like HAProxy), the whole exchange bounded by the
 //! check's timeout. Probes leave from the LB node's own network namespace,
 //! bound to the configured source address and interface.
+//!
+//! A target that misbehaves costs one probe no more than the timeout and a
+//! bounded buffer: a response head longer than [`MAX_RESPONSE_HEAD`] fails
+//! at once, a body is searched in its first [`MAX_BODY_SEARCHED`] bytes
+//! only (and not read at all without `expect_body`), and the connection is
+//! reset when the probe ends, whatever the server is still sending.
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -21,6 +27,9 @@ use super::spec::{CheckTarget, HttpProbe, ProbeKind, ProbeSource, ProbeSpec};
 
 /// The body prefix searched for `expect_body`; the rest of a longer body is not read.
 pub const MAX_BODY_SEARCHED: usize = 64 * 1024;
+/// The largest response head read (status line and headers); a longer one
+/// fails the check at once, however fast or slow it comes.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const USER_AGENT_VALUE: &str = "lb-health-check";
 
 /// Probes `target` once; the result arrives within the check's timeout.
@@ -84,11 +93,14 @@ fn probe_socket(source: &ProbeSource) -> Result<TcpSocket, String> {
 
 /// Sends the GET of `http` over `stream` and judges the response.
 async fn http_get(stream: TcpStream, http: &HttpProbe, target: &CheckTarget) -> CheckResult {
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-            Ok(parts) => parts,
-            Err(error) => return CheckResult::Fail(CheckFailure::Http(describe(&error))),
-        };
+    let (mut sender, connection) = match hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_RESPONSE_HEAD)
+        .handshake(TokioIo::new(stream))
+        .await
+    {
+        Ok(parts) => parts,
+        Err(error) => return CheckResult::Fail(CheckFailure::Http(describe(&error))),
+    };
     let exchange = async {
         let response = sender
             .send_request(request(http, target))
@@ -362,6 +374,87 @@ mod tests {
             matches!(result, CheckResult::Fail(CheckFailure::Http(_))),
             "{result:?}"
         );
+    }
+
+    /// Waits until `server` saw `count` connections closed by the probe.
+    async fn closed_by_the_probe(server: &StubServer, count: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if server.closed_by_client() >= count {
+                return true;
+            }
+            time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_reset_after_accept_fails_the_http_check_at_once() {
+        let server = StubServer::start(Reply::Reset).await;
+        let started = Instant::now();
+        let result = check_http(&server, http("/health")).await;
+        // Seen while reading the response, or already by the end of the
+        // handshake when the RST comes first.
+        assert!(
+            matches!(
+                result,
+                CheckResult::Fail(CheckFailure::Http(_) | CheckFailure::Connect(_))
+            ),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_trickles_bytes_times_out_and_is_cut_off() {
+        let server = StubServer::start(Reply::Trickle).await;
+        let started = Instant::now();
+        let result = check_http(&server, http("/health")).await;
+        assert_eq!(
+            result,
+            CheckResult::Fail(CheckFailure::ResponseTimeout(TIMEOUT))
+        );
+        let elapsed = started.elapsed();
+        assert!(elapsed >= TIMEOUT && elapsed < TIMEOUT * 2, "{elapsed:?}");
+        // The next trickled byte finds the connection reset.
+        assert!(closed_by_the_probe(&server, 1).await);
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_searched_in_its_first_64_kib_only() {
+        let server = StubServer::start(Reply::EndlessBody).await;
+        let started = Instant::now();
+        let probe = http("/health").with_expect_body("ready").unwrap();
+        let result = check_http(&server, probe).await;
+        assert_eq!(
+            result,
+            CheckResult::Fail(CheckFailure::BodyMismatch {
+                expected: "ready".to_owned()
+            })
+        );
+        // Judged on the capped prefix, not when the timeout cut the read.
+        assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+        assert!(closed_by_the_probe(&server, 1).await);
+
+        // Without expect_body the body is not read at all.
+        let started = Instant::now();
+        let result = check_http(&server, http("/health")).await;
+        assert_eq!(result, CheckResult::Pass(CheckPass::HttpStatus(200)));
+        assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+        assert!(closed_by_the_probe(&server, 2).await);
+    }
+
+    #[tokio::test]
+    async fn an_endless_response_head_fails_at_its_cap() {
+        let server = StubServer::start(Reply::EndlessHeader).await;
+        let started = Instant::now();
+        let result = check_http(&server, http("/health")).await;
+        assert!(
+            matches!(result, CheckResult::Fail(CheckFailure::Http(ref reason)) if reason.contains("too large")),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+        assert!(closed_by_the_probe(&server, 1).await);
     }
 
     #[tokio::test]

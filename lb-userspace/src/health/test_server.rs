@@ -1,12 +1,21 @@
 //! Stub servers on 127.0.0.1 for the probe and checker tests: each answers
-//! every connection the way it is told to, and records what it saw.
+//! every connection the way it is told to, well or badly, and records what
+//! it saw.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{self, Instant};
+
+/// How often [`Reply::Trickle`] sends its next byte.
+pub const TRICKLE_INTERVAL: Duration = Duration::from_millis(200);
+/// The head of the endless replies: a response without a length, whose
+/// body (or last header) never ends.
+const STATUS_LINE: &str = "HTTP/1.1 200 OK\r\n";
 
 /// How the stub answers a connection.
 #[derive(Debug, Clone)]
@@ -17,6 +26,17 @@ pub enum Reply {
     Silent,
     /// Closes as soon as it accepts.
     Close,
+    /// Resets the connection (RST) as soon as it accepts.
+    Reset,
+    /// Reads the request head, then sends a response head that never ends,
+    /// one byte every [`TRICKLE_INTERVAL`].
+    Trickle,
+    /// Reads the request head, then sends a 200 whose body never ends, as
+    /// fast as the client reads.
+    EndlessBody,
+    /// Reads the request head, then sends a header line that never ends, as
+    /// fast as the client reads.
+    EndlessHeader,
 }
 
 impl Reply {
@@ -33,7 +53,11 @@ impl Reply {
 struct Seen {
     reply: Mutex<Reply>,
     requests: Mutex<Vec<String>>,
+    /// When each request head arrived.
+    request_times: Mutex<Vec<Instant>>,
     peers: Mutex<Vec<Ipv4Addr>>,
+    /// Connections the client closed while the stub was still sending.
+    closed_by_client: Mutex<usize>,
 }
 
 /// A listener on 127.0.0.1 that stops (refusing connections) when dropped.
@@ -49,7 +73,9 @@ impl StubServer {
         let seen = Arc::new(Seen {
             reply: Mutex::new(reply),
             requests: Mutex::new(Vec::new()),
+            request_times: Mutex::new(Vec::new()),
             peers: Mutex::new(Vec::new()),
+            closed_by_client: Mutex::new(0),
         });
         StubServer {
             address: listener.local_addr().unwrap(),
@@ -70,6 +96,18 @@ impl StubServer {
     /// The request heads received so far.
     pub fn requests(&self) -> Vec<String> {
         self.seen.requests.lock().unwrap().clone()
+    }
+
+    /// When each request head arrived.
+    pub fn request_times(&self) -> Vec<Instant> {
+        self.seen.request_times.lock().unwrap().clone()
+    }
+
+    /// How many connections the client closed while an endless reply
+    /// ([`Reply::Trickle`], [`Reply::EndlessBody`], [`Reply::EndlessHeader`])
+    /// was being sent: the client gave up on it.
+    pub fn closed_by_client(&self) -> usize {
+        *self.seen.closed_by_client.lock().unwrap()
     }
 
     /// The source address of each connection accepted so far.
@@ -104,18 +142,57 @@ async fn serve(listener: TcpListener, seen: Arc<Seen>) {
 
 async fn answer(mut stream: TcpStream, reply: Reply, seen: Arc<Seen>) {
     match reply {
-        Reply::Close => {}
+        Reply::Close => return,
+        Reply::Reset => {
+            // Closing with a zero linger sends RST instead of FIN.
+            let _ = stream.set_zero_linger();
+            return;
+        }
         Reply::Silent => {
             let mut sink = [0; 1024];
             while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            return;
         }
+        _ => {}
+    }
+    let head = read_head(&mut stream).await;
+    seen.requests.lock().unwrap().push(head);
+    seen.request_times.lock().unwrap().push(Instant::now());
+    let endless = match reply {
         Reply::Respond(bytes) => {
-            let head = read_head(&mut stream).await;
-            seen.requests.lock().unwrap().push(head);
             // The client may already be gone; nothing to report then.
             let _ = stream.write_all(bytes.as_bytes()).await;
             let _ = stream.shutdown().await;
+            return;
         }
+        Reply::Trickle => trickle(&mut stream).await,
+        Reply::EndlessBody => endless(&mut stream, "Content-Type: text/plain\r\n\r\n").await,
+        Reply::EndlessHeader => endless(&mut stream, "X-Endless: ").await,
+        Reply::Close | Reply::Reset | Reply::Silent => unreachable!("answered above"),
+    };
+    // An endless reply only ends when a write fails: the client closed.
+    if endless.is_err() {
+        *seen.closed_by_client.lock().unwrap() += 1;
+    }
+}
+
+/// A status line, then a header line one byte every [`TRICKLE_INTERVAL`].
+async fn trickle(stream: &mut TcpStream) -> std::io::Result<()> {
+    stream.write_all(STATUS_LINE.as_bytes()).await?;
+    stream.write_all(b"X-Trickle: ").await?;
+    loop {
+        time::sleep(TRICKLE_INTERVAL).await;
+        stream.write_all(b"a").await?;
+    }
+}
+
+/// A status line and `then`, then `a`s as fast as the client reads.
+async fn endless(stream: &mut TcpStream, then: &str) -> std::io::Result<()> {
+    stream.write_all(STATUS_LINE.as_bytes()).await?;
+    stream.write_all(then.as_bytes()).await?;
+    let chunk = [b'a'; 16 * 1024];
+    loop {
+        stream.write_all(&chunk).await?;
     }
 }
 

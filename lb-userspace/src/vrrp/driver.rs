@@ -6,7 +6,14 @@
 //!
 //! The task waits on nothing but its own sockets, timers and command channel,
 //! so health checks or map updates elsewhere cannot delay an advert.
+//!
+//! A VIP the kernel refuses to add does not stop the instance: it stays
+//! master, advertising, retries the VIPs with every advert until they are
+//! all in place, and publishes the error meanwhile
+//! ([`VrrpStatus::address_error`]). The VIPs go through a [`VipTable`]:
+//! netlink, or in tests a stand-in that fails.
 
+use std::future::Future;
 use std::io;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
@@ -53,6 +60,38 @@ pub enum VrrpError {
     TaskFailed(#[source] tokio::task::JoinError),
 }
 
+/// Why the kernel (or a stand-in) refused to add or remove a VIP.
+pub type VipError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the instance adds and removes its virtual addresses (as /32s on
+/// the interface): the kernel through [`Netlink`]; tests give one that fails.
+pub trait VipTable: Send + 'static {
+    /// Adds `address` to interface `ifindex`; already there is fine.
+    fn add(
+        &mut self,
+        ifindex: u32,
+        address: Ipv4Addr,
+    ) -> impl Future<Output = Result<(), VipError>> + Send;
+    /// Removes `address` from interface `ifindex`; already gone is fine.
+    fn remove(
+        &mut self,
+        ifindex: u32,
+        address: Ipv4Addr,
+    ) -> impl Future<Output = Result<(), VipError>> + Send;
+}
+
+impl VipTable for Netlink {
+    async fn add(&mut self, ifindex: u32, address: Ipv4Addr) -> Result<(), VipError> {
+        Ok(self.add_address(ifindex, address, VIP_PREFIX_LEN).await?)
+    }
+
+    async fn remove(&mut self, ifindex: u32, address: Ipv4Addr) -> Result<(), VipError> {
+        Ok(self
+            .remove_address(ifindex, address, VIP_PREFIX_LEN)
+            .await?)
+    }
+}
+
 /// Controls a running instance; dropping it shuts the instance down gracefully
 /// in the background (prefer [`VrrpHandle::shutdown`], which waits for it).
 #[derive(Debug)]
@@ -93,6 +132,15 @@ impl VrrpHandle {
 /// `primary_address`. The instance starts in Backup (or Master for priority
 /// 255), or in Fault if the interface is down.
 pub async fn spawn(config: VrrpConfig, primary_address: Ipv4Addr) -> Result<VrrpHandle, VrrpError> {
+    spawn_with_vips(config, primary_address, Netlink::connect()?).await
+}
+
+/// [`spawn`], with the VIPs added to and removed from `vips`.
+pub async fn spawn_with_vips(
+    config: VrrpConfig,
+    primary_address: Ipv4Addr,
+    vips: impl VipTable,
+) -> Result<VrrpHandle, VrrpError> {
     if !config.accepts_primary_address(primary_address) {
         return Err(VrrpError::PrimaryAddress(primary_address));
     }
@@ -128,7 +176,8 @@ pub async fn spawn(config: VrrpConfig, primary_address: Ipv4Addr) -> Result<Vrrp
         advert_interval,
         ifindex: link.index,
         socket,
-        netlink,
+        vips,
+        vips_missing: false,
         link_events,
         garp,
         notifier,
@@ -143,20 +192,22 @@ pub async fn spawn(config: VrrpConfig, primary_address: Ipv4Addr) -> Result<Vrrp
     })
 }
 
-struct Driver {
+struct Driver<V> {
     machine: Instance,
     config: VrrpConfig,
     advert_interval: u16,
     ifindex: u32,
     socket: AdvertSocket,
-    netlink: Netlink,
+    vips: V,
+    /// Set while master without every VIP in place: retried with each advert.
+    vips_missing: bool,
     link_events: LinkEvents,
     garp: GarpSender,
     notifier: Notifier,
     status: watch::Sender<VrrpStatus>,
 }
 
-impl Driver {
+impl<V: VipTable> Driver<V> {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
@@ -231,9 +282,15 @@ impl Driver {
     async fn carry_out_actions(&mut self) {
         while let Some(action) = self.machine.poll_action() {
             match action {
-                Action::SendAdvert { priority } => self.send_advert(priority),
-                Action::AddVirtualAddresses => self.change_addresses(true).await,
-                Action::RemoveVirtualAddresses => self.change_addresses(false).await,
+                Action::SendAdvert { priority } => {
+                    self.send_advert(priority);
+                    // Priority 0 is the goodbye of a master that steps down.
+                    if self.vips_missing && priority > 0 {
+                        self.add_addresses().await;
+                    }
+                }
+                Action::AddVirtualAddresses => self.add_addresses().await,
+                Action::RemoveVirtualAddresses => self.remove_addresses().await,
                 Action::SendGratuitousArp => {
                     let result = self.garp.send(&self.config.virtual_addresses);
                     if let Err(error) = &result {
@@ -273,19 +330,44 @@ impl Driver {
         });
     }
 
-    async fn change_addresses(&mut self, add: bool) {
+    /// Adds every VIP; while one is refused, the VIPs count as missing
+    /// (retried with the next advert) and the error is published.
+    async fn add_addresses(&mut self) {
+        let mut refused = None;
         for &address in &self.config.virtual_addresses {
-            let result = if add {
-                self.netlink
-                    .add_address(self.ifindex, address, VIP_PREFIX_LEN)
-                    .await
-            } else {
-                self.netlink
-                    .remove_address(self.ifindex, address, VIP_PREFIX_LEN)
-                    .await
-            };
-            if let Err(error) = result {
-                tracing::error!(error = %error_chain(&error), "vrrp virtual address change failed");
+            if let Err(error) = self.vips.add(self.ifindex, address).await {
+                refused = Some(format!("{address}: {}", error_chain(&*error)));
+            }
+        }
+        match (&refused, self.vips_missing) {
+            (Some(error), false) => tracing::error!(
+                %error,
+                "vrrp: a virtual address could not be added; retrying with every advert"
+            ),
+            (Some(error), true) => tracing::debug!(%error, "vrrp: virtual address still refused"),
+            (None, true) => tracing::info!("vrrp: every virtual address is in place now"),
+            (None, false) => {}
+        }
+        self.vips_missing = refused.is_some();
+        self.status.send_if_modified(|status| {
+            let failed = refused.is_some();
+            if failed {
+                status.sent.address_errors += 1;
+            }
+            let changed = status.address_error != refused;
+            status.address_error = refused;
+            failed || changed
+        });
+    }
+
+    /// Removes every VIP; nothing is retried once this node is not master.
+    async fn remove_addresses(&mut self) {
+        self.vips_missing = false;
+        self.status
+            .send_if_modified(|status| status.address_error.take().is_some());
+        for &address in &self.config.virtual_addresses {
+            if let Err(error) = self.vips.remove(self.ifindex, address).await {
+                tracing::error!(error = %error_chain(&*error), %address, "vrrp: removing a virtual address failed");
                 self.status
                     .send_modify(|status| status.sent.address_errors += 1);
             }

@@ -21,6 +21,9 @@ pub struct VrrpStatus {
     pub master_address: Option<Ipv4Addr>,
     /// State changes since start.
     pub transitions: u64,
+    /// While master without every VIP in place: why the kernel refused one
+    /// (the instance retries with every advert). `None` otherwise.
+    pub address_error: Option<String>,
     pub received: ReceiveCounters,
     pub sent: SendCounters,
 }
@@ -33,6 +36,7 @@ impl VrrpStatus {
             priority,
             master_address: None,
             transitions: 0,
+            address_error: None,
             received: ReceiveCounters::default(),
             sent: SendCounters::default(),
         }
@@ -141,7 +145,7 @@ pub struct SendCounters {
     /// Gratuitous ARP rounds (one frame per VIP each).
     pub gratuitous_arps: u64,
     pub gratuitous_arp_errors: u64,
-    /// VIP additions or removals the kernel refused.
+    /// Rounds of VIP additions with a refusal, and refused removals.
     pub address_errors: u64,
 }
 

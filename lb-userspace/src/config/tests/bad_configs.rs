@@ -98,11 +98,11 @@ fn every_bad_config_gets_its_exact_message() {
                 (13, "weight = 51"),
                 (17, "address = \"10.0.0.2\"\nweight = 68\n[[service.backend]]\nname = \"web3\"\naddress = \"10.0.0.3\"\nweight = 31"),
             ]),
-            "lb.toml:5:8: service[web]: global.maglev_table_size (5) is too small for this service's backends: Maglev needs at least 6 slots for these weights (ceil(sum / smallest weight) + backends - 2) so that every backend keeps one whichever backends are up",
+            "lb.toml:5:8: service[web]: global.maglev_table_size = 5 is too small for these weights under Maglev: a backend of weight 31 serving beside backends of weight up to 68 can get no slot (6 slots needed); raise it or bring the weights closer together",
         ),
         (
             edited(&[(3, "maglev_table_size = 2"), (8, "protocol = \"tcp\"\nscheduler = \"round-robin\"")]),
-            "lb.toml:5:8: service[web]: global.maglev_table_size (2) is too small for this service's backends: round-robin ring needs 3 slots (sum of the weights divided by their gcd), more than the limit max_len = 2",
+            "lb.toml:5:8: service[web]: global.maglev_table_size = 2 is too small for these weights under round-robin: the ring needs 3 slots (the sum of the weights divided by their greatest common divisor); raise it or use weights with a larger common divisor",
         ),
         // Upper bounds.
         (edited(&[(3, "flow_table_size = 4294967295")]), "lb.toml:3:19: global.flow_table_size: 4294967295 is out of range (1..=16777216)"),

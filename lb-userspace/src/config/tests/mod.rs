@@ -420,8 +420,8 @@ fn maglev_table_size_must_leave_a_slot_for_every_backend() {
         5,
         &[
             "service[web]",
-            "maglev_table_size (2) is too small",
-            "at least 3 slots",
+            "maglev_table_size = 2 is too small for these weights under Maglev",
+            "(3 slots needed)",
         ],
     );
     assert!(parse(&valid_with(3, "maglev_table_size = 3"), "lb.toml").is_ok());
@@ -436,7 +436,7 @@ fn a_round_robin_ring_longer_than_the_table_is_rejected() {
     assert_rejected(
         &file(&lines),
         5,
-        &["service[web]", "round-robin ring needs 3 slots"],
+        &["service[web]", "the ring needs 3 slots"],
     );
     lines[2] = "maglev_table_size = 3";
     lines[13] = "weight = 40";

@@ -9,11 +9,9 @@ mod global;
 mod health;
 mod pin_dir;
 mod service;
-mod table;
 mod vrrp;
 
 pub use pin_dir::{default_pin_dir, validate_pin_dir};
-pub use table::{table_fits, TableTooSmall};
 
 use super::error::{ConfigError, ErrorSite};
 use super::model::Config;

@@ -10,7 +10,6 @@ use toml::Spanned;
 
 use super::fields::{self, integer_in, unicast_address};
 use super::health::{self, CheckedService};
-use super::table::table_fits;
 use crate::config::error::{quote, ConfigError, ErrorSite, Location};
 use crate::config::model::{
     Backend, Forwarding, Global, Protocol, Scheduler, Service, WEIGHT_RANGE,
@@ -301,12 +300,15 @@ impl<'a> ServicesValidator<'a> {
     fn check_table_fits(&self, service: &Service, raw: &RawService) -> Result<(), ConfigError> {
         let table_size = self.global.maglev_table_size;
         let weights: Vec<u32> = service.backends.iter().map(|b| b.weight).collect();
-        table_fits(service.scheduler, &weights, table_size).map_err(|problem| {
-            self.site.invalid(
-                raw.name.span(),
-                format!("service[{}]", service.name),
-                format!("global.maglev_table_size ({table_size}) is too small for this service's backends: {problem}"),
-            )
-        })
+        service
+            .scheduler
+            .check_weights(&weights, table_size)
+            .map_err(|problem| {
+                self.site.invalid(
+                    raw.name.span(),
+                    format!("service[{}]", service.name),
+                    problem.to_string(),
+                )
+            })
     }
 }
