@@ -20,7 +20,7 @@ use std::thread;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
-use tokio::time::{interval, MissedTickBehavior};
+use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::config::{Config, VrrpPair};
 use crate::dataplane::{Dataplane, DataplaneError};
@@ -29,12 +29,8 @@ use crate::vrrp::{self, State, VrrpError, VrrpHandle, VrrpStatus};
 use probe::{Probe, ProbeError};
 use tracking::Tracker;
 
-/// How often tracking samples the controller's snapshot. Sampling, rather
-/// than following every publication, lets backends that come up together
-/// at start (their first checks are simultaneous) be seen together: a
-/// publication with one of three up must not make the node preempt and
-/// move the flows of the two others. Issue 15 replaces this with an explicit
-/// "every backend has a settled result" rule.
+/// How often tracking samples the controller's snapshot (from
+/// [`first_verdicts`] after the start on).
 pub const SERVICE_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +69,31 @@ pub async fn start(
         ifindex: xdp_ifindex,
         program_id: dataplane.program_id().map_err(HaError::ProgramId)?,
     };
-    HaNode::start(settings, xdp, services).await.map(Some)
+    let verdicts = first_verdicts(config, &settings.track.services);
+    HaNode::start(settings, xdp, services, verdicts)
+        .await
+        .map(Some)
+}
+
+/// How long after start every backend of the tracked services has had the
+/// checks that decide its first verdict: `rise` (or `fall`) checks spaced by
+/// `fastinter`, each taking at most `timeout`. Until then a backend that is
+/// about to come up still shows the initial "down", so a service that shows
+/// one backend of three up is not yet the whole picture: preempting on it
+/// would give that backend the others' flows.
+fn first_verdicts(config: &Config, tracked: &[String]) -> Duration {
+    config
+        .services
+        .iter()
+        .filter(|service| tracked.contains(&service.name))
+        .filter_map(|service| service.health.as_ref())
+        .map(|check| {
+            let params = &check.spec.params;
+            let checks = params.rise().max(params.fall());
+            params.fastinter() * (checks - 1) + check.spec.probe.timeout() * checks
+        })
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// The XDP program that tracking looks for on the interface.
@@ -97,10 +117,14 @@ impl HaNode {
     /// Starts the instance of `settings` with the priority tracking allows
     /// right now; returns once it runs. Services count as not serving until
     /// the first snapshot published after this call.
+    ///
+    /// Tracking only raises the priority `first_verdicts` after the start:
+    /// by then every backend has its first verdict (see [`first_verdicts`]).
     pub async fn start(
         settings: &VrrpPair,
         xdp: XdpAttachment,
         services: SnapshotReceiver,
+        first_verdicts: Duration,
     ) -> Result<HaNode, HaError> {
         let (started, started_receiver) = oneshot::channel();
         let (stop, stop_receiver) = oneshot::channel();
@@ -112,7 +136,14 @@ impl HaNode {
                     .enable_all()
                     .build()
                     .map_err(HaError::Runtime)?;
-                runtime.block_on(serve(task_settings, xdp, services, started, stop_receiver))
+                runtime.block_on(serve(
+                    task_settings,
+                    xdp,
+                    services,
+                    first_verdicts,
+                    started,
+                    stop_receiver,
+                ))
             })
             .map_err(HaError::Thread)?;
         match started_receiver.await {
@@ -171,6 +202,7 @@ async fn serve(
     settings: VrrpPair,
     xdp: XdpAttachment,
     mut services: SnapshotReceiver,
+    first_verdicts: Duration,
     started: oneshot::Sender<watch::Receiver<VrrpStatus>>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), HaError> {
@@ -211,6 +243,7 @@ async fn serve(
     }
     // Set by the controller's first publication after the loop started.
     let mut published = false;
+    let verdicts_at = Instant::now() + first_verdicts;
     // False once the controller is gone: its last snapshot stands.
     let mut following = true;
     let mut advertised = tracker.priority();
@@ -222,7 +255,7 @@ async fn serve(
                 Ok(()) => published = true,
                 Err(_) => following = false,
             },
-            _ = service_poll.tick(), if published => {
+            _ = service_poll.tick(), if published && Instant::now() >= verdicts_at => {
                 tracker.observe_services(&services.borrow_and_update());
             }
         }
