@@ -20,6 +20,8 @@ pub struct VrrpStatus {
     pub master_address: Option<Ipv4Addr>,
     /// State changes since start.
     pub transitions: u64,
+    /// Times this node resigned as master (it lost its data path).
+    pub resignations: u64,
     pub received: ReceiveCounters,
     pub sent: SendCounters,
 }
@@ -32,6 +34,7 @@ impl VrrpStatus {
             priority,
             master_address: None,
             transitions: 0,
+            resignations: 0,
             received: ReceiveCounters::default(),
             sent: SendCounters::default(),
         }
