@@ -253,6 +253,7 @@ mod tests {
             master: Some(std::net::Ipv4Addr::new(10, 0, 0, 11)),
             since: now - Duration::from_secs(12),
             transitions: 1,
+            resignations: 0,
             adverts_accepted: 0,
             adverts_rejected: Default::default(),
             adverts_sent: 0,

@@ -123,6 +123,8 @@ pub struct VrrpReport {
     pub since: SystemTime,
     /// State changes since start.
     pub transitions: u64,
+    /// Times this node resigned as master because it lost its data path.
+    pub resignations: u64,
     /// Adverts received and accepted since start.
     pub adverts_accepted: u64,
     /// Adverts received and rejected since start, by reason (`ttl`,
@@ -306,6 +308,7 @@ mod tests {
             master: None,
             since,
             transitions: 1,
+            resignations: 0,
             adverts_accepted: 10,
             adverts_rejected: BTreeMap::from([("ttl".to_owned(), 1)]),
             adverts_sent: 3,
@@ -324,6 +327,7 @@ mod tests {
                 "master": null,
                 "since": "2023-11-14T22:13:20.123Z",
                 "transitions": 1,
+                "resignations": 0,
                 "adverts_accepted": 10,
                 "adverts_rejected": {"ttl": 1},
                 "adverts_sent": 3,

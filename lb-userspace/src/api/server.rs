@@ -89,6 +89,7 @@ impl VrrpFeed {
             master: status.master_address,
             since: status.since,
             transitions: status.transitions,
+            resignations: status.resignations,
             adverts_accepted: status.received.accepted,
             adverts_rejected: status
                 .received

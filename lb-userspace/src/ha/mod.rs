@@ -3,9 +3,12 @@
 //! timers never wait behind health checks, API requests or map writes.
 //!
 //! Tracking ([`tracking`]) polls what the kernel says about the XDP program
-//! (every advert interval, [`probe`]) and follows the snapshot the
-//! controller publishes of the services, and lowers the advertised priority
-//! while this node cannot serve, so its peer takes over.
+//! ([`probe`]: every [`XDP_POLL_WHILE_MASTER`] while master, every advert
+//! interval otherwise) and follows the snapshot the controller publishes of
+//! the services, and lowers the advertised priority while this node cannot
+//! serve, so its peer takes over. A master that loses its program resigns
+//! at once (priority 0, VIPs released): without the program its kernel
+//! would answer for the VIPs and reset every connection sent to it.
 //!
 //! [`HaNode::shutdown`] sends the priority-0 advert and removes the VIPs,
 //! then (if this node was master) waits [`HaNode::handover_grace`] so the
@@ -32,6 +35,11 @@ use tracking::Tracker;
 /// How often tracking samples the controller's snapshot (from
 /// [`first_verdicts`] after the start on).
 pub const SERVICE_POLL: Duration = Duration::from_millis(500);
+
+/// How often a master checks that its XDP program is still attached: the
+/// kernel sends no notification when a program or its link is detached, and
+/// every packet that reaches the kernel meanwhile is answered with a reset.
+pub const XDP_POLL_WHILE_MASTER: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
@@ -236,21 +244,30 @@ async fn serve(
     // The starter waits for this; if it is gone, `stop` ends the loop below.
     let _ = started.send(instance.status());
 
-    let mut xdp_poll = interval(settings.instance.advert_interval.duration());
     let mut service_poll = interval(SERVICE_POLL);
-    for poll in [&mut xdp_poll, &mut service_poll] {
-        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    }
+    service_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Set by the controller's first publication after the loop started.
     let mut published = false;
     let verdicts_at = Instant::now() + first_verdicts;
+    let status = instance.status();
+    let mut next_xdp_poll = Instant::now();
     // False once the controller is gone: its last snapshot stands.
     let mut following = true;
     let mut advertised = tracker.priority();
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = xdp_poll.tick() => observe_xdp(&mut tracker, &probe, xdp).await,
+            () = tokio::time::sleep_until(next_xdp_poll) => {
+                if observe_xdp(&mut tracker, &probe, xdp).await {
+                    resign(&instance, &status);
+                }
+                let period = if status.borrow().state == State::Master {
+                    XDP_POLL_WHILE_MASTER
+                } else {
+                    settings.instance.advert_interval.duration()
+                };
+                next_xdp_poll = Instant::now() + period;
+            }
             changed = services.changed(), if following => match changed {
                 Ok(()) => published = true,
                 Err(_) => following = false,
@@ -307,10 +324,24 @@ fn log_start(settings: &VrrpPair, primary_address: Ipv4Addr, tracker: &Tracker) 
 }
 
 /// Asks the kernel whether our program is on the interface; on a netlink
-/// error the previous observation stands.
-async fn observe_xdp(tracker: &mut Tracker, probe: &Probe, xdp: XdpAttachment) {
+/// error the previous observation stands. True when the program was just
+/// lost (see [`Tracker::observe_xdp`]).
+async fn observe_xdp(tracker: &mut Tracker, probe: &Probe, xdp: XdpAttachment) -> bool {
     match probe.runs_xdp_program(xdp.ifindex, xdp.program_id).await {
         Ok(attached) => tracker.observe_xdp(attached),
-        Err(error) => tracing::warn!(%error, "tracking: cannot read the interface's XDP programs"),
+        Err(error) => {
+            tracing::warn!(%error, "tracking: cannot read the interface's XDP programs");
+            false
+        }
+    }
+}
+
+/// The data path is gone: a master hands over now instead of waiting for
+/// its lowered priority to lose an election. Sent before the priority
+/// change, so the priority-0 advert goes out first.
+fn resign(instance: &VrrpHandle, status: &watch::Receiver<VrrpStatus>) {
+    if status.borrow().state == State::Master {
+        tracing::warn!("vrrp: the XDP program is no longer attached, resigning as master");
+        instance.resign();
     }
 }

@@ -42,9 +42,15 @@ impl Tracker {
         }
     }
 
-    /// Records whether the load balancer program is attached to the interface.
-    pub fn observe_xdp(&mut self, attached: bool) {
+    /// Records whether the load balancer program is attached to the
+    /// interface. Returns true when this observation is the loss of a
+    /// tracked program: a master must then resign at once rather than only
+    /// lower its priority, since its kernel answers for the VIPs without it.
+    #[must_use]
+    pub fn observe_xdp(&mut self, attached: bool) -> bool {
+        let lost = self.xdp_attached && !attached && self.track.xdp_weight > 0;
         self.xdp_attached = attached;
+        lost
     }
 
     /// Records which tracked services have a serving (`up`) backend.
@@ -188,7 +194,7 @@ mod tests {
             ("web", &[BackendState::Up]),
             ("dns", &[BackendState::Up]),
         ]));
-        tracker.observe_xdp(false);
+        assert!(tracker.observe_xdp(false), "the loss of the program");
         assert_eq!(tracker.priority(), 50);
         tracker.observe_services(&report(&[
             ("web", &[BackendState::Down, BackendState::Draining]),
@@ -199,7 +205,7 @@ mod tests {
             tracker.reasons().to_string(),
             "XDP program not attached (-100), service web has no serving backend (-30)"
         );
-        tracker.observe_xdp(true);
+        assert!(!tracker.observe_xdp(true));
         tracker.observe_services(&report(&[
             ("web", &[BackendState::Up]),
             ("dns", &[BackendState::Up]),
@@ -208,9 +214,22 @@ mod tests {
     }
 
     #[test]
+    fn the_program_is_lost_once_per_detachment() {
+        let mut tracker = Tracker::new(150, tracking(100, 0, &[]));
+        assert!(!tracker.observe_xdp(true));
+        assert!(tracker.observe_xdp(false));
+        assert!(
+            !tracker.observe_xdp(false),
+            "still detached: not lost again"
+        );
+        assert!(!tracker.observe_xdp(true));
+        assert!(tracker.observe_xdp(false), "lost again after it came back");
+    }
+
+    #[test]
     fn the_priority_never_drops_below_one() {
         let mut tracker = Tracker::new(150, tracking(254, 254, &["web"]));
-        tracker.observe_xdp(false);
+        let _ = tracker.observe_xdp(false);
         tracker.observe_services(&report(&[("web", &[BackendState::Disabled])]));
         assert_eq!(tracker.priority(), 1);
     }
@@ -218,7 +237,10 @@ mod tests {
     #[test]
     fn untracked_services_and_zero_weights_change_nothing() {
         let mut tracker = Tracker::new(100, tracking(0, 50, &["web"]));
-        tracker.observe_xdp(false);
+        assert!(
+            !tracker.observe_xdp(false),
+            "an untracked program is never lost"
+        );
         tracker.observe_services(&report(&[("other", &[BackendState::Down])]));
         assert_eq!(tracker.priority(), 100);
         assert_eq!(tracker.reasons().to_string(), "none");

@@ -104,6 +104,7 @@ pub struct VrrpHandle {
 #[derive(Debug)]
 enum Command {
     SetPriority(u8),
+    Resign,
     Shutdown,
 }
 
@@ -117,6 +118,14 @@ impl VrrpHandle {
     pub fn set_priority(&self, priority: u8) {
         // Fails only once the task has ended; `shutdown` reports why.
         let _ = self.commands.send(Command::SetPriority(priority));
+    }
+
+    /// A master hands over at once (priority 0, VIPs released) and goes on
+    /// as a backup; anything else ignores it. Counted in
+    /// [`VrrpStatus::resignations`].
+    pub fn resign(&self) {
+        // Fails only once the task has ended; `shutdown` reports why.
+        let _ = self.commands.send(Command::Resign);
     }
 
     /// Leaves the protocol gracefully: a master sends priority 0 and removes
@@ -229,6 +238,7 @@ impl<V: VipTable> Driver<V> {
                     Some(Command::SetPriority(priority)) => {
                         self.machine.set_priority(Instant::now(), priority);
                     }
+                    Some(Command::Resign) => self.resign(),
                     Some(Command::Shutdown) | None => break Ok(()),
                 },
                 received = self.socket.recv(&mut buffer) => match received {
@@ -254,6 +264,17 @@ impl<V: VipTable> Driver<V> {
         self.carry_out_actions().await;
         self.notifier.finish().await;
         result
+    }
+
+    fn resign(&mut self) {
+        if self.machine.handle_resign(Instant::now()) {
+            tracing::warn!(
+                vrid = self.config.vrid,
+                interface = %self.config.interface,
+                "vrrp master resigned: priority 0 sent, virtual addresses released"
+            );
+            self.status.send_modify(|status| status.resignations += 1);
+        }
     }
 
     /// Runs the receive checks, hands a valid advert to the machine and

@@ -24,6 +24,8 @@ pub struct VrrpStatus {
     /// While master without every VIP in place: why the kernel refused one
     /// (the instance retries with every advert). `None` otherwise.
     pub address_error: Option<String>,
+    /// Times this node resigned as master (it lost its data path).
+    pub resignations: u64,
     pub received: ReceiveCounters,
     pub sent: SendCounters,
 }
@@ -37,6 +39,7 @@ impl VrrpStatus {
             master_address: None,
             transitions: 0,
             address_error: None,
+            resignations: 0,
             received: ReceiveCounters::default(),
             sent: SendCounters::default(),
         }

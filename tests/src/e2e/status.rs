@@ -73,6 +73,8 @@ pub struct VrrpReport {
     pub master: Option<Ipv4Addr>,
     /// How many times its state changed since it started.
     pub transitions: u64,
+    /// How many times it resigned as master (it lost its data path).
+    pub resignations: u64,
     /// Adverts it rejected since it started, by reason (`ttl`, `checksum`, ...).
     pub adverts_rejected: BTreeMap<String, u64>,
 }
@@ -198,7 +200,7 @@ mod tests {
       "vrrp": {
         "state": "backup", "priority": 100, "configured_priority": 100,
         "master": "10.0.0.11", "since": "2023-11-14T22:13:20.123Z",
-        "transitions": 1,
+        "transitions": 1, "resignations": 0,
         "adverts_rejected": {"ttl": 2, "checksum": 0}
       }
     }"#;
@@ -221,6 +223,7 @@ mod tests {
                 priority: 100,
                 master: Some(Ipv4Addr::new(10, 0, 0, 11)),
                 transitions: 1,
+                resignations: 0,
                 adverts_rejected: BTreeMap::from([
                     ("ttl".to_owned(), 2),
                     ("checksum".to_owned(), 0)

@@ -12,6 +12,8 @@
 //! - repeated and periodically refreshed gratuitous ARPs;
 //! - a Fault state (keepalived's) for a dead interface: no adverts, no VIPs;
 //! - a priority that tracking can change at run time;
+//! - a master can resign (it lost its data path): priority 0 and the VIPs
+//!   released as on shutdown, but it stays in the protocol as a backup;
 //! - adverts from our own primary address are refused, so a looped-back copy
 //!   can never start an election against ourselves.
 //!
@@ -184,6 +186,24 @@ impl Instance {
         }
         self.master_address = None;
         self.transition(State::Initialize);
+    }
+
+    /// Resign event (our addition): a master that can no longer forward
+    /// sends priority 0, so a backup takes over after Skew_Time, releases its
+    /// VIPs at once and goes on as a backup. Returns whether it resigned
+    /// (only a master does).
+    pub fn handle_resign(&mut self, now: Instant) -> bool {
+        if self.state != State::Master {
+            return false;
+        }
+        self.stop_master_timers();
+        self.actions.push_back(Action::SendAdvert { priority: 0 });
+        self.actions.push_back(Action::RemoveVirtualAddresses);
+        self.master_adver_interval = self.advert_interval;
+        self.master_down_timer = Some(now + self.master_down_interval());
+        self.master_address = None;
+        self.transition(State::Backup);
+        true
     }
 
     /// The interface went down (keepalived's FAULT): leave any role. A master

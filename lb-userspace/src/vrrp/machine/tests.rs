@@ -354,6 +354,52 @@ fn master_shutdown_sends_priority_zero_and_releases_the_vips() {
 }
 
 #[test]
+fn master_resign_sends_priority_zero_releases_the_vips_and_stays_backup() {
+    let (mut instance, t) = started_master(&config(100));
+    let resign_at = t + SECOND / 2;
+    assert!(instance.handle_resign(resign_at));
+    assert_eq!(
+        drain(&mut instance),
+        [
+            Action::SendAdvert { priority: 0 },
+            Action::RemoveVirtualAddresses,
+            Action::StateChanged {
+                from: State::Master,
+                to: State::Backup
+            },
+        ]
+    );
+    assert_eq!(instance.master_address(), None);
+    assert_eq!(
+        instance.poll_timeout(),
+        Some(resign_at + instance.master_down_interval()),
+        "no advert timer: only Master_Down_Timer runs"
+    );
+    // The peer that took over is followed like any master.
+    instance
+        .handle_advert(resign_at + SECOND / 10, HIGH_ADDRESS, &advert(150, SECOND))
+        .unwrap();
+    assert_eq!(instance.master_address(), Some(HIGH_ADDRESS));
+    assert_eq!(instance.state(), State::Backup);
+}
+
+#[test]
+fn only_a_master_resigns() {
+    let (mut backup, t0) = started_backup(&config(100));
+    assert!(!backup.handle_resign(t0));
+    assert_eq!(drain(&mut backup), []);
+    assert_eq!(
+        backup.poll_timeout(),
+        Some(t0 + backup.master_down_interval())
+    );
+    backup.handle_fault(t0);
+    drain(&mut backup);
+    assert!(!backup.handle_resign(t0));
+    assert_eq!(drain(&mut backup), []);
+    assert_eq!(backup.state(), State::Fault);
+}
+
+#[test]
 fn master_adver_timer_sends_an_advert_every_interval() {
     let mut config = config(100);
     config.garp.count = 1;
