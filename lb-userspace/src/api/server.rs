@@ -4,6 +4,7 @@
 //! | request | does |
 //! | --- | --- |
 //! | `GET /status` | every service and backend, and VRRP ([`StatusReport`]) |
+//! | `GET /metrics` | the same and the data path's counters, for Prometheus ([`super::metrics`]) |
 //! | `POST /services/{service}/backends/{backend}/drain` | admin drain |
 //! | `POST /services/{service}/backends/{backend}/disable` | admin disable |
 //! | `POST /services/{service}/backends/{backend}/enable` | clears drain/disable |
@@ -18,11 +19,12 @@
 //! data path at request time ([`CounterReader`]) and the VRRP instance's
 //! published status. Only admin actions go to the controller, as commands.
 
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -30,6 +32,7 @@ use lb_common::maps::Counters;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::metrics;
 use super::model::{
     BackendStatus, ErrorBody, ServiceStatus, StatusReport, Traffic, VrrpReport, WeightRequest,
 };
@@ -100,6 +103,7 @@ pub async fn serve(
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/services/{service}/backends/{backend}/drain", post(drain))
         .route(
             "/services/{service}/backends/{backend}/disable",
@@ -117,6 +121,15 @@ type Names = Path<(String, String)>;
 
 async fn status(State(state): State<ApiState>) -> Json<StatusReport> {
     Json(state.report())
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let snapshot = state.snapshot.borrow().clone();
+    let vrrp = state.vrrp.as_ref().map(VrrpFeed::report);
+    match metrics::render(snapshot, state.counters.clone(), vrrp) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(fmt::Error) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn drain(State(state): State<ApiState>, names: Names) -> ActionResult {
