@@ -120,6 +120,10 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         interface.name,
         config.global.api,
     );
+    // systemd Type=notify (examples/systemd/lb.service); nothing without systemd.
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(%error, "telling systemd we are ready");
+    }
 
     let (mut controller, signal) = controller.run(shutdown.recv()).await;
     tracing::info!(signal, "shutting down");
