@@ -22,7 +22,7 @@ use crate::controller::Controller;
 use crate::dataplane::{CounterMaps, CounterReader};
 use crate::ha;
 use crate::neighbour::{self, Neighbour, Resolver};
-use crate::pinned_restart;
+use crate::{pin_lock, pinned_restart};
 
 /// How long the API gets to finish the requests in flight at shutdown.
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -64,6 +64,13 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     let neighbours = resolve_backends(&resolver, &config).await?;
     drop(resolver);
 
+    // Held until we return: one lb per pinned data path.
+    let _pin_lock = config
+        .global
+        .pin_dir
+        .as_deref()
+        .map(pin_lock::acquire)
+        .transpose()?;
     // Bound before the data path is touched: a port in use stops us early.
     let api_listener = TcpListener::bind(config.global.api)
         .await
