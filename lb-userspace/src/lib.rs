@@ -10,6 +10,7 @@ pub mod ha;
 pub mod health;
 pub mod neighbour;
 pub mod netlink;
+pub mod pin_lock;
 pub mod pinned_restart;
 pub mod privilege;
 pub mod run;

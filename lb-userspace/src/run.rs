@@ -21,7 +21,7 @@ use crate::controller::Controller;
 use crate::dataplane::{CounterMaps, CounterReader, Dataplane, PinDir};
 use crate::ha::{self, HaNode};
 use crate::neighbour::{self, Interface, Neighbour, Resolver};
-use crate::pinned_restart;
+use crate::{pin_lock, pinned_restart};
 
 /// How long the API gets to finish the requests in flight at shutdown.
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -63,6 +63,13 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     let neighbours = resolve_backends(&resolver, &config).await?;
     drop(resolver);
 
+    // Held until we return: one lb per pinned data path.
+    let _pin_lock = config
+        .global
+        .pin_dir
+        .as_deref()
+        .map(pin_lock::acquire)
+        .transpose()?;
     // Bound before the data path is touched: a port in use stops us early.
     let api_limits = ApiLimits::default();
     let api_listener = api_server::listen(config.global.api, &api_limits).with_context(|| {
@@ -120,6 +127,10 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         interface.name,
         config.global.api,
     );
+    // systemd Type=notify (examples/systemd/lb.service); nothing without systemd.
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(%error, "telling systemd we are ready");
+    }
 
     let (mut controller, signal) = controller.run(shutdown.recv()).await;
     tracing::info!(signal, "shutting down");

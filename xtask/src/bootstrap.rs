@@ -19,7 +19,8 @@ use crate::paths;
 /// `rust-src` (`rustc-web`, its prebuilt `core` for BPF and its clippy, which
 /// lints the eBPF crate with the same compiler), what `bpf-linker`
 /// links against, the lab's web server and tools, the benchmarks' peers and
-/// the font of their charts.
+/// the font of their charts, and Prometheus (with `promtool`), which the
+/// metrics tests scrape the lab with and check the alert rules with.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -38,12 +39,13 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "conntrack",
     "fonts-dejavu-core",
+    "prometheus",
 ];
 
 /// Packages whose installation starts a system service in the root namespace.
 /// The lab runs its own instances inside namespaces, so a service started by
 /// our install is stopped and disabled again.
-const SERVICE_PACKAGES: &[&str] = &["nginx", "haproxy"];
+const SERVICE_PACKAGES: &[&str] = &["nginx", "haproxy", "prometheus"];
 
 /// The `bpf-linker` release the pinned aya versions work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,6 +1,7 @@
 //! The local control channel: a loopback-only HTTP API served by `lb run`
 //! ([`server`]) and called by `lb status` / `lb backend ...` ([`client`]),
-//! exchanging the JSON documents of [`model`].
+//! exchanging the JSON documents of [`model`], and scraped by Prometheus
+//! (`GET /metrics`, [`metrics`]).
 //!
 //! It knows the controller only through [`crate::domain`]: it reads the
 //! snapshot the controller publishes and sends admin commands on a channel.
@@ -11,6 +12,7 @@
 //! loopback only, enforced by the configuration.
 
 pub mod client;
+pub mod metrics;
 pub mod model;
 pub mod server;
 

@@ -4,6 +4,7 @@
 //! | request | does |
 //! | --- | --- |
 //! | `GET /status` | every service and backend, and VRRP ([`StatusReport`]) |
+//! | `GET /metrics` | the same and the data path's counters, for Prometheus ([`super::metrics`]) |
 //! | `POST /services/{service}/backends/{backend}/drain` | admin drain |
 //! | `POST /services/{service}/backends/{backend}/disable` | admin disable |
 //! | `POST /services/{service}/backends/{backend}/enable` | clears drain/disable |
@@ -28,13 +29,14 @@
 //! controller's reply included; 408 after that), and heads and bodies are
 //! capped in size.
 
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -46,6 +48,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::metrics;
 use super::model::{
     BackendStatus, ErrorBody, ServiceStatus, StatusReport, Traffic, VrrpReport, WeightRequest,
 };
@@ -242,6 +245,7 @@ async fn serve_connection(
 pub fn router(state: ApiState, limits: ApiLimits) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/services/{service}/backends/{backend}/drain", post(drain))
         .route(
             "/services/{service}/backends/{backend}/disable",
@@ -282,6 +286,15 @@ type Names = Path<(String, String)>;
 
 async fn status(State(state): State<ApiState>) -> Json<StatusReport> {
     Json(state.report())
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let snapshot = state.snapshot.borrow().clone();
+    let vrrp = state.vrrp.as_ref().map(VrrpFeed::report);
+    match metrics::render(snapshot, state.counters.clone(), vrrp) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(fmt::Error) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn drain(State(state): State<ApiState>, names: Names) -> ActionResult {

@@ -10,12 +10,18 @@ use lb_common::maps::{names, Counters, Reason, XDP_ACTION_COUNT};
 
 use super::error::{map_error, DataplaneError};
 
-/// Reads the traffic counters of services and backends by id.
+/// Reads the data path's counters: the traffic of services and backends by
+/// id, and the packets per XDP action and per pass/drop reason.
 pub trait CounterReader: Send + Sync {
     /// Traffic of service `id`, summed over CPUs.
     fn service_counters(&self, id: u32) -> Result<Counters, DataplaneError>;
     /// Traffic of backend `id`, summed over CPUs.
     fn backend_counters(&self, id: u32) -> Result<Counters, DataplaneError>;
+    /// Packets per XDP action (index = action: aborted, drop, pass, tx,
+    /// redirect, named by `XDP_ACTION_NAMES`), summed over CPUs.
+    fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError>;
+    /// Passed or dropped packets per [`Reason`] (index = reason), summed over CPUs.
+    fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError>;
 }
 
 /// The counter maps of a loaded data path.
@@ -26,19 +32,6 @@ pub struct CounterMaps {
     pub(super) reason_stats: PerCpuArray<MapData, u64>,
 }
 
-impl CounterMaps {
-    /// Packets per XDP action (index = action: aborted, drop, pass, tx,
-    /// redirect), summed over CPUs.
-    pub fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError> {
-        sum_all(&self.action_stats, names::ACTION_STATS)
-    }
-
-    /// Passed or dropped packets per [`Reason`] (index = reason), summed over CPUs.
-    pub fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
-        sum_all(&self.reason_stats, names::REASON_STATS)
-    }
-}
-
 impl CounterReader for CounterMaps {
     fn service_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
         sum_counters(&self.service_stats, names::SERVICE_STATS, id)
@@ -46,6 +39,14 @@ impl CounterReader for CounterMaps {
 
     fn backend_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
         sum_counters(&self.backend_stats, names::BACKEND_STATS, id)
+    }
+
+    fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError> {
+        sum_all(&self.action_stats, names::ACTION_STATS)
+    }
+
+    fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
+        sum_all(&self.reason_stats, names::REASON_STATS)
     }
 }
 
