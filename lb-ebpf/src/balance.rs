@@ -17,6 +17,7 @@ use network_types::{
 };
 
 use crate::{
+    edge,
     maps::{BACKENDS, BACKEND_STATS, FLOWS, RR_CURSOR, SCHED_TABLE, SERVICES, SERVICE_STATS, VIPS},
     packet, stats,
 };
@@ -84,7 +85,7 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
         _pad: 0,
     };
     let Some(service) = SERVICES.get_ptr(service_key) else {
-        return Verdict::Pass(Reason::NotService);
+        return edge::vip_other_port();
     };
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let service = unsafe { service.read() };
@@ -113,6 +114,7 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     let eth = packet::ethernet(ctx).ok_or(Verdict::Pass(Reason::ShortEthernet))?;
+    edge::check_destination_mac(&eth)?;
     if eth.ether_type() != EtherType::Ipv4 as u16 {
         return Err(Verdict::Pass(Reason::NotIpv4));
     }
@@ -141,7 +143,7 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     let (src_port, dst_port) = match ip.proto {
         IPPROTO_TCP => tcp_ports(ctx, l4_offset, l4_len)?,
         IPPROTO_UDP => udp_ports(ctx, l4_offset, l4_len)?,
-        _ => return Err(Verdict::Pass(Reason::NotService)),
+        proto => return Err(edge::vip_other_protocol(proto)),
     };
     // `..Default::default()` zeroes the padding without the out-of-line
     // `memset` call that a `[0; 3]` literal compiles to.

@@ -91,7 +91,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     )
     .await
     .context("starting VRRP ([vrrp])")?;
-    let mode = pinned_restart::attach(controller.maps_mut(), &interface.name, pins.as_ref())?;
+    let mode = pinned_restart::attach(controller.maps_mut(), &interface, pins.as_ref())?;
 
     let api_state = ApiState {
         snapshot: controller.subscribe(),

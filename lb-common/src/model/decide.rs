@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 
 use super::contents::MapContents;
 use super::decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, XdpAction};
+use super::edge::{self, drop, pass, Rejection};
 use super::wire::{EthernetFrame, Ipv4Header, TcpHeader, UdpHeader};
 use crate::hash::flow_hash;
 use crate::maps::{
@@ -16,33 +17,12 @@ use crate::maps::{
 /// Smallest valid TCP data offset, in 32-bit words.
 const TCP_MIN_DATA_OFFSET: u8 = 5;
 
-/// A packet passed or dropped before any map was written.
-struct Rejection {
-    action: XdpAction,
-    reason: Reason,
-}
-
-const fn pass(reason: Reason) -> Rejection {
-    Rejection {
-        action: XdpAction::Pass,
-        reason,
-    }
-}
-
-const fn drop(reason: Reason) -> Rejection {
-    Rejection {
-        action: XdpAction::Drop,
-        reason,
-    }
-}
-
 /// What `lb_xdp` does with `frame`, arriving on `ingress`, given `maps`.
 ///
 /// Pure: `maps` is not changed; [`MapContents::apply`] applies the decision.
 /// Never panics, whatever the bytes and the maps hold.
 ///
 /// Today's program, as modelled:
-/// - the destination MAC is not checked: frames for any MAC are forwarded;
 /// - the IPv4 version field is not checked (the EtherType decides);
 /// - VLAN-tagged frames are not IPv4 (`not_ipv4`);
 /// - the UDP length field is not checked;
@@ -64,7 +44,13 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
         _pad: 0,
     };
     let Some(service) = maps.service(&service_key) else {
-        return Decision::unforwarded(XdpAction::Pass, Reason::NotService, frame, Some(flow), None);
+        return Decision::unforwarded(
+            XdpAction::Drop,
+            Reason::VipOtherPort,
+            frame,
+            Some(flow),
+            None,
+        );
     };
 
     let (backend_id, backend, flow_change, cursor_advance) = match established_backend(&flow, maps)
@@ -109,6 +95,7 @@ fn parse<'a>(
     maps: &MapContents,
 ) -> Result<(EthernetFrame<'a>, FlowKey), Rejection> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| pass(Reason::ShortEthernet))?;
+    edge::check_destination_mac(&eth, maps.local_interface().mac)?;
     if eth.ether_type() != EthernetFrame::ETHERTYPE_IPV4 {
         return Err(pass(Reason::NotIpv4));
     }
@@ -141,7 +128,7 @@ fn parse<'a>(
     let (src_port, dst_port) = match ip.protocol() {
         IPPROTO_TCP => tcp_ports(l4)?,
         IPPROTO_UDP => udp_ports(l4)?,
-        _ => return Err(pass(Reason::NotService)),
+        proto => return Err(edge::vip_other_protocol(proto)),
     };
     let flow = FlowKey {
         src_ip: ip.src_addr(),

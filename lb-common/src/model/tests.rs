@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 use super::*;
 use crate::hash::flow_hash;
 use crate::maps::{
-    backend_state, Backend, Counters, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey,
-    IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, Backend, Counters, Flow, FlowKey, LocalInterface, Reason, Scheduler, Service,
+    ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 const INGRESS: Ingress = Ingress {
@@ -55,6 +55,10 @@ fn key(port: u16, proto: u8) -> ServiceKey {
 /// `key`, in half 0 of its region.
 fn maps_with(key: ServiceKey, id: u32, scheduler: Scheduler, slots: &[u32]) -> MapContents {
     let mut maps = MapContents::new(SIZES);
+    maps.set_local_interface(LocalInterface {
+        mac: LB_MAC,
+        _pad: [0; 2],
+    });
     for backend_id in 0..4 {
         maps.set_backend(backend_id, backend(backend_id, backend_state::UP))
             .unwrap();
@@ -337,11 +341,26 @@ fn counters_beyond_the_stats_maps_are_not_counted() {
 }
 
 #[test]
-fn frames_for_other_macs_are_forwarded_today() {
+fn frames_for_other_macs_are_passed_untouched() {
     let maps = web_maps();
-    let mut frame = web_frame(1, TCP_SYN);
-    frame[..6].copy_from_slice(&[0xff; 6]);
-    assert_eq!(decide(&frame, &INGRESS, &maps).action, XdpAction::Tx);
+    let pass = XdpAction::Pass;
+    let with_dst = |mac: [u8; 6]| {
+        let mut frame = web_frame(1, TCP_SYN);
+        frame[..6].copy_from_slice(&mac);
+        frame
+    };
+    assert_rejected(
+        &maps,
+        &with_dst([2, 0, 0, 0, 0, 0xfd]),
+        pass,
+        Reason::NotForUs,
+    );
+    assert_rejected(&maps, &with_dst([0xff; 6]), pass, Reason::LinkMulticast);
+    let vrrp_group = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+    assert_rejected(&maps, &with_dst(vrrp_group), pass, Reason::LinkMulticast);
+    // Until the local interface is written, no frame is for us.
+    let unset = MapContents::new(SIZES);
+    assert_rejected(&unset, &web_frame(1, TCP_SYN), pass, Reason::NotForUs);
 }
 
 #[test]
@@ -362,12 +381,20 @@ fn traffic_that_is_not_ours_passes() {
     other_ip[14 + 19] = 200;
     assert_rejected(&maps, &other_ip, pass, Reason::NotService);
     let icmp = ethernet(0x0800, &ipv4(1, &[], &[8, 0, 0, 0, 0, 0, 0, 0]));
-    assert_rejected(&maps, &icmp, pass, Reason::NotService);
+    assert_rejected(&maps, &icmp, pass, Reason::VipIcmp);
+}
+
+#[test]
+fn vip_traffic_no_service_takes_is_dropped() {
+    let maps = web_maps();
+    let drop = XdpAction::Drop;
     let other_port = ethernet(0x0800, &ipv4(IPPROTO_TCP, &[], &tcp(1, 443, 0)));
-    assert_rejected(&maps, &other_port, pass, Reason::NotService);
+    assert_rejected(&maps, &other_port, drop, Reason::VipOtherPort);
     assert!(decide(&other_port, &INGRESS, &maps).flow_key.is_some());
     let udp_to_tcp_port = ethernet(0x0800, &ipv4(IPPROTO_UDP, &[], &udp(1, 80, &[])));
-    assert_rejected(&maps, &udp_to_tcp_port, pass, Reason::NotService);
+    assert_rejected(&maps, &udp_to_tcp_port, drop, Reason::VipOtherPort);
+    let gre = ethernet(0x0800, &ipv4(47, &[], &[0; 8]));
+    assert_rejected(&maps, &gre, drop, Reason::VipOtherProtocol);
 }
 
 #[test]
@@ -482,6 +509,10 @@ impl Rng {
 /// random backends and random flows, all on the one VIP.
 fn random_maps(rng: &mut Rng) -> MapContents {
     let mut maps = MapContents::new(SIZES);
+    maps.set_local_interface(LocalInterface {
+        mac: LB_MAC,
+        _pad: [0; 2],
+    });
     for id in 0..SIZES.max_backends {
         let mut backend = backend(id, rng.byte() % 4);
         backend.ifindex = (rng.below(3)) as u32;
