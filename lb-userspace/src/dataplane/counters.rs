@@ -10,12 +10,18 @@ use lb_common::maps::{names, Counters, Reason, XDP_ACTION_COUNT};
 
 use super::error::{map_error, DataplaneError};
 
-/// Reads the traffic counters of services and backends by id.
+/// Reads the traffic counters of services and backends by id, and the
+/// per-action and per-reason packet counters.
 pub trait CounterReader: Send + Sync {
     /// Traffic of service `id`, summed over CPUs.
     fn service_counters(&self, id: u32) -> Result<Counters, DataplaneError>;
     /// Traffic of backend `id`, summed over CPUs.
     fn backend_counters(&self, id: u32) -> Result<Counters, DataplaneError>;
+    /// Packets per XDP action (index = action: aborted, drop, pass, tx,
+    /// redirect), summed over CPUs.
+    fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError>;
+    /// Passed or dropped packets per [`Reason`] (index = reason), summed over CPUs.
+    fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError>;
 }
 
 /// The counter maps of a loaded data path.
@@ -26,20 +32,15 @@ pub struct CounterMaps {
     pub(super) reason_stats: PerCpuArray<MapData, u64>,
 }
 
-impl CounterMaps {
-    /// Packets per XDP action (index = action: aborted, drop, pass, tx,
-    /// redirect), summed over CPUs.
-    pub fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError> {
+impl CounterReader for CounterMaps {
+    fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError> {
         sum_all(&self.action_stats, names::ACTION_STATS)
     }
 
-    /// Passed or dropped packets per [`Reason`] (index = reason), summed over CPUs.
-    pub fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
+    fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
         sum_all(&self.reason_stats, names::REASON_STATS)
     }
-}
 
-impl CounterReader for CounterMaps {
     fn service_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
         sum_counters(&self.service_stats, names::SERVICE_STATS, id)
     }

@@ -9,7 +9,9 @@ use std::io;
 
 use aya::maps::MapError;
 use aya::sys::SyscallError;
-use lb_common::maps::{names, Backend, Counters, Scheduler, Service, ServiceKey};
+use lb_common::maps::{
+    names, Backend, Counters, Reason, Scheduler, Service, ServiceKey, XDP_ACTION_COUNT,
+};
 
 use super::counters::CounterReader;
 use super::error::DataplaneError;
@@ -221,6 +223,10 @@ impl EntryWriter for FakeEntries {
 pub struct FakeCounters {
     pub services: HashMap<u32, Counters>,
     pub backends: HashMap<u32, Counters>,
+    /// Packets by XDP action value.
+    pub actions: [u64; XDP_ACTION_COUNT as usize],
+    /// Packets by [`Reason`] index.
+    pub reasons: [u64; Reason::COUNT as usize],
 }
 
 impl CounterReader for FakeCounters {
@@ -230,5 +236,13 @@ impl CounterReader for FakeCounters {
 
     fn backend_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
         Ok(self.backends.get(&id).copied().unwrap_or_default())
+    }
+
+    fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError> {
+        Ok(self.actions)
+    }
+
+    fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
+        Ok(self.reasons)
     }
 }

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
-use lb::dataplane::Dataplane;
+use lb::dataplane::{CounterReader as _, Dataplane};
 use lb_common::maps::{programs, Flow, Reason};
 use lb_common::model::{self, XdpAction};
 
