@@ -143,7 +143,7 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     let (src_port, dst_port) = match ip.proto {
         IPPROTO_TCP => tcp_ports(ctx, l4_offset, l4_len)?,
         IPPROTO_UDP => udp_ports(ctx, l4_offset, l4_len)?,
-        proto => return Err(edge::vip_other_protocol(proto)),
+        proto => return Err(edge::vip_other_protocol(ctx, eth, proto, l4_offset, l4_len)),
     };
     // `..Default::default()` zeroes the padding without the out-of-line
     // `memset` call that a `[0; 3]` literal compiles to.
@@ -192,7 +192,7 @@ fn udp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16
 
 /// The backend of an established flow, if it still serves it (up or draining).
 #[inline(always)]
-fn established_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
+pub fn established_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
     let entry = FLOWS.get_ptr(flow)?;
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let backend_id = unsafe { (*entry).backend_id };
@@ -240,7 +240,7 @@ fn next_round_robin_slot(service: &Service) -> Option<u32> {
 /// Rewrites the MACs for `backend` and sends the frame out: back through the
 /// ingress interface, or redirected to the backend's interface.
 #[inline(always)]
-fn forward(ctx: &XdpContext, eth: packet::Ethernet, backend: &Backend) -> Verdict {
+pub fn forward(ctx: &XdpContext, eth: packet::Ethernet, backend: &Backend) -> Verdict {
     eth.set_macs(backend.mac, backend.src_mac);
     if backend.ifindex as usize == ctx.ingress_ifindex() {
         Verdict::Forward(xdp_action::XDP_TX)

@@ -2,9 +2,20 @@
 //! VIP that no service takes. Each check sits on the cold side of its branch:
 //! the hot path pays one 6-byte compare for the destination MAC.
 
-use lb_common::maps::{Reason, IPPROTO_ICMP};
+use aya_ebpf::programs::XdpContext;
+use lb_common::maps::{FlowKey, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use network_types::{ip::Ipv4Hdr, udp::UdpHdr};
 
-use crate::{balance::Verdict, maps::LOCAL_INTERFACE, packet};
+use crate::{
+    balance::{self, Verdict},
+    maps::LOCAL_INTERFACE,
+    packet::{self, IcmpHeader},
+};
+
+/// ICMP "destination unreachable".
+const ICMP_DEST_UNREACHABLE: u8 = 3;
+/// Its code "fragmentation needed and DF set" (path MTU discovery).
+const ICMP_FRAG_NEEDED: u8 = 4;
 
 /// `Ok` when the frame is addressed to the ingress interface's MAC;
 /// otherwise the frame is passed untouched, never forwarded (a switch floods
@@ -43,15 +54,58 @@ fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
 }
 
 /// A well-formed, unfragmented packet to a VIP with a protocol other than TCP
-/// or UDP: ICMP goes to the kernel (it answers echo requests), the rest is
+/// or UDP, whose IP payload is `l4_len` bytes at `l4_offset`: ICMP goes to
+/// the kernel (it answers echo requests), except "fragmentation needed" for
+/// an established flow, which goes to that flow's backend; the rest is
 /// dropped.
 #[inline(always)]
-pub fn vip_other_protocol(proto: u8) -> Verdict {
-    if proto == IPPROTO_ICMP {
-        Verdict::Pass(Reason::VipIcmp)
-    } else {
-        Verdict::Drop(Reason::VipOtherProtocol)
+pub fn vip_other_protocol(
+    ctx: &XdpContext,
+    eth: packet::Ethernet,
+    proto: u8,
+    l4_offset: usize,
+    l4_len: usize,
+) -> Verdict {
+    if proto != IPPROTO_ICMP {
+        return Verdict::Drop(Reason::VipOtherProtocol);
     }
+    let Some(flow) = frag_needed_flow(ctx, l4_offset, l4_len) else {
+        return Verdict::Pass(Reason::VipIcmp);
+    };
+    match balance::established_backend(&flow) {
+        Some((_, backend)) => balance::forward(ctx, eth, &backend),
+        None => Verdict::Pass(Reason::VipIcmp),
+    }
+}
+
+/// The flow an ICMP "fragmentation needed" at `offset` is about: its embedded
+/// header is a packet the backend sent (VIP:port to client), so the flow is
+/// that header's tuple reversed. `None` for any other ICMP message, or when
+/// the embedded IPv4 header and 8 bytes of TCP/UDP are not all there.
+#[inline(always)]
+fn frag_needed_flow(ctx: &XdpContext, offset: usize, l4_len: usize) -> Option<FlowKey> {
+    let icmp = packet::header::<IcmpHeader>(ctx, offset)?;
+    if icmp.icmp_type != ICMP_DEST_UNREACHABLE || icmp.code != ICMP_FRAG_NEEDED {
+        return None;
+    }
+    let inner_offset = offset + IcmpHeader::LEN;
+    let inner = packet::header::<Ipv4Hdr>(ctx, inner_offset)?;
+    let inner_len = usize::from(inner.vihl & 0x0f) * 4;
+    if inner_len < Ipv4Hdr::LEN
+        || IcmpHeader::LEN + inner_len + UdpHdr::LEN > l4_len
+        || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP)
+    {
+        return None;
+    }
+    let ports = packet::header::<UdpHdr>(ctx, inner_offset + inner_len)?;
+    Some(FlowKey {
+        src_ip: u32::from_ne_bytes(inner.dst_addr),
+        dst_ip: u32::from_ne_bytes(inner.src_addr),
+        src_port: u16::from_ne_bytes(ports.dst),
+        dst_port: u16::from_ne_bytes(ports.src),
+        proto: inner.proto,
+        ..Default::default()
+    })
 }
 
 /// TCP or UDP to a VIP on a port with no service: dropped (edge firewall).

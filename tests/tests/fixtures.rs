@@ -750,6 +750,32 @@ fn icmp_to_the_vip_passes() {
     assert_passed(&dataplane, &frame, Reason::VipIcmp);
 }
 
+/// An ICMP "fragmentation needed" from a router to the VIP, quoting the
+/// start of a segment the backend sent on the web flow of `client_port`.
+fn frag_needed_for(client_port: u16) -> Vec<u8> {
+    let reply = wire::tcp(VIP, CLIENT_IP, (HTTP_PORT, client_port), wire::TCP_ACK, &[]);
+    let quoted = Ipv4::new(VIP, CLIENT_IP, IPPROTO_TCP).packet(&reply);
+    let mut message = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    message.extend_from_slice(&quoted[..wire::IPV4_LEN + 8]);
+    let packet = Ipv4::new([203, 0, 113, 1], VIP, 1).packet(&message);
+    wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet)
+}
+
+#[test]
+fn frag_needed_for_a_flow_goes_to_its_backend() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let backend = forward(&dataplane, &web_syn(CLIENT_PORT));
+    assert_eq!(forward(&dataplane, &frag_needed_for(CLIENT_PORT)), backend);
+    assert_eq!(dataplane.flow_count(), 1, "no flow is made for the ICMP");
+    // No flow for that client port: the kernel gets it.
+    assert_passed(
+        &dataplane,
+        &frag_needed_for(CLIENT_PORT + 1),
+        Reason::VipIcmp,
+    );
+}
+
 #[test]
 fn service_frame_for_another_mac_is_passed_never_forwarded() {
     let mut dataplane = load();

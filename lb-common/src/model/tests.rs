@@ -583,3 +583,38 @@ fn never_panics_and_keeps_its_invariants_on_random_input() {
         maps.apply(&decision);
     }
 }
+
+/// ICMP "fragmentation needed" to the VIP quoting `quoted` bytes of a segment
+/// the backend sent on the web flow of client port `client_port`.
+fn frag_needed(client_port: u16, quoted: usize) -> Vec<u8> {
+    let mut reply = ipv4(IPPROTO_TCP, &[], &tcp(80, client_port, 0x10));
+    // The reply goes from the VIP to the client.
+    reply[12..16].copy_from_slice(&VIP);
+    reply[16..20].copy_from_slice(&CLIENT);
+    let mut message = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    message.extend_from_slice(&reply[..quoted]);
+    ethernet(0x0800, &ipv4(1, &[], &message))
+}
+
+#[test]
+fn frag_needed_for_a_flow_goes_to_its_backend_unrecorded_and_uncounted() {
+    let mut maps = web_maps();
+    maps.insert_flow(web_flow(1), Flow { backend_id: 2 });
+    let frame = frag_needed(1, 28);
+    let decision = decide(&frame, &INGRESS, &maps);
+    assert_eq!(decision.action, XdpAction::Tx);
+    assert_eq!(decision.backend_id, Some(2));
+    assert_eq!(decision.output[..6], backend_mac(2));
+    assert_eq!(decision.output[12..], frame[12..]);
+    assert_eq!(decision.flow_change, FlowChange::Unchanged);
+    assert_eq!(decision.backend_traffic, None);
+
+    let pass = XdpAction::Pass;
+    // A flow with no entry, or a quote too short for the ports: the kernel's.
+    assert_rejected(&maps, &frag_needed(2, 28), pass, Reason::VipIcmp);
+    assert_rejected(&maps, &frag_needed(1, 27), pass, Reason::VipIcmp);
+    // Its backend no longer serves: the kernel's too.
+    maps.set_backend(2, backend(2, backend_state::DOWN))
+        .unwrap();
+    assert_rejected(&maps, &frame, pass, Reason::VipIcmp);
+}
