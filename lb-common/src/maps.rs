@@ -29,6 +29,9 @@ pub mod names {
     pub const ACTION_STATS: &str = "ACTION_STATS";
     /// `PerCpuArray<u64>` indexed by [`super::Reason`].
     pub const REASON_STATS: &str = "REASON_STATS";
+    /// `Array<LocalInterface>` of one entry: the interface `lb_xdp` is
+    /// attached to; frames for another MAC are passed untouched.
+    pub const LOCAL_INTERFACE: &str = "LOCAL_INTERFACE";
 }
 
 /// Program names inside the eBPF object.
@@ -52,6 +55,7 @@ pub mod defaults {
     pub const FLOW_TABLE_SIZE: u32 = 65536;
 }
 
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
@@ -148,6 +152,15 @@ pub struct Flow {
     pub backend_id: u32,
 }
 
+/// Value of [`names::LOCAL_INTERFACE`]: the interface the program serves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LocalInterface {
+    /// Its Ethernet address: service traffic is addressed to it.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// Per-service and per-backend counters (per CPU; userspace sums them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -166,7 +179,7 @@ pub struct Counters {
 pub enum Reason {
     /// Pass: not IPv4 (ARP, IPv6, ...).
     NotIpv4 = 0,
-    /// Pass: IPv4 but no service matches (other address, port or protocol).
+    /// Pass: IPv4 to an address that is no VIP.
     NotService = 1,
     /// Pass: frame shorter than an Ethernet header.
     ShortEthernet = 2,
@@ -186,10 +199,23 @@ pub enum Reason {
     NoBackend = 8,
     /// Drop: the chosen backend id has no usable entry (controller bug guard).
     BadBackend = 9,
+    // Edge filtering (lb-ebpf/src/edge.rs).
+    /// Pass: a unicast frame for another MAC than the ingress interface's
+    /// (flooded by a switch): never forwarded.
+    NotForUs = 10,
+    /// Pass: a broadcast or multicast frame (ARP, VRRP, ...): never service
+    /// traffic.
+    LinkMulticast = 11,
+    /// Drop: TCP or UDP to a VIP on a port with no service (edge firewall).
+    VipOtherPort = 12,
+    /// Drop: IPv4 to a VIP with a protocol other than TCP, UDP or ICMP.
+    VipOtherProtocol = 13,
+    /// Pass: ICMP to a VIP; the kernel answers echo requests if it holds the VIP.
+    VipIcmp = 14,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 15;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIpv4,
@@ -202,6 +228,11 @@ impl Reason {
         Reason::ShortL4,
         Reason::NoBackend,
         Reason::BadBackend,
+        Reason::NotForUs,
+        Reason::LinkMulticast,
+        Reason::VipOtherPort,
+        Reason::VipOtherProtocol,
+        Reason::VipIcmp,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -217,6 +248,11 @@ impl Reason {
             Reason::ShortL4 => "short_l4",
             Reason::NoBackend => "no_backend",
             Reason::BadBackend => "bad_backend",
+            Reason::NotForUs => "not_for_us",
+            Reason::LinkMulticast => "link_multicast",
+            Reason::VipOtherPort => "vip_other_port",
+            Reason::VipOtherProtocol => "vip_other_protocol",
+            Reason::VipIcmp => "vip_icmp",
         }
     }
 }
@@ -244,6 +280,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: `#[repr(C)]` one u32.
     unsafe impl aya::Pod for super::Flow {}
+    // SAFETY: `#[repr(C)]` a `[u8; 6]` and `_pad: [u8; 2]`.
+    unsafe impl aya::Pod for super::LocalInterface {}
     // SAFETY: `#[repr(C)]` three u64.
     unsafe impl aya::Pod for super::Counters {}
 }
@@ -261,6 +299,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Flow>(), 4);
         assert_eq!(size_of::<Counters>(), 24);
+        assert_eq!(size_of::<LocalInterface>(), 8);
     }
 
     #[test]

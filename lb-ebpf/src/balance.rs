@@ -17,6 +17,7 @@ use network_types::{
 };
 
 use crate::{
+    edge,
     maps::{BACKENDS, BACKEND_STATS, FLOWS, RR_CURSOR, SCHED_TABLE, SERVICES, SERVICE_STATS, VIPS},
     packet, stats,
 };
@@ -84,7 +85,7 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
         _pad: 0,
     };
     let Some(service) = SERVICES.get_ptr(service_key) else {
-        return Verdict::Pass(Reason::NotService);
+        return edge::vip_other_port();
     };
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let service = unsafe { service.read() };
@@ -113,6 +114,7 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     let eth = packet::ethernet(ctx).ok_or(Verdict::Pass(Reason::ShortEthernet))?;
+    edge::check_destination_mac(&eth)?;
     if eth.ether_type() != EtherType::Ipv4 as u16 {
         return Err(Verdict::Pass(Reason::NotIpv4));
     }
@@ -141,7 +143,7 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     let (src_port, dst_port) = match ip.proto {
         IPPROTO_TCP => tcp_ports(ctx, l4_offset, l4_len)?,
         IPPROTO_UDP => udp_ports(ctx, l4_offset, l4_len)?,
-        _ => return Err(Verdict::Pass(Reason::NotService)),
+        proto => return Err(edge::vip_other_protocol(ctx, eth, proto, l4_offset, l4_len)),
     };
     // `..Default::default()` zeroes the padding without the out-of-line
     // `memset` call that a `[0; 3]` literal compiles to.
@@ -190,7 +192,7 @@ fn udp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16
 
 /// The backend of an established flow, if it still serves it (up or draining).
 #[inline(always)]
-fn established_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
+pub fn established_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
     let entry = FLOWS.get_ptr(flow)?;
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let backend_id = unsafe { (*entry).backend_id };
@@ -238,7 +240,7 @@ fn next_round_robin_slot(service: &Service) -> Option<u32> {
 /// Rewrites the MACs for `backend` and sends the frame out: back through the
 /// ingress interface, or redirected to the backend's interface.
 #[inline(always)]
-fn forward(ctx: &XdpContext, eth: packet::Ethernet, backend: &Backend) -> Verdict {
+pub fn forward(ctx: &XdpContext, eth: packet::Ethernet, backend: &Backend) -> Verdict {
     eth.set_macs(backend.mac, backend.src_mac);
     if backend.ifindex as usize == ctx.ingress_ifindex() {
         Verdict::Forward(xdp_action::XDP_TX)

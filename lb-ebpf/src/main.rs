@@ -2,7 +2,7 @@
 //! benchmark floors, `xdp_pass` and `xdp_mac_swap`.
 //!
 //! Program and map names are the contract in `lb_common::maps`; the per-packet
-//! logic lives in [`balance`], header access in [`packet`], counters in
+//! logic lives in [`balance`], edge filtering in [`edge`], header access in [`packet`], counters in
 //! [`stats`], the MAC-swap floor in [`mac_swap`].
 //!
 //! Built by `cargo xtask build`, which runs (from `lb-ebpf/`):
@@ -13,6 +13,7 @@
 #![no_main]
 
 mod balance;
+mod edge;
 mod mac_swap;
 mod maps;
 mod packet;

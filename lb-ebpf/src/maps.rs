@@ -8,7 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::maps::{
-    defaults, Backend, Counters, Flow, FlowKey, Reason, Service, ServiceKey, XDP_ACTION_COUNT,
+    defaults, Backend, Counters, Flow, FlowKey, LocalInterface, Reason, Service, ServiceKey,
+    XDP_ACTION_COUNT,
 };
 
 /// The virtual services, by (VIP, port, protocol).
@@ -56,3 +57,7 @@ pub static ACTION_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(XDP_AC
 /// Passed or dropped packets per [`Reason`].
 #[map]
 pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+/// The interface the program is attached to (one entry, written at attach).
+#[map]
+pub static LOCAL_INTERFACE: Array<LocalInterface> = Array::with_max_entries(1, 0);

@@ -36,6 +36,22 @@ unsafe impl ByteHeader for TcpHdr {}
 // SAFETY: `UdpHdr` is `#[repr(C)]` with four `[u8; 2]` fields: alignment 1, no
 // padding, any bit pattern valid.
 unsafe impl ByteHeader for UdpHdr {}
+// SAFETY: `IcmpHeader` is `#[repr(C)]` with `u8` and `[u8; N]` fields only.
+unsafe impl ByteHeader for IcmpHeader {}
+
+/// The fixed 8 bytes of an ICMP message.
+#[repr(C)]
+pub struct IcmpHeader {
+    pub icmp_type: u8,
+    pub code: u8,
+    pub checksum: [u8; 2],
+    /// Unused, or the next-hop MTU of "fragmentation needed".
+    pub rest: [u8; 4],
+}
+
+impl IcmpHeader {
+    pub const LEN: usize = 8;
+}
 
 /// Address of a `T` at `offset` bytes into the frame, or `None` when the frame
 /// is too short to hold it entirely.

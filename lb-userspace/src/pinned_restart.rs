@@ -25,6 +25,7 @@ use crate::dataplane::{
     AttachMode, Dataplane, DataplaneError, LoadOptions, PinDir, PinnedFlows, PinningError,
 };
 use crate::domain::Health;
+use crate::neighbour::Interface;
 
 /// Opens the pin directory of `config` (`None` when pinning is off),
 /// decides whether the previous run's flow table is kept, and starts the
@@ -97,12 +98,15 @@ pub fn load(options: &LoadOptions, pins: Option<&PinDir>) -> Result<Dataplane, D
 }
 
 /// Attaches the programmed data path to `interface`, through the pinned
-/// link if `pins` is given; returns how, for the log.
+/// link if `pins` is given; returns how, for the log. The program learns the
+/// interface's MAC first: frames for any other destination are passed.
 pub fn attach(
     dataplane: &mut Dataplane,
-    interface: &str,
+    interface: &Interface,
     pins: Option<&PinDir>,
 ) -> Result<String, DataplaneError> {
+    dataplane.set_local_interface(interface.mac)?;
+    let interface = interface.name.as_str();
     Ok(match pins {
         Some(pins) => dataplane.attach_pinned(interface, pins)?.to_string(),
         None => {

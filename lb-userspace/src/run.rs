@@ -177,7 +177,7 @@ async fn start_data_path(
     )
     .await
     .context("starting VRRP ([vrrp])")?;
-    match pinned_restart::attach(controller.maps_mut(), &interface.name, pins) {
+    match pinned_restart::attach(controller.maps_mut(), interface, pins) {
         Ok(mode) => Ok((controller, pair, mode)),
         Err(error) => {
             // A master (priority 255 owns the VIPs from the start) hands

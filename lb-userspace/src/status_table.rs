@@ -1,10 +1,13 @@
 //! Renders a [`StatusReport`] as what `lb status` prints: the VRRP line (with
 //! `[vrrp]`), then one line per service, then one per backend with its
-//! state, why and for how long.
+//! state, why and for how long, then the data path's non-zero action and
+//! reason counters.
 
 use std::time::{Duration, SystemTime};
 
-use crate::api::model::{StatusReport, VrrpReport};
+use std::collections::BTreeMap;
+
+use crate::api::model::{DataPathReport, StatusReport, VrrpReport};
 use crate::domain::{BackendState, Health};
 
 /// The report as text, ages counted up to `now`.
@@ -15,7 +18,31 @@ pub fn render(report: &StatusReport, now: SystemTime) -> String {
         text.push_str("\n\n");
     }
     text.push_str(&tables(report, now));
+    text.push('\n');
+    text.push_str(&data_path_lines(&report.data_path));
     text
+}
+
+/// E.g. `Data path actions: pass=4 tx=120` and `Data path reasons:
+/// not_for_us=3 vip_other_port=2`: the non-zero counters, `none` if all are.
+pub fn data_path_lines(data_path: &DataPathReport) -> String {
+    let non_zero = |counters: &BTreeMap<String, u64>| {
+        let shown: Vec<String> = counters
+            .iter()
+            .filter(|(_, packets)| **packets > 0)
+            .map(|(name, packets)| format!("{name}={packets}"))
+            .collect();
+        if shown.is_empty() {
+            "none".to_owned()
+        } else {
+            shown.join(" ")
+        }
+    };
+    format!(
+        "Data path actions: {}\nData path reasons: {}\n",
+        non_zero(&data_path.actions),
+        non_zero(&data_path.reasons)
+    )
 }
 
 /// E.g. `VRRP vrid 51 on eth0: master, priority 150 (configured 150),
@@ -217,6 +244,7 @@ mod tests {
                     backend("web2", BackendState::Draining, "drained by admin"),
                 ],
             }],
+            data_path: DataPathReport::default(),
             vrrp: None,
         };
         let text = render(&report, now);
@@ -242,6 +270,28 @@ mod tests {
     }
 
     #[test]
+    fn data_path_lines_show_the_non_zero_counters() {
+        let counters = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(name, packets)| ((*name).to_owned(), *packets))
+                .collect()
+        };
+        let data_path = DataPathReport {
+            actions: counters(&[("drop", 2), ("pass", 0), ("tx", 120)]),
+            reasons: counters(&[("fragment", 0), ("not_for_us", 3), ("vip_other_port", 2)]),
+        };
+        assert_eq!(
+            data_path_lines(&data_path),
+            "Data path actions: drop=2 tx=120\nData path reasons: not_for_us=3 vip_other_port=2\n"
+        );
+        assert_eq!(
+            data_path_lines(&DataPathReport::default()),
+            "Data path actions: none\nData path reasons: none\n"
+        );
+    }
+
+    #[test]
     fn with_vrrp_a_line_above_the_tables_says_who_is_master() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let mut vrrp = VrrpReport {
@@ -261,6 +311,7 @@ mod tests {
         };
         let report = StatusReport {
             services: Vec::new(),
+            data_path: DataPathReport::default(),
             vrrp: Some(vrrp.clone()),
         };
         let text = render(&report, now);

@@ -47,6 +47,10 @@ fn program_and_model_agree_on_the_ci_batch() {
     assert!(report.flows_replaced > 0, "no flow moved off a backend");
     assert!(report.established > 0, "no packet of an established flow");
     assert!(report.cursor_advances > 0, "no round-robin pick");
+    assert!(
+        report.frag_needed_forwarded > 0,
+        "no ICMP fragmentation-needed reached a flow's backend"
+    );
     assert!(report.rounds >= 2, "every setup runs");
     assert_eq!(
         report.by_kind.len(),

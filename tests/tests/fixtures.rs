@@ -228,6 +228,9 @@ fn load() -> Dataplane {
 fn load_with(options: LoadOptions) -> Dataplane {
     require_root();
     let mut dataplane = Dataplane::load(&options).expect("loading the eBPF programs");
+    dataplane
+        .set_local_interface(LB_MAC)
+        .expect("writing the local interface");
     for id in BACKENDS {
         dataplane
             .set_backend(id, &backend(id, backend_state::UP))
@@ -298,6 +301,12 @@ fn publish_maglev(dataplane: &mut Dataplane, ids: &[u32]) -> Vec<u32> {
 fn tcp_frame_to(dst: [u8; 4], ports: (u16, u16), flags: u8, payload: &[u8]) -> Vec<u8> {
     let segment = wire::tcp(CLIENT_IP, dst, ports, flags, payload);
     let packet = Ipv4::new(CLIENT_IP, dst, IPPROTO_TCP).packet(&segment);
+    wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet)
+}
+
+fn udp_frame_to(dst: [u8; 4], ports: (u16, u16), payload: &[u8]) -> Vec<u8> {
+    let datagram = wire::udp(CLIENT_IP, dst, ports, payload);
+    let packet = Ipv4::new(CLIENT_IP, dst, IPPROTO_UDP).packet(&datagram);
     wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet)
 }
 
@@ -548,9 +557,7 @@ fn udp_to_a_udp_service_is_forwarded() {
             &[2; TABLE_SIZE as usize],
         )
         .expect("publishing the DNS service");
-    let datagram = wire::udp(CLIENT_IP, VIP, (CLIENT_PORT, DNS_PORT), b"query");
-    let packet = Ipv4::new(CLIENT_IP, VIP, IPPROTO_UDP).packet(&datagram);
-    let frame = wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet);
+    let frame = udp_frame_to(VIP, (CLIENT_PORT, DNS_PORT), b"query");
 
     assert_eq!(forward(&dataplane, &frame), 2);
     assert_eq!(service_counters(&dataplane, DNS_SERVICE).packets, 1);
@@ -713,11 +720,24 @@ fn ipv4_to_another_address_passes_unchanged() {
 }
 
 #[test]
-fn vip_on_a_port_without_service_passes() {
+fn vip_on_a_port_without_service_is_dropped() {
     let mut dataplane = load();
     publish_maglev(&mut dataplane, &BACKENDS);
     let frame = tcp_frame_to(VIP, (CLIENT_PORT, 443), wire::TCP_SYN, &[]);
-    assert_passed(&dataplane, &frame, Reason::NotService);
+    assert_dropped(&dataplane, &frame, Reason::VipOtherPort);
+    // UDP to the port of a TCP service has no service either.
+    let datagram = udp_frame_to(VIP, (CLIENT_PORT, HTTP_PORT), b"x");
+    assert_dropped(&dataplane, &datagram, Reason::VipOtherPort);
+    assert_eq!(dataplane.flow_count(), 0);
+}
+
+#[test]
+fn vip_with_a_protocol_other_than_tcp_udp_icmp_is_dropped() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let gre = Ipv4::new(CLIENT_IP, VIP, 47).packet(&[0; 8]);
+    let frame = wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &gre);
+    assert_dropped(&dataplane, &frame, Reason::VipOtherProtocol);
 }
 
 #[test]
@@ -727,7 +747,73 @@ fn icmp_to_the_vip_passes() {
     let echo = [8, 0, 0xf7, 0xff, 0, 0, 0, 0];
     let packet = Ipv4::new(CLIENT_IP, VIP, 1).packet(&echo);
     let frame = wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet);
-    assert_passed(&dataplane, &frame, Reason::NotService);
+    assert_passed(&dataplane, &frame, Reason::VipIcmp);
+}
+
+/// An ICMP "fragmentation needed" from a router to the VIP, quoting the
+/// start of a segment the backend sent on the web flow of `client_port`.
+fn frag_needed_for(client_port: u16) -> Vec<u8> {
+    let reply = wire::tcp(VIP, CLIENT_IP, (HTTP_PORT, client_port), wire::TCP_ACK, &[]);
+    let quoted = Ipv4::new(VIP, CLIENT_IP, IPPROTO_TCP).packet(&reply);
+    let mut message = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    message.extend_from_slice(&quoted[..wire::IPV4_LEN + 8]);
+    let packet = Ipv4::new([203, 0, 113, 1], VIP, 1).packet(&message);
+    wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet)
+}
+
+#[test]
+fn frag_needed_for_a_flow_goes_to_its_backend() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let backend = forward(&dataplane, &web_syn(CLIENT_PORT));
+    assert_eq!(forward(&dataplane, &frag_needed_for(CLIENT_PORT)), backend);
+    assert_eq!(dataplane.flow_count(), 1, "no flow is made for the ICMP");
+    // No flow for that client port: the kernel gets it.
+    assert_passed(
+        &dataplane,
+        &frag_needed_for(CLIENT_PORT + 1),
+        Reason::VipIcmp,
+    );
+}
+
+#[test]
+fn service_frame_for_another_mac_is_passed_never_forwarded() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let mut frame = web_syn(CLIENT_PORT);
+    // Flooded by a switch that has not learned this (unicast) MAC.
+    frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
+    assert_passed(&dataplane, &frame, Reason::NotForUs);
+    assert_eq!(dataplane.flow_count(), 0);
+}
+
+#[test]
+fn broadcast_and_multicast_frames_pass_untouched() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    for group in [[0xff; 6], [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]] {
+        let mut frame = web_syn(CLIENT_PORT);
+        frame[..6].copy_from_slice(&group);
+        assert_passed(&dataplane, &frame, Reason::LinkMulticast);
+    }
+    assert_eq!(dataplane.flow_count(), 0);
+}
+
+#[test]
+fn until_the_local_interface_is_written_no_frame_is_forwarded() {
+    require_root();
+    let mut dataplane = Dataplane::load(&test_options(TABLE_SIZE)).expect("loading");
+    for id in BACKENDS {
+        dataplane
+            .set_backend(id, &backend(id, backend_state::UP))
+            .expect("writing a backend");
+    }
+    publish_maglev(&mut dataplane, &BACKENDS);
+    assert_passed(&dataplane, &web_syn(CLIENT_PORT), Reason::NotForUs);
+    dataplane
+        .set_local_interface(LB_MAC)
+        .expect("writing the local interface");
+    forward(&dataplane, &web_syn(CLIENT_PORT));
 }
 
 #[test]
@@ -743,7 +829,9 @@ fn arp_passes() {
     ]
     .concat();
     let frame = wire::ethernet([0xff; 6], CLIENT_MAC, wire::ETHERTYPE_ARP, &request);
-    assert_passed(&dataplane, &frame, Reason::NotIpv4);
+    assert_passed(&dataplane, &frame, Reason::LinkMulticast);
+    let reply = wire::ethernet(LB_MAC, CLIENT_MAC, wire::ETHERTYPE_ARP, &request);
+    assert_passed(&dataplane, &reply, Reason::NotIpv4);
 }
 
 #[test]

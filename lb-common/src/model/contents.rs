@@ -1,5 +1,5 @@
 //! The contents of the BPF maps the decision reads, held in memory: the
-//! services, the VIPs, the backends, the scheduling tables, the flow table and
+//! local interface, the services, the VIPs, the backends, the scheduling tables, the flow table and
 //! this CPU's round-robin cursors.
 //!
 //! Arrays behave like BPF arrays: sized once, zero-filled, and an index
@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::decision::{Decision, FlowChange};
-use crate::maps::{Backend, Flow, FlowKey, Service, ServiceKey};
+use crate::maps::{Backend, Flow, FlowKey, LocalInterface, Service, ServiceKey};
 
 /// Sizes of the maps, as the loader created them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +50,7 @@ impl core::error::Error for IndexOutOfRange {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapContents {
     sizes: MapSizes,
+    local_interface: LocalInterface,
     services: BTreeMap<[u8; 8], Service>,
     vips: BTreeMap<u32, u32>,
     backends: Vec<Backend>,
@@ -59,11 +60,12 @@ pub struct MapContents {
 }
 
 impl MapContents {
-    /// Empty maps of `sizes`: no service, no VIP, no flow; every backend,
-    /// slot and cursor zero (a zero backend is down).
+    /// Empty maps of `sizes`: no service, no VIP, no flow; the local MAC,
+    /// every backend, slot and cursor zero (a zero backend is down).
     pub fn new(sizes: MapSizes) -> Self {
         Self {
             sizes,
+            local_interface: LocalInterface::default(),
             services: BTreeMap::new(),
             vips: BTreeMap::new(),
             backends: vec![Backend::default(); sizes.max_backends as usize],
@@ -76,6 +78,15 @@ impl MapContents {
     /// The sizes the maps were created with.
     pub fn sizes(&self) -> MapSizes {
         self.sizes
+    }
+
+    /// The one entry of `LOCAL_INTERFACE`: the interface the program serves.
+    pub fn local_interface(&self) -> LocalInterface {
+        self.local_interface
+    }
+
+    pub fn set_local_interface(&mut self, interface: LocalInterface) {
+        self.local_interface = interface;
     }
 
     /// The service at `key` (`SERVICES`).

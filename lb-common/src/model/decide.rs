@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 
 use super::contents::MapContents;
 use super::decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, XdpAction};
+use super::edge::{self, drop, pass, Rejection};
 use super::wire::{EthernetFrame, Ipv4Header, TcpHeader, UdpHeader};
 use crate::hash::flow_hash;
 use crate::maps::{
@@ -16,33 +17,12 @@ use crate::maps::{
 /// Smallest valid TCP data offset, in 32-bit words.
 const TCP_MIN_DATA_OFFSET: u8 = 5;
 
-/// A packet passed or dropped before any map was written.
-struct Rejection {
-    action: XdpAction,
-    reason: Reason,
-}
-
-const fn pass(reason: Reason) -> Rejection {
-    Rejection {
-        action: XdpAction::Pass,
-        reason,
-    }
-}
-
-const fn drop(reason: Reason) -> Rejection {
-    Rejection {
-        action: XdpAction::Drop,
-        reason,
-    }
-}
-
 /// What `lb_xdp` does with `frame`, arriving on `ingress`, given `maps`.
 ///
 /// Pure: `maps` is not changed; [`MapContents::apply`] applies the decision.
 /// Never panics, whatever the bytes and the maps hold.
 ///
 /// Today's program, as modelled:
-/// - the destination MAC is not checked: frames for any MAC are forwarded;
 /// - the IPv4 version field is not checked (the EtherType decides);
 /// - VLAN-tagged frames are not IPv4 (`not_ipv4`);
 /// - the UDP length field is not checked;
@@ -52,7 +32,8 @@ const fn drop(reason: Reason) -> Rejection {
 ///   total length included.
 pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
     let (eth, flow) = match parse(frame, maps) {
-        Ok(parsed) => parsed,
+        Ok(Parsed::Service(eth, flow)) => (eth, flow),
+        Ok(Parsed::FragNeeded(eth, flow)) => return frag_needed(frame, eth, flow, ingress, maps),
         Err(rejection) => {
             return Decision::unforwarded(rejection.action, rejection.reason, frame, None, None)
         }
@@ -64,7 +45,13 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
         _pad: 0,
     };
     let Some(service) = maps.service(&service_key) else {
-        return Decision::unforwarded(XdpAction::Pass, Reason::NotService, frame, Some(flow), None);
+        return Decision::unforwarded(
+            XdpAction::Drop,
+            Reason::VipOtherPort,
+            frame,
+            Some(flow),
+            None,
+        );
     };
 
     let (backend_id, backend, flow_change, cursor_advance) = match established_backend(&flow, maps)
@@ -102,13 +89,20 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
     )
 }
 
-/// Parses Ethernet → IPv4 → TCP/UDP: the Ethernet header and the 5-tuple of
-/// a well-formed, unfragmented TCP/UDP packet to a VIP, or why not.
-fn parse<'a>(
-    frame: &'a [u8],
-    maps: &MapContents,
-) -> Result<(EthernetFrame<'a>, FlowKey), Rejection> {
+/// What a frame parsed into.
+enum Parsed<'a> {
+    /// A well-formed, unfragmented TCP/UDP packet to a VIP and its 5-tuple.
+    Service(EthernetFrame<'a>, FlowKey),
+    /// An ICMP "fragmentation needed" to a VIP, and the flow it is about.
+    FragNeeded(EthernetFrame<'a>, FlowKey),
+}
+
+/// Parses Ethernet → IPv4 → TCP/UDP (or ICMP): the Ethernet header and the
+/// 5-tuple of a well-formed, unfragmented TCP/UDP packet to a VIP, or of the
+/// flow an ICMP "fragmentation needed" to a VIP is about, or why not.
+fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejection> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| pass(Reason::ShortEthernet))?;
+    edge::check_destination_mac(&eth, maps.local_interface().mac)?;
     if eth.ether_type() != EthernetFrame::ETHERTYPE_IPV4 {
         return Err(pass(Reason::NotIpv4));
     }
@@ -141,7 +135,10 @@ fn parse<'a>(
     let (src_port, dst_port) = match ip.protocol() {
         IPPROTO_TCP => tcp_ports(l4)?,
         IPPROTO_UDP => udp_ports(l4)?,
-        _ => return Err(pass(Reason::NotService)),
+        proto => {
+            let flow = edge::vip_other_protocol(proto, l4)?;
+            return Ok(Parsed::FragNeeded(eth, flow));
+        }
     };
     let flow = FlowKey {
         src_ip: ip.src_addr(),
@@ -151,7 +148,7 @@ fn parse<'a>(
         proto: ip.protocol(),
         _pad: [0; 3],
     };
-    Ok((eth, flow))
+    Ok(Parsed::Service(eth, flow))
 }
 
 /// Ports (network order) of the TCP segment `l4`: a data offset below 5 or
@@ -273,19 +270,9 @@ fn forward(
         bytes: frame.len() as u64,
         new_flows: u64::from(flow_change != FlowChange::Unchanged),
     };
-    let action = if backend.ifindex == ingress.ifindex {
-        XdpAction::Tx
-    } else {
-        XdpAction::Redirect
-    };
-    let mut output = Vec::with_capacity(frame.len());
-    output.extend_from_slice(&backend.mac);
-    output.extend_from_slice(&backend.src_mac);
-    output.extend_from_slice(&eth.ether_type().to_be_bytes());
-    output.extend_from_slice(eth.payload());
     Decision {
-        action,
-        output,
+        action: send_action(&backend, ingress),
+        output: rewritten(frame, eth, &backend),
         reason: None,
         flow_key: Some(flow),
         backend_id: Some(backend_id),
@@ -299,5 +286,51 @@ fn forward(
             index: backend_id,
             delta,
         }),
+    }
+}
+
+/// `XDP_TX` back through the ingress interface, or a redirect.
+fn send_action(backend: &Backend, ingress: &Ingress) -> XdpAction {
+    if backend.ifindex == ingress.ifindex {
+        XdpAction::Tx
+    } else {
+        XdpAction::Redirect
+    }
+}
+
+/// `frame` with its MACs rewritten for `backend`.
+fn rewritten(frame: &[u8], eth: EthernetFrame<'_>, backend: &Backend) -> Vec<u8> {
+    let mut output = Vec::with_capacity(frame.len());
+    output.extend_from_slice(&backend.mac);
+    output.extend_from_slice(&backend.src_mac);
+    output.extend_from_slice(&eth.ether_type().to_be_bytes());
+    output.extend_from_slice(eth.payload());
+    output
+}
+
+/// An ICMP "fragmentation needed" about `flow`: sent on to the flow's
+/// backend if it still serves it (uncounted in the traffic counters, no
+/// flow-table write), so that path MTU discovery reaches the server that
+/// sent the too-big packet; passed to the kernel otherwise.
+fn frag_needed(
+    frame: &[u8],
+    eth: EthernetFrame<'_>,
+    flow: FlowKey,
+    ingress: &Ingress,
+    maps: &MapContents,
+) -> Decision {
+    let Some((backend_id, backend)) = established_backend(&flow, maps) else {
+        return Decision::unforwarded(XdpAction::Pass, Reason::VipIcmp, frame, Some(flow), None);
+    };
+    Decision {
+        action: send_action(&backend, ingress),
+        output: rewritten(frame, eth, &backend),
+        reason: None,
+        flow_key: Some(flow),
+        backend_id: Some(backend_id),
+        flow_change: FlowChange::Unchanged,
+        cursor_advance: None,
+        service_traffic: None,
+        backend_traffic: None,
     }
 }

@@ -93,7 +93,8 @@ pub struct Decision {
     pub output: Vec<u8>,
     /// The `REASON_STATS` entry counted, for a passed or dropped packet.
     pub reason: Option<Reason>,
-    /// The 5-tuple, when the packet parsed as TCP or UDP to a VIP.
+    /// The 5-tuple, when the packet parsed as TCP or UDP to a VIP, or the
+    /// flow an ICMP "fragmentation needed" to a VIP is about.
     pub flow_key: Option<FlowKey>,
     /// The backend the packet was forwarded to.
     pub backend_id: Option<u32>,

@@ -15,10 +15,12 @@
 //! - [`contents`]: the maps the decision reads, in memory.
 //! - [`decision`]: the result and the types it is made of.
 //! - `decide`: the decision, step for step like `lb-ebpf/src/balance.rs`.
+//! - `edge`: edge filtering, like `lb-ebpf/src/edge.rs`.
 
 pub mod contents;
 mod decide;
 pub mod decision;
+mod edge;
 pub mod wire;
 
 pub use contents::{IndexOutOfRange, MapContents, MapSizes};

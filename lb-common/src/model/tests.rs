@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 use super::*;
 use crate::hash::flow_hash;
 use crate::maps::{
-    backend_state, Backend, Counters, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey,
-    IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, Backend, Counters, Flow, FlowKey, LocalInterface, Reason, Scheduler, Service,
+    ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 const INGRESS: Ingress = Ingress {
@@ -55,6 +55,10 @@ fn key(port: u16, proto: u8) -> ServiceKey {
 /// `key`, in half 0 of its region.
 fn maps_with(key: ServiceKey, id: u32, scheduler: Scheduler, slots: &[u32]) -> MapContents {
     let mut maps = MapContents::new(SIZES);
+    maps.set_local_interface(LocalInterface {
+        mac: LB_MAC,
+        _pad: [0; 2],
+    });
     for backend_id in 0..4 {
         maps.set_backend(backend_id, backend(backend_id, backend_state::UP))
             .unwrap();
@@ -337,11 +341,26 @@ fn counters_beyond_the_stats_maps_are_not_counted() {
 }
 
 #[test]
-fn frames_for_other_macs_are_forwarded_today() {
+fn frames_for_other_macs_are_passed_untouched() {
     let maps = web_maps();
-    let mut frame = web_frame(1, TCP_SYN);
-    frame[..6].copy_from_slice(&[0xff; 6]);
-    assert_eq!(decide(&frame, &INGRESS, &maps).action, XdpAction::Tx);
+    let pass = XdpAction::Pass;
+    let with_dst = |mac: [u8; 6]| {
+        let mut frame = web_frame(1, TCP_SYN);
+        frame[..6].copy_from_slice(&mac);
+        frame
+    };
+    assert_rejected(
+        &maps,
+        &with_dst([2, 0, 0, 0, 0, 0xfd]),
+        pass,
+        Reason::NotForUs,
+    );
+    assert_rejected(&maps, &with_dst([0xff; 6]), pass, Reason::LinkMulticast);
+    let vrrp_group = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+    assert_rejected(&maps, &with_dst(vrrp_group), pass, Reason::LinkMulticast);
+    // Until the local interface is written, no frame is for us.
+    let unset = MapContents::new(SIZES);
+    assert_rejected(&unset, &web_frame(1, TCP_SYN), pass, Reason::NotForUs);
 }
 
 #[test]
@@ -362,12 +381,20 @@ fn traffic_that_is_not_ours_passes() {
     other_ip[14 + 19] = 200;
     assert_rejected(&maps, &other_ip, pass, Reason::NotService);
     let icmp = ethernet(0x0800, &ipv4(1, &[], &[8, 0, 0, 0, 0, 0, 0, 0]));
-    assert_rejected(&maps, &icmp, pass, Reason::NotService);
+    assert_rejected(&maps, &icmp, pass, Reason::VipIcmp);
+}
+
+#[test]
+fn vip_traffic_no_service_takes_is_dropped() {
+    let maps = web_maps();
+    let drop = XdpAction::Drop;
     let other_port = ethernet(0x0800, &ipv4(IPPROTO_TCP, &[], &tcp(1, 443, 0)));
-    assert_rejected(&maps, &other_port, pass, Reason::NotService);
+    assert_rejected(&maps, &other_port, drop, Reason::VipOtherPort);
     assert!(decide(&other_port, &INGRESS, &maps).flow_key.is_some());
     let udp_to_tcp_port = ethernet(0x0800, &ipv4(IPPROTO_UDP, &[], &udp(1, 80, &[])));
-    assert_rejected(&maps, &udp_to_tcp_port, pass, Reason::NotService);
+    assert_rejected(&maps, &udp_to_tcp_port, drop, Reason::VipOtherPort);
+    let gre = ethernet(0x0800, &ipv4(47, &[], &[0; 8]));
+    assert_rejected(&maps, &gre, drop, Reason::VipOtherProtocol);
 }
 
 #[test]
@@ -482,6 +509,10 @@ impl Rng {
 /// random backends and random flows, all on the one VIP.
 fn random_maps(rng: &mut Rng) -> MapContents {
     let mut maps = MapContents::new(SIZES);
+    maps.set_local_interface(LocalInterface {
+        mac: LB_MAC,
+        _pad: [0; 2],
+    });
     for id in 0..SIZES.max_backends {
         let mut backend = backend(id, rng.byte() % 4);
         backend.ifindex = (rng.below(3)) as u32;
@@ -551,4 +582,39 @@ fn never_panics_and_keeps_its_invariants_on_random_input() {
         }
         maps.apply(&decision);
     }
+}
+
+/// ICMP "fragmentation needed" to the VIP quoting `quoted` bytes of a segment
+/// the backend sent on the web flow of client port `client_port`.
+fn frag_needed(client_port: u16, quoted: usize) -> Vec<u8> {
+    let mut reply = ipv4(IPPROTO_TCP, &[], &tcp(80, client_port, 0x10));
+    // The reply goes from the VIP to the client.
+    reply[12..16].copy_from_slice(&VIP);
+    reply[16..20].copy_from_slice(&CLIENT);
+    let mut message = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    message.extend_from_slice(&reply[..quoted]);
+    ethernet(0x0800, &ipv4(1, &[], &message))
+}
+
+#[test]
+fn frag_needed_for_a_flow_goes_to_its_backend_unrecorded_and_uncounted() {
+    let mut maps = web_maps();
+    maps.insert_flow(web_flow(1), Flow { backend_id: 2 });
+    let frame = frag_needed(1, 28);
+    let decision = decide(&frame, &INGRESS, &maps);
+    assert_eq!(decision.action, XdpAction::Tx);
+    assert_eq!(decision.backend_id, Some(2));
+    assert_eq!(decision.output[..6], backend_mac(2));
+    assert_eq!(decision.output[12..], frame[12..]);
+    assert_eq!(decision.flow_change, FlowChange::Unchanged);
+    assert_eq!(decision.backend_traffic, None);
+
+    let pass = XdpAction::Pass;
+    // A flow with no entry, or a quote too short for the ports: the kernel's.
+    assert_rejected(&maps, &frag_needed(2, 28), pass, Reason::VipIcmp);
+    assert_rejected(&maps, &frag_needed(1, 27), pass, Reason::VipIcmp);
+    // Its backend no longer serves: the kernel's too.
+    maps.set_backend(2, backend(2, backend_state::DOWN))
+        .unwrap();
+    assert_rejected(&maps, &frame, pass, Reason::VipIcmp);
 }

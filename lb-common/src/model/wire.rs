@@ -30,6 +30,12 @@ impl<'a> EthernetFrame<'a> {
         Ok(Self { header, payload })
     }
 
+    /// The destination MAC.
+    pub fn dst_addr(&self) -> [u8; 6] {
+        let [d0, d1, d2, d3, d4, d5, ..] = *self.header;
+        [d0, d1, d2, d3, d4, d5]
+    }
+
     /// The EtherType, host order (VLAN tags are not looked into).
     pub fn ether_type(&self) -> u16 {
         u16::from_be_bytes([self.header[12], self.header[13]])

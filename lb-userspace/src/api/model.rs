@@ -15,6 +15,9 @@ use crate::vrrp::State;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
+    /// Packets of the data path by action and by pass/drop reason.
+    #[serde(default)]
+    pub data_path: DataPathReport,
     /// Absent without `[vrrp]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp: Option<VrrpReport>,
@@ -101,6 +104,17 @@ pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+}
+
+/// The data path's per-action and per-reason packet counters, summed over
+/// CPUs since the program was loaded; every action and reason is listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DataPathReport {
+    /// Packets by XDP action (`aborted`, `drop`, `pass`, `tx`, `redirect`).
+    pub actions: BTreeMap<String, u64>,
+    /// Packets passed or dropped, by reason (`not_for_us`, `vip_other_port`,
+    /// `fragment`, ...).
+    pub reasons: BTreeMap<String, u64>,
 }
 
 /// This node's VRRP instance (`[vrrp]`), as it is now.
@@ -263,6 +277,10 @@ mod tests {
                 counters: Traffic::default(),
                 backends,
             }],
+            data_path: DataPathReport {
+                actions: [("tx".to_owned(), 5)].into(),
+                reasons: [("not_for_us".to_owned(), 2)].into(),
+            },
             vrrp,
         }
     }

@@ -43,14 +43,15 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use lb_common::maps::Counters;
+use lb_common::maps::{Counters, Reason, XDP_ACTION_NAMES};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::metrics;
 use super::model::{
-    BackendStatus, ErrorBody, ServiceStatus, StatusReport, Traffic, VrrpReport, WeightRequest,
+    BackendStatus, DataPathReport, ErrorBody, ServiceStatus, StatusReport, Traffic, VrrpReport,
+    WeightRequest,
 };
 use crate::dataplane::{CounterReader, DataplaneError};
 use crate::domain::{AdminAction, AdminCommandError, AdminCommands, AdminError, SnapshotReceiver};
@@ -345,7 +346,33 @@ impl ApiState {
             .collect();
         StatusReport {
             services,
+            data_path: self.data_path(),
             vrrp: self.vrrp.as_ref().map(VrrpFeed::report),
+        }
+    }
+
+    /// Every action and reason counter; a read error is logged and shown as
+    /// zeros.
+    fn data_path(&self) -> DataPathReport {
+        let actions = self.counters.action_counters().unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading XDP action counters");
+            Default::default()
+        });
+        let reasons = self.counters.reason_counters().unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading reason counters");
+            Default::default()
+        });
+        DataPathReport {
+            actions: XDP_ACTION_NAMES
+                .iter()
+                .zip(actions)
+                .map(|(name, packets)| ((*name).to_owned(), packets))
+                .collect(),
+            reasons: Reason::ALL
+                .iter()
+                .zip(reasons)
+                .map(|(reason, packets)| (reason.name().to_owned(), packets))
+                .collect(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use lb_common::maps::Counters;
+use lb_common::maps::{Counters, Reason, XDP_ACTION_NAMES};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -106,6 +106,8 @@ async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
             new_flows: 3,
         },
     );
+    counters.actions[3] = 40; // XDP_TX
+    counters.reasons[Reason::NotForUs as usize] = 3;
     let state = ApiState {
         snapshot: snapshot_receiver,
         admin: AdminCommands::new(command_sender),
@@ -146,6 +148,18 @@ async fn status_lists_services_and_backends_with_their_counters() {
         ]
     );
     assert_eq!(report.vrrp, None);
+}
+
+#[tokio::test]
+async fn status_lists_every_action_and_reason_counter() {
+    let report = api().await.status().await.unwrap();
+    let data_path = &report.data_path;
+    assert_eq!(data_path.actions.len(), XDP_ACTION_NAMES.len());
+    assert_eq!(data_path.actions["tx"], 40);
+    assert_eq!(data_path.actions["drop"], 0);
+    assert_eq!(data_path.reasons.len(), Reason::ALL.len());
+    assert_eq!(data_path.reasons["not_for_us"], 3);
+    assert_eq!(data_path.reasons["vip_other_port"], 0);
 }
 
 #[tokio::test]

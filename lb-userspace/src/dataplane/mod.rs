@@ -30,11 +30,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use aya::{
-    maps::{HashMap, Map, MapData},
+    maps::{Array, HashMap, Map, MapData},
     programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use lb_common::maps::{defaults, names, programs, Backend, Flow, FlowKey, Scheduler, ServiceKey};
+use lb_common::maps::{
+    defaults, names, programs, Backend, Flow, FlowKey, LocalInterface, Scheduler, ServiceKey,
+};
 
 pub use counters::{CounterMaps, CounterReader};
 use error::map_error;
@@ -154,6 +156,7 @@ pub struct Dataplane {
     maps: KernelMaps,
     tables: ServiceTables,
     flows: HashMap<MapData, FlowKey, Flow>,
+    local_interface: Array<MapData, LocalInterface>,
     counters: Arc<CounterMaps>,
     attachments: Vec<Attachment>,
 }
@@ -212,6 +215,7 @@ impl Dataplane {
                 max_backends: options.max_backends,
             },
             flows: take_map(&mut ebpf, names::FLOWS)?,
+            local_interface: take_map(&mut ebpf, names::LOCAL_INTERFACE)?,
             counters: Arc::new(CounterMaps {
                 service_stats: take_map(&mut ebpf, names::SERVICE_STATS)?,
                 backend_stats: take_map(&mut ebpf, names::BACKEND_STATS)?,
@@ -228,6 +232,16 @@ impl Dataplane {
     /// The sizes the maps were created with.
     pub fn options(&self) -> &LoadOptions {
         &self.options
+    }
+
+    /// Tells `lb_xdp` the MAC of the interface it serves: frames for any other
+    /// destination are passed untouched. Until it is set, every frame is
+    /// (the MAC is all zeros). Write it before attaching.
+    pub fn set_local_interface(&mut self, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        let interface = LocalInterface { mac, _pad: [0; 2] };
+        self.local_interface
+            .set(0, interface, 0)
+            .map_err(map_error(names::LOCAL_INTERFACE))
     }
 
     /// Attaches the load balancer (`lb_xdp`) to `interface` in the mode the

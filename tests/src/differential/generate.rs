@@ -13,9 +13,15 @@ use super::frames::{
     ETHERTYPE_VLAN,
 };
 use super::rng::Rng;
-use super::setup::{backend_mac, keys, service_key, Setup, LB_MAC, NOT_A_VIP, VIP_A, VIP_B, VIP_C};
+use super::setup::{
+    backend_mac, flow_key, keys, service_key, Setup, LB_MAC, NOT_A_VIP, VIP_A, VIP_B, VIP_C,
+};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
+/// The router that reports a too-big packet (TEST-NET-3).
+const ROUTER: [u8; 4] = [203, 0, 113, 1];
+/// An embedded IPv4 header and the 8 bytes of TCP/UDP an ICMP error quotes.
+const QUOTE_LEN: usize = 28;
 /// Clients of random flows: 198.51.100.1 ..= 198.51.100.24 (TEST-NET-2).
 const CLIENTS: u8 = 24;
 /// Client ports of random flows: 20000 ..= 20039.
@@ -74,6 +80,9 @@ pub enum Kind {
     NotIpv4,
     /// ICMP to VIPs and other addresses.
     Icmp,
+    /// ICMP "fragmentation needed" to a VIP quoting a packet of a flow
+    /// (established, stale or unknown), the quote whole or cut.
+    FragNeeded,
     /// A VIP on a port with no service.
     OtherPort,
     /// A VIP with a protocol other than the service's.
@@ -88,7 +97,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Valid,
         Kind::StaleFlow,
         Kind::Truncated,
@@ -107,6 +116,7 @@ impl Kind {
         Kind::OtherMac,
         Kind::NotIpv4,
         Kind::Icmp,
+        Kind::FragNeeded,
         Kind::OtherPort,
         Kind::OtherProtocol,
         Kind::NotAVip,
@@ -127,7 +137,12 @@ impl Kind {
             | Kind::IpOptions
             | Kind::UdpLength => 4,
             Kind::Ihl | Kind::Fragment | Kind::TcpDataOffset | Kind::OtherMac => 3,
-            Kind::Version | Kind::Vlan | Kind::Icmp | Kind::OtherPort | Kind::Trailer => 2,
+            Kind::Version
+            | Kind::Vlan
+            | Kind::Icmp
+            | Kind::FragNeeded
+            | Kind::OtherPort
+            | Kind::Trailer => 2,
             Kind::NotIpv4 | Kind::OtherProtocol | Kind::NotAVip | Kind::RemovedService => 1,
         }
     }
@@ -153,6 +168,7 @@ impl Kind {
             Kind::OtherMac => "other-mac",
             Kind::NotIpv4 => "not-ipv4",
             Kind::Icmp => "icmp",
+            Kind::FragNeeded => "frag-needed",
             Kind::OtherPort => "other-port",
             Kind::OtherProtocol => "other-protocol",
             Kind::NotAVip => "not-a-vip",
@@ -206,6 +222,7 @@ impl Generator {
         add(Kind::OtherMac, self.every_kind_of_mac());
         add(Kind::NotIpv4, self.every_other_ether_type());
         add(Kind::Icmp, self.every_icmp_case());
+        add(Kind::FragNeeded, self.every_frag_needed_case());
         add(Kind::OtherProtocol, self.every_other_protocol());
         add(Kind::OtherPort, self.every_other_port());
         add(Kind::NotAVip, self.every_not_a_vip_case());
@@ -342,6 +359,21 @@ impl Generator {
                 let icmp_type = self.rng.byte();
                 let code = self.rng.byte();
                 self.icmp_to(dst, icmp_type, code).build()
+            }
+            Kind::FragNeeded => {
+                let flow = if !self.setup_flows.is_empty() && self.rng.percent(30) {
+                    self.setup_flows[self.rng.below(self.setup_flows.len())]
+                } else {
+                    let service = *self.rng.pick(&self.services);
+                    let (client, client_port) = self.client();
+                    flow_key(&service, client, client_port)
+                };
+                let quoted = if self.rng.percent(80) {
+                    QUOTE_LEN
+                } else {
+                    self.rng.below(QUOTE_LEN + 40)
+                };
+                self.frag_needed_about(&flow, quoted).build()
             }
             Kind::OtherPort => {
                 let service = *self.rng.pick(&self.services);
@@ -483,6 +515,65 @@ impl Generator {
             *len = Some(length);
         }
         spec
+    }
+
+    /// An ICMP "fragmentation needed" from a router to the VIP of `flow`,
+    /// quoting the first `quoted` bytes of a packet the backend sent on it
+    /// (VIP:port to the client).
+    fn frag_needed_about(&mut self, flow: &FlowKey, quoted: usize) -> FrameSpec {
+        let (vip, client) = (flow.dst_ip.to_ne_bytes(), flow.src_ip.to_ne_bytes());
+        let (vip_port, client_port) = (u16::from_be(flow.dst_port), u16::from_be(flow.src_port));
+        let payload_len = self.rng.in_range(0..=16);
+        let payload = self.rng.bytes(payload_len);
+        let reply = if flow.proto == IPPROTO_UDP {
+            L4Spec::Udp {
+                src_port: vip_port,
+                dst_port: client_port,
+                len: None,
+                payload,
+            }
+        } else {
+            L4Spec::Tcp {
+                src_port: vip_port,
+                dst_port: client_port,
+                data_offset: None,
+                flags: *self.rng.pick(&COMMON_TCP_FLAGS),
+                options: Vec::new(),
+                payload,
+            }
+        };
+        let packet = FrameSpec::new(CLIENT_MAC, LB_MAC, vip, client, reply).build();
+        let quote = packet[14..].iter().copied().take(quoted).collect();
+        FrameSpec::new(
+            LB_MAC,
+            CLIENT_MAC,
+            ROUTER,
+            vip,
+            L4Spec::Icmp {
+                icmp_type: 3,
+                code: 4,
+                payload: quote,
+            },
+        )
+    }
+
+    /// Frag-needed about every setup flow and a flow of each service that
+    /// no packet has made yet, quoted whole and cut at every length.
+    fn every_frag_needed_case(&mut self) -> Vec<Vec<u8>> {
+        let mut flows = self.setup_flows.clone();
+        for service in self.services.clone() {
+            flows.push(flow_key(&service, [198, 51, 100, 250], 65_000));
+        }
+        let mut frames = Vec::new();
+        for flow in &flows {
+            frames.push(self.frag_needed_about(flow, QUOTE_LEN).build());
+        }
+        if let Some(flow) = flows.first() {
+            for quoted in 0..QUOTE_LEN {
+                frames.push(self.frag_needed_about(flow, quoted).build());
+            }
+        }
+        frames
     }
 
     fn icmp_to(&mut self, dst: [u8; 4], icmp_type: u8, code: u8) -> FrameSpec {

@@ -11,11 +11,12 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::loaded_programs;
 use aya::util::nr_cpus;
 use lb::dataplane::Dataplane;
-use lb_common::maps::{names, Backend, Flow, FlowKey, Service, ServiceKey};
+use lb_common::maps::{names, Backend, Flow, FlowKey, LocalInterface, Service, ServiceKey};
 use lb_common::model::{MapContents, MapSizes};
 
 /// The maps of one loaded data path that the model mirrors.
 pub struct KernelMaps {
+    local_interface: Array<MapData, LocalInterface>,
     services: HashMap<MapData, ServiceKey, Service>,
     vips: HashMap<MapData, u32, u32>,
     backends: Array<MapData, Backend>,
@@ -46,6 +47,7 @@ impl KernelMaps {
                 .ok_or_else(|| anyhow!("program {program_id} uses no map named {name}"))
         };
         Ok(Self {
+            local_interface: take(names::LOCAL_INTERFACE)?.try_into()?,
             services: take(names::SERVICES)?.try_into()?,
             vips: take(names::VIPS)?.try_into()?,
             backends: take(names::BACKENDS)?.try_into()?,
@@ -58,6 +60,7 @@ impl KernelMaps {
     /// The maps as the program on `cpu` sees them, read whole.
     pub fn snapshot(&self, sizes: MapSizes, cpu: usize) -> Result<MapContents> {
         let mut contents = MapContents::new(sizes);
+        contents.set_local_interface(self.local_interface.get(&0, 0)?);
         for entry in self.services.iter() {
             let (key, service) = entry?;
             contents.set_service(key, service);

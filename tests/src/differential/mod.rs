@@ -149,6 +149,8 @@ pub struct Report {
     pub established: usize,
     /// Packets that moved a round-robin cursor.
     pub cursor_advances: usize,
+    /// ICMP "fragmentation needed" sent on to the backend of its flow.
+    pub frag_needed_forwarded: usize,
     /// The first disagreements, in full.
     pub disagreements: Vec<Disagreement>,
     /// All disagreements.
@@ -179,6 +181,8 @@ impl Report {
             FlowChange::Unchanged => {}
         }
         self.cursor_advances += usize::from(decision.cursor_advance.is_some());
+        self.frag_needed_forwarded +=
+            usize::from(kind == Kind::FragNeeded && decision.backend_id.is_some());
     }
 
     fn disagree(&mut self, disagreement: Disagreement, max_reported: usize) {

@@ -479,6 +479,7 @@ impl Setup {
 
     /// Runs the initial steps against a freshly loaded `dataplane`.
     pub fn program(&self, dataplane: &mut Dataplane, kernel: &mut KernelMaps) -> Result<()> {
+        dataplane.set_local_interface(LB_MAC)?;
         run_steps(&self.steps, dataplane, kernel)
     }
 

@@ -117,6 +117,9 @@ impl Publisher {
 pub fn programmed(config: &Config) -> Result<(Dataplane, Publisher)> {
     let options = lb::pinned_restart::load_options(config);
     let mut dataplane = Dataplane::load(&options).context("loading the eBPF programs")?;
+    dataplane
+        .set_local_interface(LB_MAC)
+        .context("writing the local interface")?;
     let layout = Layout::new(config);
     let plans: Vec<BackendPlan> = layout
         .backends()

@@ -1,0 +1,87 @@
+//! Edge filtering, as `lb-ebpf/src/edge.rs` does it: frames that are not for
+//! the interface, and packets to a VIP that no service takes.
+
+use super::decision::XdpAction;
+use super::wire::{EthernetFrame, Ipv4Header, UdpHeader};
+use crate::maps::{FlowKey, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+/// ICMP "destination unreachable".
+const ICMP_DEST_UNREACHABLE: u8 = 3;
+/// Its code "fragmentation needed and DF set".
+const ICMP_FRAG_NEEDED: u8 = 4;
+/// Type, code, checksum and 4 more bytes.
+const ICMP_HEADER_LEN: usize = 8;
+
+/// Why a frame or packet is refused before any map is written.
+pub(super) struct Rejection {
+    pub action: XdpAction,
+    pub reason: Reason,
+}
+
+pub(super) const fn pass(reason: Reason) -> Rejection {
+    Rejection {
+        action: XdpAction::Pass,
+        reason,
+    }
+}
+
+pub(super) const fn drop(reason: Reason) -> Rejection {
+    Rejection {
+        action: XdpAction::Drop,
+        reason,
+    }
+}
+
+/// `Ok` when the frame's destination MAC is `local_mac`; a frame for another
+/// unicast MAC is passed as `not_for_us`, a broadcast or multicast frame
+/// (I/G bit set) as `link_multicast`.
+pub(super) fn check_destination_mac(
+    eth: &EthernetFrame<'_>,
+    local_mac: [u8; 6],
+) -> Result<(), Rejection> {
+    let dst = eth.dst_addr();
+    if dst == local_mac {
+        Ok(())
+    } else if dst[0] & 1 != 0 {
+        Err(pass(Reason::LinkMulticast))
+    } else {
+        Err(pass(Reason::NotForUs))
+    }
+}
+
+/// A well-formed, unfragmented packet to a VIP, neither TCP nor UDP, with IP
+/// payload `l4`: for an ICMP "fragmentation needed", the flow it is about;
+/// other ICMP is passed to the kernel, anything else dropped.
+pub(super) fn vip_other_protocol(proto: u8, l4: &[u8]) -> Result<FlowKey, Rejection> {
+    if proto != IPPROTO_ICMP {
+        return Err(drop(Reason::VipOtherProtocol));
+    }
+    frag_needed_flow(l4).ok_or(pass(Reason::VipIcmp))
+}
+
+/// The flow of the packet embedded in an ICMP "fragmentation needed": the
+/// embedded IPv4 header (IHL honoured) and 8 bytes of TCP/UDP, all within
+/// the IP payload, read as the backend sent them (VIP to client) and
+/// reversed.
+fn frag_needed_flow(icmp: &[u8]) -> Option<FlowKey> {
+    let [icmp_type, code, ..] = *icmp.first_chunk::<ICMP_HEADER_LEN>()?;
+    if icmp_type != ICMP_DEST_UNREACHABLE || code != ICMP_FRAG_NEEDED {
+        return None;
+    }
+    let embedded = icmp.get(ICMP_HEADER_LEN..)?;
+    let inner = Ipv4Header::new_checked(embedded).ok()?;
+    let inner_len = inner.header_len();
+    let proto = inner.protocol();
+    if inner_len < Ipv4Header::FIXED_LEN || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+        return None;
+    }
+    let ports = UdpHeader::new_checked(embedded.get(inner_len..)?).ok()?;
+    Some(FlowKey {
+        src_ip: inner.dst_addr(),
+        dst_ip: inner.src_addr(),
+        src_port: ports.dst_port(),
+        dst_port: ports.src_port(),
+        proto,
+        _pad: [0; 3],
+    })
+}

@@ -1,0 +1,115 @@
+//! Edge filtering: frames that are not for this interface, and packets to a
+//! VIP that no service takes. Each check sits on the cold side of its branch:
+//! the hot path pays one 6-byte compare for the destination MAC.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::maps::{FlowKey, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use network_types::{ip::Ipv4Hdr, udp::UdpHdr};
+
+use crate::{
+    balance::{self, Verdict},
+    maps::LOCAL_INTERFACE,
+    packet::{self, IcmpHeader},
+};
+
+/// ICMP "destination unreachable".
+const ICMP_DEST_UNREACHABLE: u8 = 3;
+/// Its code "fragmentation needed and DF set" (path MTU discovery).
+const ICMP_FRAG_NEEDED: u8 = 4;
+
+/// `Ok` when the frame is addressed to the ingress interface's MAC;
+/// otherwise the frame is passed untouched, never forwarded (a switch floods
+/// frames for unlearned MACs to every port).
+#[inline(always)]
+pub fn check_destination_mac(eth: &packet::Ethernet) -> Result<(), Verdict> {
+    let (dst, _) = eth.macs();
+    let local = match LOCAL_INTERFACE.get(0) {
+        Some(interface) => interface.mac,
+        None => [0; 6],
+    };
+    if same_mac(&dst, &local) {
+        return Ok(());
+    }
+    Err(other_destination(&dst))
+}
+
+/// Why a frame for another destination is passed.
+#[inline(always)]
+fn other_destination(dst: &[u8; 6]) -> Verdict {
+    // The I/G bit: broadcast and multicast frames are never service traffic.
+    if dst[0] & 1 != 0 {
+        Verdict::Pass(Reason::LinkMulticast)
+    } else {
+        Verdict::Pass(Reason::NotForUs)
+    }
+}
+
+/// Two MACs compared as a 4- and a 2-byte word (no `memcmp` call, which BPF
+/// has not).
+#[inline(always)]
+fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    let head = |m: &[u8; 6]| u32::from_ne_bytes([m[0], m[1], m[2], m[3]]);
+    let tail = |m: &[u8; 6]| u16::from_ne_bytes([m[4], m[5]]);
+    head(a) == head(b) && tail(a) == tail(b)
+}
+
+/// A well-formed, unfragmented packet to a VIP with a protocol other than TCP
+/// or UDP, whose IP payload is `l4_len` bytes at `l4_offset`: ICMP goes to
+/// the kernel (it answers echo requests), except "fragmentation needed" for
+/// an established flow, which goes to that flow's backend; the rest is
+/// dropped.
+#[inline(always)]
+pub fn vip_other_protocol(
+    ctx: &XdpContext,
+    eth: packet::Ethernet,
+    proto: u8,
+    l4_offset: usize,
+    l4_len: usize,
+) -> Verdict {
+    if proto != IPPROTO_ICMP {
+        return Verdict::Drop(Reason::VipOtherProtocol);
+    }
+    let Some(flow) = frag_needed_flow(ctx, l4_offset, l4_len) else {
+        return Verdict::Pass(Reason::VipIcmp);
+    };
+    match balance::established_backend(&flow) {
+        Some((_, backend)) => balance::forward(ctx, eth, &backend),
+        None => Verdict::Pass(Reason::VipIcmp),
+    }
+}
+
+/// The flow an ICMP "fragmentation needed" at `offset` is about: its embedded
+/// header is a packet the backend sent (VIP:port to client), so the flow is
+/// that header's tuple reversed. `None` for any other ICMP message, or when
+/// the embedded IPv4 header and 8 bytes of TCP/UDP are not all there.
+#[inline(always)]
+fn frag_needed_flow(ctx: &XdpContext, offset: usize, l4_len: usize) -> Option<FlowKey> {
+    let icmp = packet::header::<IcmpHeader>(ctx, offset)?;
+    if icmp.icmp_type != ICMP_DEST_UNREACHABLE || icmp.code != ICMP_FRAG_NEEDED {
+        return None;
+    }
+    let inner_offset = offset + IcmpHeader::LEN;
+    let inner = packet::header::<Ipv4Hdr>(ctx, inner_offset)?;
+    let inner_len = usize::from(inner.vihl & 0x0f) * 4;
+    if inner_len < Ipv4Hdr::LEN
+        || IcmpHeader::LEN + inner_len + UdpHdr::LEN > l4_len
+        || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP)
+    {
+        return None;
+    }
+    let ports = packet::header::<UdpHdr>(ctx, inner_offset + inner_len)?;
+    Some(FlowKey {
+        src_ip: u32::from_ne_bytes(inner.dst_addr),
+        dst_ip: u32::from_ne_bytes(inner.src_addr),
+        src_port: u16::from_ne_bytes(ports.dst),
+        dst_port: u16::from_ne_bytes(ports.src),
+        proto: inner.proto,
+        ..Default::default()
+    })
+}
+
+/// TCP or UDP to a VIP on a port with no service: dropped (edge firewall).
+#[inline(always)]
+pub fn vip_other_port() -> Verdict {
+    Verdict::Drop(Reason::VipOtherPort)
+}
