@@ -13,6 +13,7 @@
 #![no_main]
 
 mod balance;
+mod flood;
 mod mac_swap;
 mod maps;
 mod packet;
