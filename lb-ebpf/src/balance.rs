@@ -212,8 +212,8 @@ fn established_backend(flow: &FlowKey, syn: bool) -> Option<(u32, Backend)> {
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let backend_id = unsafe { (*entry).backend_id };
     let backend = *BACKENDS.get(backend_id)?;
-    let serving = backend.state == backend_state::UP
-        || (backend.state == backend_state::DRAINING && !syn);
+    let serving =
+        backend.state == backend_state::UP || (backend.state == backend_state::DRAINING && !syn);
     serving.then_some((backend_id, backend))
 }
 
