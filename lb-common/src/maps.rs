@@ -32,6 +32,18 @@ pub mod names {
     /// `Array<LocalInterface>` of one entry: the interface `lb_xdp` is
     /// attached to; frames for another MAC are passed untouched.
     pub const LOCAL_INTERFACE: &str = "LOCAL_INTERFACE";
+    // flood protection
+    /// `Array<RateLimit>` indexed by service id: each service's per-source
+    /// new-flow rate limit (all zero: none).
+    pub const RATE_LIMITS: &str = "RATE_LIMITS";
+    /// `LruHashMap<SourceKey, TokenBucket>`: the token bucket of each
+    /// (service, source address) that opened a flow recently.
+    pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
+    /// `Array<FloodSettings>` of one entry: the global flood-guard settings.
+    pub const FLOOD_SETTINGS: &str = "FLOOD_SETTINGS";
+    /// `PerCpuArray<InsertWindow>` of one entry: this CPU's flow-table
+    /// inserts in the current one-second window.
+    pub const INSERT_WINDOW: &str = "INSERT_WINDOW";
 }
 
 /// Program names inside the eBPF object.
@@ -53,6 +65,8 @@ pub mod defaults {
     pub const MAX_SERVICES: u32 = 64;
     pub const MAX_BACKENDS: u32 = 1024;
     pub const FLOW_TABLE_SIZE: u32 = 65536;
+    /// Entries of [`super::names::SOURCE_BUCKETS`].
+    pub const RATE_LIMIT_TABLE_SIZE: u32 = 65536;
 }
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -212,10 +226,18 @@ pub enum Reason {
     VipOtherProtocol = 13,
     /// Pass: ICMP to a VIP; the kernel answers echo requests if it holds the VIP.
     VipIcmp = 14,
+    // flood protection
+    /// Drop: a new flow beyond its source's token bucket
+    /// (`new_flows_per_second_per_source`).
+    RateLimited = 15,
+    /// Forwarded, not dropped: a new flow sent to its backend without a
+    /// flow-table entry, because this CPU's inserts this second reached
+    /// `flow_insert_limit_per_cpu`.
+    InsertSkipped = 16,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 17;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIpv4,
@@ -233,6 +255,9 @@ impl Reason {
         Reason::VipOtherPort,
         Reason::VipOtherProtocol,
         Reason::VipIcmp,
+        // flood protection
+        Reason::RateLimited,
+        Reason::InsertSkipped,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -253,7 +278,141 @@ impl Reason {
             Reason::VipOtherPort => "vip_other_port",
             Reason::VipOtherProtocol => "vip_other_protocol",
             Reason::VipIcmp => "vip_icmp",
+            // flood protection
+            Reason::RateLimited => "rate_limited",
+            Reason::InsertSkipped => "insert_skipped",
         }
+    }
+}
+
+// flood protection
+
+/// Nanoseconds per second: the refill clock of a [`TokenBucket`] and the
+/// length of an [`InsertWindow`].
+pub const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// Value of [`names::RATE_LIMITS`]: a service's per-source new-flow limit.
+/// `refill_interval_ns == 0` means no limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RateLimit {
+    /// Nanoseconds per token: `NANOS_PER_SECOND / new_flows_per_second`.
+    pub refill_interval_ns: u32,
+    /// Tokens a full bucket holds (the burst of new flows allowed at once).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// The limit of `per_second` new flows per source with a bucket of
+    /// `burst` (`per_second` at least 1).
+    pub const fn new(per_second: u32, burst: u32) -> Self {
+        let per_second = if per_second == 0 { 1 } else { per_second };
+        Self {
+            refill_interval_ns: (NANOS_PER_SECOND / per_second as u64) as u32,
+            burst,
+        }
+    }
+}
+
+/// Key of [`names::SOURCE_BUCKETS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SourceKey {
+    pub service_id: u32,
+    /// Client address, network byte order.
+    pub src_ip: u32,
+}
+
+/// Value of [`names::SOURCE_BUCKETS`]: a token bucket refilled one token per
+/// [`RateLimit::refill_interval_ns`], up to [`RateLimit::burst`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TokenBucket {
+    /// When the bucket was last refilled (`bpf_ktime_get_ns`), minus the
+    /// part of an interval not yet turned into a token.
+    pub refilled_ns: u64,
+    pub tokens: u32,
+    pub _pad: u32,
+}
+
+impl TokenBucket {
+    /// The bucket after refilling at `now_ns` and taking one token, or
+    /// `None` when it is empty (the new flow is over the limit). A source
+    /// seen for the first time (`bucket` is `None`) starts with a full
+    /// bucket. Integer math only: the refill divides the elapsed time by the
+    /// interval, so nothing can overflow; a clock earlier than `refilled_ns`
+    /// counts as no time elapsed.
+    pub fn take(bucket: Option<TokenBucket>, limit: RateLimit, now_ns: u64) -> Option<Self> {
+        let mut bucket = match bucket {
+            Some(bucket) => bucket,
+            None => TokenBucket {
+                refilled_ns: now_ns,
+                tokens: limit.burst,
+                _pad: 0,
+            },
+        };
+        let interval = u64::from(limit.refill_interval_ns);
+        let elapsed = now_ns.saturating_sub(bucket.refilled_ns);
+        // No interval: no refill (the data path never asks for one).
+        if let Some(earned) = elapsed.checked_div(interval) {
+            let room = u64::from(limit.burst.saturating_sub(bucket.tokens));
+            if earned >= room {
+                bucket.tokens = limit.burst;
+                bucket.refilled_ns = now_ns;
+            } else {
+                // `earned < room <= u32::MAX`, and `earned * interval <= elapsed`.
+                bucket.tokens += earned as u32;
+                bucket.refilled_ns += earned * interval;
+            }
+        }
+        if bucket.tokens == 0 {
+            return None;
+        }
+        bucket.tokens -= 1;
+        Some(bucket)
+    }
+}
+
+/// Value of [`names::FLOOD_SETTINGS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FloodSettings {
+    /// Flow-table inserts per CPU per second beyond which new flows are
+    /// forwarded without an entry; 0: no limit.
+    pub flow_insert_limit_per_cpu: u32,
+    pub _pad: u32,
+}
+
+/// Value of [`names::INSERT_WINDOW`]: one CPU's flow-table inserts since
+/// `started_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InsertWindow {
+    pub started_ns: u64,
+    pub inserts: u64,
+}
+
+impl InsertWindow {
+    /// Whether a new flow at `now_ns` may be inserted under `limit` (0: no
+    /// limit), and the window after it (a new window starts when a second
+    /// has passed; a clock earlier than `started_ns` counts as no time
+    /// elapsed).
+    pub fn admit(self, limit: u32, now_ns: u64) -> (bool, Self) {
+        if limit == 0 {
+            return (true, self);
+        }
+        let mut window = self;
+        if now_ns.saturating_sub(window.started_ns) >= NANOS_PER_SECOND {
+            window = InsertWindow {
+                started_ns: now_ns,
+                inserts: 0,
+            };
+        }
+        if window.inserts >= u64::from(limit) {
+            return (false, window);
+        }
+        window.inserts += 1;
+        (true, window)
     }
 }
 
@@ -284,6 +443,17 @@ mod pod {
     unsafe impl aya::Pod for super::LocalInterface {}
     // SAFETY: `#[repr(C)]` three u64.
     unsafe impl aya::Pod for super::Counters {}
+    // flood protection
+    // SAFETY: `#[repr(C)]` two u32.
+    unsafe impl aya::Pod for super::RateLimit {}
+    // SAFETY: `#[repr(C)]` two u32.
+    unsafe impl aya::Pod for super::SourceKey {}
+    // SAFETY: `#[repr(C)]` a u64, a u32 and an explicit `_pad: u32`.
+    unsafe impl aya::Pod for super::TokenBucket {}
+    // SAFETY: `#[repr(C)]` a u32 and an explicit `_pad: u32`.
+    unsafe impl aya::Pod for super::FloodSettings {}
+    // SAFETY: `#[repr(C)]` two u64.
+    unsafe impl aya::Pod for super::InsertWindow {}
 }
 
 #[cfg(test)]
@@ -300,6 +470,67 @@ mod tests {
         assert_eq!(size_of::<Flow>(), 4);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<LocalInterface>(), 8);
+        assert_eq!(size_of::<RateLimit>(), 8);
+        assert_eq!(size_of::<SourceKey>(), 8);
+        assert_eq!(size_of::<TokenBucket>(), 16);
+        assert_eq!(size_of::<FloodSettings>(), 8);
+        assert_eq!(size_of::<InsertWindow>(), 16);
+    }
+
+    #[test]
+    fn a_token_bucket_allows_its_burst_then_one_flow_per_interval() {
+        // 10 per second, burst 3: one token per 100 ms.
+        let limit = RateLimit::new(10, 3);
+        assert_eq!(limit.refill_interval_ns, 100_000_000);
+        let mut bucket = None;
+        for _ in 0..3 {
+            bucket = Some(TokenBucket::take(bucket, limit, 1_000).unwrap());
+        }
+        assert_eq!(TokenBucket::take(bucket, limit, 1_000), None);
+        // 99.999 ms later: still nothing; at 100 ms: one token.
+        assert_eq!(TokenBucket::take(bucket, limit, 100_000_999), None);
+        let after = TokenBucket::take(bucket, limit, 100_001_000).unwrap();
+        assert_eq!((after.tokens, after.refilled_ns), (0, 100_001_000));
+        // 250 ms more: two tokens, the 50 ms remainder kept.
+        let later = TokenBucket::take(Some(after), limit, 350_001_000).unwrap();
+        assert_eq!((later.tokens, later.refilled_ns), (1, 300_001_000));
+        // A very long idle time (or u64::MAX) refills to the burst, no overflow.
+        let full = TokenBucket::take(Some(later), limit, u64::MAX).unwrap();
+        assert_eq!((full.tokens, full.refilled_ns), (2, u64::MAX));
+        // A clock before the last refill earns nothing.
+        let stuck = TokenBucket {
+            refilled_ns: u64::MAX,
+            tokens: 0,
+            _pad: 0,
+        };
+        assert_eq!(TokenBucket::take(Some(stuck), limit, 5), None);
+        // The slowest and fastest rates.
+        assert_eq!(RateLimit::new(1, 1).refill_interval_ns, 1_000_000_000);
+        assert_eq!(RateLimit::new(1_000_000, 1).refill_interval_ns, 1_000);
+    }
+
+    #[test]
+    fn an_insert_window_admits_its_limit_per_second() {
+        let mut window = InsertWindow::default();
+        for _ in 0..2 {
+            let (admitted, next) = window.admit(2, 5);
+            assert!(admitted);
+            window = next;
+        }
+        let (admitted, full) = window.admit(2, NANOS_PER_SECOND - 1);
+        assert!(!admitted);
+        assert_eq!(full, window);
+        let (admitted, renewed) = full.admit(2, NANOS_PER_SECOND);
+        assert!(admitted);
+        assert_eq!(
+            renewed,
+            InsertWindow {
+                started_ns: NANOS_PER_SECOND,
+                inserts: 1
+            }
+        );
+        // No limit: always admitted, the window untouched.
+        assert_eq!(full.admit(0, 7), (true, full));
     }
 
     #[test]

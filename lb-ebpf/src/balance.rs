@@ -5,7 +5,7 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext
 use lb_common::{
     hash::flow_hash,
     maps::{
-        backend_state, Backend, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey, IPPROTO_TCP,
+        backend_state, Backend, FlowKey, Reason, Scheduler, Service, ServiceKey, IPPROTO_TCP,
         IPPROTO_UDP,
     },
 };
@@ -17,7 +17,7 @@ use network_types::{
 };
 
 use crate::{
-    edge,
+    edge, flood,
     maps::{BACKENDS, BACKEND_STATS, FLOWS, RR_CURSOR, SCHED_TABLE, SERVICES, SERVICE_STATS, VIPS},
     packet, stats,
 };
@@ -69,6 +69,9 @@ struct Packet {
     flow: FlowKey,
     /// Frame length in bytes.
     frame_len: usize,
+    /// A TCP segment with SYN set: it may open a new connection on a reused
+    /// 5-tuple, so it never stays on a draining backend.
+    syn: bool,
 }
 
 /// Decides what to do with the frame in `ctx`, rewriting it when it is forwarded.
@@ -90,17 +93,20 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let service = unsafe { service.read() };
 
-    let (backend_id, backend, new_flow) = match established_backend(&packet.flow) {
+    let (backend_id, backend, new_flow) = match established_backend(&packet.flow, packet.syn) {
         Some((backend_id, backend)) => (backend_id, backend, false),
-        None => match schedule(&service, &packet.flow) {
-            Ok((backend_id, backend)) => {
-                // An LRU insert only fails on allocation failure; the packet is
-                // still forwarded and the next one is scheduled again.
-                let _ = FLOWS.insert(packet.flow, Flow { backend_id }, 0);
-                (backend_id, backend, true)
+        None => {
+            if flood::over_rate_limit(&service, &packet.flow) {
+                return Verdict::Drop(Reason::RateLimited);
             }
-            Err(verdict) => return verdict,
-        },
+            match schedule(&service, &packet.flow) {
+                Ok((backend_id, backend)) => {
+                    flood::record_flow(&packet.flow, backend_id);
+                    (backend_id, backend, true)
+                }
+                Err(verdict) => return verdict,
+            }
+        }
     };
 
     let bytes = packet.frame_len as u64;
@@ -140,9 +146,12 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
 
     let l4_offset = EthHdr::LEN + header_len;
     let l4_len = total_len - header_len;
-    let (src_port, dst_port) = match ip.proto {
+    let (src_port, dst_port, syn) = match ip.proto {
         IPPROTO_TCP => tcp_ports(ctx, l4_offset, l4_len)?,
-        IPPROTO_UDP => udp_ports(ctx, l4_offset, l4_len)?,
+        IPPROTO_UDP => {
+            let (src_port, dst_port) = udp_ports(ctx, l4_offset, l4_len)?;
+            (src_port, dst_port, false)
+        }
         proto => return Err(edge::vip_other_protocol(ctx, eth, proto, l4_offset, l4_len)),
     };
     // `..Default::default()` zeroes the padding without the out-of-line
@@ -159,13 +168,14 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
         eth,
         flow,
         frame_len,
+        syn,
     })
 }
 
 /// Source and destination ports (network order) of the TCP header at
-/// `offset`, whose IP payload is `l4_len` bytes.
+/// `offset`, whose IP payload is `l4_len` bytes, and whether SYN is set.
 #[inline(always)]
-fn tcp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16), Verdict> {
+fn tcp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16, bool), Verdict> {
     let truncated = Verdict::Drop(Reason::ShortL4);
     if l4_len < TcpHdr::LEN {
         return Err(truncated);
@@ -175,7 +185,11 @@ fn tcp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16
     if data_offset < TCP_MIN_DATA_OFFSET || usize::from(data_offset) * 4 > l4_len {
         return Err(Verdict::Drop(Reason::ShortL4));
     }
-    Ok((u16::from_ne_bytes(tcp.source), u16::from_ne_bytes(tcp.dest)))
+    Ok((
+        u16::from_ne_bytes(tcp.source),
+        u16::from_ne_bytes(tcp.dest),
+        tcp.syn() != 0,
+    ))
 }
 
 /// Source and destination ports (network order) of the UDP header at
@@ -190,14 +204,17 @@ fn udp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16
     Ok((u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst)))
 }
 
-/// The backend of an established flow, if it still serves it (up or draining).
+/// The backend of an established flow, if it still serves it: up, or
+/// draining for any packet but a SYN (a SYN on a draining backend's entry is
+/// a new connection on a reused 5-tuple, scheduled afresh).
 #[inline(always)]
-pub fn established_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
+pub fn established_backend(flow: &FlowKey, syn: bool) -> Option<(u32, Backend)> {
     let entry = FLOWS.get_ptr(flow)?;
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let backend_id = unsafe { (*entry).backend_id };
     let backend = *BACKENDS.get(backend_id)?;
-    let serving = backend.state == backend_state::UP || backend.state == backend_state::DRAINING;
+    let serving =
+        backend.state == backend_state::UP || (backend.state == backend_state::DRAINING && !syn);
     serving.then_some((backend_id, backend))
 }
 

@@ -72,7 +72,7 @@ pub fn vip_other_protocol(
     let Some(flow) = frag_needed_flow(ctx, l4_offset, l4_len) else {
         return Verdict::Pass(Reason::VipIcmp);
     };
-    match balance::established_backend(&flow) {
+    match balance::established_backend(&flow, false) {
         Some((_, backend)) => balance::forward(ctx, eth, &backend),
         None => Verdict::Pass(Reason::VipIcmp),
     }

@@ -14,6 +14,7 @@
 
 mod balance;
 mod edge;
+mod flood;
 mod mac_swap;
 mod maps;
 mod packet;

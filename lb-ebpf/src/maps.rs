@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::maps::{
-    defaults, Backend, Counters, Flow, FlowKey, LocalInterface, Reason, Service, ServiceKey,
-    XDP_ACTION_COUNT,
+    defaults, Backend, Counters, FloodSettings, Flow, FlowKey, InsertWindow, LocalInterface,
+    RateLimit, Reason, Service, ServiceKey, SourceKey, TokenBucket, XDP_ACTION_COUNT,
 };
 
 /// The virtual services, by (VIP, port, protocol).
@@ -61,3 +61,22 @@ pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason
 /// The interface the program is attached to (one entry, written at attach).
 #[map]
 pub static LOCAL_INTERFACE: Array<LocalInterface> = Array::with_max_entries(1, 0);
+
+// flood protection
+
+/// Each service's per-source new-flow rate limit, by service id.
+#[map]
+pub static RATE_LIMITS: Array<RateLimit> = Array::with_max_entries(defaults::MAX_SERVICES, 0);
+
+/// Token buckets of the (service, source) pairs that opened flows recently.
+#[map]
+pub static SOURCE_BUCKETS: LruHashMap<SourceKey, TokenBucket> =
+    LruHashMap::with_max_entries(defaults::RATE_LIMIT_TABLE_SIZE, 0);
+
+/// The global flood-guard settings (one entry).
+#[map]
+pub static FLOOD_SETTINGS: Array<FloodSettings> = Array::with_max_entries(1, 0);
+
+/// This CPU's flow-table inserts in the current second (one entry).
+#[map]
+pub static INSERT_WINDOW: PerCpuArray<InsertWindow> = PerCpuArray::with_max_entries(1, 0);

@@ -2,7 +2,7 @@
 //! backend.
 
 use aya_ebpf::maps::PerCpuArray;
-use lb_common::maps::Counters;
+use lb_common::maps::{Counters, Reason};
 
 use crate::{
     balance::Verdict,
@@ -16,6 +16,13 @@ pub fn count_verdict(verdict: &Verdict) {
     if let Some(reason) = verdict.reason() {
         increment(&REASON_STATS, reason as u32);
     }
+}
+
+/// Counts `reason` for a packet that is forwarded all the same
+/// (`insert_skipped`).
+#[inline(always)]
+pub fn count_reason(reason: Reason) {
+    increment(&REASON_STATS, reason as u32);
 }
 
 /// Adds one forwarded packet of `bytes` bytes (and a new flow when `new_flow`)

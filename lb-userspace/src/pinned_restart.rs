@@ -86,6 +86,8 @@ pub fn load_options(config: &Config) -> LoadOptions {
         max_backends: config.global.max_backends,
         table_size: config.global.maglev_table_size,
         xdp_mode: config.global.xdp_mode,
+        rate_limit_table_size: config.global.rate_limit_table_size,
+        flow_insert_limit_per_cpu: config.global.flow_insert_limit_per_cpu,
     }
 }
 

@@ -30,6 +30,12 @@ fn program_and_model_agree_on_the_ci_batch() {
             // The kernel never runs XDP on such a frame: the refusals below.
             continue;
         }
+        if matches!(reason, Reason::RateLimited | Reason::InsertSkipped) {
+            // The flood guards depend on the kernel's clock, which the test
+            // cannot set: the setups leave them off (never hit), and
+            // `tests/tests/flood.rs` tests them against the clock.
+            continue;
+        }
         assert!(
             report.by_reason.get(reason.name()) > Some(&0),
             "no packet of the batch was {}",

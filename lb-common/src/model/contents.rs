@@ -12,7 +12,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::decision::{Decision, FlowChange};
-use crate::maps::{Backend, Flow, FlowKey, LocalInterface, Service, ServiceKey};
+use crate::maps::{
+    Backend, FloodSettings, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
+    ServiceKey, SourceKey, TokenBucket,
+};
 
 /// Sizes of the maps, as the loader created them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +60,11 @@ pub struct MapContents {
     sched_table: Vec<u32>,
     flows: BTreeMap<[u8; 16], Flow>,
     rr_cursors: Vec<u32>,
+    // flood protection
+    rate_limits: Vec<RateLimit>,
+    source_buckets: BTreeMap<[u8; 8], TokenBucket>,
+    flood_settings: FloodSettings,
+    insert_window: InsertWindow,
 }
 
 impl MapContents {
@@ -72,6 +80,10 @@ impl MapContents {
             sched_table: vec![0; sizes.sched_table_entries as usize],
             flows: BTreeMap::new(),
             rr_cursors: vec![0; sizes.max_services as usize],
+            rate_limits: vec![RateLimit::default(); sizes.max_services as usize],
+            source_buckets: BTreeMap::new(),
+            flood_settings: FloodSettings::default(),
+            insert_window: InsertWindow::default(),
         }
     }
 
@@ -207,12 +219,65 @@ impl MapContents {
         backend_id < self.sizes.max_backends
     }
 
-    /// Applies what `decision` wrote: its flow-table change and its cursor
-    /// advance. (Counters are not map contents the decision reads; callers
+    // flood protection
+
+    /// Service `id`'s per-source rate limit (`RATE_LIMITS`), if the array
+    /// has that index.
+    pub fn rate_limit(&self, service_id: u32) -> Option<RateLimit> {
+        self.rate_limits.get(service_id as usize).copied()
+    }
+
+    pub fn set_rate_limit(
+        &mut self,
+        service_id: u32,
+        limit: RateLimit,
+    ) -> Result<(), IndexOutOfRange> {
+        let len = self.sizes.max_services;
+        let entry = self
+            .rate_limits
+            .get_mut(service_id as usize)
+            .ok_or(IndexOutOfRange {
+                map: crate::maps::names::RATE_LIMITS,
+                index: service_id,
+                len,
+            })?;
+        *entry = limit;
+        Ok(())
+    }
+
+    /// The token bucket of `key` (`SOURCE_BUCKETS`).
+    pub fn source_bucket(&self, key: &SourceKey) -> Option<TokenBucket> {
+        self.source_buckets.get(&source_key_bytes(key)).copied()
+    }
+
+    pub fn set_source_bucket(&mut self, key: SourceKey, bucket: TokenBucket) {
+        self.source_buckets.insert(source_key_bytes(&key), bucket);
+    }
+
+    /// The global flood-guard settings (`FLOOD_SETTINGS`).
+    pub fn flood_settings(&self) -> FloodSettings {
+        self.flood_settings
+    }
+
+    pub fn set_flood_settings(&mut self, settings: FloodSettings) {
+        self.flood_settings = settings;
+    }
+
+    /// This CPU's insert window (`INSERT_WINDOW`).
+    pub fn insert_window(&self) -> InsertWindow {
+        self.insert_window
+    }
+
+    pub fn set_insert_window(&mut self, window: InsertWindow) {
+        self.insert_window = window;
+    }
+
+    /// Applies what `decision` wrote: its flow-table change, its cursor
+    /// advance and its flood-guard state. (Counters are not map contents the decision reads; callers
     /// that track them add the decision's traffic themselves.)
     pub fn apply(&mut self, decision: &Decision) {
         match decision.flow_change {
-            FlowChange::Unchanged => {}
+            FlowChange::Unchanged | FlowChange::Skipped { .. } => {}
             FlowChange::Inserted { key, flow } | FlowChange::Replaced { key, flow, .. } => {
                 self.insert_flow(key, flow);
             }
@@ -220,6 +285,12 @@ impl MapContents {
         if let Some(advance) = decision.cursor_advance {
             // The decision only advances cursors that exist.
             let _ = self.set_rr_cursor(advance.service_id, advance.next);
+        }
+        if let Some((key, bucket)) = decision.source_bucket {
+            self.set_source_bucket(key, bucket);
+        }
+        if let Some(window) = decision.insert_window {
+            self.insert_window = window;
         }
     }
 }
@@ -239,6 +310,13 @@ fn service_key_from_bytes(bytes: [u8; 8]) -> ServiceKey {
         proto,
         _pad: pad,
     }
+}
+
+/// The bytes of a `SOURCE_BUCKETS` key, as the kernel hashes them.
+fn source_key_bytes(key: &SourceKey) -> [u8; 8] {
+    let [i0, i1, i2, i3] = key.service_id.to_ne_bytes();
+    let [s0, s1, s2, s3] = key.src_ip.to_ne_bytes();
+    [i0, i1, i2, i3, s0, s1, s2, s3]
 }
 
 /// The bytes of a `FLOWS` key, as the kernel hashes them.

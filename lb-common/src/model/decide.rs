@@ -7,15 +7,18 @@ use alloc::vec::Vec;
 use super::contents::MapContents;
 use super::decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, XdpAction};
 use super::edge::{self, drop, pass, Rejection};
+use super::flood::{self, BucketWrite};
 use super::wire::{EthernetFrame, Ipv4Header, TcpHeader, UdpHeader};
 use crate::hash::flow_hash;
 use crate::maps::{
-    backend_state, Backend, Counters, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey,
-    IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, Backend, Counters, FlowKey, InsertWindow, Reason, Scheduler, Service,
+    ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// Smallest valid TCP data offset, in 32-bit words.
 const TCP_MIN_DATA_OFFSET: u8 = 5;
+/// TCP's SYN flag.
+const TCP_SYN: u8 = 0x02;
 
 /// What `lb_xdp` does with `frame`, arriving on `ingress`, given `maps`.
 ///
@@ -26,13 +29,14 @@ const TCP_MIN_DATA_OFFSET: u8 = 5;
 /// - the IPv4 version field is not checked (the EtherType decides);
 /// - VLAN-tagged frames are not IPv4 (`not_ipv4`);
 /// - the UDP length field is not checked;
-/// - a SYN looks the flow table up like any other packet;
+/// - a SYN keeps an entry to an up backend, but never one to a draining
+///   backend (it is scheduled afresh and replaces the entry);
 /// - a round-robin cursor advances even when the slot it yields is unusable;
 /// - bytes are counted as the whole frame, trailing bytes beyond the IPv4
 ///   total length included.
 pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
-    let (eth, flow) = match parse(frame, maps) {
-        Ok(Parsed::Service(eth, flow)) => (eth, flow),
+    let (eth, flow, syn) = match parse(frame, maps) {
+        Ok(Parsed::Service(eth, flow, syn)) => (eth, flow, syn),
         Ok(Parsed::FragNeeded(eth, flow)) => return frag_needed(frame, eth, flow, ingress, maps),
         Err(rejection) => {
             return Decision::unforwarded(rejection.action, rejection.reason, frame, None, None)
@@ -54,24 +58,52 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
         );
     };
 
-    let (backend_id, backend, flow_change, cursor_advance) = match established_backend(&flow, maps)
-    {
-        Some((backend_id, backend)) => (backend_id, backend, FlowChange::Unchanged, None),
-        None => match schedule(&service, &flow, maps) {
-            (Ok((backend_id, backend)), cursor_advance) => {
-                let change = recorded(&flow, backend_id, maps);
-                (backend_id, backend, change, cursor_advance)
-            }
-            (Err(rejection), cursor_advance) => {
+    let new_flow = match established_backend(&flow, syn, maps) {
+        Some((backend_id, backend)) => NewFlow {
+            backend_id,
+            backend,
+            flow_change: FlowChange::Unchanged,
+            cursor_advance: None,
+            source_bucket: None,
+            insert_window: None,
+        },
+        None => {
+            let Ok(source_bucket) = flood::rate_limit(&service, &flow, ingress, maps) else {
                 return Decision::unforwarded(
-                    rejection.action,
-                    rejection.reason,
+                    XdpAction::Drop,
+                    Reason::RateLimited,
                     frame,
                     Some(flow),
-                    cursor_advance,
-                )
+                    None,
+                );
+            };
+            match schedule(&service, &flow, maps) {
+                (Ok((backend_id, backend)), cursor_advance) => {
+                    let (flow_change, insert_window) =
+                        flood::record(&flow, backend_id, ingress, maps);
+                    NewFlow {
+                        backend_id,
+                        backend,
+                        flow_change,
+                        cursor_advance,
+                        source_bucket,
+                        insert_window,
+                    }
+                }
+                (Err(rejection), cursor_advance) => {
+                    return Decision {
+                        source_bucket,
+                        ..Decision::unforwarded(
+                            rejection.action,
+                            rejection.reason,
+                            frame,
+                            Some(flow),
+                            cursor_advance,
+                        )
+                    }
+                }
             }
-        },
+        }
     };
     forward(
         frame,
@@ -81,18 +113,16 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
         Forwarded {
             service,
             flow,
-            backend_id,
-            backend,
-            flow_change,
-            cursor_advance,
+            new_flow,
         },
     )
 }
 
 /// What a frame parsed into.
 enum Parsed<'a> {
-    /// A well-formed, unfragmented TCP/UDP packet to a VIP and its 5-tuple.
-    Service(EthernetFrame<'a>, FlowKey),
+    /// A well-formed, unfragmented TCP/UDP packet to a VIP, its 5-tuple and
+    /// whether TCP's SYN is set.
+    Service(EthernetFrame<'a>, FlowKey, bool),
     /// An ICMP "fragmentation needed" to a VIP, and the flow it is about.
     FragNeeded(EthernetFrame<'a>, FlowKey),
 }
@@ -132,9 +162,12 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
         return Err(drop(Reason::Fragment));
     }
 
-    let (src_port, dst_port) = match ip.protocol() {
+    let (src_port, dst_port, syn) = match ip.protocol() {
         IPPROTO_TCP => tcp_ports(l4)?,
-        IPPROTO_UDP => udp_ports(l4)?,
+        IPPROTO_UDP => {
+            let (src_port, dst_port) = udp_ports(l4)?;
+            (src_port, dst_port, false)
+        }
         proto => {
             let flow = edge::vip_other_protocol(proto, l4)?;
             return Ok(Parsed::FragNeeded(eth, flow));
@@ -148,18 +181,18 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
         proto: ip.protocol(),
         _pad: [0; 3],
     };
-    Ok(Parsed::Service(eth, flow))
+    Ok(Parsed::Service(eth, flow, syn))
 }
 
-/// Ports (network order) of the TCP segment `l4`: a data offset below 5 or
-/// beyond the segment is a truncated header.
-fn tcp_ports(l4: &[u8]) -> Result<(u16, u16), Rejection> {
+/// Ports (network order) of the TCP segment `l4` and whether SYN is set: a
+/// data offset below 5 or beyond the segment is a truncated header.
+fn tcp_ports(l4: &[u8]) -> Result<(u16, u16, bool), Rejection> {
     let tcp = TcpHeader::new_checked(l4).map_err(|_| drop(Reason::ShortL4))?;
     let data_offset = tcp.data_offset();
     if data_offset < TCP_MIN_DATA_OFFSET || usize::from(data_offset) * 4 > l4.len() {
         return Err(drop(Reason::ShortL4));
     }
-    Ok((tcp.src_port(), tcp.dst_port()))
+    Ok((tcp.src_port(), tcp.dst_port(), tcp.flags() & TCP_SYN != 0))
 }
 
 /// Ports (network order) of the UDP datagram `l4`. The UDP length field is
@@ -170,11 +203,12 @@ fn udp_ports(l4: &[u8]) -> Result<(u16, u16), Rejection> {
 }
 
 /// The backend of an established flow, if its entry names a backend that
-/// exists and serves (up or draining).
-fn established_backend(flow: &FlowKey, maps: &MapContents) -> Option<(u32, Backend)> {
+/// exists and serves: up, or draining for any packet but a SYN.
+fn established_backend(flow: &FlowKey, syn: bool, maps: &MapContents) -> Option<(u32, Backend)> {
     let backend_id = maps.flow(flow)?.backend_id;
     let backend = maps.backend(backend_id)?;
-    let serving = backend.state == backend_state::UP || backend.state == backend_state::DRAINING;
+    let serving =
+        backend.state == backend_state::UP || (backend.state == backend_state::DRAINING && !syn);
     serving.then_some((backend_id, backend))
 }
 
@@ -221,31 +255,21 @@ fn next_round_robin_slot(service: &Service, maps: &MapContents) -> Option<(u32, 
     Some((slot, advance))
 }
 
-/// The flow-table write that records `flow` on `backend_id` (an LRU insert;
-/// its allocation failure is not modelled).
-fn recorded(flow: &FlowKey, backend_id: u32, maps: &MapContents) -> FlowChange {
-    let entry = Flow { backend_id };
-    match maps.flow(flow) {
-        None => FlowChange::Inserted {
-            key: *flow,
-            flow: entry,
-        },
-        Some(previous) => FlowChange::Replaced {
-            key: *flow,
-            flow: entry,
-            previous,
-        },
-    }
+/// The backend a packet goes to and what choosing it wrote.
+struct NewFlow {
+    backend_id: u32,
+    backend: Backend,
+    flow_change: FlowChange,
+    cursor_advance: Option<CursorAdvance>,
+    source_bucket: Option<BucketWrite>,
+    insert_window: Option<InsertWindow>,
 }
 
 /// A packet on its way to a backend.
 struct Forwarded {
     service: Service,
     flow: FlowKey,
-    backend_id: u32,
-    backend: Backend,
-    flow_change: FlowChange,
-    cursor_advance: Option<CursorAdvance>,
+    new_flow: NewFlow,
 }
 
 /// Counts the packet, rewrites the MACs for the backend and sends it out:
@@ -260,20 +284,26 @@ fn forward(
     let Forwarded {
         service,
         flow,
-        backend_id,
-        backend,
-        flow_change,
-        cursor_advance,
+        new_flow:
+            NewFlow {
+                backend_id,
+                backend,
+                flow_change,
+                cursor_advance,
+                source_bucket,
+                insert_window,
+            },
     } = forwarded;
     let delta = Counters {
         packets: 1,
         bytes: frame.len() as u64,
         new_flows: u64::from(flow_change != FlowChange::Unchanged),
     };
+    let reason = matches!(flow_change, FlowChange::Skipped { .. }).then_some(Reason::InsertSkipped);
     Decision {
         action: send_action(&backend, ingress),
         output: rewritten(frame, eth, &backend),
-        reason: None,
+        reason,
         flow_key: Some(flow),
         backend_id: Some(backend_id),
         flow_change,
@@ -286,6 +316,8 @@ fn forward(
             index: backend_id,
             delta,
         }),
+        source_bucket,
+        insert_window,
     }
 }
 
@@ -319,7 +351,7 @@ fn frag_needed(
     ingress: &Ingress,
     maps: &MapContents,
 ) -> Decision {
-    let Some((backend_id, backend)) = established_backend(&flow, maps) else {
+    let Some((backend_id, backend)) = established_backend(&flow, false, maps) else {
         return Decision::unforwarded(XdpAction::Pass, Reason::VipIcmp, frame, Some(flow), None);
     };
     Decision {
@@ -332,5 +364,7 @@ fn frag_needed(
         cursor_advance: None,
         service_traffic: None,
         backend_traffic: None,
+        source_bucket: None,
+        insert_window: None,
     }
 }

@@ -3,7 +3,8 @@
 
 use alloc::vec::Vec;
 
-use crate::maps::{Counters, Flow, FlowKey, Reason, XDP_ACTION_NAMES};
+use super::flood::BucketWrite;
+use crate::maps::{Counters, Flow, FlowKey, InsertWindow, Reason, XDP_ACTION_NAMES};
 
 /// An XDP action, numbered as the kernel numbers them (`enum xdp_action`).
 #[repr(u32)]
@@ -39,9 +40,12 @@ impl XdpAction {
     }
 }
 
-/// The interface a packet arrived on.
+/// The interface a packet arrived on, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ingress {
+    /// The clock the program reads (`bpf_ktime_get_ns`), for the flood
+    /// guards; an explicit input, so the model stays deterministic.
+    pub now_ns: u64,
     /// Its ifindex: a backend behind it is reached with `XDP_TX`, any other
     /// with `XDP_REDIRECT`.
     pub ifindex: u32,
@@ -64,6 +68,9 @@ pub enum FlowChange {
         flow: Flow,
         previous: Flow,
     },
+    /// A new flow forwarded without an entry: this CPU's inserts this second
+    /// reached `flow_insert_limit_per_cpu` (`insert_skipped`).
+    Skipped { key: FlowKey, flow: Flow },
 }
 
 /// A round-robin cursor moved by the packet (this CPU's).
@@ -91,7 +98,8 @@ pub struct Decision {
     pub action: XdpAction,
     /// The frame as the program leaves it (MACs rewritten when forwarded).
     pub output: Vec<u8>,
-    /// The `REASON_STATS` entry counted, for a passed or dropped packet.
+    /// The `REASON_STATS` entry counted: for a passed or dropped packet, and
+    /// `insert_skipped` for a new flow forwarded without an entry.
     pub reason: Option<Reason>,
     /// The 5-tuple, when the packet parsed as TCP or UDP to a VIP, or the
     /// flow an ICMP "fragmentation needed" to a VIP is about.
@@ -107,6 +115,11 @@ pub struct Decision {
     pub service_traffic: Option<Traffic>,
     /// Counted in `BACKEND_STATS` (absent when the id is beyond the map).
     pub backend_traffic: Option<Traffic>,
+    // flood protection
+    /// The source's token bucket after a new flow took a token from it.
+    pub source_bucket: Option<BucketWrite>,
+    /// This CPU's insert window after a new flow, when the guard is on.
+    pub insert_window: Option<InsertWindow>,
 }
 
 impl Decision {
@@ -128,6 +141,8 @@ impl Decision {
             cursor_advance,
             service_traffic: None,
             backend_traffic: None,
+            source_bucket: None,
+            insert_window: None,
         }
     }
 }

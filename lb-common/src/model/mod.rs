@@ -16,16 +16,20 @@
 //! - [`decision`]: the result and the types it is made of.
 //! - `decide`: the decision, step for step like `lb-ebpf/src/balance.rs`.
 //! - `edge`: edge filtering, like `lb-ebpf/src/edge.rs`.
+//! - `flood`: the new-flow rate limit and insert guard, like
+//!   `lb-ebpf/src/flood.rs`.
 
 pub mod contents;
 mod decide;
 pub mod decision;
 mod edge;
+mod flood;
 pub mod wire;
 
 pub use contents::{IndexOutOfRange, MapContents, MapSizes};
 pub use decide::decide;
 pub use decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, XdpAction};
+pub use flood::BucketWrite;
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ use crate::maps::{
 };
 
 const INGRESS: Ingress = Ingress {
+    now_ns: 0,
     ifindex: 1,
     mac: LB_MAC,
 };
@@ -197,6 +198,8 @@ fn new_maglev_flow_is_recorded_counted_and_bounced() {
                 index: expected,
                 delta
             }),
+            source_bucket: None,
+            insert_window: None,
         }
     );
 }
@@ -228,6 +231,12 @@ fn established_flow_keeps_its_backend_while_it_serves() {
         decide(&frame, &INGRESS, &maps).backend_id,
         Some(first_backend)
     );
+
+    // A SYN on the draining backend's entry is a new connection: scheduled
+    // afresh, the entry replaced.
+    let syn = decide(&web_frame(40_000, TCP_SYN), &INGRESS, &maps);
+    assert_eq!(syn.backend_id, Some(other));
+    assert!(matches!(syn.flow_change, FlowChange::Replaced { .. }));
 
     draining.state = backend_state::DOWN;
     maps.set_backend(first_backend, draining).unwrap();
@@ -617,4 +626,90 @@ fn frag_needed_for_a_flow_goes_to_its_backend_unrecorded_and_uncounted() {
     maps.set_backend(2, backend(2, backend_state::DOWN))
         .unwrap();
     assert_rejected(&maps, &frame, pass, Reason::VipIcmp);
+}
+
+// flood protection
+
+/// `web_maps` with a per-source limit on the web service.
+fn rate_limited_maps(per_second: u32, burst: u32) -> MapContents {
+    let mut maps = web_maps();
+    maps.set_rate_limit(0, crate::maps::RateLimit::new(per_second, burst))
+        .unwrap();
+    maps
+}
+
+fn at(now_ns: u64) -> Ingress {
+    Ingress { now_ns, ..INGRESS }
+}
+
+#[test]
+fn new_flows_beyond_a_sources_bucket_are_dropped_established_ones_are_not() {
+    // 10 per second, burst 2: from one source, the third new flow within
+    // 100 ms is dropped; a flow already in the table always passes.
+    let mut maps = rate_limited_maps(10, 2);
+    for port in [1, 2] {
+        let decision = decide(&web_frame(port, TCP_SYN), &at(1_000), &maps);
+        assert_eq!(decision.action, XdpAction::Tx);
+        assert!(decision.source_bucket.is_some());
+        maps.apply(&decision);
+    }
+    let third = decide(&web_frame(3, TCP_SYN), &at(2_000), &maps);
+    assert_eq!(
+        (third.action, third.reason),
+        (XdpAction::Drop, Some(Reason::RateLimited))
+    );
+    assert_eq!(third.flow_change, FlowChange::Unchanged);
+    assert_eq!(third.source_bucket, None);
+    let established = decide(&web_frame(1, 0x10), &at(2_000), &maps);
+    assert_eq!(established.action, XdpAction::Tx);
+    assert_eq!(established.source_bucket, None);
+
+    // Another source has its own bucket; 100 ms later the first has a token.
+    let mut other = web_frame(3, TCP_SYN);
+    other[26..30].copy_from_slice(&[10, 0, 1, 2]);
+    assert_eq!(decide(&other, &at(2_000), &maps).action, XdpAction::Tx);
+    assert_eq!(
+        decide(&web_frame(3, TCP_SYN), &at(100_001_000), &maps).action,
+        XdpAction::Tx
+    );
+}
+
+#[test]
+fn above_the_insert_limit_new_flows_are_forwarded_without_an_entry() {
+    let mut maps = web_maps();
+    maps.set_flood_settings(crate::maps::FloodSettings {
+        flow_insert_limit_per_cpu: 2,
+        _pad: 0,
+    });
+    for port in [1, 2] {
+        let decision = decide(&web_frame(port, TCP_SYN), &at(10), &maps);
+        assert!(matches!(decision.flow_change, FlowChange::Inserted { .. }));
+        maps.apply(&decision);
+    }
+    let skipped = decide(&web_frame(3, TCP_SYN), &at(20), &maps);
+    let expected_backend = maps
+        .table_slot(flow_hash(&web_flow(3)) % TABLE_SIZE)
+        .unwrap();
+    assert_eq!(skipped.action, XdpAction::Tx);
+    assert_eq!(skipped.backend_id, Some(expected_backend));
+    assert_eq!(skipped.reason, Some(Reason::InsertSkipped));
+    assert_eq!(
+        skipped.flow_change,
+        FlowChange::Skipped {
+            key: web_flow(3),
+            flow: Flow {
+                backend_id: expected_backend
+            }
+        }
+    );
+    assert_eq!(skipped.backend_traffic.unwrap().delta.new_flows, 1);
+    maps.apply(&skipped);
+    assert_eq!(maps.flow(&web_flow(3)), None);
+    assert_eq!(maps.flow_count(), 2);
+    // A second later the window starts again.
+    let next_second = decide(&web_frame(3, TCP_SYN), &at(1_000_000_010), &maps);
+    assert!(matches!(
+        next_second.flow_change,
+        FlowChange::Inserted { .. }
+    ));
 }

@@ -142,6 +142,11 @@ impl<'a> TcpHeader<'a> {
     pub fn data_offset(&self) -> u8 {
         self.header[12] >> 4
     }
+
+    /// The flags byte (CWR ECE URG ACK PSH RST SYN FIN).
+    pub fn flags(&self) -> u8 {
+        self.header[13]
+    }
 }
 
 /// A UDP header.

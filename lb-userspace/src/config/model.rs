@@ -33,6 +33,10 @@ impl Config {
     }
 }
 
+/// Default `global.flow_insert_limit_per_cpu`: 100,000 flow-table inserts
+/// per CPU per second.
+pub const DEFAULT_FLOW_INSERT_LIMIT_PER_CPU: u32 = 100_000;
+
 /// Settings of the node as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Global {
@@ -54,6 +58,12 @@ pub struct Global {
     /// The bpffs directory where the XDP link and the flow table are pinned,
     /// so the data path outlives `lb`; `None` (`pin_dir = ""`): not pinned.
     pub pin_dir: Option<PathBuf>,
+    // flood protection
+    /// Entries of the LRU map of per-source token buckets.
+    pub rate_limit_table_size: u32,
+    /// Flow-table inserts per CPU per second beyond which new flows are
+    /// forwarded without an entry; 0: no limit.
+    pub flow_insert_limit_per_cpu: u32,
 }
 
 /// A virtual service: VIP, port and protocol, and the backends behind it.

@@ -29,6 +29,9 @@ pub(super) struct RawGlobal {
     pub health_interface: Option<Spanned<String>>,
     pub api: Option<Spanned<String>>,
     pub pin_dir: Option<Spanned<String>>,
+    // flood protection
+    pub rate_limit_table_size: Option<Spanned<i64>>,
+    pub flow_insert_limit_per_cpu: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

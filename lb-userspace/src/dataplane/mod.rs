@@ -11,6 +11,7 @@
 //!   the API;
 //! - `fake` (tests only): the maps and counters in memory, with failure
 //!   injection;
+//! - `flood`: the flood-protection settings and per-service rate limits;
 //! - `pinning`, `test_run`: the data path pinned across restarts, and
 //!   `BPF_PROG_TEST_RUN`.
 //!
@@ -21,6 +22,7 @@ mod entries;
 mod error;
 #[cfg(test)]
 pub mod fake;
+mod flood;
 mod map_writer;
 mod pinning;
 mod tables;
@@ -79,6 +81,12 @@ pub struct LoadOptions {
     pub table_size: u32,
     /// Driver or generic XDP, or driver with fallback.
     pub xdp_mode: XdpModePreference,
+    // flood protection
+    /// Capacity of the LRU map of per-source token buckets (`SOURCE_BUCKETS`).
+    pub rate_limit_table_size: u32,
+    /// Flow-table inserts per CPU per second beyond which new flows are
+    /// forwarded without an entry (`FLOOD_SETTINGS`); 0: no limit.
+    pub flow_insert_limit_per_cpu: u32,
 }
 
 impl Default for LoadOptions {
@@ -89,6 +97,8 @@ impl Default for LoadOptions {
             max_backends: defaults::MAX_BACKENDS,
             table_size: defaults::MAGLEV_TABLE_SIZE,
             xdp_mode: XdpModePreference::Auto,
+            rate_limit_table_size: defaults::RATE_LIMIT_TABLE_SIZE,
+            flow_insert_limit_per_cpu: 0,
         }
     }
 }
@@ -101,6 +111,7 @@ impl LoadOptions {
             ("max_services", self.max_services),
             ("max_backends", self.max_backends),
             ("table_size", self.table_size),
+            ("rate_limit_table_size", self.rate_limit_table_size),
         ] {
             if value == 0 {
                 return Err(DataplaneError::InvalidOption {
@@ -184,7 +195,9 @@ impl Dataplane {
             .map_max_entries(names::RR_CURSOR, options.max_services)
             .map_max_entries(names::BACKENDS, options.max_backends)
             .map_max_entries(names::BACKEND_STATS, options.max_backends)
-            .map_max_entries(names::SCHED_TABLE, sched_table_entries);
+            .map_max_entries(names::SCHED_TABLE, sched_table_entries)
+            .map_max_entries(names::RATE_LIMITS, options.max_services)
+            .map_max_entries(names::SOURCE_BUCKETS, options.rate_limit_table_size);
         if let Some(pins) = pins {
             pins.share_flows(&mut loader);
         }
@@ -200,6 +213,7 @@ impl Dataplane {
                 })?;
         }
         tracing::debug!(?options, "eBPF programs loaded");
+        flood::write_settings(&mut ebpf, options)?;
         if let Some(pins) = pins {
             let backends = ebpf
                 .map(names::BACKENDS)
@@ -227,6 +241,16 @@ impl Dataplane {
             attachments: Vec::new(),
             ebpf,
         })
+    }
+
+    /// Sets service `service_id`'s per-source new-flow rate limit
+    /// (`RateLimit::default()`: none).
+    pub fn set_rate_limit(
+        &mut self,
+        service_id: u32,
+        limit: lb_common::maps::RateLimit,
+    ) -> Result<(), DataplaneError> {
+        flood::write_rate_limit(&mut self.ebpf, service_id, limit)
     }
 
     /// The sizes the maps were created with.

@@ -145,6 +145,8 @@ pub struct Report {
     pub flows_inserted: usize,
     /// Forwarded packets that replaced an entry (its backend no longer served).
     pub flows_replaced: usize,
+    /// Forwarded new flows left out of the flow table (`insert_skipped`).
+    pub flows_skipped: usize,
     /// Forwarded packets of an established flow.
     pub established: usize,
     /// Packets that moved a round-robin cursor.
@@ -177,6 +179,7 @@ impl Report {
         match decision.flow_change {
             FlowChange::Inserted { .. } => self.flows_inserted += 1,
             FlowChange::Replaced { .. } => self.flows_replaced += 1,
+            FlowChange::Skipped { .. } => self.flows_skipped += 1,
             FlowChange::Unchanged if decision.backend_id.is_some() => self.established += 1,
             FlowChange::Unchanged => {}
         }
@@ -230,8 +233,13 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            "  flows: {} inserted, {} replaced, {} established; {} round-robin cursor advances",
-            self.flows_inserted, self.flows_replaced, self.established, self.cursor_advances
+            "  flows: {} inserted, {} replaced, {} not inserted, {} established; {} round-robin \
+             cursor advances",
+            self.flows_inserted,
+            self.flows_replaced,
+            self.flows_skipped,
+            self.established,
+            self.cursor_advances
         )?;
         if !self.by_mismatch.is_empty() {
             let list: Vec<String> = self
@@ -384,7 +392,7 @@ fn fixture_of(setup: &Setup, after_midway: bool, frame: &[u8], stepped: &Stepped
             FlowChange::Inserted { flow, .. } | FlowChange::Replaced { flow, .. } => {
                 Some(flow.backend_id)
             }
-            FlowChange::Unchanged => flow_before,
+            FlowChange::Unchanged | FlowChange::Skipped { .. } => flow_before,
         },
     }
 }

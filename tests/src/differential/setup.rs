@@ -26,6 +26,7 @@ pub const REMOTE_LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 7, 0xfe];
 pub const REMOTE_IFINDEX: u32 = 7;
 /// The interface a test run's packet arrives on.
 pub const INGRESS: Ingress = Ingress {
+    now_ns: 0,
     ifindex: TEST_RUN_INGRESS_IFINDEX,
     mac: LB_MAC,
 };

@@ -109,6 +109,10 @@ fn every_bad_config_gets_its_exact_message() {
         (edited(&[(3, "maglev_table_size = 2147483647")]), "lb.toml:3:21: global.maglev_table_size: 2147483647 is out of range (1..=1000003)"),
         (edited(&[(3, "max_services = 100000")]), "lb.toml:3:16: global.max_services: 100000 is out of range (1..=4096)"),
         (edited(&[(3, "max_backends = 1000000")]), "lb.toml:3:16: global.max_backends: 1000000 is out of range (1..=65536)"),
+        // flood protection
+        (edited(&[(3, "rate_limit_table_size = 0")]), "lb.toml:3:25: global.rate_limit_table_size: 0 is out of range (1..=16777216)"),
+        (edited(&[(3, "flow_insert_limit_per_cpu = 100000001")]), "lb.toml:3:29: global.flow_insert_limit_per_cpu: 100000001 is out of range (0..=100000000)"),
+        (edited(&[(3, "flow_insert_limit_per_cpu = -1")]), "lb.toml:3:29: global.flow_insert_limit_per_cpu: -1 is out of range (0..=100000000)"),
         (
             edited(&[(3, "max_services = 4096\nmaglev_table_size = 65537")]),
             "lb.toml:4:21: global.maglev_table_size: max_services (4096) x 2 x maglev_table_size (65537) = 536879104 slots, more than the 270000000 (about 2 GiB) the scheduling table may hold; lower either",

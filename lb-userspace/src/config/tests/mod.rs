@@ -88,6 +88,8 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             xdp_mode: XdpModePreference::Auto,
             api: DEFAULT_API,
             pin_dir: Some("/sys/fs/bpf/lb/eth0".into()),
+            rate_limit_table_size: lb_common::maps::defaults::RATE_LIMIT_TABLE_SIZE,
+            flow_insert_limit_per_cpu: DEFAULT_FLOW_INSERT_LIMIT_PER_CPU,
         }
     );
     assert_eq!(
@@ -139,6 +141,8 @@ fn global_settings_are_read() {
         "health_source = \"10.0.0.10\"",
         "health_interface = \"eth1\"",
         "api = \"127.0.0.2:8000\"",
+        "rate_limit_table_size = 4096",
+        "flow_insert_limit_per_cpu = 0",
     ]);
     let config = parse(&text, "lb.toml").unwrap();
     assert_eq!(
@@ -156,6 +160,8 @@ fn global_settings_are_read() {
             xdp_mode: XdpModePreference::Auto,
             api: "127.0.0.2:8000".parse().unwrap(),
             pin_dir: Some("/sys/fs/bpf/lb/veth-lb".into()),
+            rate_limit_table_size: 4096,
+            flow_insert_limit_per_cpu: 0,
         }
     );
     assert!(config.services.is_empty());

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::fields::{integer_in, interface_name, unicast_address};
 use super::pin_dir;
 use crate::config::error::{quote, ConfigError, ErrorSite};
-use crate::config::model::{Global, Service, DEFAULT_API};
+use crate::config::model::{Global, Service, DEFAULT_API, DEFAULT_FLOW_INSERT_LIMIT_PER_CPU};
 use crate::config::raw::RawGlobal;
 use crate::dataplane::XdpModePreference;
 use crate::health::ProbeSource;
@@ -32,6 +32,14 @@ pub(super) const MAX_BACKENDS: i64 = 1 << 16;
 /// kernel stores each u32 entry of an array map in 8 bytes, so this is about
 /// 2 GiB of kernel memory.
 pub(super) const MAX_SCHED_TABLE_SLOTS: u64 = 270_000_000;
+
+// flood protection
+/// Most entries of the per-source token-bucket LRU: 16M (an entry costs
+/// about 100 bytes of kernel memory, as a flow-table entry does).
+pub(super) const MAX_RATE_LIMIT_TABLE_SIZE: i64 = 1 << 24;
+/// Highest `flow_insert_limit_per_cpu`: 100M per second, beyond what one
+/// CPU can insert (0 turns the guard off).
+pub(super) const MAX_FLOW_INSERT_LIMIT_PER_CPU: i64 = 100_000_000;
 
 /// The model of `[global]`.
 pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, ConfigError> {
@@ -106,7 +114,24 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
             }
         },
     };
+    let rate_limit_table_size = size(
+        &raw.rate_limit_table_size,
+        "global.rate_limit_table_size",
+        MAX_RATE_LIMIT_TABLE_SIZE,
+        defaults::RATE_LIMIT_TABLE_SIZE,
+    )?;
+    let flow_insert_limit_per_cpu = match &raw.flow_insert_limit_per_cpu {
+        Some(value) => integer_in(
+            value,
+            0..=MAX_FLOW_INSERT_LIMIT_PER_CPU,
+            "global.flow_insert_limit_per_cpu",
+            site,
+        )? as u32,
+        None => DEFAULT_FLOW_INSERT_LIMIT_PER_CPU,
+    };
     Ok(Global {
+        rate_limit_table_size,
+        flow_insert_limit_per_cpu,
         flow_table_size,
         maglev_table_size,
         max_services,

@@ -55,7 +55,8 @@ pub fn maglev_build(runs: usize) -> Result<Vec<MaglevBuildTiming>> {
     Ok(timings)
 }
 
-/// The flow table of `dataplane` (the only LRU hash of this process) as the
+/// The flow table of `dataplane` (the only LRU hash of this process with its
+/// size and key) as the
 /// kernel accounts it in `/proc/self/fdinfo`.
 pub fn flow_table_memory(dataplane: &Dataplane) -> Result<FlowTableMemory> {
     let entries = dataplane.options().flow_table_size;
@@ -67,7 +68,13 @@ pub fn flow_table_memory(dataplane: &Dataplane) -> Result<FlowTableMemory> {
             continue;
         };
         if let Some(map) = parse_fdinfo(&info) {
-            if map.map_type == BPF_MAP_TYPE_LRU_HASH && map.entries == entries {
+            // The key size tells it from the other LRU hash of that size,
+            // the per-source token buckets.
+            let flow_key_bytes = std::mem::size_of::<lb_common::maps::FlowKey>() as u64;
+            if map.map_type == BPF_MAP_TYPE_LRU_HASH
+                && map.entries == entries
+                && u64::from(map.key_bytes) == flow_key_bytes
+            {
                 found.push(map);
             }
         }

@@ -1,0 +1,77 @@
+//! Flood protection, on the new-flow side only (an established flow never
+//! reaches it): the per-source new-flow rate limit and the flow-table insert
+//! guard. The arithmetic is `lb_common::maps::{TokenBucket, InsertWindow}`,
+//! shared with the reference model.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use lb_common::maps::{Flow, FlowKey, Reason, Service, SourceKey, TokenBucket};
+
+use crate::{
+    maps::{FLOOD_SETTINGS, FLOWS, INSERT_WINDOW, RATE_LIMITS, SOURCE_BUCKETS},
+    stats,
+};
+
+/// Whether a new flow of `flow` to `service` is over its source's token
+/// bucket (and must be dropped). Takes a token when it is not. A service
+/// with no limit never reads the clock or the buckets.
+#[inline(always)]
+pub fn over_rate_limit(service: &Service, flow: &FlowKey) -> bool {
+    let Some(limit) = RATE_LIMITS.get(service.id) else {
+        return false;
+    };
+    if limit.refill_interval_ns == 0 {
+        return false;
+    }
+    let key = SourceKey {
+        service_id: service.id,
+        src_ip: flow.src_ip,
+    };
+    // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
+    let bucket = SOURCE_BUCKETS.get_ptr(key).map(|bucket| unsafe { *bucket });
+    // SAFETY: a helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match TokenBucket::take(bucket, *limit, now) {
+        Some(bucket) => {
+            // An LRU insert only fails on allocation failure; the flow then
+            // goes through with the source's bucket unrecorded.
+            let _ = SOURCE_BUCKETS.insert(key, bucket, 0);
+            false
+        }
+        None => true,
+    }
+}
+
+/// Records `flow` on `backend_id` in the flow table, unless this CPU's
+/// inserts this second reached `flow_insert_limit_per_cpu`: then the flow is
+/// forwarded without an entry and counted as `insert_skipped`.
+#[inline(always)]
+pub fn record_flow(flow: &FlowKey, backend_id: u32) {
+    if admit_insert() {
+        // An LRU insert only fails on allocation failure; the packet is
+        // still forwarded and the next one is scheduled again.
+        let _ = FLOWS.insert(flow, Flow { backend_id }, 0);
+    } else {
+        stats::count_reason(Reason::InsertSkipped);
+    }
+}
+
+/// Whether this CPU may insert one more flow now, counting it if so.
+#[inline(always)]
+fn admit_insert() -> bool {
+    let limit = match FLOOD_SETTINGS.get(0) {
+        Some(settings) if settings.flow_insert_limit_per_cpu != 0 => {
+            settings.flow_insert_limit_per_cpu
+        }
+        _ => return true,
+    };
+    let Some(window) = INSERT_WINDOW.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: a helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a per-CPU map value, valid during this run and used by this CPU only.
+    let window = unsafe { &mut *window };
+    let (admitted, next) = window.admit(limit, now);
+    *window = next;
+    admitted
+}
