@@ -14,6 +14,11 @@
 //! - its XDP program is attached (observed; until the first observation it
 //!   counts as detached: a node must not attract traffic to a data path it
 //!   has not seen);
+//! - the health of every service on the VIP has settled: each backend has
+//!   been checked often enough to be up if it is healthy. Before that, this
+//!   node's Maglev tables may lack backends that its peers' have, and the
+//!   flows that routers move here (ECMP rehashes when a next hop is added)
+//!   would reach other backends than the ones they started on;
 //! - ANY service on the VIP has a serving backend. Not ALL: a route is per
 //!   address, routers cannot steer by port, and every node checks the same
 //!   backends, so a service with none left is down on every node alike.
@@ -40,6 +45,9 @@ use crate::netlink::{Netlink, NetlinkError, TableRoute};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceHealth {
     pub vip: Ipv4Addr,
+    /// Every backend has had at least `rise` checks since `lb` started (or
+    /// since it was added), so a healthy one is up by now.
+    pub settled: bool,
     /// At least one of its backends is up (in the table, serving new flows).
     pub has_serving_backend: bool,
 }
@@ -58,6 +66,8 @@ pub enum WithdrawReason {
     ShuttingDown,
     /// The XDP program is not attached to the interface (or not yet seen).
     XdpDetached,
+    /// A service on the VIP still waits for its backends' first checks.
+    HealthNotSettled,
     /// No service on the VIP has a serving backend.
     NoServingBackend,
 }
@@ -67,6 +77,7 @@ impl fmt::Display for WithdrawReason {
         f.write_str(match self {
             WithdrawReason::ShuttingDown => "shutting down",
             WithdrawReason::XdpDetached => "xdp program not attached",
+            WithdrawReason::HealthNotSettled => "first health checks pending",
             WithdrawReason::NoServingBackend => "no serving backend",
         })
     }
@@ -79,9 +90,9 @@ pub struct Announcer {
     /// service's VIP.
     only: Option<BTreeSet<Ipv4Addr>>,
     xdp_attached: bool,
-    /// Per VIP of the last observation: whether any of its services has a
-    /// serving backend. Empty until the services are observed.
-    serving: BTreeMap<Ipv4Addr, bool>,
+    /// Per VIP of the last observation, its services together. Empty until
+    /// the services are observed.
+    vips: BTreeMap<Ipv4Addr, VipHealth>,
     shutting_down: bool,
 }
 
@@ -92,7 +103,7 @@ impl Announcer {
         Announcer {
             only,
             xdp_attached: false,
-            serving: BTreeMap::new(),
+            vips: BTreeMap::new(),
             shutting_down: false,
         }
     }
@@ -105,7 +116,7 @@ impl Announcer {
     /// Records every service's health; a VIP no longer among them (removed
     /// by a reload) is withdrawn.
     pub fn observe_services(&mut self, services: impl IntoIterator<Item = ServiceHealth>) {
-        self.serving.clear();
+        self.vips.clear();
         for service in services {
             if self
                 .only
@@ -114,7 +125,12 @@ impl Announcer {
             {
                 continue;
             }
-            *self.serving.entry(service.vip).or_insert(false) |= service.has_serving_backend;
+            let vip = self.vips.entry(service.vip).or_insert(VipHealth {
+                settled: true,
+                serving: false,
+            });
+            vip.settled &= service.settled;
+            vip.serving |= service.has_serving_backend;
         }
     }
 
@@ -125,9 +141,9 @@ impl Announcer {
 
     /// The verdict for each VIP of the last service observation.
     pub fn verdicts(&self) -> BTreeMap<Ipv4Addr, Verdict> {
-        self.serving
+        self.vips
             .iter()
-            .map(|(&vip, &serving)| (vip, self.verdict(serving)))
+            .map(|(&vip, &health)| (vip, self.verdict(health)))
             .collect()
     }
 
@@ -140,17 +156,26 @@ impl Announcer {
             .collect()
     }
 
-    fn verdict(&self, serving: bool) -> Verdict {
+    fn verdict(&self, health: VipHealth) -> Verdict {
         if self.shutting_down {
             Verdict::Withdraw(WithdrawReason::ShuttingDown)
         } else if !self.xdp_attached {
             Verdict::Withdraw(WithdrawReason::XdpDetached)
-        } else if !serving {
+        } else if !health.settled {
+            Verdict::Withdraw(WithdrawReason::HealthNotSettled)
+        } else if !health.serving {
             Verdict::Withdraw(WithdrawReason::NoServingBackend)
         } else {
             Verdict::Announce
         }
     }
+}
+
+/// The services of one VIP together: all settled, any serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VipHealth {
+    settled: bool,
+    serving: bool,
 }
 
 /// Where announcements are made: adding a VIP's announcement, removing it,
@@ -293,9 +318,11 @@ mod tests {
     const WEB: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
     const DB: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
 
+    /// A settled service.
     fn service(vip: Ipv4Addr, has_serving_backend: bool) -> ServiceHealth {
         ServiceHealth {
             vip,
+            settled: true,
             has_serving_backend,
         }
     }
@@ -352,6 +379,28 @@ mod tests {
         assert_eq!(announcer.announced(), set(&[WEB]));
         announcer.observe_services([service(WEB, false), service(WEB, false)]);
         assert!(announcer.announced().is_empty());
+    }
+
+    #[test]
+    fn a_vip_waits_until_every_service_on_it_has_settled() {
+        let mut announcer = Announcer::new(None);
+        announcer.observe_xdp(true);
+        let unsettled = ServiceHealth {
+            settled: false,
+            ..service(WEB, true)
+        };
+        // The first backend is up, the others' first checks are pending.
+        announcer.observe_services([unsettled, service(DB, true)]);
+        assert_eq!(
+            announcer.verdicts()[&WEB],
+            Verdict::Withdraw(WithdrawReason::HealthNotSettled)
+        );
+        assert_eq!(announcer.announced(), set(&[DB]));
+        // Another service on the VIP, settled and serving, is not enough.
+        announcer.observe_services([unsettled, service(WEB, true)]);
+        assert!(announcer.announced().is_empty());
+        announcer.observe_services([service(WEB, true), service(DB, true)]);
+        assert_eq!(announcer.announced(), set(&[WEB, DB]));
     }
 
     #[test]
