@@ -182,7 +182,7 @@ pub enum LabError {
         last: Vec<Ipv4Addr>,
     },
     /// `ip -j route` printed something that is not its JSON.
-    #[error("cannot read `ip -j route` output: {0}")]
+    #[error("cannot read `ip -j route` output")]
     RouteJson(#[source] serde_json::Error),
     /// Parts of the lab could not be removed.
     #[error("teardown incomplete: {}", .0.join("; "))]
