@@ -18,8 +18,8 @@ use std::path::Path;
 use error::MAX_FILE_BYTES;
 pub use error::{ConfigError, Location};
 pub use model::{
-    Backend, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service, Tracking,
-    VrrpPair, DEFAULT_API, WEIGHT_RANGE,
+    Backend, BgpNode, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service,
+    Tracking, VrrpPair, DEFAULT_API, WEIGHT_RANGE,
 };
 pub use validate::{default_pin_dir, table_fits, validate_pin_dir, TableTooSmall};
 
