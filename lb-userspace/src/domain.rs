@@ -232,6 +232,11 @@ impl ServiceSnapshot {
     pub fn is_serving(&self) -> bool {
         self.backends.iter().any(|b| b.state == BackendState::Up)
     }
+
+    /// Whether every backend's health is settled ([`BackendSnapshot::settled`]).
+    pub fn is_settled(&self) -> bool {
+        self.backends.iter().all(|b| b.settled)
+    }
 }
 
 /// One backend membership of a service.
@@ -251,6 +256,11 @@ pub struct BackendSnapshot {
     /// The result that set `health`, or why it is not checked.
     pub health_reason: String,
     pub health_since: SystemTime,
+    /// Whether `health` is a verdict of the checks rather than the initial
+    /// guess: not checked, started up, or checked `rise` times since it was
+    /// added. Until every backend of a service is settled, this node's table
+    /// may lack backends its peers' have.
+    pub settled: bool,
     pub admin: AdminState,
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,

@@ -31,6 +31,7 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         health: Some(health),
         health_reason: format!("initial state: {health}"),
         health_since: SystemTime::UNIX_EPOCH,
+        settled: true,
         admin: AdminState::Enabled,
         weight: 1,
         configured_weight: 1,

@@ -80,6 +80,7 @@ fn health(config: &Config, backend: usize, health: Health, seconds: u64) -> Heal
         health,
         reason: format!("test says {health}"),
         at: at(seconds),
+        settled: true,
     }
 }
 

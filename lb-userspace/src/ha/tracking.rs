@@ -138,6 +138,7 @@ mod tests {
             health: None,
             health_reason: String::new(),
             health_since: SystemTime::UNIX_EPOCH,
+            settled: true,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
