@@ -1,7 +1,7 @@
 //! `lb run`: validates the configuration, resolves the backends, loads and
 //! programs the data path, attaches it, starts the health checks, the
-//! controller, VRRP and the control API, serves until SIGINT or SIGTERM,
-//! then detaches and logs the final counters.
+//! controller, VRRP or the BGP announcer and the control API, serves until
+//! SIGINT or SIGTERM, then withdraws, detaches and logs the final counters.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -91,6 +91,15 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     )
     .await
     .context("starting VRRP ([vrrp])")?;
+    // Likewise; it announces nothing before the program is seen attached.
+    let announcer = ha::bgp::start(
+        &config,
+        interface.index,
+        controller.maps(),
+        controller.subscribe(),
+    )
+    .await
+    .context("starting the BGP announcer ([bgp])")?;
     let mode = pinned_restart::attach(controller.maps_mut(), &interface.name, pins.as_ref())?;
 
     let api_state = ApiState {
@@ -123,7 +132,12 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
 
     let (mut controller, signal) = controller.run(shutdown.recv()).await;
     tracing::info!(signal, "shutting down");
-    // Priority 0 first, while the data path still forwards.
+    // Withdrawn (or priority 0) first, while the data path still forwards.
+    if let Some(announcer) = announcer {
+        if let Err(error) = announcer.shutdown().await {
+            tracing::error!(error = %format!("{error:#}"), "stopping the BGP announcer");
+        }
+    }
     if let Some(pair) = pair {
         if let Err(error) = pair.shutdown().await {
             tracing::error!(error = %format!("{error:#}"), "stopping VRRP");

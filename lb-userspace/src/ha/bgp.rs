@@ -33,13 +33,197 @@
 //! ([`NetlinkRoutes`] on a node, a fake in the tests), starting from what the
 //! kernel already holds, so the routes a crashed run left behind are
 //! withdrawn unless still wanted.
+//!
+//! [`start`] runs both on a task: it polls the kernel for the XDP program
+//! ([`XDP_POLL`]) and follows the controller's snapshot; [`BgpNode::shutdown`]
+//! withdraws everything, then lets the data path forward for
+//! `withdraw_grace` while the routers move the flows away.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{interval, MissedTickBehavior};
+
+use super::probe::{Probe, ProbeError};
+use super::XdpAttachment;
+use crate::config::{self, Config};
+use crate::dataplane::{Dataplane, DataplaneError};
+use crate::domain::{Snapshot, SnapshotReceiver};
 use crate::netlink::{Netlink, NetlinkError, TableRoute};
+
+/// How often the kernel is asked whether the XDP program is attached: a
+/// detached program is withdrawn within this (plus the routers' reaction).
+pub const XDP_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BgpError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("identifying the XDP program to observe")]
+    ProgramId(#[source] DataplaneError),
+    #[error("reading the announcements in routing table {table}")]
+    Routes {
+        table: u32,
+        #[source]
+        source: NetlinkError,
+    },
+    #[error("the BGP announcer task failed")]
+    Panicked,
+}
+
+/// Starts announcing for `config` if it has a `[bgp]` section: observes
+/// `dataplane`'s program on interface `xdp_ifindex` and follows the
+/// controller's `services` snapshot. Nothing is announced (nor a crashed
+/// run's leftovers withdrawn) before the first snapshot published after
+/// this call.
+pub async fn start(
+    config: &Config,
+    xdp_ifindex: u32,
+    dataplane: &Dataplane,
+    services: SnapshotReceiver,
+) -> Result<Option<BgpNode>, BgpError> {
+    let Some(settings) = &config.bgp else {
+        return Ok(None);
+    };
+    let xdp = XdpAttachment {
+        ifindex: xdp_ifindex,
+        program_id: dataplane.program_id().map_err(BgpError::ProgramId)?,
+    };
+    let probe = Probe::connect()?;
+    let routes_error = |source| BgpError::Routes {
+        table: settings.table,
+        source,
+    };
+    let routes = NetlinkRoutes::connect(settings.table).map_err(routes_error)?;
+    let announcements = Announcements::new(routes).await.map_err(routes_error)?;
+    tracing::info!(
+        table = settings.table,
+        leftovers = ?announcements.applied(),
+        only = ?settings.announce,
+        "bgp announcer starting"
+    );
+    let (stop, stop_receiver) = oneshot::channel();
+    let task = tokio::spawn(announce(
+        settings.clone(),
+        xdp,
+        probe,
+        announcements,
+        services,
+        stop_receiver,
+    ));
+    Ok(Some(BgpNode {
+        stop,
+        task,
+        withdraw_grace: settings.withdraw_grace,
+    }))
+}
+
+/// The running announcer.
+#[derive(Debug)]
+pub struct BgpNode {
+    stop: oneshot::Sender<()>,
+    /// Ends after withdrawing; says whether anything had been announced.
+    task: JoinHandle<bool>,
+    withdraw_grace: Duration,
+}
+
+impl BgpNode {
+    /// Withdraws every VIP, then, if any was announced, waits
+    /// `withdraw_grace` while the data path still forwards.
+    pub async fn shutdown(self) -> Result<(), BgpError> {
+        // An error means the task already ended; its result says why.
+        let _ = self.stop.send(());
+        let was_announcing = self.task.await.map_err(|_| BgpError::Panicked)?;
+        if was_announcing {
+            tracing::info!(
+                grace = ?self.withdraw_grace,
+                "bgp withdrawn; the data path serves while the routers move the flows"
+            );
+            tokio::time::sleep(self.withdraw_grace).await;
+        }
+        Ok(())
+    }
+}
+
+/// The announcer task: observes, applies, withdraws on `stop`; returns
+/// whether anything was announced when it stopped.
+async fn announce(
+    settings: config::BgpNode,
+    xdp: XdpAttachment,
+    probe: Probe,
+    mut announcements: Announcements<NetlinkRoutes>,
+    mut services: SnapshotReceiver,
+    mut stop: oneshot::Receiver<()>,
+) -> bool {
+    // Observed from the next publication on: the controller publishes when
+    // its loop starts, after the data path is attached.
+    services.mark_unchanged();
+    let mut announcer = Announcer::new(settings.announce);
+    let mut services_observed = false;
+    let mut xdp_poll = interval(XDP_POLL);
+    xdp_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // False once the controller is gone: its last snapshot stands.
+    let mut following = true;
+    let mut verdicts = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = xdp_poll.tick() => match probe.runs_xdp_program(xdp.ifindex, xdp.program_id).await {
+                Ok(attached) => announcer.observe_xdp(attached),
+                Err(error) => tracing::warn!(%error, "bgp: cannot read the interface's XDP programs"),
+            },
+            changed = services.changed(), if following => match changed {
+                Ok(()) => {
+                    announcer.observe_snapshot(&services.borrow_and_update());
+                    services_observed = true;
+                }
+                Err(_) => following = false,
+            },
+        }
+        if services_observed {
+            log_verdicts(&mut verdicts, announcer.verdicts());
+            apply(&mut announcements, &announcer).await;
+        }
+    }
+    let was_announcing = !announcements.applied().is_empty();
+    announcer.shut_down();
+    apply(&mut announcements, &announcer).await;
+    was_announcing
+}
+
+/// Brings the routes in step with `announcer`, logging what changed.
+async fn apply(announcements: &mut Announcements<NetlinkRoutes>, announcer: &Announcer) {
+    let applied = announcements.apply(&announcer.announced()).await;
+    for vip in applied.announced {
+        tracing::info!(%vip, "bgp: announced");
+    }
+    for vip in applied.withdrawn {
+        tracing::info!(%vip, "bgp: withdrawn");
+    }
+    for (vip, error) in applied.failed {
+        tracing::error!(%vip, %error, "bgp: cannot change the announcement; retrying on the next observation");
+    }
+}
+
+/// Logs each VIP whose verdict changed, and remembers `now`.
+fn log_verdicts(last: &mut BTreeMap<Ipv4Addr, Verdict>, now: BTreeMap<Ipv4Addr, Verdict>) {
+    for (vip, verdict) in &now {
+        if last.get(vip) != Some(verdict) {
+            match verdict {
+                Verdict::Announce => tracing::info!(%vip, "bgp: vip may be announced"),
+                Verdict::Withdraw(reason) => {
+                    tracing::warn!(%vip, %reason, "bgp: vip not announced")
+                }
+            }
+        }
+    }
+    *last = now;
+}
 
 /// What the node knows about one service, for [`Announcer::observe_services`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +316,15 @@ impl Announcer {
             vip.settled &= service.settled;
             vip.serving |= service.has_serving_backend;
         }
+    }
+
+    /// Records every service of the controller's `snapshot`.
+    pub fn observe_snapshot(&mut self, snapshot: &Snapshot) {
+        self.observe_services(snapshot.services.iter().map(|service| ServiceHealth {
+            vip: service.vip,
+            settled: service.is_settled(),
+            has_serving_backend: service.is_serving(),
+        }));
     }
 
     /// Withdraws every VIP from now on, whatever is observed later.
@@ -445,6 +638,62 @@ mod tests {
         announcer.observe_services([service(WEB, true), service(DB, true)]);
         assert_eq!(announcer.announced(), set(&[DB]));
         assert!(!announcer.verdicts().contains_key(&WEB));
+    }
+
+    #[test]
+    fn a_snapshot_is_observed_as_each_service_s_settled_and_serving() {
+        use std::time::SystemTime;
+
+        use crate::domain::{AdminState, BackendSnapshot, BackendState, ServiceSnapshot};
+
+        let backend = |state: BackendState, settled: bool| BackendSnapshot {
+            id: 0,
+            name: "b".into(),
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            state,
+            reason: String::new(),
+            since: SystemTime::UNIX_EPOCH,
+            health: None,
+            health_reason: String::new(),
+            health_since: SystemTime::UNIX_EPOCH,
+            settled,
+            admin: AdminState::Enabled,
+            weight: 1,
+            configured_weight: 1,
+        };
+        let service = |vip: Ipv4Addr, backends: Vec<BackendSnapshot>| ServiceSnapshot {
+            id: 0,
+            name: "s".into(),
+            vip,
+            port: 80,
+            protocol: "tcp".into(),
+            scheduler: "maglev".into(),
+            backends,
+        };
+        let snapshot = Snapshot {
+            services: vec![
+                // One backend up, the other's first checks pending.
+                service(
+                    WEB,
+                    vec![
+                        backend(BackendState::Up, true),
+                        backend(BackendState::Down, false),
+                    ],
+                ),
+                // Every backend checked and down.
+                service(DB, vec![backend(BackendState::Down, true)]),
+            ],
+        };
+        let mut announcer = Announcer::new(None);
+        announcer.observe_xdp(true);
+        announcer.observe_snapshot(&snapshot);
+        assert_eq!(
+            announcer.verdicts(),
+            BTreeMap::from([
+                (WEB, Verdict::Withdraw(WithdrawReason::HealthNotSettled)),
+                (DB, Verdict::Withdraw(WithdrawReason::NoServingBackend)),
+            ])
+        );
     }
 
     /// In-memory routes; a VIP in `failing` cannot be changed.

@@ -1,3 +1,6 @@
+//! How this node shares its VIPs with its peers: as one of an active-active
+//! set announcing them over BGP (`[bgp]`, [`bgp`]), or as below.
+//!
 //! The active-passive pair on this node: the VRRP instance of `[vrrp]` and
 //! its tracking, on a thread with a runtime of their own, so that the VRRP
 //! timers never wait behind health checks, API requests or map writes.
@@ -12,6 +15,7 @@
 //! peer can announce itself while this node still forwards: call it before
 //! tearing down the data path.
 
+pub mod bgp;
 pub mod probe;
 pub mod tracking;
 
@@ -68,7 +72,8 @@ pub async fn start(
     HaNode::start(settings, xdp, services).await.map(Some)
 }
 
-/// The XDP program that tracking looks for on the interface.
+/// The XDP program that tracking (and the BGP announcer) look for on the
+/// interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XdpAttachment {
     pub ifindex: u32,
