@@ -9,6 +9,7 @@
 //! removes it, stopping its processes by PID first. Only the lab's namespaces
 //! send packets.
 
+mod active_active;
 mod bird;
 mod bpffs;
 mod http;
@@ -36,6 +37,7 @@ use thiserror::Error;
 use crate::cmd::{self, CommandError};
 use crate::paths;
 
+pub use active_active::active_active_config_toml;
 pub use bird::{session_name, Bird, ANNOUNCE_TABLE, LB_AS, ROUTER_AS, UPSTREAM_SESSION};
 pub use http::{tally, HttpReply, REQUEST_TIMEOUT_SECS};
 pub use lb::{config_toml as lb_config_toml, vip_url, Scheduler, SERVICE_NAME};
