@@ -6,14 +6,19 @@
 //! - both nodes announce, both forward, and every request gets `200 OK`;
 //! - a node with no serving backend (every backend disabled on lb1)
 //!   withdraws, and announces again once one serves;
-//! - a graceful stop withdraws before the node stops forwarding.
+//! - a graceful stop withdraws before the node stops forwarding;
+//! - lb1's links go down: BFD withdraws it within a second, every
+//!   long-lived connection continues through lb2 (Maglev picks the same
+//!   backend there) with a gap under a second; lb1 comes back: the router
+//!   spreads over both again and still no established connection breaks.
 //!
 //! Needs root (namespaces, XDP), BIRD 2 (`cargo xtask bootstrap`) and the
 //! built `lb`; without them the test fails, never skips. Lab prefix `lbb1-`.
 
-use std::time::Duration;
+use std::thread::sleep;
+use std::time::{Duration, SystemTime};
 
-use lb_tests::e2e::{one_at_a_time, Pair, Setup};
+use lb_tests::e2e::{one_at_a_time, Event, Pair, Setup, Traffic};
 use xtask::lab::{self, Node};
 
 /// New connections per round: enough that both nodes get some by the
@@ -74,6 +79,56 @@ fn both_nodes_forward_and_a_node_that_cannot_serve_withdraws() {
         "lb2's withdrawal took {withdrawn:?}, longer than it keeps forwarding"
     );
     assert_all_ok(&pair, "after lb2 stopped");
+    pair.down();
+}
+
+/// BFD (100 ms x 3) takes a dead node out of the router within this.
+const BFD_BOUND: Duration = Duration::from_secs(1);
+
+/// A node whose links are back: BGP reconnects (BIRD's 1 s error wait) and
+/// its health settles again (two checks).
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The longest pause the client's request streams may see around a failover.
+const GAP_BOUND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_node_failure_and_rejoin_keep_every_established_connection() {
+    let _serial = one_at_a_time();
+    let mut pair = Pair::start("lbb2-", Setup::Bgp);
+    let traffic = Traffic::start(pair.lab(), Duration::from_secs(16));
+    sleep(Duration::from_secs(3));
+
+    let down_at = SystemTime::now();
+    pair.lab().set_link(Node::Lb1, false).expect("link down");
+    let withdrawn = pair.wait_for_next_hops(&[Node::Lb2], BFD_BOUND);
+    let lb2_alone = pair.counters(Node::Lb2);
+    sleep(Duration::from_secs(4));
+    pair.assert_forwarded_since(Node::Lb2, lb2_alone, "while lb1's link was down");
+
+    let up_at = SystemTime::now();
+    pair.lab().set_link(Node::Lb1, true).expect("link up");
+    let rejoined = pair.wait_for_next_hops(&Node::LBS, REJOIN_TIMEOUT);
+    let lb1_back = pair.counters(Node::Lb1);
+    let outcome = traffic.finish();
+    pair.assert_forwarded_since(Node::Lb1, lb1_back, "after rejoining");
+
+    let events = [
+        Event {
+            what: "lb1's link down, BFD withdraws it",
+            at: down_at,
+            vip_moved: withdrawn,
+        },
+        Event {
+            what: "lb1's link up, announced again once its health settled",
+            at: up_at,
+            vip_moved: rejoined,
+        },
+    ];
+    outcome.report("active-active node failure and rejoin", &events);
+    outcome.connections.assert_all_survived();
+    outcome.assert_no_resets();
+    outcome.assert_gaps_bounded(&events, GAP_BOUND);
     pair.down();
 }
 
