@@ -224,6 +224,9 @@ pub struct ServiceSnapshot {
     pub protocol: String,
     /// `maglev` or `round-robin`.
     pub scheduler: String,
+    /// [`ServiceTable::fingerprint`](crate::controller) of the table last
+    /// written to the data path: equal on nodes that agree.
+    pub table_fingerprint: u64,
     pub backends: Vec<BackendSnapshot>,
 }
 

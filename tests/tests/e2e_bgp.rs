@@ -4,6 +4,8 @@
 //! the router's next hops and each node's `/status`:
 //!
 //! - both nodes announce, both forward, and every request gets `200 OK`;
+//! - both show the same table fingerprint, and lb1's changes when its
+//!   backend set differs;
 //! - a node with no serving backend (every backend disabled on lb1)
 //!   withdraws, and announces again once one serves;
 //! - a graceful stop withdraws before the node stops forwarding;
@@ -38,6 +40,12 @@ fn both_nodes_forward_and_a_node_that_cannot_serve_withdraws() {
     let _serial = one_at_a_time();
     let mut pair = Pair::start("lbb1-", Setup::Bgp);
 
+    let agreed = fingerprint(&pair, Node::Lb1);
+    assert_eq!(
+        fingerprint(&pair, Node::Lb2),
+        agreed,
+        "the nodes' tables differ"
+    );
     let before = Node::LBS.map(|node| pair.counters(node));
     assert_all_ok(&pair, "with both nodes announcing");
     for (node, earlier) in Node::LBS.into_iter().zip(before) {
@@ -53,6 +61,7 @@ fn both_nodes_forward_and_a_node_that_cannot_serve_withdraws() {
     }
     let took = pair.wait_for_next_hops(&[Node::Lb2], CONVERGE);
     println!("lb1 without a serving backend: withdrawn after {took:?}");
+    assert_ne!(fingerprint(&pair, Node::Lb1), agreed, "lb1's empty table");
     let lb1_before = pair.counters(Node::Lb1);
     assert_all_ok(&pair, "with lb1 withdrawn");
     assert_eq!(
@@ -68,6 +77,7 @@ fn both_nodes_forward_and_a_node_that_cannot_serve_withdraws() {
     for web in ["web2", "web3"] {
         pair.lb(Node::Lb1, &["backend", "enable", lab::SERVICE_NAME, web]);
     }
+    assert_eq!(fingerprint(&pair, Node::Lb1), agreed, "lb1 agrees again");
 
     // A graceful stop withdraws first: lb2 is gone from the router while
     // its lb still runs (withdraw_grace = 1 s).
@@ -130,6 +140,14 @@ fn a_node_failure_and_rejoin_keep_every_established_connection() {
     outcome.assert_no_resets();
     outcome.assert_gaps_bounded(&events, GAP_BOUND);
     pair.down();
+}
+
+/// The fingerprint of the lab service's table on `node`.
+fn fingerprint(pair: &Pair, node: Node) -> String {
+    pair.status(node)
+        .service(lab::SERVICE_NAME)
+        .table_fingerprint
+        .clone()
 }
 
 /// Every one of [`REQUESTS`] new connections from the client gets `200 OK`.

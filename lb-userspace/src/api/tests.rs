@@ -48,6 +48,7 @@ fn snapshot() -> Snapshot {
             port: 80,
             protocol: "tcp".into(),
             scheduler: "maglev".into(),
+            table_fingerprint: 0xdead_beef,
             backends: vec![
                 backend(0, "web1", Health::Up),
                 backend(1, "web2", Health::Down),

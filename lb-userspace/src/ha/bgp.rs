@@ -668,6 +668,7 @@ mod tests {
             port: 80,
             protocol: "tcp".into(),
             scheduler: "maglev".into(),
+            table_fingerprint: 0,
             backends,
         };
         let snapshot = Snapshot {

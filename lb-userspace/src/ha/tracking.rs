@@ -153,6 +153,7 @@ mod tests {
                     port: 80,
                     protocol: "tcp".into(),
                     scheduler: "maglev".into(),
+                    table_fingerprint: 0,
                     backends: states.iter().copied().map(backend).collect(),
                 })
                 .collect(),
