@@ -228,6 +228,9 @@ pub struct ServiceSnapshot {
     pub protocol: String,
     /// `maglev` or `round-robin`.
     pub scheduler: String,
+    /// [`ServiceTable::fingerprint`](crate::controller) of the table last
+    /// written to the data path: equal on nodes that agree.
+    pub table_fingerprint: u64,
     pub backends: Vec<BackendSnapshot>,
 }
 
@@ -235,6 +238,11 @@ impl ServiceSnapshot {
     /// Whether some backend takes new flows.
     pub fn is_serving(&self) -> bool {
         self.backends.iter().any(|b| b.state == BackendState::Up)
+    }
+
+    /// Whether every backend's health is settled ([`BackendSnapshot::settled`]).
+    pub fn is_settled(&self) -> bool {
+        self.backends.iter().all(|b| b.settled)
     }
 }
 
@@ -255,6 +263,11 @@ pub struct BackendSnapshot {
     /// The result that set `health`, or why it is not checked.
     pub health_reason: String,
     pub health_since: SystemTime,
+    /// Whether `health` is a verdict of the checks rather than the initial
+    /// guess: not checked, started up, or checked `rise` times since it was
+    /// added. Until every backend of a service is settled, this node's table
+    /// may lack backends its peers' have.
+    pub settled: bool,
     pub admin: AdminState,
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,

@@ -1,7 +1,7 @@
 //! `lb run`: validates the configuration, resolves the backends, loads and
 //! programs the data path, attaches it, starts the health checks, the
-//! controller, VRRP and the control API, serves until SIGINT or SIGTERM,
-//! then detaches and logs the final counters.
+//! controller, VRRP or the BGP announcer and the control API, serves until
+//! SIGINT or SIGTERM, then withdraws, detaches and logs the final counters.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -81,16 +81,20 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
 
     // Before the controller reads the backends' initial health.
     let pins = pinned_restart::prepare(&mut config).context("taking over the pinned data path")?;
-    let (controller, pair, mode) =
-        match start_data_path(&config, &interface, neighbours, pins.as_ref()).await {
-            Ok(started) => started,
-            Err(error) => {
-                if let Some(pins) = &pins {
-                    pinned_restart::undo(pins);
-                }
-                return Err(error);
+    let Started {
+        controller,
+        pair,
+        announcer,
+        mode,
+    } = match start_data_path(&config, &interface, neighbours, pins.as_ref()).await {
+        Ok(started) => started,
+        Err(error) => {
+            if let Some(pins) = &pins {
+                pinned_restart::undo(pins);
             }
-        };
+            return Err(error);
+        }
+    };
     let counters = controller.maps().counters().clone();
 
     let api_state = ApiState {
@@ -134,7 +138,12 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
 
     let (mut controller, signal) = controller.run(shutdown.recv()).await;
     tracing::info!(signal, "shutting down");
-    // Priority 0 first, while the data path still forwards.
+    // Withdrawn (or priority 0) first, while the data path still forwards.
+    if let Some(announcer) = announcer {
+        if let Err(error) = announcer.shutdown().await {
+            tracing::error!(error = %format!("{error:#}"), "stopping the BGP announcer");
+        }
+    }
     if let Some(pair) = pair {
         if let Err(error) = pair.shutdown().await {
             tracing::error!(error = %format!("{error:#}"), "stopping VRRP");
@@ -157,12 +166,21 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
 /// path to `interface`. On failure nothing it started is left running: VRRP
 /// is stopped (its VIPs removed) and the data path dropped, which detaches
 /// it; the pins are for the caller ([`pinned_restart::undo`]).
+/// What [`start_data_path`] started.
+struct Started {
+    controller: Controller<Dataplane>,
+    pair: Option<HaNode>,
+    announcer: Option<ha::bgp::BgpNode>,
+    /// How the program ended up attached.
+    mode: String,
+}
+
 async fn start_data_path(
     config: &Config,
     interface: &Interface,
     neighbours: HashMap<Ipv4Addr, Neighbour>,
     pins: Option<&PinDir>,
-) -> anyhow::Result<(Controller<Dataplane>, Option<HaNode>, String)> {
+) -> anyhow::Result<Started> {
     let dataplane = pinned_restart::load(&pinned_restart::load_options(config), pins)
         .context("loading the XDP data path")?;
     let mut controller =
@@ -177,8 +195,22 @@ async fn start_data_path(
     )
     .await
     .context("starting VRRP ([vrrp])")?;
+    // Likewise; it announces nothing before the program is seen attached.
+    let announcer = ha::bgp::start(
+        config,
+        interface.index,
+        controller.maps(),
+        controller.subscribe(),
+    )
+    .await
+    .context("starting the BGP announcer ([bgp])")?;
     match pinned_restart::attach(controller.maps_mut(), interface, pins) {
-        Ok(mode) => Ok((controller, pair, mode)),
+        Ok(mode) => Ok(Started {
+            controller,
+            pair,
+            announcer,
+            mode,
+        }),
         Err(error) => {
             // A master (priority 255 owns the VIPs from the start) hands
             // them back before the process ends.

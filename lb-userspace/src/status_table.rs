@@ -92,6 +92,7 @@ fn tables(report: &StatusReport, now: SystemTime) -> String {
                 service.name.clone(),
                 format!("{}:{}/{}", service.vip, service.port, service.protocol),
                 service.scheduler.clone(),
+                service.table_fingerprint.clone(),
                 format!("{up}/{}", service.backends.len()),
                 service.counters.packets.to_string(),
                 service.counters.new_flows.to_string(),
@@ -123,6 +124,7 @@ fn tables(report: &StatusReport, now: SystemTime) -> String {
             "SERVICE",
             "ENDPOINT",
             "SCHEDULER",
+            "TABLE",
             "UP",
             "PACKETS",
             "NEW FLOWS",
@@ -234,6 +236,7 @@ mod tests {
                 port: 80,
                 protocol: "tcp".into(),
                 scheduler: "maglev".into(),
+                table_fingerprint: "00000000deadbeef".into(),
                 counters: Traffic {
                     packets: 24,
                     bytes: 2400,
@@ -252,7 +255,15 @@ mod tests {
         assert_eq!(lines[0].split_whitespace().next(), Some("SERVICE"));
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
-            ["web", "10.0.0.100:80/tcp", "maglev", "1/2", "24", "6"]
+            [
+                "web",
+                "10.0.0.100:80/tcp",
+                "maglev",
+                "00000000deadbeef",
+                "1/2",
+                "24",
+                "6"
+            ]
         );
         assert_eq!(lines[2], "");
         assert!(lines[3].starts_with("SERVICE  BACKEND  ADDRESS"));

@@ -18,7 +18,8 @@ use crate::paths;
 /// Debian packages the project needs: the compiler route for eBPF without
 /// `rust-src` (`rustc-web`, its prebuilt `core` for BPF and its clippy, which
 /// lints the eBPF crate with the same compiler), what `bpf-linker`
-/// links against, the lab's web server and tools, the benchmarks' peers and
+/// links against, the lab's web server and tools, the routing daemons of
+/// the active-active lab and its config checks, the benchmarks' peers and
 /// the font of their charts, and Prometheus (with `promtool`), which the
 /// metrics tests scrape the lab with and check the alert rules with.
 pub const DEBIAN_PACKAGES: &[&str] = &[
@@ -38,14 +39,50 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "nftables",
     "curl",
     "conntrack",
+    "bird2",
+    "frr",
     "fonts-dejavu-core",
     "prometheus",
 ];
 
-/// Packages whose installation starts a system service in the root namespace.
-/// The lab runs its own instances inside namespaces, so a service started by
-/// our install is stopped and disabled again.
-const SERVICE_PACKAGES: &[&str] = &["nginx", "haproxy", "prometheus"];
+/// A system service that installing its package starts in the root namespace.
+struct SystemService {
+    package: &'static str,
+    name: &'static str,
+    /// Where Debian's service keeps its PID.
+    pid_file: &'static str,
+}
+
+/// The services our packages start. The lab runs its own instances inside
+/// namespaces, so a service started by our install is stopped and disabled
+/// again.
+const SYSTEM_SERVICES: &[SystemService] = &[
+    SystemService {
+        package: "nginx",
+        name: "nginx",
+        pid_file: "/run/nginx.pid",
+    },
+    SystemService {
+        package: "haproxy",
+        name: "haproxy",
+        pid_file: "/run/haproxy.pid",
+    },
+    SystemService {
+        package: "prometheus",
+        name: "prometheus",
+        pid_file: "/run/prometheus/prometheus.pid",
+    },
+    SystemService {
+        package: "bird2",
+        name: "bird",
+        pid_file: "/run/bird/bird.pid",
+    },
+    SystemService {
+        package: "frr",
+        name: "frr",
+        pid_file: "/run/frr/watchfrr.pid",
+    },
+];
 
 /// The `bpf-linker` release the pinned aya versions work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -149,10 +186,10 @@ fn debian_packages() -> Result<(), BootstrapError> {
         .filter(|package| !installed.contains(*package))
         .collect();
     // A system service that was there before us is none of our business.
-    let mut notes: Vec<String> = SERVICE_PACKAGES
+    let mut notes: Vec<String> = SYSTEM_SERVICES
         .iter()
-        .filter(|service| !missing.contains(service) && system_service_running(service))
-        .map(|service| format!("system {service} running, left alone"))
+        .filter(|service| !missing.contains(&service.package) && system_service_running(service))
+        .map(|service| format!("system {} running, left alone", service.name))
         .collect();
     if missing.is_empty() {
         finish(&with_notes("ok (already installed)", &notes));
@@ -176,10 +213,14 @@ fn debian_packages() -> Result<(), BootstrapError> {
     install.extend(&missing);
     apt(&install)?;
 
-    for service in SERVICE_PACKAGES.iter().filter(|p| missing.contains(p)) {
-        notes.push(match stop_and_disable_service(service) {
-            Ok(()) => format!("{service} service stopped and disabled"),
-            Err(error) => format!("warning: could not stop the {service} service: {error}"),
+    let installed_now = SYSTEM_SERVICES
+        .iter()
+        .filter(|service| missing.contains(&service.package));
+    for service in installed_now {
+        let name = service.name;
+        notes.push(match stop_and_disable_service(name) {
+            Ok(()) => format!("{name} service stopped and disabled"),
+            Err(error) => format!("warning: could not stop the {name} service: {error}"),
         });
     }
     finish(&with_notes("ok", &notes));
@@ -217,8 +258,8 @@ fn parse_dpkg_status(listing: &str) -> BTreeSet<String> {
 
 /// Whether the root namespace's own `service` runs (Debian's pid file names a
 /// live process).
-fn system_service_running(service: &str) -> bool {
-    std::fs::read_to_string(format!("/run/{service}.pid"))
+fn system_service_running(service: &SystemService) -> bool {
+    std::fs::read_to_string(service.pid_file)
         .ok()
         .and_then(|pid| pid.trim().parse::<u32>().ok())
         .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())

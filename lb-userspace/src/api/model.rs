@@ -45,6 +45,9 @@ pub struct ServiceStatus {
     pub protocol: String,
     /// `maglev` or `round-robin`.
     pub scheduler: String,
+    /// The fingerprint of the service's table (16 hex digits): nodes that
+    /// pick the same backend for every flow show the same.
+    pub table_fingerprint: String,
     /// Traffic of the service, from the data path's counters.
     pub counters: Traffic,
     pub backends: Vec<BackendStatus>,
@@ -274,6 +277,7 @@ mod tests {
                 port: 80,
                 protocol: "tcp".into(),
                 scheduler: "maglev".into(),
+                table_fingerprint: "00000000deadbeef".into(),
                 counters: Traffic::default(),
                 backends,
             }],

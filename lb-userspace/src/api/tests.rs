@@ -31,6 +31,7 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         health: Some(health),
         health_reason: format!("initial state: {health}"),
         health_since: SystemTime::UNIX_EPOCH,
+        settled: true,
         admin: AdminState::Enabled,
         weight: 1,
         configured_weight: 1,
@@ -47,6 +48,7 @@ fn snapshot() -> Snapshot {
             port: 80,
             protocol: "tcp".into(),
             scheduler: "maglev".into(),
+            table_fingerprint: 0xdead_beef,
             backends: vec![
                 backend(0, "web1", Health::Up),
                 backend(1, "web2", Health::Down),

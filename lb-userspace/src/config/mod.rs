@@ -19,8 +19,8 @@ use std::path::Path;
 use error::MAX_FILE_BYTES;
 pub use error::{ConfigError, Location};
 pub use model::{
-    Backend, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service, Tracking,
-    VrrpPair, DEFAULT_API, DEFAULT_FLOW_INSERT_LIMIT_PER_CPU, WEIGHT_RANGE,
+    Backend, BgpNode, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service,
+    Tracking, VrrpPair, DEFAULT_API, DEFAULT_FLOW_INSERT_LIMIT_PER_CPU, WEIGHT_RANGE,
 };
 pub use table_fit::TableFitError;
 pub use validate::{default_pin_dir, validate_pin_dir};

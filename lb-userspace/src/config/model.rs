@@ -1,10 +1,12 @@
 //! The validated configuration: what the rest of the program reads. Every
 //! value here passed the validators of `config::validate`.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::dataplane::XdpModePreference;
 use crate::health::{CheckSpec, CheckTarget, Health, ProbeSource};
@@ -24,6 +26,9 @@ pub struct Config {
     pub services: Vec<Service>,
     /// `[vrrp]`: the active-passive pair; `None`: a single node.
     pub vrrp: Option<VrrpPair>,
+    /// `[bgp]`: an active-active node whose routing daemon announces the
+    /// VIPs; `None`: not announced by `lb`. Never both with `vrrp`.
+    pub bgp: Option<BgpNode>,
 }
 
 impl Config {
@@ -190,4 +195,17 @@ pub struct Tracking {
     pub service_weight: u8,
     /// The tracked services, by name (default: every service).
     pub services: Vec<String>,
+}
+
+/// `[bgp]`: what this node asks its routing daemon to announce, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpNode {
+    /// The kernel routing table `lb` keeps a /32 route in per announced VIP;
+    /// the daemon exports it.
+    pub table: u32,
+    /// The VIPs this node may announce; `None`: every service's.
+    pub announce: Option<BTreeSet<Ipv4Addr>>,
+    /// How long the data path keeps forwarding after the withdrawal on a
+    /// graceful stop, while the routers move the flows away.
+    pub withdraw_grace: Duration,
 }

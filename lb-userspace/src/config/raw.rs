@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
     pub vrrp: Option<Spanned<RawVrrp>>,
+    pub bgp: Option<Spanned<RawBgp>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,4 +99,13 @@ pub(super) struct RawVrrp {
     pub track_xdp_weight: Option<Spanned<i64>>,
     pub track_service_weight: Option<Spanned<i64>>,
     pub track_services: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[bgp]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBgp {
+    pub table: Option<Spanned<i64>>,
+    pub announce: Option<Spanned<Vec<Spanned<String>>>>,
+    pub withdraw_grace: Option<Spanned<String>>,
 }

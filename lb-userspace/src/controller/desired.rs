@@ -41,6 +41,8 @@ struct Member {
     target: Option<CheckTarget>,
     health: Option<Health>,
     health_change: Change,
+    /// See [`BackendSnapshot::settled`].
+    settled: bool,
     admin: AdminState,
     state: BackendState,
     state_change: Change,
@@ -88,13 +90,14 @@ impl DesiredState {
             for (backend, backend_slot) in service.backends.iter().zip(&slot.backends) {
                 debug_assert_eq!(backend_slot.id as usize, members.len());
                 let target = service.check_target(backend);
-                let (health, health_change) = match &target {
+                let (health, health_change, settled) = match &target {
                     None => (
                         None,
                         Change {
                             reason: "not checked: always up".to_owned(),
                             at: now,
                         },
+                        true,
                     ),
                     Some(target) => match status_of(target) {
                         Some(status) => (
@@ -103,6 +106,7 @@ impl DesiredState {
                                 reason: status.reason,
                                 at: status.since,
                             },
+                            status.settled,
                         ),
                         None => (
                             Some(backend.initial),
@@ -110,6 +114,7 @@ impl DesiredState {
                                 reason: format!("initial state: {}", backend.initial),
                                 at: now,
                             },
+                            false,
                         ),
                     },
                 };
@@ -124,6 +129,7 @@ impl DesiredState {
                     state_change: health_change.clone(),
                     health,
                     health_change,
+                    settled,
                     admin: AdminState::Enabled,
                     state,
                 });
@@ -132,12 +138,17 @@ impl DesiredState {
         DesiredState { members }
     }
 
-    /// Records a change of health of `event.target`, for every membership
-    /// checked by it; returns the resulting changes of state.
+    /// Records a change of health of `event.target` (or its settling), for
+    /// every membership checked by it; returns the resulting changes of state.
     pub fn record_health(&mut self, event: &HealthEvent) -> Vec<StateChange> {
         let mut changes = Vec::new();
         for member in &mut self.members {
             if member.target.as_ref() != Some(&event.target) {
+                continue;
+            }
+            member.settled = event.settled;
+            if member.health == Some(event.health) {
+                // Settled without a change: the health and its reason stand.
                 continue;
             }
             member.health = Some(event.health);
@@ -233,6 +244,7 @@ impl DesiredState {
             health: member.health,
             health_reason: member.health_change.reason.clone(),
             health_since: member.health_change.at,
+            settled: member.settled,
             admin: member.admin,
             weight: member.weight,
             configured_weight: member.configured_weight,
@@ -309,6 +321,7 @@ mod tests {
                 health: Health::Down,
                 reason: "initial state: down until 2 consecutive checks pass".to_owned(),
                 since: at(0),
+                settled: false,
             })
         };
         let desired = DesiredState::new(&config, &layout, initial, at(0));
@@ -331,6 +344,7 @@ mod tests {
                 Health::Down => "connection refused".to_owned(),
             },
             at: at(s),
+            settled: true,
         }
     }
 
@@ -354,6 +368,26 @@ mod tests {
             web1.reason,
             "initial state: down until 2 consecutive checks pass"
         );
+    }
+
+    #[test]
+    fn settling_without_a_change_keeps_the_health_and_its_reason() {
+        let (config, mut desired) = desired();
+        assert!(!desired.backend_snapshot(0).settled);
+        let changes = desired.record_health(&event(&config, 0, 0, Health::Down, 5));
+        assert!(changes.is_empty());
+        let web1 = desired.backend_snapshot(0);
+        assert!(web1.settled);
+        assert_eq!(
+            (web1.health, web1.health_since),
+            (Some(Health::Down), at(0))
+        );
+        assert_eq!(
+            web1.health_reason,
+            "initial state: down until 2 consecutive checks pass"
+        );
+        // The other backends are not settled by it.
+        assert!(!desired.backend_snapshot(1).settled);
     }
 
     #[test]

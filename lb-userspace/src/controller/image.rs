@@ -31,6 +31,24 @@ pub struct ServiceTable {
     pub slots: Vec<u32>,
 }
 
+impl ServiceTable {
+    /// A 64-bit FNV-1a hash of the table read as backend addresses
+    /// (`address_of` each slot's backend id), so that nodes whose ids differ
+    /// (their files list services or backends in another order) compare
+    /// equal exactly when every slot picks the same backend. An empty table
+    /// (no backend up) hashes to FNV's offset basis.
+    pub fn fingerprint(&self, address_of: impl Fn(u32) -> Option<Ipv4Addr>) -> u64 {
+        const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        self.slots
+            .iter()
+            .flat_map(|&id| address_of(id).unwrap_or(Ipv4Addr::UNSPECIFIED).octets())
+            .fold(OFFSET_BASIS, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+            })
+    }
+}
+
 /// The content of the maps that the controller owns, keyed by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MapsImage {

@@ -25,7 +25,7 @@ pub mod error;
 pub mod image;
 pub mod layout;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -71,6 +71,8 @@ pub struct Controller<M> {
     command_sender: mpsc::Sender<AdminCommand>,
     /// Set while the maps lag behind the desired state after a failed write.
     retry_at: Option<Instant>,
+    /// Per service id, the fingerprint of the table last written.
+    fingerprints: BTreeMap<u32, u64>,
 }
 
 impl<M: MapWriter> Controller<M> {
@@ -107,7 +109,7 @@ impl<M: MapWriter> Controller<M> {
             |target| checker.status(target).cloned(),
             now,
         );
-        let (snapshot, _) = watch::channel(Arc::new(snapshot(&layout, &desired)));
+        let (snapshot, _) = watch::channel(Arc::new(snapshot(&layout, &desired, &BTreeMap::new())));
         let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE);
         let mut controller = Controller {
             desired,
@@ -121,8 +123,11 @@ impl<M: MapWriter> Controller<M> {
             commands,
             command_sender,
             retry_at: None,
+            fingerprints: BTreeMap::new(),
         };
         controller.publish()?;
+        // With the fingerprints of the tables just written.
+        controller.publish_snapshot();
         Ok(controller)
     }
 
@@ -184,7 +189,9 @@ impl<M: MapWriter> Controller<M> {
                 }
                 () = retry => {
                     // A failure is logged and retried again.
-                    let _ = self.publish();
+                    if self.publish().is_ok() {
+                        self.publish_snapshot();
+                    }
                 }
             }
         };
@@ -249,11 +256,14 @@ impl<M: MapWriter> Controller<M> {
         let started = Instant::now();
         let result = self.image().and_then(|image| {
             let (applier, maps) = (&mut self.applier, &mut self.maps);
-            without_stalling_other_tasks(|| applier.apply(maps, &image)).map_err(PublishError::from)
+            without_stalling_other_tasks(|| applier.apply(maps, &image))
+                .map_err(PublishError::from)
+                .map(|applied| (applied, image))
         });
         match result {
-            Ok(applied) => {
+            Ok((applied, image)) => {
                 self.retry_at = None;
+                self.fingerprints = fingerprints(&self.layout, &image);
                 if applied.map_writes > 0 {
                     tracing::info!(
                         map_writes = applied.map_writes,
@@ -286,13 +296,41 @@ impl<M: MapWriter> Controller<M> {
     }
 
     fn publish_snapshot(&self) {
-        self.snapshot
-            .send_replace(Arc::new(snapshot(&self.layout, &self.desired)));
+        self.snapshot.send_replace(Arc::new(snapshot(
+            &self.layout,
+            &self.desired,
+            &self.fingerprints,
+        )));
     }
 }
 
-/// The snapshot of `desired`, with the ids of `layout`.
-fn snapshot(layout: &Layout, desired: &DesiredState) -> Snapshot {
+/// Each service's table fingerprint in `image`, by backend address.
+fn fingerprints(layout: &Layout, image: &MapsImage) -> BTreeMap<u32, u64> {
+    let addresses: HashMap<u32, Ipv4Addr> = layout
+        .services
+        .iter()
+        .flat_map(|service| service.backends.iter())
+        .map(|backend| (backend.id, backend.address))
+        .collect();
+    image
+        .services
+        .iter()
+        .map(|(&id, table)| {
+            (
+                id,
+                table.fingerprint(|backend| addresses.get(&backend).copied()),
+            )
+        })
+        .collect()
+}
+
+/// The snapshot of `desired`, with the ids of `layout` and the tables'
+/// `fingerprints`.
+fn snapshot(
+    layout: &Layout,
+    desired: &DesiredState,
+    fingerprints: &BTreeMap<u32, u64>,
+) -> Snapshot {
     let services = layout
         .services
         .iter()
@@ -303,6 +341,7 @@ fn snapshot(layout: &Layout, desired: &DesiredState) -> Snapshot {
             port: service.port,
             protocol: service.protocol.to_string(),
             scheduler: service.scheduler.to_string(),
+            table_fingerprint: fingerprints.get(&service.id).copied().unwrap_or_default(),
             backends: service
                 .backends
                 .iter()

@@ -80,6 +80,7 @@ fn health(config: &Config, backend: usize, health: Health, seconds: u64) -> Heal
         health,
         reason: format!("test says {health}"),
         at: at(seconds),
+        settled: true,
     }
 }
 
@@ -283,4 +284,72 @@ fn drain_disable_and_enable_pass_the_table_check() {
         assert_eq!(web1.weight, 1, "{action:?}");
     }
     assert_maps_hold(controller.maps(), &desired_image(&controller));
+}
+
+/// Each service's fingerprint by name, for `text` with every backend up.
+fn fingerprints_of(text: &str) -> BTreeMap<String, u64> {
+    let config = config::parse(text, "test.toml").unwrap();
+    let layout = Layout::new(&config);
+    let plans = vec![
+        image::BackendPlan {
+            state: BackendState::Up,
+            weight: 1,
+        };
+        layout.backend_count()
+    ];
+    let mut neighbours = neighbours();
+    let template = neighbours[&Ipv4Addr::new(10, 0, 0, 1)].clone();
+    for last in 3..=4 {
+        neighbours.insert(Ipv4Addr::new(10, 0, 0, last), template.clone());
+    }
+    let image = MapsImage::build(&layout, &plans, &neighbours, 13).unwrap();
+    let by_id = fingerprints(&layout, &image);
+    layout
+        .services
+        .iter()
+        .map(|service| (service.name.clone(), by_id[&service.id]))
+        .collect()
+}
+
+/// A service `web` with backends at 10.0.0.`lasts`, in that order, after
+/// `before` (other services, shifting every id).
+fn web_with(before: &str, lasts: &[u8]) -> String {
+    let mut text = format!("[global]\ninterface = \"eth0\"\nmaglev_table_size = 13\n{before}");
+    text.push_str(
+        "[[service]]\nname = \"web\"\nvip = \"10.0.0.100\"\nport = 80\nprotocol = \"tcp\"\n",
+    );
+    for last in lasts {
+        text.push_str(&format!(
+            "[[service.backend]]\nname = \"web{last}\"\naddress = \"10.0.0.{last}\"\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn the_table_fingerprint_depends_on_the_backends_not_on_the_file_order() {
+    let dns = "[[service]]\nname = \"dns\"\nvip = \"10.0.0.53\"\nport = 53\nprotocol = \"udp\"\n\
+               backend = [{ name = \"dns1\", address = \"10.0.0.4\" }]\n";
+    let reference = fingerprints_of(&web_with("", &[1, 2, 3]))["web"];
+    // Other backend order, and other ids (a service before it).
+    for (before, lasts) in [("", [3, 1, 2]), (dns, [2, 3, 1]), (dns, [1, 2, 3])] {
+        assert_eq!(
+            fingerprints_of(&web_with(before, &lasts))["web"],
+            reference,
+            "backends {lasts:?} after {before:?}"
+        );
+    }
+    // Another backend set: another table.
+    assert_ne!(fingerprints_of(&web_with("", &[1, 2]))["web"], reference);
+    assert_ne!(fingerprints_of(&web_with("", &[1, 2, 4]))["web"], reference);
+}
+
+#[test]
+fn the_snapshot_carries_the_fingerprint_of_the_table_written() {
+    let (_, controller) = controller();
+    let published = controller.subscribe().borrow().services[0].table_fingerprint;
+    assert_eq!(
+        published,
+        fingerprints(&controller.layout, &controller.image().unwrap())[&0]
+    );
 }

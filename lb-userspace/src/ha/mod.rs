@@ -1,3 +1,6 @@
+//! How this node shares its VIPs with its peers: as one of an active-active
+//! set announcing them over BGP (`[bgp]`, [`bgp`]), or as below.
+//!
 //! The active-passive pair on this node: the VRRP instance of `[vrrp]` and
 //! its tracking, on a thread with a runtime of their own, so that the VRRP
 //! timers never wait behind health checks, API requests or map writes.
@@ -15,6 +18,7 @@
 //! peer can announce itself while this node still forwards: call it before
 //! tearing down the data path.
 
+pub mod bgp;
 pub mod probe;
 pub mod tracking;
 
@@ -27,13 +31,12 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::config::{Config, VrrpPair};
 use crate::dataplane::{Dataplane, DataplaneError};
-use crate::domain::SnapshotReceiver;
+use crate::domain::{Snapshot, SnapshotReceiver};
 use crate::vrrp::{self, State, VrrpError, VrrpHandle, VrrpStatus};
 use probe::{Probe, ProbeError};
 use tracking::Tracker;
 
-/// How often tracking samples the controller's snapshot (from
-/// [`first_verdicts`] after the start on).
+/// How often tracking samples the controller's snapshot.
 pub const SERVICE_POLL: Duration = Duration::from_millis(500);
 
 /// How often a master checks that its XDP program is still attached: the
@@ -77,34 +80,11 @@ pub async fn start(
         ifindex: xdp_ifindex,
         program_id: dataplane.program_id().map_err(HaError::ProgramId)?,
     };
-    let verdicts = first_verdicts(config, &settings.track.services);
-    HaNode::start(settings, xdp, services, verdicts)
-        .await
-        .map(Some)
+    HaNode::start(settings, xdp, services).await.map(Some)
 }
 
-/// How long after start every backend of the tracked services has had the
-/// checks that decide its first verdict: `rise` (or `fall`) checks spaced by
-/// `fastinter`, each taking at most `timeout`. Until then a backend that is
-/// about to come up still shows the initial "down", so a service that shows
-/// one backend of three up is not yet the whole picture: preempting on it
-/// would give that backend the others' flows.
-fn first_verdicts(config: &Config, tracked: &[String]) -> Duration {
-    config
-        .services
-        .iter()
-        .filter(|service| tracked.contains(&service.name))
-        .filter_map(|service| service.health.as_ref())
-        .map(|check| {
-            let params = &check.spec.params;
-            let checks = params.rise().max(params.fall());
-            params.fastinter() * (checks - 1) + check.spec.probe.timeout() * checks
-        })
-        .max()
-        .unwrap_or(Duration::ZERO)
-}
-
-/// The XDP program that tracking looks for on the interface.
+/// The XDP program that tracking (and the BGP announcer) look for on the
+/// interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XdpAttachment {
     pub ifindex: u32,
@@ -126,13 +106,14 @@ impl HaNode {
     /// right now; returns once it runs. Services count as not serving until
     /// the first snapshot published after this call.
     ///
-    /// Tracking only raises the priority `first_verdicts` after the start:
-    /// by then every backend has its first verdict (see [`first_verdicts`]).
+    /// Tracking follows the services only once every backend of the tracked
+    /// services is settled (has had the checks of its first verdict): until
+    /// then a backend about to come up still shows the initial "down", and
+    /// preempting on one backend of three would give it the others' flows.
     pub async fn start(
         settings: &VrrpPair,
         xdp: XdpAttachment,
         services: SnapshotReceiver,
-        first_verdicts: Duration,
     ) -> Result<HaNode, HaError> {
         let (started, started_receiver) = oneshot::channel();
         let (stop, stop_receiver) = oneshot::channel();
@@ -144,14 +125,7 @@ impl HaNode {
                     .enable_all()
                     .build()
                     .map_err(HaError::Runtime)?;
-                runtime.block_on(serve(
-                    task_settings,
-                    xdp,
-                    services,
-                    first_verdicts,
-                    started,
-                    stop_receiver,
-                ))
+                runtime.block_on(serve(task_settings, xdp, services, started, stop_receiver))
             })
             .map_err(HaError::Thread)?;
         match started_receiver.await {
@@ -210,7 +184,6 @@ async fn serve(
     settings: VrrpPair,
     xdp: XdpAttachment,
     mut services: SnapshotReceiver,
-    first_verdicts: Duration,
     started: oneshot::Sender<watch::Receiver<VrrpStatus>>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), HaError> {
@@ -248,7 +221,6 @@ async fn serve(
     service_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Set by the controller's first publication after the loop started.
     let mut published = false;
-    let verdicts_at = Instant::now() + first_verdicts;
     let status = instance.status();
     let mut next_xdp_poll = Instant::now();
     // False once the controller is gone: its last snapshot stands.
@@ -272,8 +244,11 @@ async fn serve(
                 Ok(()) => published = true,
                 Err(_) => following = false,
             },
-            _ = service_poll.tick(), if published && Instant::now() >= verdicts_at => {
-                tracker.observe_services(&services.borrow_and_update());
+            _ = service_poll.tick(), if published => {
+                let snapshot = services.borrow_and_update();
+                if tracked_backends_settled(&snapshot, &settings.track.services) {
+                    tracker.observe_services(&snapshot);
+                }
             }
         }
         let priority = tracker.priority();
@@ -298,6 +273,16 @@ async fn serve(
         }
     }
     stop_instance(instance, &settings.instance.interface).await
+}
+
+/// Whether every backend of the tracked services has had the checks of its
+/// first verdict since start: only then is the snapshot the whole picture.
+fn tracked_backends_settled(snapshot: &Snapshot, tracked: &[String]) -> bool {
+    snapshot
+        .services
+        .iter()
+        .filter(|service| tracked.contains(&service.name))
+        .all(|service| service.backends.iter().all(|backend| backend.settled))
 }
 
 async fn stop_instance(instance: VrrpHandle, interface: &str) -> Result<(), HaError> {

@@ -144,6 +144,7 @@ mod tests {
             health: None,
             health_reason: String::new(),
             health_since: SystemTime::UNIX_EPOCH,
+            settled: true,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
@@ -158,6 +159,7 @@ mod tests {
                     port: 80,
                     protocol: "tcp".into(),
                     scheduler: "maglev".into(),
+                    table_fingerprint: 0,
                     backends: states.iter().copied().map(backend).collect(),
                 })
                 .collect(),

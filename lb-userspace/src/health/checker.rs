@@ -26,7 +26,8 @@ pub struct DesiredTarget {
     pub initial: Health,
 }
 
-/// A change of a target's health.
+/// A change of a target's health, or its health becoming settled (then
+/// `health` is the one it had).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthEvent {
     pub target: CheckTarget,
@@ -35,6 +36,9 @@ pub struct HealthEvent {
     pub reason: String,
     /// Wall-clock time of the change.
     pub at: SystemTime,
+    /// Whether the health is settled: a verdict of the checks, not the
+    /// initial guess ([`HealthState`]).
+    pub settled: bool,
 }
 
 /// A target's current health as of the events handed out so far.
@@ -44,6 +48,8 @@ pub struct TargetStatus {
     /// Why it has this health: the initial state, or the check that changed it.
     pub reason: String,
     pub since: SystemTime,
+    /// See [`HealthEvent::settled`].
+    pub settled: bool,
 }
 
 /// What [`HealthChecker::update`] did.
@@ -143,6 +149,7 @@ impl HealthChecker {
                         health: initial,
                         reason: state.last_change().reason.clone(),
                         since: SystemTime::now(),
+                        settled: state.is_settled(),
                     };
                     let task = tokio::spawn(run_checks(
                         target,
@@ -187,6 +194,7 @@ impl HealthChecker {
                         health: event.health,
                         reason: event.reason.clone(),
                         since: event.at,
+                        settled: event.settled,
                     };
                     return event;
                 }
@@ -221,7 +229,8 @@ fn now() -> std::time::Instant {
     time::Instant::now().into_std()
 }
 
-/// Checks `target` forever on `state`'s schedule, sending each change of health.
+/// Checks `target` forever on `state`'s schedule, sending each change of
+/// health and the check that settles it.
 async fn run_checks(
     target: CheckTarget,
     mut state: HealthState,
@@ -232,17 +241,22 @@ async fn run_checks(
         time::sleep_until(time::Instant::from_std(state.next_check_at())).await;
         let result = probe::check(&target).await;
         tracing::trace!(check = %target, %result, "health check");
-        let Some(change) = state.record(now(), result) else {
+        let was_settled = state.is_settled();
+        let change = state.record(now(), result);
+        if let Some(change) = &change {
+            tracing::info!(check = %target, health = %change.health, reason = %change.reason, "backend health changed");
+        } else if was_settled || !state.is_settled() {
             continue;
-        };
-        tracing::info!(check = %target, health = %change.health, reason = %change.reason, "backend health changed");
-        let age = now().saturating_duration_since(change.at);
+        }
+        let last_change = state.last_change();
+        let age = now().saturating_duration_since(last_change.at);
         let wall_now = SystemTime::now();
         let event = HealthEvent {
             target: target.clone(),
-            health: change.health,
-            reason: change.reason,
+            health: last_change.health,
+            reason: last_change.reason.clone(),
             at: wall_now.checked_sub(age).unwrap_or(wall_now),
+            settled: state.is_settled(),
         };
         if events
             .send(TaggedEvent { generation, event })
@@ -321,6 +335,22 @@ mod tests {
 
         server.set_reply(Reply::http(200, "ok"));
         assert_eq!(next_event(&mut checker).await.health, Health::Up);
+    }
+
+    #[tokio::test]
+    async fn a_dead_backend_that_starts_down_settles_after_rise_checks() {
+        let server = StubServer::start(Reply::http(503, "no")).await;
+        let target = http_target(server.port(), 2, 2);
+        let mut checker = HealthChecker::new();
+        checker.update([desired(&target, Health::Down)]);
+        assert!(!checker.status(&target).unwrap().settled);
+        let settled = next_event(&mut checker).await;
+        assert_eq!((settled.health, settled.settled), (Health::Down, true));
+        assert!(server.requests().len() >= 2, "rise = 2 checks");
+        let status = checker.status(&target).unwrap();
+        assert_eq!((status.health, status.settled), (Health::Down, true));
+        // Nothing more while nothing changes.
+        assert!(stays_quiet(&mut checker, INTERVAL * 2).await);
     }
 
     #[tokio::test]
@@ -422,6 +452,7 @@ mod tests {
             health: Health::Up,
             reason: "HTTP status 200".to_owned(),
             at: SystemTime::now(),
+            settled: true,
         };
         checker
             .events_tx

@@ -28,6 +28,9 @@ pub struct Transition {
 ///   stable. When a check overruns its slot the next one is due that long
 ///   after the check completed, so checks never run back to back.
 /// - The first check is due at creation.
+/// - The health is settled (a verdict of the checks, the same on every node
+///   that checks the same backend) once `rise` checks have completed, or at
+///   once if it starts up: a healthy backend that starts down is up by then.
 #[derive(Debug, Clone)]
 pub struct HealthState {
     params: HealthParams,
@@ -36,11 +39,17 @@ pub struct HealthState {
     contradicting: u32,
     last_change: Transition,
     next_check_at: Instant,
+    /// Checks still to complete before the health is settled.
+    checks_to_settle: u32,
 }
 
 impl HealthState {
     /// A target in its `initial` state at `now`, to be checked at once.
     pub fn new(params: HealthParams, initial: Health, now: Instant) -> Self {
+        let checks_to_settle = match initial {
+            Health::Down => params.rise(),
+            Health::Up => 0,
+        };
         let reason = match initial {
             Health::Down => format!(
                 "initial state: down until {} consecutive checks pass",
@@ -58,12 +67,14 @@ impl HealthState {
                 reason,
             },
             next_check_at: now,
+            checks_to_settle,
         }
     }
 
     /// Counts the `result` of the check that completed at `now` and schedules
     /// the next one; returns the transition this result completed, if any.
     pub fn record(&mut self, now: Instant, result: CheckResult) -> Option<Transition> {
+        self.checks_to_settle = self.checks_to_settle.saturating_sub(1);
         let agrees = result.passed() == (self.health == Health::Up);
         self.contradicting = if agrees { 0 } else { self.contradicting + 1 };
         let needed = match self.health {
@@ -93,6 +104,11 @@ impl HealthState {
     /// The last change of health, or the initial state if none happened yet.
     pub fn last_change(&self) -> &Transition {
         &self.last_change
+    }
+
+    /// Whether the health is settled (see [`HealthState`]).
+    pub fn is_settled(&self) -> bool {
+        self.checks_to_settle == 0
     }
 
     pub fn next_check_at(&self) -> Instant {
@@ -176,6 +192,27 @@ mod tests {
                 })
                 .collect()
         }
+    }
+
+    #[test]
+    fn settles_after_rise_checks_whatever_they_say_or_at_once_if_it_starts_up() {
+        let mut healthy = Driver::new(3, 2, Health::Down);
+        let mut dead = Driver::new(3, 2, Health::Down);
+        for _ in 0..2 {
+            assert!(!healthy.state.is_settled() && !dead.state.is_settled());
+            healthy.check(pass());
+            dead.check(fail());
+        }
+        assert!(!healthy.state.is_settled() && !dead.state.is_settled());
+        healthy.check(pass());
+        dead.check(fail());
+        assert!(healthy.state.is_settled() && dead.state.is_settled());
+        assert_eq!(healthy.state.health(), Health::Up);
+        assert_eq!(dead.state.health(), Health::Down);
+        // Settled stays settled.
+        healthy.check(fail());
+        assert!(healthy.state.is_settled());
+        assert!(Driver::new(3, 2, Health::Up).state.is_settled());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use futures::TryStreamExt as _;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::AddressMessageBuilder;
 
-use super::error::{is_errno, AddressChange, NetlinkError, RequestError};
+use super::error::{is_errno, Change, NetlinkError, RequestError};
 use super::Netlink;
 
 impl Netlink {
@@ -52,7 +52,7 @@ impl Netlink {
             .await;
         match result {
             Err(error) if !is_errno(&error, libc::EEXIST) => Err(NetlinkError::Address {
-                change: AddressChange::Add,
+                change: Change::Add,
                 address,
                 prefix_len,
                 index,
@@ -76,7 +76,7 @@ impl Netlink {
             .build();
         match self.handle.address().del(message).execute().await {
             Err(error) if !is_errno(&error, libc::EADDRNOTAVAIL) => Err(NetlinkError::Address {
-                change: AddressChange::Remove,
+                change: Change::Remove,
                 address,
                 prefix_len,
                 index,

@@ -22,7 +22,7 @@ pub enum NetlinkError {
     },
     #[error("cannot {change} {address}/{prefix_len} on interface index {index}")]
     Address {
-        change: AddressChange,
+        change: Change,
         address: Ipv4Addr,
         prefix_len: u8,
         index: u32,
@@ -43,20 +43,34 @@ pub enum NetlinkError {
         #[source]
         source: RequestError,
     },
+    #[error("cannot {change} the route {destination}/32 in table {table}")]
+    TableRoute {
+        change: Change,
+        table: u32,
+        destination: Ipv4Addr,
+        #[source]
+        source: RequestError,
+    },
+    #[error("reading routing table {table}")]
+    TableRoutes {
+        table: u32,
+        #[source]
+        source: RequestError,
+    },
 }
 
-/// Which change to an interface's addresses failed.
+/// Which change to the kernel's addresses or routes failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressChange {
+pub enum Change {
     Add,
     Remove,
 }
 
-impl std::fmt::Display for AddressChange {
+impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            AddressChange::Add => "add",
-            AddressChange::Remove => "remove",
+            Change::Add => "add",
+            Change::Remove => "remove",
         })
     }
 }

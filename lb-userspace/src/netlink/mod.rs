@@ -8,13 +8,16 @@
 //!   ([`Netlink::ipv4_addresses`], [`Netlink::add_address`],
 //!   [`Netlink::remove_address`]);
 //! - `route`: the route to a destination ([`Netlink::route_to`]);
+//! - `table_route`: the /32 routes this program keeps in a table of its own
+//!   for a routing daemon to announce ([`Netlink::add_route`],
+//!   [`Netlink::remove_route`], [`Netlink::routes_in_table`]);
 //! - `neighbour`: a neighbour table entry's MAC ([`Netlink::neighbour_mac`]);
 //! - `monitor`: link change notifications ([`LinkEvents`]);
 //! - `error`: [`NetlinkError`].
 //!
 //! What the answers mean for the program (a backend must be on-link, the
-//! VIPs are /32, ...) is for the callers: `crate::neighbour`, `ha::probe`
-//! and `vrrp::driver`.
+//! VIPs are /32, ...) is for the callers: `crate::neighbour`, `ha::probe`,
+//! `ha::bgp` and `vrrp::driver`.
 
 mod address;
 mod error;
@@ -22,11 +25,13 @@ mod link;
 mod monitor;
 mod neighbour;
 mod route;
+mod table_route;
 
-pub use error::{AddressChange, NetlinkError, RequestError};
+pub use error::{Change, NetlinkError, RequestError};
 pub use link::{Link, LinkQuery};
 pub use monitor::{LinkEvent, LinkEvents};
 pub use route::{Route, RouteKind};
+pub use table_route::{TableRoute, TABLE_ROUTE_PROTOCOL};
 
 use tokio::task::JoinHandle;
 

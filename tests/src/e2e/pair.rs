@@ -1,5 +1,6 @@
-//! The lab with `lb` running on its LB nodes: lb1 alone, or lb1 and lb2 as
-//! a VRRP pair. A [`Pair`] starts them, stops, kills and restarts them, and
+//! The lab with `lb` running on its LB nodes: lb1 alone, lb1 and lb2 as
+//! a VRRP pair, or both active-active behind the router, announcing over
+//! BGP. A [`Pair`] starts them, stops, kills and restarts them, and
 //! reads each node's state from its API's `GET /status` (curl inside the
 //! node's namespace, where the API listens on loopback), which is what tests
 //! wait for and assert on.
@@ -9,8 +10,14 @@ use std::process::{Command, ExitStatus};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use thiserror::Error;
-use xtask::lab::{self, Lab, LabError, LabOptions, Node, NsProcess, PairOptions, Scheduler};
+
+use xtask::lab::{
+    self, session_name, Bird, Lab, LabError, LabOptions, Node, NsProcess, PairOptions, Router,
+    Scheduler,
+};
 use xtask::paths;
 
 use super::status::{BackendReport, BackendState, Counters, StatusReport, VrrpReport, VrrpState};
@@ -40,6 +47,19 @@ pub enum Setup {
     /// lb1 (priority 150) and lb2 (priority 100) as a VRRP pair, with the
     /// lab's pair configuration (Maglev) and no static VIP.
     Vrrp(PairOptions),
+    /// lb1 and lb2 active-active with the lab's `[bgp]` configuration, the
+    /// client behind the router, BIRD on the router and on both nodes.
+    Bgp,
+}
+
+/// How long BGP sessions get to come up (1 s connect delay, 1 s keepalive).
+const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The routing of [`Setup::Bgp`]: the router and each node's BIRD.
+struct Routing {
+    router: Router,
+    // Dropped (stopped) with the Pair, after the lbs.
+    _speakers: [Bird; 2],
 }
 
 /// Reading a node's `/status` failed.
@@ -70,6 +90,8 @@ pub struct Pair {
     /// Whether the last `lb` on each node was SIGKILLed: it left the VIP on
     /// its interface, which then does not count against another master.
     killed: [bool; 2],
+    /// [`Setup::Bgp`]'s router and daemons; stopped after the lbs.
+    routing: Option<Routing>,
     lab: Lab,
     configs: [Option<PathBuf>; 2],
     vrrp: bool,
@@ -86,11 +108,16 @@ impl Pair {
         super::require_root();
         lab::teardown(prefix).expect("removing a stale lab");
         let vrrp = matches!(setup, Setup::Vrrp(_));
+        let bgp = matches!(setup, Setup::Bgp);
         let lab = Lab::up(&LabOptions {
-            static_vip_on_lb1: !vrrp,
+            static_vip_on_lb1: matches!(setup, Setup::Single(_)),
             ..LabOptions::new(prefix)
         })
         .expect("bringing the lab up");
+        let routing = bgp.then(|| Routing {
+            router: Router::up(&lab).expect("inserting the router"),
+            _speakers: Node::LBS.map(|node| Bird::start_lb(&lab, node).expect("starting bird")),
+        });
         let configs = match &setup {
             Setup::Single(text) => {
                 let path = lab.run_dir().join("lb-lb1.toml");
@@ -103,10 +130,17 @@ impl Pair {
                         .expect("writing the pair config"),
                 )
             }),
+            Setup::Bgp => {
+                let path = lab
+                    .write_active_active_config()
+                    .expect("writing the active-active config");
+                [Some(path.clone()), Some(path)]
+            }
         };
         let mut pair = Pair {
             lbs: [None, None],
             killed: [false; 2],
+            routing,
             lab,
             configs,
             vrrp,
@@ -114,7 +148,20 @@ impl Pair {
             prefix: prefix.to_owned(),
         };
         pair.start_lb(Node::Lb1);
-        if vrrp {
+        if bgp {
+            pair.start_lb(Node::Lb2);
+            for node in Node::LBS {
+                pair.wait_until_ready(node);
+            }
+            let sessions: Vec<String> = Node::LBS.into_iter().map(session_name).collect();
+            let routing = pair.routing.as_mut().expect("a bgp setup");
+            routing
+                .router
+                .bird()
+                .wait_established(&sessions, ESTABLISH_TIMEOUT)
+                .expect("the router's sessions");
+            pair.wait_for_next_hops(&Node::LBS, ESTABLISH_TIMEOUT);
+        } else if vrrp {
             // lb1 first, so it is master whether preemption is on or not.
             pair.wait_for_master(Node::Lb1, READY_TIMEOUT);
             pair.wait_until_ready(Node::Lb1);
@@ -354,6 +401,58 @@ impl Pair {
             "{node} forwarded nothing {while_}\n{}",
             self.diagnostics()
         );
+    }
+
+    /// The router's next hops to the VIP now ([`Setup::Bgp`]).
+    pub fn next_hops(&self) -> BTreeSet<Ipv4Addr> {
+        self.router()
+            .next_hops(lab::VIP)
+            .expect("reading the router's routes")
+    }
+
+    /// Waits until the router's next hops to the VIP are exactly `nodes`;
+    /// returns how long that took. Fails at once if an `lb` exits.
+    pub fn wait_for_next_hops(&mut self, nodes: &[Node], timeout: Duration) -> Duration {
+        self.assert_running();
+        let wanted: BTreeSet<Ipv4Addr> = nodes
+            .iter()
+            .map(|node| node.address().expect("LB nodes have addresses"))
+            .collect();
+        self.router()
+            .wait_for_next_hops(lab::VIP, &wanted, timeout)
+            .unwrap_or_else(|error| {
+                panic!(
+                    "{error}
+{}",
+                    self.diagnostics()
+                )
+            })
+    }
+
+    /// SIGTERM to `node`'s `lb` while waiting for the router's next hops to
+    /// become `remaining` (see [`Pair::wait_for_next_hops`]); returns how
+    /// `lb` exited and how long the withdrawal took to reach the router.
+    pub fn terminate_until_next_hops(
+        &mut self,
+        node: Node,
+        remaining: &[Node],
+        timeout: Duration,
+    ) -> (ExitStatus, Duration) {
+        let lb = self.take_lb(node);
+        let (status, withdrawn) = thread::scope(|scope| {
+            let stopper = scope.spawn(move || lb.stop());
+            let withdrawn = self.wait_for_next_hops(remaining, timeout);
+            (stopper.join().expect("the stopping thread"), withdrawn)
+        });
+        (status.expect("stopping lb"), withdrawn)
+    }
+
+    fn router(&self) -> &Router {
+        &self
+            .routing
+            .as_ref()
+            .expect("the router runs in a bgp setup only")
+            .router
     }
 
     /// The LB nodes holding the VIP on `eth0` now.

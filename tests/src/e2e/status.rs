@@ -22,6 +22,8 @@ pub struct StatusReport {
 #[derive(Clone, Debug, Deserialize)]
 pub struct ServiceReport {
     pub name: String,
+    /// The fingerprint of its table: equal on nodes that agree.
+    pub table_fingerprint: String,
     /// What the node's data path forwarded for the service.
     pub counters: Counters,
     pub backends: Vec<BackendReport>,

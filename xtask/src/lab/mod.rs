@@ -1,5 +1,7 @@
 //! The lab: network namespaces (client, switch, lb1, lb2, web1..3 running
 //! nginx) that `cargo xtask run`, the end-to-end tests and the benchmarks use.
+//! The active-active variant adds a router with BIRD in front of the client
+//! ([`Router`]) and BIRD on each LB node ([`Bird`]).
 //!
 //! Every lab has a name prefix for its namespaces, run directory and pins, so
 //! tests and benchmarks run their own copies beside a manual lab. [`Lab::up`]
@@ -7,6 +9,8 @@
 //! removes it, stopping its processes by PID first. Only the lab's namespaces
 //! send packets.
 
+mod active_active;
+mod bird;
 mod bpffs;
 mod http;
 mod lb;
@@ -14,6 +18,7 @@ mod netns;
 mod nginx;
 mod pair;
 mod process;
+mod router;
 mod stream;
 mod teardown;
 mod topology;
@@ -21,6 +26,7 @@ mod xdp_pass;
 
 use std::ffi::OsStr;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::thread::sleep;
@@ -31,12 +37,17 @@ use thiserror::Error;
 use crate::cmd::{self, CommandError};
 use crate::paths;
 
+pub use active_active::active_active_config_toml;
+pub use bird::{session_name, Bird, ANNOUNCE_TABLE, LB_AS, ROUTER_AS, UPSTREAM_SESSION};
 pub use http::{tally, HttpReply, REQUEST_TIMEOUT_SECS};
 pub use lb::{config_toml as lb_config_toml, vip_url, Scheduler, SERVICE_NAME};
 pub use netns::exec as netns_exec;
 pub use nginx::{index_body, HEALTH_BODY};
 pub use pair::{pair_config_toml, priority, PairOptions, VRID};
 pub use process::{NsProcess, STOP_GRACE};
+pub use router::{
+    Router, CLIENT_BEHIND_ROUTER, CLIENT_SUBNET, CLIENT_SUBNET_PREFIX_LEN, ROUTER_CLIENT_SIDE,
+};
 pub use stream::{
     KeepAliveClient, KeepAliveReply, RequestStream, StreamReply, STREAM_REQUEST_TIMEOUT_SECS,
 };
@@ -134,6 +145,47 @@ pub enum LabError {
         /// The LB nodes holding the VIP at the end.
         holders: Vec<Node>,
     },
+    /// A routing daemon exited while the lab used it.
+    #[error("{daemon} in {node} exited ({status}); end of {}:\n{log_tail}", .log.display())]
+    DaemonExited {
+        /// Which daemon.
+        daemon: &'static str,
+        /// Where it ran.
+        node: Node,
+        /// How it exited.
+        status: ExitStatus,
+        /// Its log file.
+        log: PathBuf,
+        /// The end of its log.
+        log_tail: String,
+    },
+    /// BGP sessions did not come up in time.
+    #[error("{node}: BGP sessions {expected:?} not established within {timeout:?} (established: {established:?})")]
+    BgpNotEstablished {
+        /// Whose sessions.
+        node: Node,
+        /// The sessions waited for.
+        expected: Vec<String>,
+        /// How long we waited.
+        timeout: Duration,
+        /// The ones up at the end.
+        established: Vec<String>,
+    },
+    /// The router's route did not get the expected next hops in time.
+    #[error("the router's route to {destination} did not have next hops {expected:?} within {timeout:?} (last seen: {last:?})")]
+    NextHops {
+        /// The route's destination.
+        destination: Ipv4Addr,
+        /// The next hops waited for.
+        expected: Vec<Ipv4Addr>,
+        /// How long we waited.
+        timeout: Duration,
+        /// The next hops at the end.
+        last: Vec<Ipv4Addr>,
+    },
+    /// `ip -j route` printed something that is not its JSON.
+    #[error("cannot read `ip -j route` output")]
+    RouteJson(#[source] serde_json::Error),
     /// Parts of the lab could not be removed.
     #[error("teardown incomplete: {}", .0.join("; "))]
     Teardown(Vec<String>),

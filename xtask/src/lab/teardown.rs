@@ -29,6 +29,7 @@ pub(super) fn namespaces_present(prefix: &str) -> Result<Vec<String>, LabError> 
     let all = netns::list()?;
     Ok(Node::ALL
         .iter()
+        .chain(&Node::OPTIONAL)
         .map(|&node| namespace(prefix, node))
         .filter(|name| all.contains(name))
         .collect())

@@ -9,6 +9,8 @@
 //!   web3   10.0.0.3   ─┘
 //! ```
 //! Every web server holds the VIP 10.0.0.100 on `lo` (direct server return).
+//! The active-active lab adds a router (10.0.0.254) and moves the client
+//! behind it (see `router`).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -44,6 +46,9 @@ pub enum Node {
     Lb2,
     /// Web server `n` (1-based), running nginx.
     Web(u8),
+    /// The ECMP router of the active-active lab, between the client and the
+    /// switch; not in [`Node::ALL`]: only `router::Router::up` creates it.
+    Router,
 }
 
 impl Node {
@@ -64,6 +69,9 @@ impl Node {
     /// The load balancers.
     pub const LBS: [Node; 2] = [Node::Lb1, Node::Lb2];
 
+    /// Nodes only some labs have, which teardown removes as well.
+    pub const OPTIONAL: [Node; 1] = [Node::Router];
+
     /// Every node except the switch: the hosts plugged into it.
     pub fn hosts() -> impl Iterator<Item = Node> {
         Self::ALL.into_iter().filter(|node| *node != Node::Switch)
@@ -78,6 +86,7 @@ impl Node {
             Node::Lb1 => "lb1".into(),
             Node::Lb2 => "lb2".into(),
             Node::Web(n) => format!("web{n}"),
+            Node::Router => "router".into(),
         }
     }
 
@@ -89,6 +98,7 @@ impl Node {
             Node::Lb1 => Some(Ipv4Addr::new(10, 0, 0, 11)),
             Node::Lb2 => Some(Ipv4Addr::new(10, 0, 0, 12)),
             Node::Web(n) => Some(Ipv4Addr::new(10, 0, 0, n)),
+            Node::Router => Some(Ipv4Addr::new(10, 0, 0, 254)),
         }
     }
 }
@@ -106,10 +116,11 @@ mod tests {
 
     #[test]
     fn names_and_addresses_are_unique() {
-        let names: HashSet<String> = Node::ALL.iter().map(|n| n.name()).collect();
-        assert_eq!(names.len(), Node::ALL.len());
-        let addresses: HashSet<Ipv4Addr> = Node::hosts().filter_map(Node::address).collect();
-        assert_eq!(addresses.len(), Node::ALL.len() - 1);
+        let every = || Node::ALL.iter().chain(&Node::OPTIONAL).copied();
+        let names: HashSet<String> = every().map(|n| n.name()).collect();
+        assert_eq!(names.len(), Node::ALL.len() + Node::OPTIONAL.len());
+        let addresses: HashSet<Ipv4Addr> = every().filter_map(Node::address).collect();
+        assert_eq!(addresses.len(), names.len() - 1);
         assert!(!addresses.contains(&VIP));
     }
 

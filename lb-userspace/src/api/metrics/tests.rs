@@ -31,6 +31,7 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         admin,
         weight: 1 + id,
         configured_weight: 1,
+        settled: true,
     }
 }
 
@@ -46,6 +47,7 @@ fn snapshot() -> Snapshot {
                 port: 80,
                 protocol: "tcp".into(),
                 scheduler: "maglev".into(),
+                table_fingerprint: 0x1234,
                 backends: vec![
                     backend(1, "web1", AdminState::Enabled, Some(Health::Up)),
                     backend(2, "web2", AdminState::Enabled, Some(Health::Down)),
@@ -58,6 +60,7 @@ fn snapshot() -> Snapshot {
                 port: 53,
                 protocol: "udp".into(),
                 scheduler: "round-robin".into(),
+                table_fingerprint: 0x5678,
                 backends: vec![backend(3, "dns1", AdminState::Draining, None)],
             },
         ],

@@ -49,6 +49,13 @@ fn with_vrrp(keys: &[&str]) -> String {
     appended(&extra)
 }
 
+/// `BASE` with `[bgp]` on line 19 and `keys` from line 20 on.
+fn with_bgp(keys: &[&str]) -> String {
+    let mut extra = vec!["", "[bgp]"];
+    extra.extend_from_slice(keys);
+    appended(&extra)
+}
+
 /// `BASE` with a `[service.health]` table on line 9 and `key` on line 10.
 fn with_health(key: &str) -> String {
     edited(&[(9, &format!("[service.health]\n{key}"))])
@@ -189,6 +196,23 @@ fn every_bad_config_gets_its_exact_message() {
         (
             with_vrrp(&["vrid = 51", "priority = 150", &format!("track_services = [\"{long_name}\"]")]),
             &long_track,
+        ),
+        // [bgp].
+        (with_bgp(&["table = 254"]), "lb.toml:20:9: bgp.table: 254 is one of the kernel's own tables (253 default, 254 main, 255 local); use a table of lb's own, e.g. 200"),
+        (with_bgp(&["table = 0"]), "lb.toml:20:9: bgp.table: 0 is out of range (1..=4294967295)"),
+        (with_bgp(&["announce = [\"10.0.0.100\", \"10.0.0.7\"]"]), "lb.toml:20:27: bgp.announce: 10.0.0.7 is not the VIP of a configured service"),
+        (with_bgp(&["withdraw_grace = \"2m\""]), "lb.toml:20:18: bgp.withdraw_grace: \"2m\" is out of range (0s..=1m)"),
+        (
+            appended(&["", "[vrrp]", "vrid = 51", "priority = 150", "", "[bgp]", "table = 200"]),
+            "lb.toml:23:1: bgp: cannot be combined with [vrrp]: a node is either one of an active-passive pair (VRRP) or an active-active node announcing over BGP",
+        ),
+        (
+            edited(&[(3, "pin_dir = \"\""), (17, "address = \"10.0.0.2\"\n\n[bgp]")]),
+            "lb.toml:19:1: bgp: needs the data path to outlive lb (global.pin_dir must not be empty): otherwise a crashed lb leaves its announcements in place with no XDP program behind them",
+        ),
+        (
+            edited(&[(8, "protocol = \"tcp\"\nscheduler = \"round-robin\""), (17, "address = \"10.0.0.2\"\n\n[bgp]")]),
+            "lb.toml:9:13: service[web].scheduler: \"round-robin\" cannot be used with [bgp]: each node's ring turns on its own, so a flow the routers move to another node would reach another backend; use \"maglev\", which picks the same backend on every node",
         ),
         // Other values out of range.
         (edited(&[(13, "weight = 101")]), "lb.toml:13:10: service[web].backend[web1].weight: 101 is out of range (1..=100)"),

@@ -11,6 +11,7 @@ use crate::health::{
 };
 
 mod bad_configs;
+mod bgp;
 mod file;
 mod vrrp;
 

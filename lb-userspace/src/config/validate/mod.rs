@@ -1,9 +1,10 @@
 //! Turns the raw file (`config::raw`) into the model (`config::model`),
 //! section by section in file order, rejecting anything the load balancer
 //! cannot run with. Each section's validator sees the validated sections it
-//! depends on (services see `[global]`, `[vrrp]` sees both), never the
+//! depends on (services see `[global]`, `[vrrp]` and `[bgp]` see both), never the
 //! other way round.
 
+mod bgp;
 mod fields;
 mod global;
 mod health;
@@ -31,9 +32,15 @@ pub(super) fn validate(raw: RawConfig, site: &ErrorSite<'_>) -> Result<Config, C
         .as_ref()
         .map(|vrrp| vrrp::validate(vrrp, &global, &services, site))
         .transpose()?;
+    let bgp = raw
+        .bgp
+        .as_ref()
+        .map(|bgp| bgp::validate(bgp, &raw, &global, &services, site))
+        .transpose()?;
     Ok(Config {
         global,
         services,
         vrrp,
+        bgp,
     })
 }

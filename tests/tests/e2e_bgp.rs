@@ -1,0 +1,165 @@
+//! End to end through the active-active lab: lb1 and lb2 run `lb` with
+//! `[bgp]`, each node's BIRD exports `lb`'s table route for the VIP, and the
+//! router spreads the client's connections over both by ECMP. Asserted on
+//! the router's next hops and each node's `/status`:
+//!
+//! - both nodes announce, both forward, and every request gets `200 OK`;
+//! - both show the same table fingerprint, and lb1's changes when its
+//!   backend set differs;
+//! - a node with no serving backend (every backend disabled on lb1)
+//!   withdraws, and announces again once one serves;
+//! - a graceful stop withdraws before the node stops forwarding;
+//! - lb1's links go down: BFD withdraws it within a second, every
+//!   long-lived connection continues through lb2 (Maglev picks the same
+//!   backend there) with a gap under a second; lb1 comes back: the router
+//!   spreads over both again and still no established connection breaks.
+//!
+//! Needs root (namespaces, XDP), BIRD 2 (`cargo xtask bootstrap`) and the
+//! built `lb`; without them the test fails, never skips. Lab prefix `lbb1-`.
+
+use std::thread::sleep;
+use std::time::{Duration, SystemTime};
+
+use lb_tests::e2e::{one_at_a_time, Event, Pair, Setup, Traffic};
+use xtask::lab::{self, Node};
+
+/// New connections per round: enough that both nodes get some by the
+/// router's hash of their source ports.
+const REQUESTS: usize = 60;
+
+/// How long a change of a node's announcement gets to reach the router:
+/// the API call, the announcer's next observation, BIRD's netlink scan and
+/// the BGP update.
+const CONVERGE: Duration = Duration::from_secs(3);
+
+/// The lab configuration's `bgp.withdraw_grace`.
+const WITHDRAW_GRACE: Duration = Duration::from_secs(1);
+
+#[test]
+fn both_nodes_forward_and_a_node_that_cannot_serve_withdraws() {
+    let _serial = one_at_a_time();
+    let mut pair = Pair::start("lbb1-", Setup::Bgp);
+
+    let agreed = fingerprint(&pair, Node::Lb1);
+    assert_eq!(
+        fingerprint(&pair, Node::Lb2),
+        agreed,
+        "the nodes' tables differ"
+    );
+    let before = Node::LBS.map(|node| pair.counters(node));
+    assert_all_ok(&pair, "with both nodes announcing");
+    for (node, earlier) in Node::LBS.into_iter().zip(before) {
+        pair.assert_forwarded_since(node, earlier, "while both announce");
+    }
+
+    // lb1 loses every backend (disabled by the operator): it withdraws.
+    for web in Node::WEBS {
+        pair.lb(
+            Node::Lb1,
+            &["backend", "disable", lab::SERVICE_NAME, &web.name()],
+        );
+    }
+    let took = pair.wait_for_next_hops(&[Node::Lb2], CONVERGE);
+    println!("lb1 without a serving backend: withdrawn after {took:?}");
+    assert_ne!(fingerprint(&pair, Node::Lb1), agreed, "lb1's empty table");
+    let lb1_before = pair.counters(Node::Lb1);
+    assert_all_ok(&pair, "with lb1 withdrawn");
+    assert_eq!(
+        pair.counters(Node::Lb1).since(lb1_before).packets,
+        0,
+        "lb1 got traffic after withdrawing"
+    );
+
+    // One backend back: lb1 announces again.
+    pair.lb(Node::Lb1, &["backend", "enable", lab::SERVICE_NAME, "web1"]);
+    let took = pair.wait_for_next_hops(&Node::LBS, CONVERGE);
+    println!("lb1 serving again: announced after {took:?}");
+    for web in ["web2", "web3"] {
+        pair.lb(Node::Lb1, &["backend", "enable", lab::SERVICE_NAME, web]);
+    }
+    assert_eq!(fingerprint(&pair, Node::Lb1), agreed, "lb1 agrees again");
+
+    // A graceful stop withdraws first: lb2 is gone from the router while
+    // its lb still runs (withdraw_grace = 1 s).
+    let (status, withdrawn) = pair.terminate_until_next_hops(Node::Lb2, &[Node::Lb1], CONVERGE);
+    assert!(status.success(), "lb on lb2 exited with {status}");
+    println!("lb2 stopping: withdrawn after {withdrawn:?}");
+    assert!(
+        withdrawn < WITHDRAW_GRACE,
+        "lb2's withdrawal took {withdrawn:?}, longer than it keeps forwarding"
+    );
+    assert_all_ok(&pair, "after lb2 stopped");
+    pair.down();
+}
+
+/// BFD (100 ms x 3) takes a dead node out of the router within this.
+const BFD_BOUND: Duration = Duration::from_secs(1);
+
+/// A node whose links are back: BGP reconnects (BIRD's 1 s error wait) and
+/// its health settles again (two checks).
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The longest pause the client's request streams may see around a failover.
+const GAP_BOUND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_node_failure_and_rejoin_keep_every_established_connection() {
+    let _serial = one_at_a_time();
+    let mut pair = Pair::start("lbb2-", Setup::Bgp);
+    let traffic = Traffic::start(pair.lab(), Duration::from_secs(16));
+    sleep(Duration::from_secs(3));
+
+    let down_at = SystemTime::now();
+    pair.lab().set_link(Node::Lb1, false).expect("link down");
+    let withdrawn = pair.wait_for_next_hops(&[Node::Lb2], BFD_BOUND);
+    let lb2_alone = pair.counters(Node::Lb2);
+    sleep(Duration::from_secs(4));
+    pair.assert_forwarded_since(Node::Lb2, lb2_alone, "while lb1's link was down");
+
+    let up_at = SystemTime::now();
+    pair.lab().set_link(Node::Lb1, true).expect("link up");
+    let rejoined = pair.wait_for_next_hops(&Node::LBS, REJOIN_TIMEOUT);
+    let lb1_back = pair.counters(Node::Lb1);
+    let outcome = traffic.finish();
+    pair.assert_forwarded_since(Node::Lb1, lb1_back, "after rejoining");
+
+    let events = [
+        Event {
+            what: "lb1's link down, BFD withdraws it",
+            at: down_at,
+            vip_moved: withdrawn,
+        },
+        Event {
+            what: "lb1's link up, announced again once its health settled",
+            at: up_at,
+            vip_moved: rejoined,
+        },
+    ];
+    outcome.report("active-active node failure and rejoin", &events);
+    outcome.connections.assert_all_survived();
+    outcome.assert_no_resets();
+    outcome.assert_gaps_bounded(&events, GAP_BOUND);
+    pair.down();
+}
+
+/// The fingerprint of the lab service's table on `node`.
+fn fingerprint(pair: &Pair, node: Node) -> String {
+    pair.status(node)
+        .service(lab::SERVICE_NAME)
+        .table_fingerprint
+        .clone()
+}
+
+/// Every one of [`REQUESTS`] new connections from the client gets `200 OK`.
+fn assert_all_ok(pair: &Pair, while_: &str) {
+    let replies = pair
+        .lab()
+        .http_get_many(&lab::vip_url(), REQUESTS)
+        .expect("requests from the client");
+    let failed: Vec<String> = replies
+        .iter()
+        .filter(|reply| !reply.is_ok())
+        .map(ToString::to_string)
+        .collect();
+    assert!(failed.is_empty(), "{while_}: {failed:?}");
+}
