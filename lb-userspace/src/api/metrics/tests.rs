@@ -189,7 +189,14 @@ lb_xdp_reason_packets_total{{reason="bad_total_length"}} 0
 lb_xdp_reason_packets_total{{reason="fragment"}} 4
 lb_xdp_reason_packets_total{{reason="short_l4"}} 0
 lb_xdp_reason_packets_total{{reason="no_backend"}} 0
-lb_xdp_reason_packets_total{{reason="bad_backend"}} 0"#
+lb_xdp_reason_packets_total{{reason="bad_backend"}} 0
+lb_xdp_reason_packets_total{{reason="not_for_us"}} 0
+lb_xdp_reason_packets_total{{reason="link_multicast"}} 0
+lb_xdp_reason_packets_total{{reason="vip_other_port"}} 0
+lb_xdp_reason_packets_total{{reason="vip_other_protocol"}} 0
+lb_xdp_reason_packets_total{{reason="vip_icmp"}} 0
+lb_xdp_reason_packets_total{{reason="rate_limited"}} 0
+lb_xdp_reason_packets_total{{reason="insert_skipped"}} 0"#
     );
     let text = rendered(Some(vrrp()));
     assert_eq!(
