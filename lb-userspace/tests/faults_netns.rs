@@ -368,9 +368,10 @@ address = "{backend}"
 }
 
 /// `xdp_mode = "driver"` on a macvlan: attaching fails after the data path
-/// was loaded and pinned and VRRP (priority 255: master at once) added the
-/// VIP. lb exits 1 naming the interface and the mode; the pins it made, the
-/// program and the VIP are all gone.
+/// was loaded and pinned and VRRP started (as backup: the configuration
+/// refuses the owner's priority 255, so no node is master at once). lb exits
+/// 1 naming the interface and the mode, never became master, and the pins it
+/// made, the program and the VIP are all gone.
 #[test]
 fn an_xdp_attach_that_fails_exits_1_and_leaves_nothing_behind() {
     let netns = macvlan_node("attach");
@@ -382,7 +383,7 @@ fn an_xdp_attach_that_fails_exits_1_and_leaves_nothing_behind() {
 [vrrp]
 interface = "lbflt-mv"
 vrid = 51
-priority = 255
+priority = 254
 advert_interval = "100ms"
 virtual_addresses = ["{VIP_7}"]
 track_xdp_weight = 0
@@ -411,7 +412,10 @@ notify_master = "touch {}"
         ),
         "{stderr}"
     );
-    assert!(became_master.exists(), "VRRP never held the VIP:\n{stderr}");
+    assert!(
+        !became_master.exists(),
+        "a node that cannot attach became master:\n{stderr}"
+    );
     assert!(
         !netns.has_address("lbflt-mv", VIP_7),
         "the VIP stayed:\n{stderr}"

@@ -99,8 +99,12 @@ const BFD_BOUND: Duration = Duration::from_secs(1);
 /// its health settles again (two checks).
 const REJOIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The longest pause the client's request streams may see around a failover.
-const GAP_BOUND: Duration = Duration::from_secs(1);
+/// The longest pause the client's request streams may see around a failover:
+/// a new connection whose SYN reached the dead node before BFD withdrew it
+/// (within `BFD_BOUND`) is only retried by the client's TCP after its initial
+/// retransmission timeout of 1 s, so the streams can stall for up to both.
+/// The measured gap is printed; the bound only catches hangs.
+const GAP_BOUND: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_node_failure_and_rejoin_keep_every_established_connection() {

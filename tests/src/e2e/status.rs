@@ -188,7 +188,7 @@ mod tests {
     const REPORT: &str = r#"{
       "services": [{
         "name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "tcp",
-        "scheduler": "maglev",
+        "scheduler": "maglev", "table_fingerprint": "00000000deadbeef",
         "counters": {"packets": 10, "bytes": 1000, "new_flows": 2},
         "backends": [{
           "name": "web1", "address": "10.0.0.1", "state": "draining",
