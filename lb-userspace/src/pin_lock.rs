@@ -25,10 +25,23 @@ pub enum PinLockError {
     },
 }
 
-/// The held lock; dropping it releases it.
+/// The held lock; dropping it releases it, and removes the directories
+/// [`acquire`] created if they are empty by then (a failed start, or a
+/// clean stop, leaves nothing behind).
 #[derive(Debug)]
 pub struct PinLock {
     _directory: File,
+    /// Created by [`acquire`], deepest first.
+    created: Vec<PathBuf>,
+}
+
+impl Drop for PinLock {
+    fn drop(&mut self) {
+        for directory in &self.created {
+            // Fails, and so keeps it, while something is still pinned there.
+            let _ = std::fs::remove_dir(directory);
+        }
+    }
 }
 
 /// Creates `path` if missing and locks it, or says who holds it.
@@ -37,6 +50,11 @@ pub fn acquire(path: &Path) -> Result<PinLock, PinLockError> {
         path: path.to_owned(),
         source,
     };
+    let created: Vec<PathBuf> = path
+        .ancestors()
+        .take_while(|ancestor| !ancestor.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(path).map_err(io_error)?;
     let directory = File::open(path).map_err(io_error)?;
     // SAFETY: flock only reads the descriptor, which `directory` keeps open.
@@ -44,6 +62,7 @@ pub fn acquire(path: &Path) -> Result<PinLock, PinLockError> {
     if locked == 0 {
         return Ok(PinLock {
             _directory: directory,
+            created,
         });
     }
     let error = io::Error::last_os_error();
@@ -87,9 +106,25 @@ mod tests {
             other => panic!("expected Held, got {other:?}"),
         }
         drop(first);
+        // Dropping the lock removed the directory it created.
+        assert!(!path.exists());
         let again = acquire(&path);
         assert!(again.is_ok(), "{again:?}");
         drop(again);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_directory_that_was_there_or_is_not_empty_stays() {
+        let path = std::env::temp_dir().join(format!("lb-pin-lock-kept-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        drop(acquire(&path).unwrap());
+        assert!(path.is_dir(), "it existed before");
         std::fs::remove_dir(&path).unwrap();
+        let lock = acquire(&path).unwrap();
+        std::fs::create_dir(path.join("pinned")).unwrap();
+        drop(lock);
+        assert!(path.join("pinned").is_dir(), "not empty: kept");
+        std::fs::remove_dir_all(&path).unwrap();
     }
 }
