@@ -152,48 +152,8 @@ pub fn network_order(address: Ipv4Addr) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::image::tests::config;
     use super::*;
-    use crate::config;
-
-    fn config() -> Config {
-        let text = r#"
-            [global]
-            interface = "eth0"
-            maglev_table_size = 13
-
-            [[service]]
-            name = "web"
-            vip = "10.0.0.100"
-            port = 80
-            protocol = "tcp"
-
-            [[service.backend]]
-            name = "web1"
-            address = "10.0.0.1"
-            weight = 2
-
-            [[service.backend]]
-            name = "web2"
-            address = "10.0.0.2"
-
-            [[service]]
-            name = "dns"
-            vip = "10.0.0.100"
-            port = 53
-            protocol = "udp"
-            scheduler = "round-robin"
-
-            [[service.backend]]
-            name = "web2"
-            address = "10.0.0.2"
-
-            [[service.backend]]
-            name = "web3"
-            address = "10.0.0.3"
-            weight = 3
-        "#;
-        config::parse(text, "test.toml").unwrap()
-    }
 
     fn all_serving(service: &ServiceSlot) -> Vec<Serving<'_>> {
         service
