@@ -263,11 +263,14 @@ pub struct BackendSnapshot {
     /// The result that set `health`, or why it is not checked.
     pub health_reason: String,
     pub health_since: SystemTime,
-    /// Whether `health` is a verdict of the checks rather than the initial
-    /// guess: not checked, started up, or checked `rise` times since it was
-    /// added. Until every backend of a service is settled, this node's table
-    /// may lack backends its peers' have.
+    /// Whether `health` is a fresh verdict of the checks: not checked,
+    /// started up, or checked `rise` times since it was added, and checked
+    /// again since this node's last own fault. Until every backend of a
+    /// service is settled, this node's table may differ from its peers'.
     pub settled: bool,
+    /// Why this node cannot check the backend right now (its link, route or
+    /// source address); `health` is then the last one it knew.
+    pub health_unknown: Option<String>,
     pub admin: AdminState,
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,

@@ -100,6 +100,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     let api_state = ApiState {
         snapshot: controller.subscribe(),
         admin: controller.admin_commands(),
+        unknown_results: controller.unknown_results(),
         counters: counters.clone(),
         vrrp: config
             .vrrp

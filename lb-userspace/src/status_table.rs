@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use std::collections::BTreeMap;
 
-use crate::api::model::{DataPathReport, StatusReport, VrrpReport};
+use crate::api::model::{BackendStatus, DataPathReport, StatusReport, VrrpReport};
 use crate::domain::{BackendState, Health};
 
 /// The report as text, ages counted up to `now`.
@@ -77,6 +77,19 @@ pub fn health(health: Option<Health>) -> &'static str {
     }
 }
 
+/// The HEALTH cell: the health, marked while this node cannot check
+/// ("unknown, was up") or awaits fresh results ("up, checking").
+fn health_cell(backend: &BackendStatus) -> String {
+    let known = health(backend.health);
+    if backend.health_unknown.is_some() {
+        format!("unknown, was {known}")
+    } else if !backend.settled {
+        format!("{known}, checking")
+    } else {
+        known.to_owned()
+    }
+}
+
 /// The services table and the backends table.
 fn tables(report: &StatusReport, now: SystemTime) -> String {
     let services: Vec<Vec<String>> = report
@@ -109,12 +122,15 @@ fn tables(report: &StatusReport, now: SystemTime) -> String {
                     backend.name.clone(),
                     backend.address.to_string(),
                     backend.state.to_string(),
-                    health(backend.health).to_owned(),
+                    health_cell(backend),
                     age(backend.since, now),
                     backend.weight.to_string(),
                     backend.counters.packets.to_string(),
                     backend.counters.new_flows.to_string(),
-                    backend.reason.clone(),
+                    backend
+                        .health_unknown
+                        .clone()
+                        .unwrap_or_else(|| backend.reason.clone()),
                 ]
             })
         })
@@ -220,6 +236,8 @@ mod tests {
             health: Some(Health::Up),
             health_reason: "HTTP status 200".into(),
             health_since: now,
+            settled: true,
+            health_unknown: None,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
@@ -281,6 +299,34 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_this_node_cannot_check_shows_unknown_and_why() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut backend = BackendStatus {
+            name: "web1".into(),
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            state: BackendState::Up,
+            reason: "health up: HTTP status 200".into(),
+            since: now,
+            health: Some(Health::Up),
+            health_reason: "HTTP status 200".into(),
+            health_since: now,
+            settled: false,
+            health_unknown: None,
+            admin: AdminState::Enabled,
+            weight: 1,
+            configured_weight: 1,
+            counters: Traffic::default(),
+        };
+        assert_eq!(health_cell(&backend), "up, checking");
+        backend.health_unknown =
+            Some("this node cannot reach the backend: Network is unreachable".into());
+        assert_eq!(health_cell(&backend), "unknown, was up");
+        backend.settled = true;
+        backend.health_unknown = None;
+        assert_eq!(health_cell(&backend), "up");
+    }
+
+    #[test]
     fn data_path_lines_show_the_non_zero_counters() {
         let counters = |pairs: &[(&str, u64)]| {
             pairs
@@ -315,6 +361,7 @@ mod tests {
             since: now - Duration::from_secs(12),
             transitions: 1,
             resignations: 0,
+            preemption_holds: 0,
             adverts_accepted: 0,
             adverts_rejected: Default::default(),
             adverts_sent: 0,

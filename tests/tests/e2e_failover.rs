@@ -423,9 +423,10 @@ fn a_detached_xdp_program_makes_the_master_resign_at_once() {
 #[test]
 fn pair_configs_are_accepted_by_lb() {
     for node in Node::LBS {
-        for preempt in [true, false] {
+        for (preempt, checks) in [(true, false), (false, false), (true, true)] {
             let options = PairOptions {
                 preempt,
+                checks,
                 ..PairOptions::default()
             };
             let text = lab::pair_config_toml(node, Scheduler::Maglev, &options);

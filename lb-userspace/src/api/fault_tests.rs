@@ -131,6 +131,7 @@ impl Node {
             admin: controller.admin_commands(),
             counters: Arc::new(FakeCounters::default()),
             vrrp: None,
+            unknown_results: controller.unknown_results(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let controller = tokio::spawn(controller.run(async {

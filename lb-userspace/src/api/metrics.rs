@@ -50,18 +50,21 @@ const VRRP_STATES: [State; 4] = [
     State::Fault,
 ];
 
-/// The exposition of `snapshot`, with the traffic read from `counters` now
-/// and the VRRP instance's `vrrp` report if there is one.
+/// The exposition of `snapshot`, with the traffic read from `counters` now,
+/// the VRRP instance's `vrrp` report if there is one, and the count of
+/// health check results set aside as unknown.
 pub fn render(
     snapshot: Arc<Snapshot>,
     counters: Arc<dyn CounterReader>,
     vrrp: Option<VrrpReport>,
+    unknown_results: u64,
 ) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Exposition {
         snapshot,
         counters,
         vrrp,
+        unknown_results,
     }));
     let mut text = String::new();
     prometheus_text::encode(&mut text, &registry)?;
@@ -73,6 +76,7 @@ struct Exposition {
     snapshot: Arc<Snapshot>,
     counters: Arc<dyn CounterReader>,
     vrrp: Option<VrrpReport>,
+    unknown_results: u64,
 }
 
 impl fmt::Debug for Exposition {
@@ -177,6 +181,29 @@ impl Exposition {
                     Some((labels, i64::from(checked? == health)))
                 })
             }),
+        )?;
+        gauge(
+            e,
+            "lb_backend_health_unknown",
+            "1 while this node cannot check the backend (its own link, route or source address); lb_backend_health is then the last health it knew",
+            members
+                .iter()
+                .filter(|(_, b)| b.health.is_some())
+                .map(|(s, b)| (labels(&s.name, &b.name), i64::from(b.health_unknown.is_some()))),
+        )?;
+        gauge(
+            e,
+            "lb_backend_health_settled",
+            "1 once the backend's health is a fresh verdict of this node's checks (after start, after a change, and after any time this node could not check)",
+            members
+                .iter()
+                .map(|(s, b)| (labels(&s.name, &b.name), i64::from(b.settled))),
+        )?;
+        counter(
+            e,
+            "lb_health_check_results_unknown",
+            "Health check results set aside as unknown because of this node's own state (link down, no route, source address missing)",
+            [(Labels::new(), self.unknown_results)],
         )?;
         gauge(
             e,
@@ -300,6 +327,12 @@ fn encode_vrrp(e: &mut DescriptorEncoder, vrrp: &VrrpReport) -> fmt::Result {
         "lb_vrrp_resignations",
         "Times this node resigned as master because its XDP program was no longer attached",
         [(vrid(), vrrp.resignations)],
+    )?;
+    counter(
+        e,
+        "lb_vrrp_preemption_holds",
+        "Times tracking held the priority at the lowest until this node's health view was fresh",
+        [(vrid(), vrrp.preemption_holds)],
     )?;
     counter(
         e,

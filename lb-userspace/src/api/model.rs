@@ -73,6 +73,12 @@ pub struct BackendStatus {
     pub health_reason: String,
     #[serde(with = "rfc3339")]
     pub health_since: SystemTime,
+    /// Whether `health` is a fresh verdict of this node's checks (see
+    /// [`BackendSnapshot::settled`]).
+    pub settled: bool,
+    /// Why this node cannot check the backend right now; `health` is then
+    /// the last one it knew.
+    pub health_unknown: Option<String>,
     pub admin: AdminState,
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,
@@ -93,6 +99,8 @@ impl BackendStatus {
             health: backend.health,
             health_reason: backend.health_reason.clone(),
             health_since: backend.health_since,
+            settled: backend.settled,
+            health_unknown: backend.health_unknown.clone(),
             admin: backend.admin,
             weight: backend.weight,
             configured_weight: backend.configured_weight,
@@ -142,6 +150,9 @@ pub struct VrrpReport {
     pub transitions: u64,
     /// Times this node resigned as master because it lost its data path.
     pub resignations: u64,
+    /// Times tracking held the priority at the lowest until this node's
+    /// health view was fresh (after start, or after it could not check).
+    pub preemption_holds: u64,
     /// Adverts received and accepted since start.
     pub adverts_accepted: u64,
     /// Adverts received and rejected since start, by reason (`ttl`,
@@ -258,6 +269,8 @@ mod tests {
             health,
             health_reason: "HTTP status 200".into(),
             health_since: since,
+            settled: true,
+            health_unknown: None,
             admin: AdminState::Draining,
             weight: 2,
             configured_weight: 1,
@@ -331,6 +344,7 @@ mod tests {
             since,
             transitions: 1,
             resignations: 0,
+            preemption_holds: 0,
             adverts_accepted: 10,
             adverts_rejected: BTreeMap::from([("ttl".to_owned(), 1)]),
             adverts_sent: 3,
@@ -350,6 +364,7 @@ mod tests {
                 "since": "2023-11-14T22:13:20.123Z",
                 "transitions": 1,
                 "resignations": 0,
+                "preemption_holds": 0,
                 "adverts_accepted": 10,
                 "adverts_rejected": {"ttl": 1},
                 "adverts_sent": 3,

@@ -55,6 +55,7 @@ use super::model::{
 };
 use crate::dataplane::{CounterReader, DataplaneError};
 use crate::domain::{AdminAction, AdminCommandError, AdminCommands, AdminError, SnapshotReceiver};
+use crate::health::UnknownResults;
 use crate::vrrp::VrrpStatus;
 
 /// What the API serves from.
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub counters: Arc<dyn CounterReader>,
     /// The VRRP instance, if `[vrrp]` is configured.
     pub vrrp: Option<VrrpFeed>,
+    /// Health check results set aside as unknown (this node's own faults).
+    pub unknown_results: UnknownResults,
 }
 
 /// The VRRP instance as the API reports it: its fixed settings and its
@@ -94,6 +97,7 @@ impl VrrpFeed {
             since: status.since,
             transitions: status.transitions,
             resignations: status.resignations,
+            preemption_holds: status.preemption_holds,
             adverts_accepted: status.received.accepted,
             adverts_rejected: status
                 .received
@@ -292,7 +296,8 @@ async fn status(State(state): State<ApiState>) -> Json<StatusReport> {
 async fn metrics(State(state): State<ApiState>) -> Response {
     let snapshot = state.snapshot.borrow().clone();
     let vrrp = state.vrrp.as_ref().map(VrrpFeed::report);
-    match metrics::render(snapshot, state.counters.clone(), vrrp) {
+    let unknown_results = state.unknown_results.get();
+    match metrics::render(snapshot, state.counters.clone(), vrrp, unknown_results) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(fmt::Error) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }

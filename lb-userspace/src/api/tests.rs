@@ -18,6 +18,7 @@ use crate::domain::{
     AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminState,
     BackendSnapshot, BackendState, Health, ServiceSnapshot, Snapshot,
 };
+use crate::health::UnknownResults;
 use crate::vrrp::{State, VrrpStatus};
 
 fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
@@ -32,6 +33,7 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         health_reason: format!("initial state: {health}"),
         health_since: SystemTime::UNIX_EPOCH,
         settled: true,
+        health_unknown: None,
         admin: AdminState::Enabled,
         weight: 1,
         configured_weight: 1,
@@ -115,6 +117,7 @@ async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
         admin: AdminCommands::new(command_sender),
         counters: Arc::new(counters),
         vrrp,
+        unknown_results: UnknownResults::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();

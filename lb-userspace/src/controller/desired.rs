@@ -43,6 +43,8 @@ struct Member {
     health_change: Change,
     /// See [`BackendSnapshot::settled`].
     settled: bool,
+    /// See [`BackendSnapshot::health_unknown`].
+    health_unknown: Option<String>,
     admin: AdminState,
     state: BackendState,
     state_change: Change,
@@ -90,6 +92,7 @@ impl DesiredState {
             for (backend, backend_slot) in service.backends.iter().zip(&slot.backends) {
                 debug_assert_eq!(backend_slot.id as usize, members.len());
                 let target = service.check_target(backend);
+                let mut health_unknown = None;
                 let (health, health_change, settled) = match &target {
                     None => (
                         None,
@@ -100,14 +103,17 @@ impl DesiredState {
                         true,
                     ),
                     Some(target) => match status_of(target) {
-                        Some(status) => (
-                            Some(status.health),
-                            Change {
-                                reason: status.reason,
-                                at: status.since,
-                            },
-                            status.settled,
-                        ),
+                        Some(status) => {
+                            health_unknown = status.unknown;
+                            (
+                                Some(status.health),
+                                Change {
+                                    reason: status.reason,
+                                    at: status.since,
+                                },
+                                status.settled,
+                            )
+                        }
                         None => (
                             Some(backend.initial),
                             Change {
@@ -130,6 +136,7 @@ impl DesiredState {
                     health,
                     health_change,
                     settled,
+                    health_unknown,
                     admin: AdminState::Enabled,
                     state,
                 });
@@ -147,6 +154,7 @@ impl DesiredState {
                 continue;
             }
             member.settled = event.settled;
+            member.health_unknown = event.unknown.clone();
             if member.health == Some(event.health) {
                 // Settled without a change: the health and its reason stand.
                 continue;
@@ -245,6 +253,7 @@ impl DesiredState {
             health_reason: member.health_change.reason.clone(),
             health_since: member.health_change.at,
             settled: member.settled,
+            health_unknown: member.health_unknown.clone(),
             admin: member.admin,
             weight: member.weight,
             configured_weight: member.configured_weight,
@@ -322,6 +331,7 @@ mod tests {
                 reason: "initial state: down until 2 consecutive checks pass".to_owned(),
                 since: at(0),
                 settled: false,
+                unknown: None,
             })
         };
         let desired = DesiredState::new(&config, &layout, initial, at(0));
@@ -345,6 +355,7 @@ mod tests {
             },
             at: at(s),
             settled: true,
+            unknown: None,
         }
     }
 

@@ -41,7 +41,7 @@ use crate::domain::{
     AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminReply,
     ServiceSnapshot, Snapshot, SnapshotReceiver,
 };
-use crate::health::{DesiredTarget, HealthChecker, HealthEvent};
+use crate::health::{DesiredTarget, HealthChecker, HealthEvent, UnknownResults};
 use crate::neighbour::Neighbour;
 use apply::{Applied, Applier};
 use desired::{DesiredState, StateChange};
@@ -136,6 +136,11 @@ impl<M: MapWriter> Controller<M> {
     /// tracking counts services as serving from that publication on.
     pub fn subscribe(&self) -> SnapshotReceiver {
         self.snapshot.subscribe()
+    }
+
+    /// The live count of health check results set aside as unknown.
+    pub fn unknown_results(&self) -> UnknownResults {
+        self.checker.unknown_results()
     }
 
     /// Where the API sends admin commands; they are served by [`Controller::run`].

@@ -81,6 +81,7 @@ fn health(config: &Config, backend: usize, health: Health, seconds: u64) -> Heal
         reason: format!("test says {health}"),
         at: at(seconds),
         settled: true,
+        unknown: None,
     }
 }
 

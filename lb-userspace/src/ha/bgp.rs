@@ -15,7 +15,8 @@
 //!   counts as detached: a node must not attract traffic to a data path it
 //!   has not seen);
 //! - the health of every service on the VIP has settled: each backend has
-//!   been checked often enough to be up if it is healthy. Before that, this
+//!   been checked often enough to be up if it is healthy, and checked again
+//!   since any time this node could not check (its link was down). Before that, this
 //!   node's Maglev tables may lack backends that its peers' have, and the
 //!   flows that routers move here (ECMP rehashes when a next hop is added)
 //!   would reach other backends than the ones they started on;
@@ -229,8 +230,9 @@ fn log_verdicts(last: &mut BTreeMap<Ipv4Addr, Verdict>, now: BTreeMap<Ipv4Addr, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceHealth {
     pub vip: Ipv4Addr,
-    /// Every backend has had at least `rise` checks since `lb` started (or
-    /// since it was added), so a healthy one is up by now.
+    /// Every backend's health is a fresh verdict: `rise` checks since `lb`
+    /// started (or since it was added), and a check since this node last
+    /// could not check.
     pub settled: bool,
     /// At least one of its backends is up (in the table, serving new flows).
     pub has_serving_backend: bool,
@@ -250,7 +252,8 @@ pub enum WithdrawReason {
     ShuttingDown,
     /// The XDP program is not attached to the interface (or not yet seen).
     XdpDetached,
-    /// A service on the VIP still waits for its backends' first checks.
+    /// A service on the VIP waits for a fresh verdict on its backends: their
+    /// first checks, or checks since this node could not check.
     HealthNotSettled,
     /// No service on the VIP has a serving backend.
     NoServingBackend,
@@ -261,7 +264,7 @@ impl fmt::Display for WithdrawReason {
         f.write_str(match self {
             WithdrawReason::ShuttingDown => "shutting down",
             WithdrawReason::XdpDetached => "xdp program not attached",
-            WithdrawReason::HealthNotSettled => "first health checks pending",
+            WithdrawReason::HealthNotSettled => "waiting for a fresh health verdict",
             WithdrawReason::NoServingBackend => "no serving backend",
         })
     }
@@ -657,6 +660,7 @@ mod tests {
             health_reason: String::new(),
             health_since: SystemTime::UNIX_EPOCH,
             settled,
+            health_unknown: None,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,

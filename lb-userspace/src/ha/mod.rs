@@ -31,7 +31,7 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::config::{Config, VrrpPair};
 use crate::dataplane::{Dataplane, DataplaneError};
-use crate::domain::{Snapshot, SnapshotReceiver};
+use crate::domain::SnapshotReceiver;
 use crate::vrrp::{self, State, VrrpError, VrrpHandle, VrrpStatus};
 use probe::{Probe, ProbeError};
 use tracking::Tracker;
@@ -245,9 +245,14 @@ async fn serve(
                 Err(_) => following = false,
             },
             _ = service_poll.tick(), if published => {
-                let snapshot = services.borrow_and_update();
-                if tracked_backends_settled(&snapshot, &settings.track.services) {
-                    tracker.observe_services(&snapshot);
+                let was_holding = tracker.is_holding();
+                tracker.observe_services(&services.borrow_and_update());
+                if tracker.is_holding() && !was_holding {
+                    tracing::warn!(
+                        reasons = %tracker.reasons(),
+                        "vrrp preemption held back until this node's health view is fresh"
+                    );
+                    instance.count_hold();
                 }
             }
         }
@@ -273,16 +278,6 @@ async fn serve(
         }
     }
     stop_instance(instance, &settings.instance.interface).await
-}
-
-/// Whether every backend of the tracked services has had the checks of its
-/// first verdict since start: only then is the snapshot the whole picture.
-fn tracked_backends_settled(snapshot: &Snapshot, tracked: &[String]) -> bool {
-    snapshot
-        .services
-        .iter()
-        .filter(|service| tracked.contains(&service.name))
-        .all(|service| service.backends.iter().all(|backend| backend.settled))
 }
 
 async fn stop_instance(instance: VrrpHandle, interface: &str) -> Result<(), HaError> {

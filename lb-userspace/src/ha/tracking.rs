@@ -1,8 +1,11 @@
 //! Tracking: the priority this node advertises is the configured one minus
 //! a weight while its XDP program is not attached to the interface, and
 //! minus a weight for each tracked service without a serving backend, so
-//! that a node that cannot serve hands over to its peer. Observations in,
-//! priority out; no IO.
+//! that a node that cannot serve hands over to its peer. While the health
+//! of a tracked service's backend is not a fresh verdict (after start, and
+//! after any time this node could not check), the priority is held at the
+//! lowest: a node must not take the VIP with a view its peer may not share.
+//! Observations in, priority out; no IO.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -24,6 +27,9 @@ pub struct Tracker {
     services_observed: bool,
     /// Tracked services whose backends are all out of the table.
     without_backend: BTreeSet<String>,
+    /// Backends of tracked services whose health was not settled at the
+    /// last observation (only counted while services are tracked).
+    unsettled_backends: usize,
 }
 
 impl Tracker {
@@ -39,6 +45,7 @@ impl Tracker {
             xdp_attached: true,
             services_observed: false,
             without_backend,
+            unsettled_backends: 0,
         }
     }
 
@@ -53,8 +60,23 @@ impl Tracker {
         lost
     }
 
-    /// Records which tracked services have a serving (`up`) backend.
+    /// Records which tracked services have a serving (`up`) backend, once
+    /// every one of their backends is settled. Until then the last verdict
+    /// stands and the priority is held ([`Tracker::is_holding`]).
     pub fn observe_services(&mut self, snapshot: &Snapshot) {
+        let tracked = || {
+            snapshot
+                .services
+                .iter()
+                .filter(|service| self.track.services.contains(&service.name))
+        };
+        self.unsettled_backends = tracked()
+            .flat_map(|service| &service.backends)
+            .filter(|backend| !backend.settled)
+            .count();
+        if self.unsettled_backends > 0 {
+            return;
+        }
         self.services_observed = true;
         self.without_backend = snapshot
             .services
@@ -65,8 +87,17 @@ impl Tracker {
             .collect();
     }
 
+    /// Whether the priority is held at the lowest because some tracked
+    /// backend's health is not a fresh verdict yet.
+    pub fn is_holding(&self) -> bool {
+        self.track.service_weight > 0 && self.unsettled_backends > 0
+    }
+
     /// The priority to advertise now.
     pub fn priority(&self) -> u8 {
+        if self.is_holding() {
+            return LOWEST_PRIORITY;
+        }
         let mut penalty = 0u32;
         if !self.xdp_attached {
             penalty += u32::from(self.track.xdp_weight);
@@ -96,7 +127,12 @@ impl fmt::Display for Reasons<'_> {
                 tracker.track.xdp_weight
             ));
         }
-        if tracker.track.service_weight > 0 && !tracker.services_observed {
+        if tracker.is_holding() {
+            reasons.push(format!(
+                "waiting for a fresh health verdict on {} backend(s) (held at {LOWEST_PRIORITY})",
+                tracker.unsettled_backends
+            ));
+        } else if tracker.track.service_weight > 0 && !tracker.services_observed {
             reasons.push(format!(
                 "services not observed yet (-{} each)",
                 tracker.track.service_weight
@@ -145,6 +181,7 @@ mod tests {
             health_reason: String::new(),
             health_since: SystemTime::UNIX_EPOCH,
             settled: true,
+            health_unknown: None,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
@@ -246,5 +283,47 @@ mod tests {
         tracker.observe_services(&report(&[("other", &[BackendState::Down])]));
         assert_eq!(tracker.priority(), 100);
         assert_eq!(tracker.reasons().to_string(), "none");
+    }
+
+    #[test]
+    fn an_unsettled_backend_holds_the_priority_at_the_lowest_until_settled() {
+        let mut tracker = Tracker::new(150, tracking(100, 60, &["web"]));
+        let mut snapshot = report(&[("web", &[BackendState::Up, BackendState::Up])]);
+        tracker.observe_services(&snapshot);
+        assert_eq!(tracker.priority(), 150);
+        // This node could not check for a while: web2's health is its last
+        // known one, not a fresh verdict.
+        snapshot.services[0].backends[1].settled = false;
+        tracker.observe_services(&snapshot);
+        assert!(tracker.is_holding());
+        assert_eq!(tracker.priority(), 1);
+        assert_eq!(
+            tracker.reasons().to_string(),
+            "waiting for a fresh health verdict on 1 backend(s) (held at 1)"
+        );
+        // Fresh again, and web2 really went down meanwhile: the verdict of
+        // the fresh view counts (one of two up still serves).
+        snapshot.services[0].backends[1].settled = true;
+        snapshot.services[0].backends[1].state = BackendState::Down;
+        tracker.observe_services(&snapshot);
+        assert!(!tracker.is_holding());
+        assert_eq!(tracker.priority(), 150);
+    }
+
+    #[test]
+    fn untracked_services_never_hold_the_priority() {
+        let mut tracker = Tracker::new(150, tracking(100, 60, &["web"]));
+        let mut snapshot = report(&[("web", &[BackendState::Up]), ("dns", &[BackendState::Up])]);
+        snapshot.services[1].backends[0].settled = false;
+        tracker.observe_services(&snapshot);
+        assert_eq!(tracker.priority(), 150);
+        let mut untracked = Tracker::new(150, tracking(100, 0, &["web"]));
+        snapshot.services[0].backends[0].settled = false;
+        untracked.observe_services(&snapshot);
+        assert!(
+            !untracked.is_holding(),
+            "service weight 0: services are not tracked"
+        );
+        assert_eq!(untracked.priority(), 150);
     }
 }

@@ -1,16 +1,24 @@
 //! The running checks: one tokio task per distinct [`CheckTarget`], each driving
 //! its [`HealthState`] with real time and reporting changes of health as
 //! [`HealthEvent`]s.
+//!
+//! A result of this node's own fault (link down, no route, source address
+//! gone) makes every target's view stale, not only the one that saw it:
+//! the others' last results may predate the fault too. Each is checked
+//! again at once, and none is settled until a fresh result is in.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time;
 
 use super::probe;
+use super::result::CheckResult;
 use super::spec::CheckTarget;
 use super::state::HealthState;
 use crate::domain::Health;
@@ -37,8 +45,12 @@ pub struct HealthEvent {
     /// Wall-clock time of the change.
     pub at: SystemTime,
     /// Whether the health is settled: a verdict of the checks, not the
-    /// initial guess ([`HealthState`]).
+    /// initial guess nor results from before a fault of this node
+    /// ([`HealthState`]).
     pub settled: bool,
+    /// Why this node cannot check the target, while it cannot; the health
+    /// is the last one it knew.
+    pub unknown: Option<String>,
 }
 
 /// A target's current health as of the events handed out so far.
@@ -50,6 +62,8 @@ pub struct TargetStatus {
     pub since: SystemTime,
     /// See [`HealthEvent::settled`].
     pub settled: bool,
+    /// See [`HealthEvent::unknown`].
+    pub unknown: Option<String>,
 }
 
 /// What [`HealthChecker::update`] did.
@@ -74,6 +88,25 @@ pub struct HealthChecker {
     events_rx: mpsc::Receiver<TaggedEvent>,
     /// Tells each started task apart from earlier ones of the same target.
     next_generation: u64,
+    /// Bumped by a task whose results turn unknown: every task marks its
+    /// view stale.
+    local_faults: Arc<watch::Sender<u64>>,
+    unknown_results: UnknownResults,
+}
+
+/// How many check results were set aside as unknown since start, shared
+/// with the checks (read it for metrics).
+#[derive(Debug, Clone, Default)]
+pub struct UnknownResults(Arc<AtomicU64>);
+
+impl UnknownResults {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A target's task; dropping it stops the task.
@@ -105,7 +138,14 @@ impl HealthChecker {
             events_tx,
             events_rx,
             next_generation: 0,
+            local_faults: Arc::new(watch::Sender::new(0)),
+            unknown_results: UnknownResults::default(),
         }
+    }
+
+    /// The count of results set aside as unknown, live.
+    pub fn unknown_results(&self) -> UnknownResults {
+        self.unknown_results.clone()
     }
 
     /// Checks exactly the `desired` targets from now on: starts the new ones,
@@ -150,12 +190,17 @@ impl HealthChecker {
                         reason: state.last_change().reason.clone(),
                         since: SystemTime::now(),
                         settled: state.is_settled(),
+                        unknown: None,
                     };
                     let task = tokio::spawn(run_checks(
                         target,
                         state,
-                        generation,
-                        self.events_tx.clone(),
+                        Reporting {
+                            generation,
+                            events: self.events_tx.clone(),
+                            local_faults: self.local_faults.clone(),
+                            unknown_results: self.unknown_results.clone(),
+                        },
                     ));
                     slot.insert(RunningCheck {
                         generation,
@@ -195,6 +240,7 @@ impl HealthChecker {
                         reason: event.reason.clone(),
                         since: event.at,
                         settled: event.settled,
+                        unknown: event.unknown.clone(),
                     };
                     return event;
                 }
@@ -229,23 +275,63 @@ fn now() -> std::time::Instant {
     time::Instant::now().into_std()
 }
 
-/// Checks `target` forever on `state`'s schedule, sending each change of
-/// health and the check that settles it.
-async fn run_checks(
-    target: CheckTarget,
-    mut state: HealthState,
+/// Where a check task reports, besides its own state.
+struct Reporting {
     generation: u64,
     events: mpsc::Sender<TaggedEvent>,
-) {
+    local_faults: Arc<watch::Sender<u64>>,
+    unknown_results: UnknownResults,
+}
+
+/// What the controller sees of a [`HealthState`]: an event is sent when it changes.
+fn view(state: &HealthState) -> (Health, bool, bool) {
+    (
+        state.health(),
+        state.is_settled(),
+        state.unknown().is_some(),
+    )
+}
+
+/// Checks `target` forever on `state`'s schedule, sending each change of
+/// health, of its settling and of its being unknown.
+async fn run_checks(target: CheckTarget, mut state: HealthState, reporting: Reporting) {
+    let mut local_faults = reporting.local_faults.subscribe();
     loop {
-        time::sleep_until(time::Instant::from_std(state.next_check_at())).await;
-        let result = probe::check(&target).await;
-        tracing::trace!(check = %target, %result, "health check");
-        let was_settled = state.is_settled();
-        let change = state.record(now(), result);
+        let before = view(&state);
+        let change = tokio::select! {
+            () = time::sleep_until(time::Instant::from_std(state.next_check_at())) => {
+                let result = probe::check(&target).await;
+                tracing::trace!(check = %target, %result, "health check");
+                let turned_unknown =
+                    matches!(result, CheckResult::Unknown(_)) && state.unknown().is_none();
+                if matches!(result, CheckResult::Unknown(_)) {
+                    reporting.unknown_results.count();
+                }
+                let change = state.record(now(), result);
+                if turned_unknown {
+                    tracing::warn!(
+                        check = %target,
+                        reason = state.unknown().unwrap_or_default(),
+                        "health check result set aside as unknown: this node cannot check; every backend is checked again once it can"
+                    );
+                    reporting.local_faults.send_modify(|faults| *faults += 1);
+                    local_faults.borrow_and_update();
+                } else if before.2 && state.unknown().is_none() {
+                    tracing::info!(check = %target, health = %state.health(), "health check possible again");
+                }
+                change
+            }
+            // Another target saw a fault of this node: results from before
+            // it no longer count. (An error means no sender is left, which
+            // cannot be while this task holds one.)
+            _ = local_faults.changed() => {
+                state.mark_stale(now());
+                None
+            }
+        };
         if let Some(change) = &change {
             tracing::info!(check = %target, health = %change.health, reason = %change.reason, "backend health changed");
-        } else if was_settled || !state.is_settled() {
+        } else if view(&state) == before {
             continue;
         }
         let last_change = state.last_change();
@@ -257,12 +343,13 @@ async fn run_checks(
             reason: last_change.reason.clone(),
             at: wall_now.checked_sub(age).unwrap_or(wall_now),
             settled: state.is_settled(),
+            unknown: state.unknown().map(str::to_owned),
         };
-        if events
-            .send(TaggedEvent { generation, event })
-            .await
-            .is_err()
-        {
+        let tagged = TaggedEvent {
+            generation: reporting.generation,
+            event,
+        };
+        if reporting.events.send(tagged).await.is_err() {
             return;
         }
     }
@@ -274,7 +361,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::super::spec::{CheckSpec, HealthParams, HttpProbe, ProbeKind, ProbeSpec};
+    use super::super::spec::{
+        CheckSpec, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec,
+    };
     use super::super::test_server::{Reply, StubServer};
     use super::*;
 
@@ -335,6 +424,59 @@ mod tests {
 
         server.set_reply(Reply::http(200, "ok"));
         assert_eq!(next_event(&mut checker).await.health, Health::Up);
+    }
+
+    #[tokio::test]
+    async fn a_fault_of_this_node_is_unknown_and_makes_every_view_stale() {
+        let server = StubServer::start(Reply::http(200, "ok")).await;
+        let healthy = http_target(server.port(), 1, 1);
+        // A probe this node cannot make: its source interface does not exist.
+        let kind = ProbeKind::Http(HttpProbe::new("/health").unwrap());
+        let source = ProbeSource::default()
+            .with_interface("no-such-if0")
+            .unwrap();
+        let spec = CheckSpec {
+            probe: ProbeSpec::new(kind, Duration::from_millis(500))
+                .unwrap()
+                .with_source(source),
+            params: HealthParams::new(INTERVAL * 50, 1, 1).unwrap(),
+        };
+        let unreachable =
+            CheckTarget::new(Ipv4Addr::LOCALHOST, server.port(), Arc::new(spec)).unwrap();
+        let mut checker = HealthChecker::new();
+        checker.update([desired(&healthy, Health::Up)]);
+        assert!(
+            stays_quiet(&mut checker, INTERVAL * 2).await,
+            "up and settled from the start"
+        );
+        let checks_before = server.requests().len();
+
+        checker.update([
+            desired(&healthy, Health::Up),
+            desired(&unreachable, Health::Up),
+        ]);
+        let mut saw_stale = false;
+        let mut unknown = None;
+        while unknown.is_none() || !saw_stale || !checker.status(&healthy).unwrap().settled {
+            let event = next_event(&mut checker).await;
+            if event.target == unreachable {
+                assert_eq!(event.health, Health::Up, "the last health stands");
+                assert!(!event.settled);
+                unknown = event.unknown;
+            } else {
+                saw_stale |= !event.settled;
+            }
+        }
+        assert!(unknown
+            .unwrap()
+            .starts_with("cannot prepare the probe socket: bind to interface no-such-if0"),);
+        assert!(
+            server.requests().len() > checks_before,
+            "the healthy target was checked again at once, long before its interval"
+        );
+        assert_eq!(checker.unknown_results().get(), 1);
+        let status = checker.status(&unreachable).unwrap();
+        assert_eq!((status.health, status.settled), (Health::Up, false));
     }
 
     #[tokio::test]
@@ -453,6 +595,7 @@ mod tests {
             reason: "HTTP status 200".to_owned(),
             at: SystemTime::now(),
             settled: true,
+            unknown: None,
         };
         checker
             .events_tx

@@ -24,8 +24,10 @@ pub(crate) mod test_server;
 
 /// Re-exported: health is a domain concept ([`crate::domain::Health`]).
 pub use crate::domain::Health;
-pub use checker::{DesiredTarget, HealthChecker, HealthEvent, TargetStatus, UpdateSummary};
-pub use result::{CheckFailure, CheckPass, CheckResult};
+pub use checker::{
+    DesiredTarget, HealthChecker, HealthEvent, TargetStatus, UnknownResults, UpdateSummary,
+};
+pub use result::{CheckFailure, CheckPass, CheckResult, LocalFault};
 pub use spec::{
     CheckSpec, CheckTarget, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec, SpecError,
     StatusRange,

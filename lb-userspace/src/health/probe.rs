@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{self, Instant};
 
-use super::result::{CheckFailure, CheckPass, CheckResult};
+use super::result::{CheckFailure, CheckPass, CheckResult, LocalFault};
 use super::spec::{CheckTarget, HttpProbe, ProbeKind, ProbeSource, ProbeSpec};
 
 /// The body prefix searched for `expect_body`; the rest of a longer body is not read.
@@ -39,7 +39,7 @@ pub async fn check(target: &CheckTarget) -> CheckResult {
     let address = SocketAddr::from((target.address(), target.port()));
     let stream = match connect(address, probe, deadline).await {
         Ok(stream) => stream,
-        Err(failure) => return CheckResult::Fail(failure),
+        Err(result) => return result,
     };
     match probe.kind() {
         ProbeKind::Tcp => CheckResult::Pass(CheckPass::TcpConnected),
@@ -52,27 +52,44 @@ pub async fn check(target: &CheckTarget) -> CheckResult {
     }
 }
 
-/// Connects from the probe's source to `address` before `deadline`. The
-/// stream resets the connection when dropped, so checks leave no TIME_WAIT
-/// sockets behind.
+/// Connects from the probe's source to `address` before `deadline`; the
+/// error is the check's result. The stream resets the connection when
+/// dropped, so checks leave no TIME_WAIT sockets behind.
 async fn connect(
     address: SocketAddr,
     probe: &ProbeSpec,
     deadline: Instant,
-) -> Result<TcpStream, CheckFailure> {
-    let socket = probe_socket(probe.source()).map_err(CheckFailure::LocalSocket)?;
+) -> Result<TcpStream, CheckResult> {
+    let local = |fault| CheckResult::Unknown(fault);
+    let failed = |failure| CheckResult::Fail(failure);
+    let socket = probe_socket(probe.source()).map_err(|error| local(LocalFault::Socket(error)))?;
     let stream = match time::timeout_at(deadline, socket.connect(address)).await {
-        Err(_) => return Err(CheckFailure::ConnectTimeout(probe.timeout())),
+        Err(_) => return Err(failed(CheckFailure::ConnectTimeout(probe.timeout()))),
         Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err(CheckFailure::ConnectionRefused)
+            return Err(failed(CheckFailure::ConnectionRefused))
         }
-        Ok(Err(error)) => return Err(CheckFailure::Connect(error.to_string())),
+        Ok(Err(error)) if is_local_fault(&error) => {
+            return Err(local(LocalFault::Unreachable(error.to_string())))
+        }
+        Ok(Err(error)) => return Err(failed(CheckFailure::Connect(error.to_string()))),
         Ok(Ok(stream)) => stream,
     };
     stream
         .set_zero_linger()
-        .map_err(|error| CheckFailure::LocalSocket(format!("SO_LINGER: {error}")))?;
+        .map_err(|error| local(LocalFault::Socket(format!("SO_LINGER: {error}"))))?;
     Ok(stream)
+}
+
+/// Whether a failed connect never left this node: its link is down
+/// (`ENETDOWN`, or `ENETUNREACH` once the link's routes are gone), it has
+/// no route to the backend (`ENETUNREACH`), or the source address is gone
+/// (`EADDRNOTAVAIL`). `EHOSTUNREACH` is not among them: it is also what a
+/// dead backend on the node's own link gives (no ARP reply).
+fn is_local_fault(error: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::NETUNREACH, Errno::NETDOWN, Errno::ADDRNOTAVAIL]
+        .iter()
+        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// A TCP socket bound to `source`'s interface and address, if configured.
@@ -479,14 +496,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_source_that_cannot_be_bound_fails_the_check_locally() {
+    async fn a_source_that_cannot_be_bound_is_a_fault_of_this_node() {
         let server = StubServer::start(Reply::http(200, "")).await;
         let source = ProbeSource::default()
             .with_interface("no-such-if0")
             .unwrap();
         let result = check(&target(server.port(), ProbeKind::Tcp, source)).await;
         assert!(
-            matches!(result, CheckResult::Fail(CheckFailure::LocalSocket(_))),
+            matches!(result, CheckResult::Unknown(LocalFault::Socket(_))),
             "{result:?}"
         );
         assert!(server.peers().is_empty());

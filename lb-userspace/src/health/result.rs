@@ -1,4 +1,5 @@
-//! What one check found: a pass, or the reason it failed, worded for operators.
+//! What one check found: a pass, the reason it failed, or why this node
+//! could not check at all, worded for operators.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,12 +11,9 @@ use super::spec::StatusRange;
 pub enum CheckResult {
     Pass(CheckPass),
     Fail(CheckFailure),
-}
-
-impl CheckResult {
-    pub fn passed(&self) -> bool {
-        matches!(self, CheckResult::Pass(_))
-    }
+    /// The probe could not be made because of this node's own state: it
+    /// says nothing about the backend, so it counts neither way.
+    Unknown(LocalFault),
 }
 
 impl fmt::Display for CheckResult {
@@ -23,6 +21,7 @@ impl fmt::Display for CheckResult {
         match self {
             CheckResult::Pass(pass) => pass.fmt(f),
             CheckResult::Fail(failure) => failure.fmt(f),
+            CheckResult::Unknown(fault) => fault.fmt(f),
         }
     }
 }
@@ -43,12 +42,22 @@ impl fmt::Display for CheckPass {
     }
 }
 
+/// Why this node could not probe: its own link, routes or addresses, not
+/// the backend's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalFault {
+    /// The probe's own socket could not be set up (source address or interface).
+    #[error("cannot prepare the probe socket: {0}")]
+    Socket(String),
+    /// The connect failed before leaving this node: its link is down, it
+    /// has no route to the backend, or the source address is gone.
+    #[error("this node cannot reach the backend: {0}")]
+    Unreachable(String),
+}
+
 /// Why a probe failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckFailure {
-    /// The probe's own socket could not be set up (source address or interface).
-    #[error("cannot prepare the probe socket: {0}")]
-    LocalSocket(String),
     #[error("connection refused")]
     ConnectionRefused,
     #[error("connect timeout after {0:?}")]

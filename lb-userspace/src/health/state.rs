@@ -31,6 +31,12 @@ pub struct Transition {
 /// - The health is settled (a verdict of the checks, the same on every node
 ///   that checks the same backend) once `rise` checks have completed, or at
 ///   once if it starts up: a healthy backend that starts down is up by then.
+/// - A result of this node's own fault ([`CheckResult::Unknown`]) counts
+///   neither way: the health stays, but the view is stale. So is every
+///   target's when any of them sees such a fault ([`HealthState::mark_stale`]),
+///   since results from before it may no longer hold. A stale target is
+///   checked at `fastinter` and is not settled again until a fresh result
+///   agrees with its health or the fresh results change it.
 #[derive(Debug, Clone)]
 pub struct HealthState {
     params: HealthParams,
@@ -41,6 +47,11 @@ pub struct HealthState {
     next_check_at: Instant,
     /// Checks still to complete before the health is settled.
     checks_to_settle: u32,
+    /// Whether the results so far predate a fault of this node, so the
+    /// health waits for a fresh verdict.
+    stale: bool,
+    /// Why the last result was unknown, while the results are unknown.
+    unknown: Option<String>,
 }
 
 impl HealthState {
@@ -68,14 +79,27 @@ impl HealthState {
             },
             next_check_at: now,
             checks_to_settle,
+            stale: false,
+            unknown: None,
         }
     }
 
     /// Counts the `result` of the check that completed at `now` and schedules
     /// the next one; returns the transition this result completed, if any.
     pub fn record(&mut self, now: Instant, result: CheckResult) -> Option<Transition> {
+        let passed = match &result {
+            CheckResult::Pass(_) => true,
+            CheckResult::Fail(_) => false,
+            CheckResult::Unknown(fault) => {
+                self.unknown = Some(fault.to_string());
+                self.make_stale();
+                self.schedule(now);
+                return None;
+            }
+        };
+        self.unknown = None;
         self.checks_to_settle = self.checks_to_settle.saturating_sub(1);
-        let agrees = result.passed() == (self.health == Health::Up);
+        let agrees = passed == (self.health == Health::Up);
         self.contradicting = if agrees { 0 } else { self.contradicting + 1 };
         let needed = match self.health {
             Health::Up => self.params.fall(),
@@ -91,10 +115,40 @@ impl HealthState {
             };
             self.last_change.clone()
         });
+        if agrees || transition.is_some() {
+            self.stale = false;
+        }
+        self.schedule(now);
+        transition
+    }
+
+    /// Marks the results so far as stale (see [`HealthState`]) and brings
+    /// the next check forward to `now`; returns false if they already were.
+    pub fn mark_stale(&mut self, now: Instant) -> bool {
+        if self.stale {
+            return false;
+        }
+        self.make_stale();
+        self.next_check_at = self.next_check_at.min(now);
+        true
+    }
+
+    fn make_stale(&mut self) {
+        self.stale = true;
+        // Results from before the fault do not add up with fresh ones.
+        self.contradicting = 0;
+    }
+
+    /// Schedules the next check after the one that completed at `now`.
+    fn schedule(&mut self, now: Instant) {
         let slot = self.current_interval();
         let due = self.next_check_at + slot;
         self.next_check_at = if due > now { due } else { now + slot };
-        transition
+    }
+
+    /// Why the last result was unknown, while the results are unknown.
+    pub fn unknown(&self) -> Option<&str> {
+        self.unknown.as_deref()
     }
 
     pub fn health(&self) -> Health {
@@ -108,7 +162,7 @@ impl HealthState {
 
     /// Whether the health is settled (see [`HealthState`]).
     pub fn is_settled(&self) -> bool {
-        self.checks_to_settle == 0
+        self.checks_to_settle == 0 && !self.stale
     }
 
     pub fn next_check_at(&self) -> Instant {
@@ -121,7 +175,7 @@ impl HealthState {
     }
 
     fn current_interval(&self) -> Duration {
-        if self.is_transitioning() {
+        if self.is_transitioning() || self.stale {
             self.params.fastinter()
         } else {
             match self.health {
@@ -134,7 +188,7 @@ impl HealthState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::result::{CheckFailure, CheckPass};
+    use super::super::result::{CheckFailure, CheckPass, LocalFault};
     use super::*;
 
     const INTERVAL: Duration = Duration::from_secs(2);
@@ -368,5 +422,78 @@ mod tests {
 
         driver.check(fail());
         assert_eq!(driver.state.last_change(), &down, "no change, same record");
+    }
+
+    fn unknown() -> CheckResult {
+        CheckResult::Unknown(LocalFault::Unreachable(
+            "Network is unreachable (os error 101)".into(),
+        ))
+    }
+
+    #[test]
+    fn unknown_results_count_neither_way_and_leave_the_view_stale() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        // Two real failures, then the node's own link goes down: the
+        // unknown results must not complete the fall.
+        driver.check(fail());
+        driver.check(fail());
+        for _ in 0..5 {
+            assert_eq!(driver.check(unknown()), None);
+        }
+        assert_eq!(driver.state.health(), Health::Up);
+        assert!(!driver.state.is_settled());
+        assert_eq!(
+            driver.state.unknown(),
+            Some("this node cannot reach the backend: Network is unreachable (os error 101)")
+        );
+        // Back: one fresh pass agrees with the health and settles it.
+        driver.check(pass());
+        assert_eq!(driver.state.unknown(), None);
+        assert!(driver.state.is_settled());
+        assert_eq!(driver.state.health(), Health::Up);
+    }
+
+    #[test]
+    fn a_stale_view_needs_fresh_results_and_old_failures_do_not_add_up() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        driver.check(fail());
+        driver.check(fail());
+        driver.check(unknown());
+        // Fresh failures start their own count: the two from before the
+        // fault are forgotten.
+        driver.check(fail());
+        driver.check(fail());
+        assert_eq!(driver.state.health(), Health::Up);
+        assert!(!driver.state.is_settled(), "contradicted, not yet changed");
+        let down = driver.check(fail()).expect("third fresh failure");
+        assert_eq!(down.health, Health::Down);
+        assert!(driver.state.is_settled(), "a fresh verdict");
+    }
+
+    #[test]
+    fn a_stale_target_is_checked_at_once_and_then_at_fastinter() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        driver.check(pass());
+        assert_eq!(driver.state.next_check_at() - driver.start, INTERVAL);
+        let now = driver.start + Duration::from_millis(100);
+        assert!(driver.state.mark_stale(now));
+        assert!(!driver.state.mark_stale(now), "already stale");
+        assert_eq!(driver.state.next_check_at(), now);
+        assert!(!driver.state.is_settled());
+        let intervals = driver.run(vec![unknown(), unknown(), fail(), pass()]);
+        assert_eq!(intervals, [FASTINTER, FASTINTER, FASTINTER, INTERVAL]);
+        assert!(driver.state.is_settled());
+    }
+
+    #[test]
+    fn unknown_results_do_not_settle_a_backend_that_starts_down() {
+        let mut driver = Driver::new(2, 3, Health::Down);
+        driver.check(unknown());
+        driver.check(unknown());
+        assert!(!driver.state.is_settled());
+        driver.check(pass());
+        driver.check(pass());
+        assert_eq!(driver.state.health(), Health::Up);
+        assert!(driver.state.is_settled());
     }
 }

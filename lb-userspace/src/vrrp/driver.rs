@@ -104,6 +104,7 @@ pub struct VrrpHandle {
 #[derive(Debug)]
 enum Command {
     SetPriority(u8),
+    CountHold,
     Resign,
     Shutdown,
 }
@@ -118,6 +119,13 @@ impl VrrpHandle {
     pub fn set_priority(&self, priority: u8) {
         // Fails only once the task has ended; `shutdown` reports why.
         let _ = self.commands.send(Command::SetPriority(priority));
+    }
+
+    /// Counts one more time tracking held the priority down until this
+    /// node's health view is fresh ([`VrrpStatus::preemption_holds`]).
+    pub fn count_hold(&self) {
+        // Fails only once the task has ended; `shutdown` reports why.
+        let _ = self.commands.send(Command::CountHold);
     }
 
     /// A master hands over at once (priority 0, VIPs released) and goes on
@@ -237,6 +245,9 @@ impl<V: VipTable> Driver<V> {
                 command = commands.recv() => match command {
                     Some(Command::SetPriority(priority)) => {
                         self.machine.set_priority(Instant::now(), priority);
+                    }
+                    Some(Command::CountHold) => {
+                        self.status.send_modify(|status| status.preemption_holds += 1);
                     }
                     Some(Command::Resign) => self.resign(),
                     Some(Command::Shutdown) | None => break Ok(()),

@@ -26,6 +26,9 @@ pub struct VrrpStatus {
     pub address_error: Option<String>,
     /// Times this node resigned as master (it lost its data path).
     pub resignations: u64,
+    /// Times tracking held the priority at the lowest until this node's
+    /// health view was fresh (after start, or after it could not check).
+    pub preemption_holds: u64,
     pub received: ReceiveCounters,
     pub sent: SendCounters,
 }
@@ -40,6 +43,7 @@ impl VrrpStatus {
             transitions: 0,
             address_error: None,
             resignations: 0,
+            preemption_holds: 0,
             received: ReceiveCounters::default(),
             sent: SendCounters::default(),
         }

@@ -42,6 +42,11 @@ pub struct BackendReport {
     pub since: SystemTime,
     /// The check result behind its health.
     pub health_reason: String,
+    /// Whether its health is a fresh verdict of the node's checks.
+    pub settled: bool,
+    /// Why the node cannot check it right now (its own fault).
+    #[serde(default)]
+    pub health_unknown: Option<String>,
     pub counters: Counters,
 }
 
@@ -73,10 +78,16 @@ pub struct VrrpReport {
     /// The master it knows of (itself when master).
     #[serde(default)]
     pub master: Option<Ipv4Addr>,
+    /// When it entered `state`.
+    #[serde(deserialize_with = "rfc3339")]
+    pub since: SystemTime,
     /// How many times its state changed since it started.
     pub transitions: u64,
     /// How many times it resigned as master (it lost its data path).
     pub resignations: u64,
+    /// How many times tracking held its priority down until its health
+    /// view was fresh.
+    pub preemption_holds: u64,
     /// Adverts it rejected since it started, by reason (`ttl`, `checksum`, ...).
     pub adverts_rejected: BTreeMap<String, u64>,
 }
@@ -194,7 +205,8 @@ mod tests {
           "name": "web1", "address": "10.0.0.1", "state": "draining",
           "reason": "drained by admin", "since": "2023-11-14T22:13:20.123Z",
           "health": "up", "health_reason": "HTTP status 200",
-          "health_since": "2023-11-14T22:13:20.123Z", "admin": "draining",
+          "health_since": "2023-11-14T22:13:20.123Z", "settled": true,
+          "health_unknown": null, "admin": "draining",
           "weight": 1, "configured_weight": 1,
           "counters": {"packets": 4, "bytes": 400, "new_flows": 1}
         }]
@@ -202,7 +214,7 @@ mod tests {
       "vrrp": {
         "state": "backup", "priority": 100, "configured_priority": 100,
         "master": "10.0.0.11", "since": "2023-11-14T22:13:20.123Z",
-        "transitions": 1, "resignations": 0,
+        "transitions": 1, "resignations": 0, "preemption_holds": 3,
         "adverts_rejected": {"ttl": 2, "checksum": 0}
       }
     }"#;
@@ -224,8 +236,10 @@ mod tests {
                 state: VrrpState::Backup,
                 priority: 100,
                 master: Some(Ipv4Addr::new(10, 0, 0, 11)),
+                since: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
                 transitions: 1,
                 resignations: 0,
+                preemption_holds: 3,
                 adverts_rejected: BTreeMap::from([
                     ("ttl".to_owned(), 2),
                     ("checksum".to_owned(), 0)

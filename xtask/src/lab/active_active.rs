@@ -9,28 +9,19 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::bird::ANNOUNCE_TABLE;
-use super::lb::{config_toml, Scheduler};
+use super::lb::{config_toml, Scheduler, HEALTH_SECTION};
 use super::process::NsProcess;
 use super::topology::Node;
 use super::{Lab, LabError};
 
-/// `lb`'s configuration on both nodes: the lab's Maglev service with HTTP
-/// checks of `/health` every 200 ms (rise 2, fall 2: a node settles within
-/// half a second), announced from [`ANNOUNCE_TABLE`], with a one-second
+/// `lb`'s configuration on both nodes: the lab's Maglev service with
+/// [`HEALTH_SECTION`]'s checks, announced from [`ANNOUNCE_TABLE`], with a one-second
 /// grace after withdrawing on a graceful stop.
 pub fn active_active_config_toml() -> String {
     let mut text = config_toml(Scheduler::Maglev);
+    text.push_str(HEALTH_SECTION);
     text.push_str(&format!(
         "
-[service.health]
-type = \"http\"
-path = \"/health\"
-expect_body = \"ok\"
-interval = \"200ms\"
-timeout = \"150ms\"
-rise = 2
-fall = 2
-
 [bgp]
 table = {ANNOUNCE_TABLE}
 withdraw_grace = \"1s\"

@@ -39,6 +39,20 @@ impl fmt::Display for Scheduler {
     }
 }
 
+/// HTTP checks of `/health` every 200 ms (rise 2, fall 2: a node settles
+/// within half a second), as a `[service.health]` section for the lab's
+/// service (append it right after [`config_toml`]).
+pub const HEALTH_SECTION: &str = "
+[service.health]
+type = \"http\"
+path = \"/health\"
+expect_body = \"ok\"
+interval = \"200ms\"
+timeout = \"150ms\"
+rise = 2
+fall = 2
+";
+
 /// The `lb` configuration for the lab: one TCP service on the VIP, port 80,
 /// with every web server as a backend.
 pub fn config_toml(scheduler: Scheduler) -> String {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::lb::{config_toml, Scheduler};
+use super::lb::{config_toml, Scheduler, HEALTH_SECTION};
 use super::process::NsProcess;
 use super::topology::{Node, HOST_INTERFACE, VIP};
 use super::{netns, Lab, LabError};
@@ -26,6 +26,9 @@ pub struct PairOptions {
     pub advert_interval: Duration,
     /// Whether a higher-priority node takes the master role back.
     pub preempt: bool,
+    /// Whether the service's backends are health-checked
+    /// ([`super::lb::HEALTH_SECTION`]); without, they are always up.
+    pub checks: bool,
 }
 
 impl Default for PairOptions {
@@ -34,6 +37,7 @@ impl Default for PairOptions {
         PairOptions {
             advert_interval: Duration::from_millis(100),
             preempt: true,
+            checks: false,
         }
     }
 }
@@ -51,6 +55,9 @@ pub fn priority(node: Node) -> u8 {
 /// its XDP program or a serving backend drops to priority 1).
 pub fn pair_config_toml(node: Node, scheduler: Scheduler, options: &PairOptions) -> String {
     let mut text = config_toml(scheduler);
+    if options.checks {
+        text.push_str(HEALTH_SECTION);
+    }
     text.push_str(&format!(
         "
 [vrrp]

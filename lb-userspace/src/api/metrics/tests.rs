@@ -32,12 +32,16 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         weight: 1 + id,
         configured_weight: 1,
         settled: true,
+        health_unknown: None,
     }
 }
 
-/// "web" (checked) with web1 up and web2 down; "dns" (unchecked) with dns1
-/// draining.
+/// "web" (checked) with web1 up and web2 down, and web1 this node cannot
+/// check right now; "dns" (unchecked) with dns1 draining.
 fn snapshot() -> Snapshot {
+    let mut web1 = backend(1, "web1", AdminState::Enabled, Some(Health::Up));
+    web1.settled = false;
+    web1.health_unknown = Some("this node cannot reach the backend: Network is unreachable".into());
     Snapshot {
         services: vec![
             ServiceSnapshot {
@@ -49,7 +53,7 @@ fn snapshot() -> Snapshot {
                 scheduler: "maglev".into(),
                 table_fingerprint: 0x1234,
                 backends: vec![
-                    backend(1, "web1", AdminState::Enabled, Some(Health::Up)),
+                    web1,
                     backend(2, "web2", AdminState::Enabled, Some(Health::Down)),
                 ],
             },
@@ -105,11 +109,12 @@ fn vrrp() -> VrrpReport {
         adverts_sent: 300,
         address_error: None,
         resignations: 1,
+        preemption_holds: 2,
     }
 }
 
 fn rendered(vrrp: Option<VrrpReport>) -> String {
-    render(Arc::new(snapshot()), Arc::new(counters()), vrrp).unwrap()
+    render(Arc::new(snapshot()), Arc::new(counters()), vrrp, 7).unwrap()
 }
 
 /// The lines of `text` that are series (not `# HELP` / `# TYPE`).
@@ -149,6 +154,12 @@ lb_backend_health{{service="web",backend="web1",health="up"}} 1
 lb_backend_health{{service="web",backend="web1",health="down"}} 0
 lb_backend_health{{service="web",backend="web2",health="up"}} 0
 lb_backend_health{{service="web",backend="web2",health="down"}} 1
+lb_backend_health_unknown{{service="web",backend="web1"}} 1
+lb_backend_health_unknown{{service="web",backend="web2"}} 0
+lb_backend_health_settled{{service="web",backend="web1"}} 0
+lb_backend_health_settled{{service="web",backend="web2"}} 1
+lb_backend_health_settled{{service="dns",backend="dns1"}} 1
+lb_health_check_results_unknown_total 7
 lb_backend_weight{{service="web",backend="web1"}} 2
 lb_backend_weight{{service="web",backend="web2"}} 3
 lb_backend_weight{{service="dns",backend="dns1"}} 4
@@ -170,6 +181,7 @@ lb_vrrp_priority{{vrid="51"}} 140
 lb_vrrp_configured_priority{{vrid="51"}} 150
 lb_vrrp_transitions_total{{vrid="51"}} 2
 lb_vrrp_resignations_total{{vrid="51"}} 1
+lb_vrrp_preemption_holds_total{{vrid="51"}} 2
 lb_vrrp_adverts_sent_total{{vrid="51"}} 300
 lb_vrrp_adverts_accepted_total{{vrid="51"}} 9
 lb_vrrp_adverts_rejected_total{{vrid="51",reason="checksum"}} 0
@@ -213,7 +225,7 @@ fn each_family_is_typed_and_explained() {
     assert!(text.contains("# TYPE lb_backend_state gauge\n"));
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((families, helps), (23, 23));
+    assert_eq!((families, helps), (27, 27));
 }
 
 #[test]
