@@ -101,6 +101,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         snapshot: controller.subscribe(),
         admin: controller.admin_commands(),
         unknown_results: controller.unknown_results(),
+        bgp: announcer.as_ref().map(ha::bgp::BgpNode::status),
         counters: counters.clone(),
         vrrp: config
             .vrrp

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use std::collections::BTreeMap;
 
-use crate::api::model::{BackendStatus, DataPathReport, StatusReport, VrrpReport};
+use crate::api::model::{BackendStatus, BgpReport, DataPathReport, StatusReport, VrrpReport};
 use crate::domain::{BackendState, Health};
 
 /// The report as text, ages counted up to `now`.
@@ -15,6 +15,10 @@ pub fn render(report: &StatusReport, now: SystemTime) -> String {
     let mut text = String::new();
     if let Some(vrrp) = &report.vrrp {
         text.push_str(&vrrp_line(vrrp, now));
+        text.push_str("\n\n");
+    }
+    if let Some(bgp) = &report.bgp {
+        text.push_str(&bgp_line(bgp));
         text.push_str("\n\n");
     }
     text.push_str(&tables(report, now));
@@ -43,6 +47,25 @@ pub fn data_path_lines(data_path: &DataPathReport) -> String {
         non_zero(&data_path.actions),
         non_zero(&data_path.reasons)
     )
+}
+
+/// E.g. `BGP: 10.0.0.100 announced, 10.0.0.101 withdrawn (no serving
+/// backend)`; `BGP: no VIP` before the services are observed.
+pub fn bgp_line(bgp: &BgpReport) -> String {
+    if bgp.vips.is_empty() {
+        return "BGP: no VIP".to_owned();
+    }
+    let vips: Vec<String> = bgp
+        .vips
+        .iter()
+        .map(|vip| match (&vip.withdraw_reason, vip.announced) {
+            (None, true) => format!("{} announced", vip.vip),
+            (None, false) => format!("{} announcing", vip.vip),
+            (Some(reason), true) => format!("{} withdrawing ({reason})", vip.vip),
+            (Some(reason), false) => format!("{} withdrawn ({reason})", vip.vip),
+        })
+        .collect();
+    format!("BGP: {}", vips.join(", "))
 }
 
 /// E.g. `VRRP vrid 51 on eth0: master, priority 150 (configured 150),
@@ -267,6 +290,7 @@ mod tests {
             }],
             data_path: DataPathReport::default(),
             vrrp: None,
+            bgp: None,
         };
         let text = render(&report, now);
         let lines: Vec<&str> = text.lines().collect();
@@ -371,6 +395,7 @@ mod tests {
             services: Vec::new(),
             data_path: DataPathReport::default(),
             vrrp: Some(vrrp.clone()),
+            bgp: None,
         };
         let text = render(&report, now);
         let lines: Vec<&str> = text.lines().collect();
@@ -397,5 +422,26 @@ mod tests {
     fn unchecked_backends_show_a_dash() {
         assert_eq!(health(None), "-");
         assert_eq!(health(Some(Health::Down)), "down");
+    }
+
+    #[test]
+    fn the_bgp_line_names_each_vip_and_why_it_is_withdrawn() {
+        use crate::api::model::VipAnnouncementReport;
+        let vip = |last: u8, announced, reason: Option<&str>| VipAnnouncementReport {
+            vip: Ipv4Addr::new(10, 0, 0, last),
+            announced,
+            withdraw_reason: reason.map(str::to_owned),
+        };
+        let bgp = BgpReport {
+            vips: vec![
+                vip(100, true, None),
+                vip(101, false, Some("no serving backend")),
+            ],
+        };
+        assert_eq!(
+            bgp_line(&bgp),
+            "BGP: 10.0.0.100 announced, 10.0.0.101 withdrawn (no serving backend)"
+        );
+        assert_eq!(bgp_line(&BgpReport { vips: Vec::new() }), "BGP: no VIP");
     }
 }

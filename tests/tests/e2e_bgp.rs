@@ -20,7 +20,7 @@
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
-use lb_tests::e2e::{one_at_a_time, Event, Pair, Setup, Traffic};
+use lb_tests::e2e::{one_at_a_time, Event, Pair, Setup, Traffic, VipAnnouncement};
 use xtask::lab::{self, Node};
 
 /// New connections per round: enough that both nodes get some by the
@@ -40,6 +40,17 @@ fn both_nodes_forward_and_a_node_that_cannot_serve_withdraws() {
     let _serial = one_at_a_time();
     let mut pair = Pair::start("lbb1-", Setup::Bgp);
 
+    for node in Node::LBS {
+        assert_eq!(
+            announcement(&pair, node),
+            VipAnnouncement {
+                vip: lab::VIP,
+                announced: true,
+                withdraw_reason: None,
+            },
+            "{node} announces"
+        );
+    }
     let agreed = fingerprint(&pair, Node::Lb1);
     assert_eq!(
         fingerprint(&pair, Node::Lb2),
@@ -61,6 +72,15 @@ fn both_nodes_forward_and_a_node_that_cannot_serve_withdraws() {
     }
     let took = pair.wait_for_next_hops(&[Node::Lb2], CONVERGE);
     println!("lb1 without a serving backend: withdrawn after {took:?}");
+    assert_eq!(
+        announcement(&pair, Node::Lb1),
+        VipAnnouncement {
+            vip: lab::VIP,
+            announced: false,
+            withdraw_reason: Some("no serving backend".to_owned()),
+        },
+        "lb1's /status says why it withdrew"
+    );
     assert_ne!(fingerprint(&pair, Node::Lb1), agreed, "lb1's empty table");
     let lb1_before = pair.counters(Node::Lb1);
     assert_all_ok(&pair, "with lb1 withdrawn");
@@ -144,6 +164,14 @@ fn a_node_failure_and_rejoin_keep_every_established_connection() {
     outcome.assert_no_resets();
     outcome.assert_gaps_bounded(&events, GAP_BOUND);
     pair.down();
+}
+
+/// `node`'s announcement of the lab's VIP, from its `/status`.
+fn announcement(pair: &Pair, node: Node) -> VipAnnouncement {
+    let status = pair.status(node);
+    let bgp = status.bgp.expect("a [bgp] node reports its announcer");
+    assert_eq!(bgp.vips.len(), 1, "one VIP in the lab: {bgp:?}");
+    bgp.vips[0].clone()
 }
 
 /// The fingerprint of the lab service's table on `node`.

@@ -132,6 +132,7 @@ impl Node {
             counters: Arc::new(FakeCounters::default()),
             vrrp: None,
             unknown_results: controller.unknown_results(),
+            bgp: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let controller = tokio::spawn(controller.run(async {

@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::model::VrrpReport;
+use super::model::{BgpReport, VrrpReport};
 use crate::dataplane::{CounterReader, DataplaneError};
 use crate::domain::{BackendState, Health, Snapshot};
 use crate::vrrp::State;
@@ -51,12 +51,14 @@ const VRRP_STATES: [State; 4] = [
 ];
 
 /// The exposition of `snapshot`, with the traffic read from `counters` now,
-/// the VRRP instance's `vrrp` report if there is one, and the count of
+/// the VRRP instance's `vrrp` report and the BGP announcer's `bgp` report
+/// if there are, and the count of
 /// health check results set aside as unknown.
 pub fn render(
     snapshot: Arc<Snapshot>,
     counters: Arc<dyn CounterReader>,
     vrrp: Option<VrrpReport>,
+    bgp: Option<BgpReport>,
     unknown_results: u64,
 ) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
@@ -64,6 +66,7 @@ pub fn render(
         snapshot,
         counters,
         vrrp,
+        bgp,
         unknown_results,
     }));
     let mut text = String::new();
@@ -76,6 +79,7 @@ struct Exposition {
     snapshot: Arc<Snapshot>,
     counters: Arc<dyn CounterReader>,
     vrrp: Option<VrrpReport>,
+    bgp: Option<BgpReport>,
     unknown_results: u64,
 }
 
@@ -101,6 +105,16 @@ impl Collector for Exposition {
         self.encode_backends(e)?;
         if let Some(vrrp) = &self.vrrp {
             encode_vrrp(e, vrrp)?;
+        }
+        if let Some(bgp) = &self.bgp {
+            gauge(
+                e,
+                "lb_bgp_vip_announced",
+                "1 while the VIP's route is in lb's table, so the routing daemon announces it (with [bgp] only)",
+                bgp.vips.iter().map(|vip| {
+                    (vec![("vip", vip.vip.to_string())], i64::from(vip.announced))
+                }),
+            )?;
         }
         self.encode_xdp(e)
     }

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{AdminState, BackendSnapshot, BackendState, Health};
+use crate::ha::bgp::BgpStatus;
 use crate::vrrp::State;
 
 /// `GET /status`: every service and backend, as the controller sees them
@@ -21,6 +22,45 @@ pub struct StatusReport {
     /// Absent without `[vrrp]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp: Option<VrrpReport>,
+    /// Absent without `[bgp]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpReport>,
+}
+
+/// The BGP announcer of an active-active node: each VIP it may announce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpReport {
+    pub vips: Vec<VipAnnouncementReport>,
+}
+
+/// One VIP's announcement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipAnnouncementReport {
+    pub vip: Ipv4Addr,
+    /// Its route is in `lb`'s table, so the routing daemon announces it.
+    pub announced: bool,
+    /// Why it is withdrawn (`no serving backend`, `xdp program not
+    /// attached`, ...); `null` while it is wanted.
+    pub withdraw_reason: Option<String>,
+}
+
+impl BgpReport {
+    /// `status` as the API shows it.
+    pub fn new(status: &BgpStatus) -> Self {
+        BgpReport {
+            vips: status
+                .vips
+                .iter()
+                .map(|(&vip, announcement)| VipAnnouncementReport {
+                    vip,
+                    announced: announcement.announced,
+                    withdraw_reason: announcement
+                        .withdraw_reason
+                        .map(|reason| reason.to_string()),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl StatusReport {
@@ -299,6 +339,7 @@ mod tests {
                 reasons: [("not_for_us".to_owned(), 2)].into(),
             },
             vrrp,
+            bgp: None,
         }
     }
 

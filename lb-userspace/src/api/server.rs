@@ -50,11 +50,12 @@ use tokio::task::JoinSet;
 
 use super::metrics;
 use super::model::{
-    BackendStatus, DataPathReport, ErrorBody, ServiceStatus, StatusReport, Traffic, VrrpReport,
-    WeightRequest,
+    BackendStatus, BgpReport, DataPathReport, ErrorBody, ServiceStatus, StatusReport, Traffic,
+    VrrpReport, WeightRequest,
 };
 use crate::dataplane::{CounterReader, DataplaneError};
 use crate::domain::{AdminAction, AdminCommandError, AdminCommands, AdminError, SnapshotReceiver};
+use crate::ha::bgp::BgpStatus;
 use crate::health::UnknownResults;
 use crate::vrrp::VrrpStatus;
 
@@ -71,6 +72,8 @@ pub struct ApiState {
     pub vrrp: Option<VrrpFeed>,
     /// Health check results set aside as unknown (this node's own faults).
     pub unknown_results: UnknownResults,
+    /// The BGP announcer, if `[bgp]` is configured.
+    pub bgp: Option<watch::Receiver<BgpStatus>>,
 }
 
 /// The VRRP instance as the API reports it: its fixed settings and its
@@ -296,8 +299,12 @@ async fn status(State(state): State<ApiState>) -> Json<StatusReport> {
 async fn metrics(State(state): State<ApiState>) -> Response {
     let snapshot = state.snapshot.borrow().clone();
     let vrrp = state.vrrp.as_ref().map(VrrpFeed::report);
+    let bgp = state
+        .bgp
+        .as_ref()
+        .map(|status| BgpReport::new(&status.borrow()));
     let unknown_results = state.unknown_results.get();
-    match metrics::render(snapshot, state.counters.clone(), vrrp, unknown_results) {
+    match metrics::render(snapshot, state.counters.clone(), vrrp, bgp, unknown_results) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(fmt::Error) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -354,6 +361,10 @@ impl ApiState {
             services,
             data_path: self.data_path(),
             vrrp: self.vrrp.as_ref().map(VrrpFeed::report),
+            bgp: self
+                .bgp
+                .as_ref()
+                .map(|status| BgpReport::new(&status.borrow())),
         }
     }
 

@@ -118,6 +118,7 @@ async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
         counters: Arc::new(counters),
         vrrp,
         unknown_results: UnknownResults::default(),
+        bgp: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();

@@ -46,7 +46,7 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{interval, MissedTickBehavior};
 
@@ -109,19 +109,69 @@ pub async fn start(
         "bgp announcer starting"
     );
     let (stop, stop_receiver) = oneshot::channel();
+    let (status, status_receiver) = watch::channel(BgpStatus::default());
     let task = tokio::spawn(announce(
         settings.clone(),
         xdp,
         probe,
         announcements,
         services,
-        stop_receiver,
+        Reporting {
+            stop: stop_receiver,
+            status,
+        },
     ));
     Ok(Some(BgpNode {
         stop,
         task,
         withdraw_grace: settings.withdraw_grace,
+        status: status_receiver,
     }))
+}
+
+/// Each VIP's announcement as the announcer last applied it, for the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BgpStatus {
+    pub vips: BTreeMap<Ipv4Addr, VipAnnouncement>,
+}
+
+/// One VIP: whether its route is in the table, and the verdict behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipAnnouncement {
+    /// The route is in `lb`'s table, so the routing daemon announces it.
+    pub announced: bool,
+    /// Why it is not wanted; `None` when it is.
+    pub withdraw_reason: Option<WithdrawReason>,
+}
+
+/// The announcer task's stop signal and its published status.
+struct Reporting {
+    stop: oneshot::Receiver<()>,
+    status: watch::Sender<BgpStatus>,
+}
+
+/// What `announcer` wants and `applied` holds, per VIP.
+fn bgp_status(announcer: &Announcer, applied: &BTreeSet<Ipv4Addr>) -> BgpStatus {
+    BgpStatus {
+        vips: announcer
+            .verdicts()
+            .into_iter()
+            .map(|(vip, verdict)| {
+                let withdraw_reason = match verdict {
+                    Verdict::Announce => None,
+                    Verdict::Withdraw(reason) => Some(reason),
+                };
+                let announced = applied.contains(&vip);
+                (
+                    vip,
+                    VipAnnouncement {
+                        announced,
+                        withdraw_reason,
+                    },
+                )
+            })
+            .collect(),
+    }
 }
 
 /// The running announcer.
@@ -131,9 +181,15 @@ pub struct BgpNode {
     /// Ends after withdrawing; says whether anything had been announced.
     task: JoinHandle<bool>,
     withdraw_grace: Duration,
+    status: watch::Receiver<BgpStatus>,
 }
 
 impl BgpNode {
+    /// Follows each VIP's announcement.
+    pub fn status(&self) -> watch::Receiver<BgpStatus> {
+        self.status.clone()
+    }
+
     /// Withdraws every VIP, then, if any was announced, waits
     /// `withdraw_grace` while the data path still forwards.
     pub async fn shutdown(self) -> Result<(), BgpError> {
@@ -159,8 +215,9 @@ async fn announce(
     probe: Probe,
     mut announcements: Announcements<NetlinkRoutes>,
     mut services: SnapshotReceiver,
-    mut stop: oneshot::Receiver<()>,
+    reporting: Reporting,
 ) -> bool {
+    let Reporting { mut stop, status } = reporting;
     // Observed from the next publication on: the controller publishes when
     // its loop starts, after the data path is attached.
     services.mark_unchanged();
@@ -189,11 +246,18 @@ async fn announce(
         if services_observed {
             log_verdicts(&mut verdicts, announcer.verdicts());
             apply(&mut announcements, &announcer).await;
+            status.send_if_modified(|last| {
+                let now = bgp_status(&announcer, announcements.applied());
+                let changed = *last != now;
+                *last = now;
+                changed
+            });
         }
     }
     let was_announcing = !announcements.applied().is_empty();
     announcer.shut_down();
     apply(&mut announcements, &announcer).await;
+    status.send_replace(bgp_status(&announcer, announcements.applied()));
     was_announcing
 }
 

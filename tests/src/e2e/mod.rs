@@ -17,7 +17,10 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use netns::in_namespace;
 pub use pair::{Pair, Setup, StatusError};
-pub use status::{BackendReport, BackendState, Counters, StatusReport, VrrpReport, VrrpState};
+pub use status::{
+    BackendReport, BackendState, BgpReport, Counters, StatusReport, VipAnnouncement, VrrpReport,
+    VrrpState,
+};
 pub use traffic::{Connections, Event, LongLived, Outcome, StreamLog, Streams, Traffic};
 
 /// Serialises the tests of one test binary that measure times on a small

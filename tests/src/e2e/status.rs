@@ -16,6 +16,25 @@ pub struct StatusReport {
     /// The node's VRRP instance; absent when it has no `[vrrp]`.
     #[serde(default)]
     pub vrrp: Option<VrrpReport>,
+    /// The node's BGP announcer; absent when it has no `[bgp]`.
+    #[serde(default)]
+    pub bgp: Option<BgpReport>,
+}
+
+/// The BGP announcer of an active-active node.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BgpReport {
+    pub vips: Vec<VipAnnouncement>,
+}
+
+/// One VIP's announcement.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct VipAnnouncement {
+    pub vip: Ipv4Addr,
+    /// Its route is in the node's table: the routing daemon announces it.
+    pub announced: bool,
+    /// Why it is withdrawn, while it is.
+    pub withdraw_reason: Option<String>,
 }
 
 /// One service and its backends.

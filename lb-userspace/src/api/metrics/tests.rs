@@ -114,7 +114,7 @@ fn vrrp() -> VrrpReport {
 }
 
 fn rendered(vrrp: Option<VrrpReport>) -> String {
-    render(Arc::new(snapshot()), Arc::new(counters()), vrrp, 7).unwrap()
+    render(Arc::new(snapshot()), Arc::new(counters()), vrrp, None, 7).unwrap()
 }
 
 /// The lines of `text` that are series (not `# HELP` / `# TYPE`).
@@ -260,4 +260,43 @@ fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn each_vip_of_a_bgp_node_has_its_announcement_gauge() {
+    use crate::api::model::{BgpReport, VipAnnouncementReport};
+    let bgp = BgpReport {
+        vips: vec![
+            VipAnnouncementReport {
+                vip: Ipv4Addr::new(10, 0, 0, 100),
+                announced: true,
+                withdraw_reason: None,
+            },
+            VipAnnouncementReport {
+                vip: Ipv4Addr::new(10, 0, 0, 101),
+                announced: false,
+                withdraw_reason: Some("no serving backend".into()),
+            },
+        ],
+    };
+    let text = render(
+        Arc::new(snapshot()),
+        Arc::new(counters()),
+        None,
+        Some(bgp),
+        0,
+    )
+    .unwrap();
+    let announced: Vec<&str> = series(&text)
+        .into_iter()
+        .filter(|line| line.starts_with("lb_bgp_"))
+        .collect();
+    assert_eq!(
+        announced,
+        [
+            r#"lb_bgp_vip_announced{vip="10.0.0.100"} 1"#,
+            r#"lb_bgp_vip_announced{vip="10.0.0.101"} 0"#
+        ]
+    );
+    assert!(!rendered(None).contains("lb_bgp"), "only with [bgp]");
 }
