@@ -9,6 +9,7 @@
 //! - a node with no serving backend (every backend disabled on lb1)
 //!   withdraws, and announces again once one serves;
 //! - a graceful stop withdraws before the node stops forwarding;
+//! - a node whose XDP program is detached withdraws, and says why;
 //! - lb1's links go down: BFD withdraws it within a second, every
 //!   long-lived connection continues through lb2 (Maglev picks the same
 //!   backend there) with a gap under a second; lb1 comes back: the router
@@ -20,6 +21,7 @@
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
+use lb_tests::e2e::pins::detach_xdp_link;
 use lb_tests::e2e::{one_at_a_time, Event, Pair, Setup, Traffic, VipAnnouncement};
 use xtask::lab::{self, Node};
 
@@ -109,6 +111,29 @@ fn both_nodes_forward_and_a_node_that_cannot_serve_withdraws() {
         "lb2's withdrawal took {withdrawn:?}, longer than it keeps forwarding"
     );
     assert_all_ok(&pair, "after lb2 stopped");
+    pair.down();
+}
+
+/// lb1's XDP link is detached while `lb` runs (an operator's mistake, a
+/// driver reset): lb1 withdraws, says why, and lb2 serves everything.
+#[test]
+fn a_node_whose_program_is_detached_withdraws() {
+    let _serial = one_at_a_time();
+    let mut pair = Pair::start("lbb3-", Setup::Bgp);
+    detach_xdp_link(pair.lab(), Node::Lb1);
+    let took = pair.wait_for_next_hops(&[Node::Lb2], CONVERGE);
+    println!("lb1's XDP program detached: withdrawn after {took:?}");
+    assert_eq!(
+        announcement(&pair, Node::Lb1),
+        VipAnnouncement {
+            vip: lab::VIP,
+            announced: false,
+            withdraw_reason: Some("xdp program not attached".to_owned()),
+        }
+    );
+    let lb2_before = pair.counters(Node::Lb2);
+    assert_all_ok(&pair, "with lb1's program detached");
+    pair.assert_forwarded_since(Node::Lb2, lb2_before, "with lb1 detached");
     pair.down();
 }
 
