@@ -46,6 +46,10 @@ enum Task {
         /// Name prefix of the demo's lab.
         #[arg(long, default_value = lab::DEFAULT_PREFIX)]
         prefix: String,
+        /// How the demo's two LB nodes share the VIP: `vrrp` (active-passive)
+        /// or `bgp` (active-active behind an ECMP router, BIRD on each node).
+        #[arg(long, value_enum, default_value_t = HaArg::Vrrp)]
+        ha: HaArg,
     },
     /// Every check: rustfmt, clippy (with `lb-ebpf`), unit and root-only end-to-end tests.
     Test,
@@ -106,6 +110,21 @@ enum SchedulerArg {
     RoundRobin,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum HaArg {
+    Vrrp,
+    Bgp,
+}
+
+impl From<HaArg> for run::HaMode {
+    fn from(arg: HaArg) -> Self {
+        match arg {
+            HaArg::Vrrp => run::HaMode::Vrrp,
+            HaArg::Bgp => run::HaMode::Bgp,
+        }
+    }
+}
+
 impl From<SchedulerArg> for lab::Scheduler {
     fn from(arg: SchedulerArg) -> Self {
         match arg {
@@ -137,11 +156,13 @@ fn main() -> Result<()> {
             requests,
             scheduler,
             prefix,
+            ha,
         } => run::in_lab(&DemoOptions {
             prefix,
             scheduler: scheduler.into(),
             requests,
             duration: duration.map(Duration::from_secs),
+            ha: ha.into(),
         })?,
         Task::Test => suite::run()?,
         Task::Bench { quick, prefix } => {
@@ -249,6 +270,17 @@ fn without_separator_after_run(mut args: Vec<OsString>) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_runs_vrrp_unless_asked_for_bgp() {
+        let ha = |list: &[&str]| match Cli::try_parse_from(args(list)).unwrap().command {
+            Task::Run { ha, .. } => ha,
+            other => panic!("parsed {other:?}"),
+        };
+        assert_eq!(ha(&["xtask", "run"]), HaArg::Vrrp);
+        assert_eq!(ha(&["xtask", "run", "--ha", "bgp"]), HaArg::Bgp);
+        assert!(Cli::try_parse_from(args(&["xtask", "run", "--ha", "ipvs"])).is_err());
+    }
 
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::lab::{self, Lab, LabOptions, Node, PairOptions, Scheduler};
+use crate::lab::{self, Bird, Lab, LabOptions, Node, PairOptions, Router, Scheduler};
 use crate::{bootstrap, build, cmd, interrupt};
 
 /// How long `lb` gets to attach and program its maps.
@@ -26,7 +26,22 @@ pub struct DemoOptions {
     pub requests: usize,
     /// How long to keep running after the requests; until Ctrl-C if `None`.
     pub duration: Option<Duration>,
+    /// How the two LB nodes share the VIP.
+    pub ha: HaMode,
 }
+
+/// How the demo's two LB nodes share the VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HaMode {
+    /// Active-passive: VRRP moves the VIP between lb1 and lb2.
+    Vrrp,
+    /// Active-active: both announce it over BGP (BIRD on each node) to a
+    /// router that spreads the client's flows by ECMP.
+    Bgp,
+}
+
+/// How long the router's BGP sessions get to come up.
+const BGP_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bootstrap, build, bring the lab up, run the `lb` pair on lb1 and lb2
 /// (VRRP moves the VIP between them), send requests through the VIP and
@@ -34,6 +49,9 @@ pub struct DemoOptions {
 /// duration, reporting every change of master. Both `lb`s are stopped and
 /// the lab removed on every way out.
 pub fn in_lab(options: &DemoOptions) -> Result<()> {
+    if options.ha == HaMode::Bgp {
+        return in_bgp_lab(options);
+    }
     require_root()?;
     let toolchain = bootstrap::run()?;
     let artifacts = build::all(toolchain)?;
@@ -66,22 +84,7 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
     println!("vrrp: lb1 is master after {took:?} (its backends up), lb2 is backup");
     stop_if_interrupted()?;
 
-    println!(
-        "client: {} requests to {}, each on a new connection",
-        options.requests,
-        lab::vip_url()
-    );
-    let replies = lab.http_get_many(&lab::vip_url(), options.requests)?;
-    for (number, reply) in replies.iter().enumerate() {
-        println!("  request {:>3}: {reply}", number + 1);
-    }
-    println!("tally ({} scheduler):", options.scheduler);
-    for (backend, count) in lab::tally(&replies) {
-        println!("  {backend:<28} {count:>4}");
-    }
-    for node in Node::LBS {
-        print_lb_status(&lab, node, &artifacts.lb_binary);
-    }
+    send_requests_and_show_status(&lab, options, &artifacts.lb_binary)?;
 
     match options.duration {
         Some(duration) => println!("running for {duration:?} (Ctrl-C stops earlier)"),
@@ -116,6 +119,127 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
         let status = lb.stop().with_context(|| format!("stopping {name}"))?;
         println!("{name}: stopped ({status})");
     }
+    let report = lab.down()?;
+    println!(
+        "lab: removed {} namespaces, {} pins",
+        report.namespaces_removed.len(),
+        report.pins_removed
+    );
+    Ok(())
+}
+
+/// The demo's requests through the VIP, who answered them, and both
+/// nodes' `lb status`.
+fn send_requests_and_show_status(lab: &Lab, options: &DemoOptions, lb_binary: &Path) -> Result<()> {
+    println!(
+        "client: {} requests to {}, each on a new connection",
+        options.requests,
+        lab::vip_url()
+    );
+    let replies = lab.http_get_many(&lab::vip_url(), options.requests)?;
+    for (number, reply) in replies.iter().enumerate() {
+        println!("  request {:>3}: {reply}", number + 1);
+    }
+    println!("tally ({} scheduler):", options.scheduler);
+    for (backend, count) in lab::tally(&replies) {
+        println!("  {backend:<28} {count:>4}");
+    }
+    for node in Node::LBS {
+        print_lb_status(lab, node, lb_binary);
+    }
+    Ok(())
+}
+
+/// The active-active demo: the lab with an ECMP router between the client
+/// and the switch, BIRD on the router and on both LB nodes, `lb` with
+/// `[bgp]` on both; requests through the VIP, each node's share, and the
+/// router's next hops; then until Ctrl-C or the duration, reporting every
+/// change of the next hops. Everything is stopped and removed on every way
+/// out.
+fn in_bgp_lab(options: &DemoOptions) -> Result<()> {
+    require_root()?;
+    if options.scheduler != Scheduler::Maglev {
+        bail!(
+            "--ha bgp needs --scheduler maglev: both nodes must pick the same backend for a flow, and only Maglev does that without shared state"
+        );
+    }
+    let toolchain = bootstrap::run()?;
+    let artifacts = build::all(toolchain)?;
+    stop_if_interrupted()?;
+
+    println!(
+        "lab: bringing up {}* with an ECMP router ...",
+        options.prefix
+    );
+    let lab = Lab::up(&LabOptions {
+        ebpf_object: artifacts.ebpf_object.clone(),
+        static_vip_on_lb1: false,
+        ..LabOptions::new(&options.prefix)
+    })?;
+    let mut router = Router::up(&lab)?;
+    let speakers = Node::LBS.map(|node| Bird::start_lb(&lab, node));
+    let [lb1_bird, lb2_bird] = speakers;
+    let _speakers = [lb1_bird?, lb2_bird?];
+    let [mut lb1, mut lb2] = lab.start_active_active(&artifacts.lb_binary)?;
+    for (node, lb) in [(Node::Lb1, &lb1), (Node::Lb2, &lb2)] {
+        println!(
+            "lb: started in {} (pid {}, [bgp] table {}), log {}",
+            lab.namespace(node),
+            lb.pid().unwrap_or_default(),
+            lab::ANNOUNCE_TABLE,
+            lb.log_path().display()
+        );
+    }
+    let sessions: Vec<String> = Node::LBS.into_iter().map(lab::session_name).collect();
+    router
+        .bird()
+        .wait_established(&sessions, BGP_ESTABLISH_TIMEOUT)?;
+    let both: std::collections::BTreeSet<_> =
+        Node::LBS.iter().filter_map(|node| node.address()).collect();
+    let took = router.wait_for_next_hops(lab::VIP, &both, BGP_ESTABLISH_TIMEOUT)?;
+    println!(
+        "bgp: the router reaches {} through lb1 and lb2 (ECMP) after {took:?}",
+        lab::VIP
+    );
+    stop_if_interrupted()?;
+
+    send_requests_and_show_status(&lab, options, &artifacts.lb_binary)?;
+    match options.duration {
+        Some(duration) => println!("running for {duration:?} (Ctrl-C stops earlier)"),
+        None => println!(
+            "running; Ctrl-C stops everything and removes the lab (try `ip netns exec {} ip link set eth0 down`: BFD withdraws lb1 and lb2 serves alone)",
+            lab.namespace(Node::Lb1)
+        ),
+    }
+    let mut exited = None;
+    let mut next_hops = both;
+    interrupt::sleep_while(options.duration, || {
+        for lb in [&mut lb1, &mut lb2] {
+            if let Ok(Some(status)) = lb.try_exit_status() {
+                exited = Some((lb.name().to_owned(), status, lb.log_tail(30)));
+                return false;
+            }
+        }
+        if let Ok(now) = router.next_hops(lab::VIP) {
+            if now != next_hops {
+                println!(
+                    "bgp: the router's next hops to {} are now {now:?}",
+                    lab::VIP
+                );
+                next_hops = now;
+            }
+        }
+        true
+    });
+    if let Some((name, status, log_tail)) = exited {
+        bail!("{name} exited on its own ({status}); end of its log:\n{log_tail}");
+    }
+    for lb in [lb2, lb1] {
+        let name = lb.name().to_owned();
+        let status = lb.stop().with_context(|| format!("stopping {name}"))?;
+        println!("{name}: stopped ({status}), its VIP withdrawn first");
+    }
+    drop(router);
     let report = lab.down()?;
     println!(
         "lab: removed {} namespaces, {} pins",
