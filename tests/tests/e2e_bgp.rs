@@ -10,6 +10,8 @@
 //!   withdraws, and announces again once one serves;
 //! - a graceful stop withdraws before the node stops forwarding;
 //! - a node whose XDP program is detached withdraws, and says why;
+//! - a backend that dies while flows move between the nodes hurts only
+//!   its own connections;
 //! - lb1's links go down: BFD withdraws it within a second, every
 //!   long-lived connection continues through lb2 (Maglev picks the same
 //!   backend there) with a gap under a second; lb1 comes back: the router
@@ -22,7 +24,9 @@ use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
 use lb_tests::e2e::pins::detach_xdp_link;
-use lb_tests::e2e::{one_at_a_time, Event, Pair, Setup, Traffic, VipAnnouncement};
+use lb_tests::e2e::{
+    one_at_a_time, BackendState, Event, LongLived, Pair, Setup, Traffic, VipAnnouncement,
+};
 use xtask::lab::{self, Node};
 
 /// New connections per round: enough that both nodes get some by the
@@ -136,6 +140,56 @@ fn a_node_whose_program_is_detached_withdraws() {
     pair.assert_forwarded_since(Node::Lb2, lb2_before, "with lb1 detached");
     pair.down();
 }
+
+/// A backend dies while the router moves flows between the nodes (lb1's
+/// link goes down, then comes back): only that backend's connections are
+/// hurt; every other long-lived connection keeps its backend through both
+/// moves, since both nodes take the same backend out of the same table.
+#[test]
+fn a_backend_failing_while_flows_move_hurts_only_its_own_connections() {
+    let _serial = one_at_a_time();
+    let mut pair = Pair::start("lbb4-", Setup::Bgp);
+    let long_lived = LongLived::open(
+        pair.lab(),
+        Traffic::LONG_LIVED,
+        14 * Traffic::LONG_LIVED_RATE as usize,
+        Traffic::LONG_LIVED_RATE,
+    );
+    sleep(Duration::from_secs(2));
+
+    pair.lab().set_link(Node::Lb1, false).expect("link down");
+    pair.lab().stop_web(WEB2).expect("stopping web2");
+    pair.wait_for_next_hops(&[Node::Lb2], BFD_BOUND);
+    pair.wait_for_backend(Node::Lb2, WEB2, BackendState::Down, CONVERGE);
+    sleep(Duration::from_secs(2));
+    pair.lab().set_link(Node::Lb1, true).expect("link up");
+    pair.wait_for_next_hops(&Node::LBS, REJOIN_TIMEOUT);
+    assert_eq!(
+        pair.backend(Node::Lb1, WEB2).state,
+        BackendState::Down,
+        "lb1 rejoined with web2 out, as lb2 has it"
+    );
+    assert_eq!(fingerprint(&pair, Node::Lb1), fingerprint(&pair, Node::Lb2));
+
+    let connections = long_lived.finish_within(Duration::from_secs(15));
+    let (on_web2, others) = connections.split_by_first_backend(WEB2);
+    println!(
+        "backend failure while flows move: {} of {} connections off web2 survived; {} were on web2",
+        others.surviving(),
+        others.replies().len(),
+        on_web2.replies().len()
+    );
+    assert!(
+        !others.replies().is_empty(),
+        "some connections are on other backends"
+    );
+    others.assert_all_survived();
+    assert_eq!(on_web2.surviving(), 0, "web2 is dead: its connections end");
+    pair.down();
+}
+
+/// The backend that dies in the test above.
+const WEB2: Node = Node::Web(2);
 
 /// BFD (100 ms x 3) takes a dead node out of the router within this.
 const BFD_BOUND: Duration = Duration::from_secs(1);

@@ -295,6 +295,20 @@ impl Connections {
         self.requests_each
     }
 
+    /// The connections whose first reply came from `web`, and the others.
+    pub fn split_by_first_backend(&self, web: Node) -> (Connections, Connections) {
+        let (on, off): (Vec<_>, Vec<_>) = self.replies.iter().cloned().partition(|replies| {
+            replies
+                .first()
+                .is_some_and(|first| first.body == web.name())
+        });
+        let with = |replies| Connections {
+            replies,
+            requests_each: self.requests_each,
+        };
+        (with(on), with(off))
+    }
+
     /// How many connections answered every request with `200 OK`, from one
     /// backend, over one TCP connection throughout.
     pub fn surviving(&self) -> usize {
