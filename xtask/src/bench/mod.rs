@@ -4,8 +4,10 @@
 //!
 //! Order: the micro benchmark first, on a quiet machine; then the lab is
 //! built (its own prefix), every variant runs round by round, and the lab is
-//! removed (on every way out: the [`Lab`] guard).
+//! removed (on every way out: the [`Lab`] guard); last, the active-active
+//! row in a lab of its own ([`active_active`]).
 
+mod active_active;
 mod chart;
 mod cpu;
 mod e2e;
@@ -29,6 +31,7 @@ use crate::build::Artifacts;
 use crate::lab::{self, Lab, LabOptions};
 use crate::{bootstrap, build, cmd, interrupt, paths};
 
+use active_active::{ActiveActiveRow, ActiveActiveRun};
 use e2e::{E2eSettings, RunRecord, SummaryRow};
 use machine::Machine;
 use micro::{MicroReport, PathRow};
@@ -82,6 +85,12 @@ pub struct Results {
     pub e2e_runs: Vec<RunRecord>,
     /// Medians per mode and variant.
     pub e2e_summary: Vec<SummaryRow>,
+    /// Every wrk run through the two active-active nodes.
+    #[serde(default)]
+    pub active_active_runs: Vec<ActiveActiveRun>,
+    /// Their medians per mode.
+    #[serde(default)]
+    pub active_active_summary: Vec<ActiveActiveRow>,
 }
 
 /// `cargo xtask bench`: bootstrap, build, measure, report. Prints the
@@ -149,6 +158,9 @@ fn run_with(artifacts: &Artifacts, options: &BenchOptions) -> Result<Results> {
         E2eSettings::full()
     };
     let e2e_runs = end_to_end(artifacts, options, &settings)?;
+    stop_if_interrupted()?;
+    let active_active_prefix = format!("{}a-", options.prefix.trim_end_matches('-'));
+    let active_active_runs = active_active::run(artifacts, &active_active_prefix, &settings)?;
 
     let results = Results {
         command: if options.quick {
@@ -165,6 +177,8 @@ fn run_with(artifacts: &Artifacts, options: &BenchOptions) -> Result<Results> {
         e2e_settings: settings,
         e2e_summary: e2e::summarize(&e2e_runs),
         e2e_runs,
+        active_active_summary: active_active::summarize(&active_active_runs),
+        active_active_runs,
     };
     let markdown = report::write(&files, &results)?;
     println!("\n{markdown}");

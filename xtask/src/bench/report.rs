@@ -74,6 +74,7 @@ pub fn markdown(results: &Results) -> Result<String> {
 
     micro_section(&mut out, results)?;
     e2e_section(&mut out, results);
+    active_active_section(&mut out, results);
     scale_section(&mut out, results);
     method_section(&mut out, results);
     Ok(out)
@@ -143,6 +144,37 @@ fn e2e_section(out: &mut String, results: &Results) {
          above (wrk: {} threads, {} connections, {} s per run). Errors are summed over the rounds.\n",
         settings.rounds, settings.threads, settings.connections, settings.duration_secs
     );
+}
+
+fn active_active_section(out: &mut String, results: &Results) {
+    let _ = writeln!(
+        out,
+        "## Active-active: two nodes behind an ECMP router
+"
+    );
+    let _ = writeln!(
+        out,
+        "wrk from the client behind the router (`cargo xtask run --ha bgp`'s lab) to the VIP both \
+         nodes announce over BGP; the share is each node's forwarded packets for the service.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Mode | req/s | p99 ms | errors | lb1 share | lb2 share |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for row in &results.active_active_summary {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2} | {} | {:.0} % | {:.0} % |",
+            row.mode.key(),
+            row.requests_per_sec,
+            row.p99_ms,
+            row.errors,
+            row.lb1_share * 100.0,
+            (1.0 - row.lb1_share) * 100.0
+        );
+    }
+    let _ = writeln!(out);
 }
 
 fn e2e_row(out: &mut String, row: &SummaryRow) {
@@ -322,11 +354,37 @@ pub fn problems(results: &Results) -> Vec<String> {
             }
         }
     }
+    for mode in Mode::ALL {
+        match results
+            .active_active_summary
+            .iter()
+            .find(|row| row.mode == mode)
+        {
+            None => problems.push(format!("{} / active-active: no row", mode.key())),
+            Some(row) => {
+                if row.errors > 0 {
+                    problems.push(format!(
+                        "{} / active-active: {} errors",
+                        mode.key(),
+                        row.errors
+                    ));
+                }
+                if !(row.lb1_share > 0.0 && row.lb1_share < 1.0) {
+                    problems.push(format!(
+                        "{} / active-active: one node carried everything (lb1 share {:.2})",
+                        mode.key(),
+                        row.lb1_share
+                    ));
+                }
+            }
+        }
+    }
     problems
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::active_active::ActiveActiveRow;
     use super::super::e2e::E2eSettings;
     use super::super::machine::Machine;
     use super::super::micro::{FlowTableMemory, MicroReport};
@@ -375,6 +433,8 @@ mod tests {
             e2e_settings: E2eSettings::quick(),
             e2e_runs: Vec::new(),
             e2e_summary: Vec::new(),
+            active_active_runs: Vec::new(),
+            active_active_summary: Vec::new(),
         }
     }
 
@@ -383,9 +443,27 @@ mod tests {
         let problems = problems(&empty_results());
         let expected = super::super::micro::PATH_KEYS.len()
             + 3 // Maglev, publish, flow table
-            + Mode::ALL.len() * Variant::ALL.len();
+            + Mode::ALL.len() * Variant::ALL.len()
+            + Mode::ALL.len(); // active-active
         assert_eq!(problems.len(), expected, "{problems:#?}");
         assert!(problems.contains(&"close / ours-maglev: no end-to-end row".to_owned()));
+        assert!(problems.contains(&"close / active-active: no row".to_owned()));
+    }
+
+    #[test]
+    fn an_active_active_row_carried_by_one_node_is_a_problem() {
+        let mut results = empty_results();
+        results.active_active_summary.push(ActiveActiveRow {
+            mode: Mode::KeepAlive,
+            requests_per_sec: 1000.0,
+            p99_ms: 1.0,
+            errors: 0,
+            lb1_share: 1.0,
+        });
+        let problems = problems(&results);
+        assert!(problems.contains(
+            &"keep-alive / active-active: one node carried everything (lb1 share 1.00)".to_owned()
+        ));
     }
 
     #[test]
