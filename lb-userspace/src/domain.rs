@@ -228,6 +228,8 @@ pub struct ServiceSnapshot {
     pub protocol: String,
     /// `maglev` or `round-robin`.
     pub scheduler: String,
+    /// How packets reach the backend: `dsr-l2`.
+    pub forwarding: String,
     /// [`ServiceTable::fingerprint`](crate::controller) of the table last
     /// written to the data path: equal on nodes that agree.
     pub table_fingerprint: u64,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use lb::api::ApiClient;
@@ -46,8 +46,13 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
         /// Print the API's JSON document instead of the table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Refresh the table in place every SECS seconds (default 2), with
+        /// the rates since the previous refresh, until Ctrl-C.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        watch: Option<u64>,
     },
     /// Change a backend of the running `lb` (until it restarts).
     Backend {
@@ -94,7 +99,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, pin_dir } => run(&config, pin_dir.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Status { api, json } => status(api.api, json),
+        Command::Status { api, json, watch } => match watch {
+            Some(seconds) => watch_status(api.api, Duration::from_secs(seconds)),
+            None => status(api.api, json),
+        },
         Command::Backend { action, api } => backend(api.api, action),
     };
     match result {
@@ -149,6 +157,38 @@ fn status(api: SocketAddr, json: bool) -> anyhow::Result<()> {
         print!("{}", lb::status_table::render(&report, SystemTime::now()));
     }
     Ok(())
+}
+
+/// `lb status --watch`: the table with rates, redrawn every `every` until
+/// Ctrl-C; fails (non-zero) as soon as the daemon cannot be reached.
+fn watch_status(api: SocketAddr, every: Duration) -> anyhow::Result<()> {
+    let client = ApiClient::new(api);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut previous: Option<(lb::api::model::StatusReport, std::time::Instant)> = None;
+        loop {
+            let report = client.status().await?;
+            let taken = std::time::Instant::now();
+            let rates = previous
+                .as_ref()
+                .map_or_else(Default::default, |(earlier, at)| {
+                    lb::status_table::Rates::between(earlier, &report, taken - *at)
+                });
+            // Home and clear, then the frame: refreshed in place.
+            print!(
+                "\x1b[H\x1b[2J{}\n(every {}s; Ctrl-C stops)\n",
+                lb::status_table::render_with_rates(&report, &rates, SystemTime::now()),
+                every.as_secs()
+            );
+            previous = Some((report, taken));
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    })
 }
 
 fn backend(api: SocketAddr, command: BackendCommand) -> anyhow::Result<()> {

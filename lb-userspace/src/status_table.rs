@@ -1,17 +1,94 @@
-//! Renders a [`StatusReport`] as what `lb status` prints: the VRRP line (with
-//! `[vrrp]`), then one line per service, then one per backend with its
-//! state, why and for how long, then the data path's non-zero action and
-//! reason counters.
+//! Renders a [`StatusReport`] as what `lb status` prints, in the spirit of
+//! `ipvsadm -Ln --stats --rate`: the VRRP line (with `[vrrp]`) or the BGP
+//! line (with `[bgp]`), then one line per service, then one per backend
+//! with its state, why and for how long, and its traffic (with the rates
+//! since the previous report under `--watch`), then the data path's
+//! non-zero action and reason counters.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use std::collections::BTreeMap;
-
-use crate::api::model::{BackendStatus, BgpReport, DataPathReport, StatusReport, VrrpReport};
+use crate::api::model::{
+    BackendStatus, BgpReport, DataPathReport, StatusReport, Traffic, VrrpReport,
+};
 use crate::domain::{BackendState, Health};
+
+/// Traffic per second of each service and backend between two reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rates {
+    services: HashMap<String, Rate>,
+    backends: HashMap<(String, String), Rate>,
+}
+
+/// Packets, bytes and new flows per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Rate {
+    packets: f64,
+    bytes: f64,
+    new_flows: f64,
+}
+
+impl Rate {
+    /// From `earlier` to `later` over `elapsed`; a counter that went back
+    /// (the daemon restarted) counts as 0.
+    fn between(earlier: Traffic, later: Traffic, elapsed: Duration) -> Rate {
+        let seconds = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let per_second = |earlier: u64, later: u64| later.saturating_sub(earlier) as f64 / seconds;
+        Rate {
+            packets: per_second(earlier.packets, later.packets),
+            bytes: per_second(earlier.bytes, later.bytes),
+            new_flows: per_second(earlier.new_flows, later.new_flows),
+        }
+    }
+
+    fn cells(rate: Option<&Rate>) -> [String; 3] {
+        match rate {
+            Some(rate) => {
+                [rate.packets, rate.bytes, rate.new_flows].map(|value| format!("{value:.0}"))
+            }
+            None => ["-", "-", "-"].map(str::to_owned),
+        }
+    }
+}
+
+impl Rates {
+    /// The rates from `earlier` to `later`, taken `elapsed` apart. Services
+    /// and backends missing from `earlier` have none.
+    pub fn between(earlier: &StatusReport, later: &StatusReport, elapsed: Duration) -> Rates {
+        let mut rates = Rates::default();
+        for service in &later.services {
+            let Some(before) = earlier.services.iter().find(|s| s.name == service.name) else {
+                continue;
+            };
+            rates.services.insert(
+                service.name.clone(),
+                Rate::between(before.counters, service.counters, elapsed),
+            );
+            for backend in &service.backends {
+                if let Some(old) = before.backends.iter().find(|b| b.name == backend.name) {
+                    rates.backends.insert(
+                        (service.name.clone(), backend.name.clone()),
+                        Rate::between(old.counters, backend.counters, elapsed),
+                    );
+                }
+            }
+        }
+        rates
+    }
+}
 
 /// The report as text, ages counted up to `now`.
 pub fn render(report: &StatusReport, now: SystemTime) -> String {
+    render_with(report, None, now)
+}
+
+/// [`render`] with rate columns (`PKT/S`, `BYTES/S`, `NEW/S`), `-` where
+/// `rates` has none: what `lb status --watch` shows.
+pub fn render_with_rates(report: &StatusReport, rates: &Rates, now: SystemTime) -> String {
+    render_with(report, Some(rates), now)
+}
+
+fn render_with(report: &StatusReport, rates: Option<&Rates>, now: SystemTime) -> String {
     let mut text = String::new();
     if let Some(vrrp) = &report.vrrp {
         text.push_str(&vrrp_line(vrrp, now));
@@ -21,7 +98,7 @@ pub fn render(report: &StatusReport, now: SystemTime) -> String {
         text.push_str(&bgp_line(bgp));
         text.push_str("\n\n");
     }
-    text.push_str(&tables(report, now));
+    text.push_str(&tables(report, rates, now));
     text.push('\n');
     text.push_str(&data_path_lines(&report.data_path));
     text
@@ -113,8 +190,9 @@ fn health_cell(backend: &BackendStatus) -> String {
     }
 }
 
-/// The services table and the backends table.
-fn tables(report: &StatusReport, now: SystemTime) -> String {
+/// The services table and the backends table, with rate columns if
+/// `rates` is given.
+fn tables(report: &StatusReport, rates: Option<&Rates>, now: SystemTime) -> String {
     let services: Vec<Vec<String>> = report
         .services
         .iter()
@@ -124,15 +202,21 @@ fn tables(report: &StatusReport, now: SystemTime) -> String {
                 .iter()
                 .filter(|b| b.state == BackendState::Up)
                 .count();
-            vec![
+            let mut row = vec![
                 service.name.clone(),
                 format!("{}:{}/{}", service.vip, service.port, service.protocol),
                 service.scheduler.clone(),
+                service.forwarding.clone(),
                 service.table_fingerprint.clone(),
                 format!("{up}/{}", service.backends.len()),
                 service.counters.packets.to_string(),
+                service.counters.bytes.to_string(),
                 service.counters.new_flows.to_string(),
-            ]
+            ];
+            if let Some(rates) = rates {
+                row.extend(Rate::cells(rates.services.get(&service.name)));
+            }
+            row
         })
         .collect();
     let backends: Vec<Vec<String>> = report
@@ -140,7 +224,7 @@ fn tables(report: &StatusReport, now: SystemTime) -> String {
         .iter()
         .flat_map(|service| {
             service.backends.iter().map(move |backend| {
-                vec![
+                let mut row = vec![
                     service.name.clone(),
                     backend.name.clone(),
                     backend.address.to_string(),
@@ -149,29 +233,44 @@ fn tables(report: &StatusReport, now: SystemTime) -> String {
                     age(backend.since, now),
                     backend.weight.to_string(),
                     backend.counters.packets.to_string(),
+                    backend.counters.bytes.to_string(),
                     backend.counters.new_flows.to_string(),
+                ];
+                if let Some(rates) = rates {
+                    let key = (service.name.clone(), backend.name.clone());
+                    row.extend(Rate::cells(rates.backends.get(&key)));
+                }
+                row.push(
                     backend
                         .health_unknown
                         .clone()
                         .unwrap_or_else(|| backend.reason.clone()),
-                ]
+                );
+                row
             })
         })
         .collect();
-    let mut text = table(
+    let rate_headers: &[&str] = if rates.is_some() {
+        &["PKT/S", "BYTES/S", "NEW/S"]
+    } else {
+        &[]
+    };
+    let service_headers = [
         &[
             "SERVICE",
             "ENDPOINT",
             "SCHEDULER",
+            "FORWARDING",
             "TABLE",
             "UP",
             "PACKETS",
+            "BYTES",
             "NEW FLOWS",
-        ],
-        &services,
-    );
-    text.push('\n');
-    text.push_str(&table(
+        ][..],
+        rate_headers,
+    ]
+    .concat();
+    let backend_headers = [
         &[
             "SERVICE",
             "BACKEND",
@@ -181,11 +280,16 @@ fn tables(report: &StatusReport, now: SystemTime) -> String {
             "SINCE",
             "WEIGHT",
             "PACKETS",
+            "BYTES",
             "NEW FLOWS",
-            "REASON",
-        ],
-        &backends,
-    ));
+        ][..],
+        rate_headers,
+        &["REASON"],
+    ]
+    .concat();
+    let mut text = table(&service_headers, &services);
+    text.push('\n');
+    text.push_str(&table(&backend_headers, &backends));
     text
 }
 
@@ -231,7 +335,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::api::model::{BackendStatus, ServiceStatus, Traffic};
+    use crate::api::model::ServiceStatus;
     use crate::domain::AdminState;
     use crate::vrrp::State;
 
@@ -277,6 +381,7 @@ mod tests {
                 port: 80,
                 protocol: "tcp".into(),
                 scheduler: "maglev".into(),
+                forwarding: "dsr-l2".into(),
                 table_fingerprint: "00000000deadbeef".into(),
                 counters: Traffic {
                     packets: 24,
@@ -301,9 +406,11 @@ mod tests {
                 "web",
                 "10.0.0.100:80/tcp",
                 "maglev",
+                "dsr-l2",
                 "00000000deadbeef",
                 "1/2",
                 "24",
+                "2400",
                 "6"
             ]
         );
@@ -312,14 +419,86 @@ mod tests {
         assert_eq!(
             lines[5].split_whitespace().collect::<Vec<_>>(),
             [
-                "web", "web2", "10.0.0.1", "draining", "up", "1m05s", "1", "12", "3", "drained",
-                "by", "admin"
+                "web", "web2", "10.0.0.1", "draining", "up", "1m05s", "1", "12", "1200", "3",
+                "drained", "by", "admin"
             ]
         );
         // Columns line up: every backend line has its state where the header says.
         let state_column = lines[3].find("STATE").unwrap();
         assert_eq!(&lines[4][state_column..state_column + 2], "up");
         assert!(lines.iter().all(|line| !line.ends_with(' ')));
+    }
+
+    #[test]
+    fn watch_shows_the_rates_since_the_previous_report() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let report = |packets: u64, bytes: u64, new_flows: u64| {
+            let counters = Traffic {
+                packets,
+                bytes,
+                new_flows,
+            };
+            StatusReport {
+                services: vec![ServiceStatus {
+                    name: "web".into(),
+                    vip: Ipv4Addr::new(10, 0, 0, 100),
+                    port: 80,
+                    protocol: "tcp".into(),
+                    scheduler: "maglev".into(),
+                    forwarding: "dsr-l2".into(),
+                    table_fingerprint: "00000000deadbeef".into(),
+                    counters,
+                    backends: vec![BackendStatus {
+                        name: "web1".into(),
+                        address: Ipv4Addr::new(10, 0, 0, 1),
+                        state: BackendState::Up,
+                        reason: "health up".into(),
+                        since: now,
+                        health: Some(Health::Up),
+                        health_reason: "HTTP status 200".into(),
+                        health_since: now,
+                        settled: true,
+                        health_unknown: None,
+                        admin: AdminState::Enabled,
+                        weight: 1,
+                        configured_weight: 1,
+                        counters,
+                    }],
+                }],
+                data_path: DataPathReport::default(),
+                vrrp: None,
+                bgp: None,
+            }
+        };
+        let earlier = report(100, 10_000, 10);
+        let later = report(300, 50_000, 30);
+        let rates = Rates::between(&earlier, &later, Duration::from_secs(2));
+        let text = render_with_rates(&later, &rates, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with("NEW FLOWS  PKT/S  BYTES/S  NEW/S"),
+            "{text}"
+        );
+        let service: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(service[service.len() - 3..], ["100", "20000", "10"]);
+        let backend: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(backend[10..13], ["100", "20000", "10"], "{text}");
+        // A daemon that restarted (counters back to 0) shows 0, not a wrap.
+        let restarted = Rates::between(&later, &earlier, Duration::from_secs(2));
+        let last_three = |text: &str| -> Vec<String> {
+            let line: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+            line[line.len() - 3..]
+                .iter()
+                .map(|cell| cell.to_string())
+                .collect()
+        };
+        assert_eq!(
+            last_three(&render_with_rates(&earlier, &restarted, now)),
+            ["0", "0", "0"]
+        );
+        // The first frame, with nothing to compare: dashes.
+        let first = render_with_rates(&later, &Rates::default(), now);
+        assert_eq!(last_three(&first), ["-", "-", "-"], "{first}");
     }
 
     #[test]

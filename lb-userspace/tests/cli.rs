@@ -87,3 +87,34 @@ fn run_checks_pin_dir_like_global_pin_dir() {
         assert!(!stderr.contains("attached"), "{stderr}");
     }
 }
+
+/// A loopback address where nothing listens.
+fn unused_api_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn status_and_watch_without_a_daemon_fail_with_a_clear_message() {
+    let api = unused_api_address();
+    for args in [vec!["status"], vec!["status", "--watch", "1"]] {
+        let output = lb(&[&args[..], &["--api", &api]].concat());
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(&api), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn watch_takes_whole_seconds_from_one_to_an_hour() {
+    for bad in ["0", "3601", "1.5"] {
+        let output = lb(&["status", "--watch", bad]);
+        assert_eq!(output.status.code(), Some(2), "{bad}: {output:?}");
+    }
+    let output = lb(&["status", "--watch", "2", "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "--watch and --json exclude each other"
+    );
+}

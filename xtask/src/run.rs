@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
@@ -39,6 +39,9 @@ pub enum HaMode {
     /// router that spreads the client's flows by ECMP.
     Bgp,
 }
+
+/// How often the running demo prints both nodes' `lb status`.
+const LIVE_STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// How long the router's BGP sessions get to come up.
 const BGP_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,7 +98,9 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
     }
     let mut exited = None;
     let mut master = vec![Node::Lb1];
+    let mut live = LiveStatus::new();
     interrupt::sleep_while(options.duration, || {
+        live.print_when_due(&lab, &artifacts.lb_binary);
         for lb in [&mut lb1, &mut lb2] {
             if let Ok(Some(status)) = lb.try_exit_status() {
                 exited = Some((lb.name().to_owned(), status, lb.log_tail(30)));
@@ -213,7 +218,9 @@ fn in_bgp_lab(options: &DemoOptions) -> Result<()> {
     }
     let mut exited = None;
     let mut next_hops = both;
+    let mut live = LiveStatus::new();
     interrupt::sleep_while(options.duration, || {
+        live.print_when_due(&lab, &artifacts.lb_binary);
         for lb in [&mut lb1, &mut lb2] {
             if let Ok(Some(status)) = lb.try_exit_status() {
                 exited = Some((lb.name().to_owned(), status, lb.log_tail(30)));
@@ -247,6 +254,35 @@ fn in_bgp_lab(options: &DemoOptions) -> Result<()> {
         report.pins_removed
     );
     Ok(())
+}
+
+/// Both nodes' `lb status`, printed every [`LIVE_STATUS_EVERY`] while the
+/// demo runs.
+struct LiveStatus {
+    next: Instant,
+}
+
+impl LiveStatus {
+    /// The first print is one period from now (the status was just shown).
+    fn new() -> Self {
+        LiveStatus {
+            next: Instant::now() + LIVE_STATUS_EVERY,
+        }
+    }
+
+    fn print_when_due(&mut self, lab: &Lab, lb_binary: &Path) {
+        if Instant::now() < self.next {
+            return;
+        }
+        println!(
+            "--- live status (every {}s) ---",
+            LIVE_STATUS_EVERY.as_secs()
+        );
+        for node in Node::LBS {
+            print_lb_status(lab, node, lb_binary);
+        }
+        self.next = Instant::now() + LIVE_STATUS_EVERY;
+    }
 }
 
 /// Shows `lb status` from inside `node` (its API listens on that

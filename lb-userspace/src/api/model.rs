@@ -85,6 +85,8 @@ pub struct ServiceStatus {
     pub protocol: String,
     /// `maglev` or `round-robin`.
     pub scheduler: String,
+    /// How packets reach the backend: `dsr-l2`.
+    pub forwarding: String,
     /// The fingerprint of the service's table (16 hex digits): nodes that
     /// pick the same backend for every flow show the same.
     pub table_fingerprint: String,
@@ -330,6 +332,7 @@ mod tests {
                 port: 80,
                 protocol: "tcp".into(),
                 scheduler: "maglev".into(),
+                forwarding: "dsr-l2".into(),
                 table_fingerprint: "00000000deadbeef".into(),
                 counters: Traffic::default(),
                 backends,

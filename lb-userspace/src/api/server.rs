@@ -345,6 +345,7 @@ impl ApiState {
                 port: service.port,
                 protocol: service.protocol.clone(),
                 scheduler: service.scheduler.clone(),
+                forwarding: service.forwarding.clone(),
                 table_fingerprint: format!("{:016x}", service.table_fingerprint),
                 counters: traffic(self.counters.service_counters(service.id)),
                 backends: service

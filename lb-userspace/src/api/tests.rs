@@ -50,6 +50,7 @@ fn snapshot() -> Snapshot {
             port: 80,
             protocol: "tcp".into(),
             scheduler: "maglev".into(),
+            forwarding: "dsr-l2".into(),
             table_fingerprint: 0xdead_beef,
             backends: vec![
                 backend(0, "web1", Health::Up),

@@ -9,7 +9,7 @@ use lb_common::maps::{self, ServiceKey};
 use lb_common::ring::round_robin_ring;
 
 use super::error::PublishError;
-use crate::config::{Config, Protocol, Scheduler};
+use crate::config::{Config, Forwarding, Protocol, Scheduler};
 
 /// The ids the data path knows services and backends by: services in
 /// configuration order from 0, and one backend id per (service, backend)
@@ -28,6 +28,7 @@ pub struct ServiceSlot {
     pub port: u16,
     pub protocol: Protocol,
     pub scheduler: Scheduler,
+    pub forwarding: Forwarding,
     pub backends: Vec<BackendSlot>,
 }
 
@@ -60,6 +61,7 @@ impl Layout {
                 port: service.port,
                 protocol: service.protocol,
                 scheduler: service.scheduler,
+                forwarding: service.forwarding,
                 backends: backend_ids
                     .by_ref()
                     .zip(&service.backends)

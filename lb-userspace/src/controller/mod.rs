@@ -346,6 +346,7 @@ fn snapshot(
             port: service.port,
             protocol: service.protocol.to_string(),
             scheduler: service.scheduler.to_string(),
+            forwarding: service.forwarding.to_string(),
             table_fingerprint: fingerprints.get(&service.id).copied().unwrap_or_default(),
             backends: service
                 .backends

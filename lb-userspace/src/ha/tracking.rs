@@ -196,6 +196,7 @@ mod tests {
                     port: 80,
                     protocol: "tcp".into(),
                     scheduler: "maglev".into(),
+                    forwarding: "dsr-l2".into(),
                     table_fingerprint: 0,
                     backends: states.iter().copied().map(backend).collect(),
                 })

@@ -51,6 +51,7 @@ fn snapshot() -> Snapshot {
                 port: 80,
                 protocol: "tcp".into(),
                 scheduler: "maglev".into(),
+                forwarding: "dsr-l2".into(),
                 table_fingerprint: 0x1234,
                 backends: vec![
                     web1,
@@ -64,6 +65,7 @@ fn snapshot() -> Snapshot {
                 port: 53,
                 protocol: "udp".into(),
                 scheduler: "round-robin".into(),
+                forwarding: "dsr-l2".into(),
                 table_fingerprint: 0x5678,
                 backends: vec![backend(3, "dns1", AdminState::Draining, None)],
             },
