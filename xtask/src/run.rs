@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::lab::{self, Bird, Lab, LabOptions, Node, PairOptions, Router, Scheduler};
+use crate::lab::{self, Bird, Lab, LabOptions, Node, NsProcess, PairOptions, Router, Scheduler};
 use crate::{bootstrap, build, cmd, interrupt};
 
 /// How long `lb` gets to attach and program its maps.
@@ -96,41 +96,17 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
             lab.namespace(Node::Lb1)
         ),
     }
-    let mut exited = None;
     let mut master = vec![Node::Lb1];
-    let mut live = LiveStatus::new();
-    interrupt::sleep_while(options.duration, || {
-        live.print_when_due(&lab, &artifacts.lb_binary);
-        for lb in [&mut lb1, &mut lb2] {
-            if let Ok(Some(status)) = lb.try_exit_status() {
-                exited = Some((lb.name().to_owned(), status, lb.log_tail(30)));
-                return false;
-            }
-        }
+    // The backup first, so the master's shutdown is not a failover.
+    run_until_done(&lab, options, &artifacts.lb_binary, [lb2, lb1], || {
         if let Ok(holders) = lab.vip_holders() {
             if holders != master {
                 println!("vrrp: the VIP is now on {holders:?}");
                 master = holders;
             }
         }
-        true
-    });
-    if let Some((name, status, log_tail)) = exited {
-        bail!("{name} exited on its own ({status}); end of its log:\n{log_tail}");
-    }
-    // The backup first, so the master's shutdown is not a failover.
-    for lb in [lb2, lb1] {
-        let name = lb.name().to_owned();
-        let status = lb.stop().with_context(|| format!("stopping {name}"))?;
-        println!("{name}: stopped ({status})");
-    }
-    let report = lab.down()?;
-    println!(
-        "lab: removed {} namespaces, {} pins",
-        report.namespaces_removed.len(),
-        report.pins_removed
-    );
-    Ok(())
+    })?;
+    remove_lab(lab)
 }
 
 /// The demo's requests through the VIP, who answered them, and both
@@ -182,10 +158,9 @@ fn in_bgp_lab(options: &DemoOptions) -> Result<()> {
         ..LabOptions::new(&options.prefix)
     })?;
     let mut router = Router::up(&lab)?;
-    let speakers = Node::LBS.map(|node| Bird::start_lb(&lab, node));
-    let [lb1_bird, lb2_bird] = speakers;
+    let [lb1_bird, lb2_bird] = Node::LBS.map(|node| Bird::start_lb(&lab, node));
     let _speakers = [lb1_bird?, lb2_bird?];
-    let [mut lb1, mut lb2] = lab.start_active_active(&artifacts.lb_binary)?;
+    let [lb1, lb2] = lab.start_active_active(&artifacts.lb_binary)?;
     for (node, lb) in [(Node::Lb1, &lb1), (Node::Lb2, &lb2)] {
         println!(
             "lb: started in {} (pid {}, [bgp] table {}), log {}",
@@ -216,17 +191,8 @@ fn in_bgp_lab(options: &DemoOptions) -> Result<()> {
             lab.namespace(Node::Lb1)
         ),
     }
-    let mut exited = None;
     let mut next_hops = both;
-    let mut live = LiveStatus::new();
-    interrupt::sleep_while(options.duration, || {
-        live.print_when_due(&lab, &artifacts.lb_binary);
-        for lb in [&mut lb1, &mut lb2] {
-            if let Ok(Some(status)) = lb.try_exit_status() {
-                exited = Some((lb.name().to_owned(), status, lb.log_tail(30)));
-                return false;
-            }
-        }
+    run_until_done(&lab, options, &artifacts.lb_binary, [lb2, lb1], || {
         if let Ok(now) = router.next_hops(lab::VIP) {
             if now != next_hops {
                 println!(
@@ -236,17 +202,48 @@ fn in_bgp_lab(options: &DemoOptions) -> Result<()> {
                 next_hops = now;
             }
         }
+    })?;
+    drop(router);
+    remove_lab(lab)
+}
+
+/// Runs the demo for its duration (or until Ctrl-C), printing the live
+/// status and calling `watch` on every tick, then stops `lbs` in that order
+/// (each `lb` withdraws or hands over first). Fails if an `lb` exits on its
+/// own, with the end of its log.
+fn run_until_done(
+    lab: &Lab,
+    options: &DemoOptions,
+    lb_binary: &Path,
+    mut lbs: [NsProcess; 2],
+    mut watch: impl FnMut(),
+) -> Result<()> {
+    let mut exited = None;
+    let mut live = LiveStatus::new();
+    interrupt::sleep_while(options.duration, || {
+        live.print_when_due(lab, lb_binary);
+        for lb in &mut lbs {
+            if let Ok(Some(status)) = lb.try_exit_status() {
+                exited = Some((lb.name().to_owned(), status, lb.log_tail(30)));
+                return false;
+            }
+        }
+        watch();
         true
     });
     if let Some((name, status, log_tail)) = exited {
         bail!("{name} exited on its own ({status}); end of its log:\n{log_tail}");
     }
-    for lb in [lb2, lb1] {
+    for lb in lbs {
         let name = lb.name().to_owned();
         let status = lb.stop().with_context(|| format!("stopping {name}"))?;
-        println!("{name}: stopped ({status}), its VIP withdrawn first");
+        println!("{name}: stopped ({status})");
     }
-    drop(router);
+    Ok(())
+}
+
+/// Removes the demo's lab and says what went.
+fn remove_lab(lab: Lab) -> Result<()> {
     let report = lab.down()?;
     println!(
         "lab: removed {} namespaces, {} pins",
