@@ -383,8 +383,8 @@ pub struct FloodSettings {
     pub _pad: u32,
 }
 
-/// Value of [`names::INSERT_WINDOW`]: one CPU's flow-table inserts since
-/// `started_ns`.
+/// Value of [`names::INSERT_WINDOW`]: one CPU's flow-table inserts in its
+/// current window, which started at `started_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct InsertWindow {
@@ -393,23 +393,32 @@ pub struct InsertWindow {
 }
 
 impl InsertWindow {
-    /// Whether a new flow at `now_ns` may be inserted under `limit` (0: no
-    /// limit), and the window after it (a new window starts when a second
-    /// has passed; a clock earlier than `started_ns` counts as no time
-    /// elapsed).
-    pub fn admit(self, limit: u32, now_ns: u64) -> (bool, Self) {
+    /// Whether one more new flow may be inserted under `limit` (0: no
+    /// limit), and the window after it.
+    ///
+    /// `clock` (`bpf_ktime_get_ns`) is read only when the window is full:
+    /// below the limit an insert is admitted at once, so a new flow pays
+    /// for no clock read unless a flood filled the window (a clock read is
+    /// a helper call, about as costly as the rest of the guard). A full
+    /// window that started a second or more before `clock()` gives way to a
+    /// new one starting then; a clock earlier than `started_ns` counts as no
+    /// time elapsed.
+    ///
+    /// Windows follow each other, each lasts at least a second and admits
+    /// at most `limit` inserts: over any T seconds a CPU inserts at most
+    /// `limit × (T + 2)` flows, `limit` per second in the long run.
+    pub fn admit(self, limit: u32, clock: impl FnOnce() -> u64) -> (bool, Self) {
         if limit == 0 {
             return (true, self);
         }
         let mut window = self;
-        if now_ns.saturating_sub(window.started_ns) >= NANOS_PER_SECOND {
-            window = InsertWindow {
-                started_ns: now_ns,
-                inserts: 0,
-            };
-        }
         if window.inserts >= u64::from(limit) {
-            return (false, window);
+            let now_ns = clock();
+            if now_ns.saturating_sub(window.started_ns) < NANOS_PER_SECOND {
+                return (false, window);
+            }
+            window.started_ns = now_ns;
+            window.inserts = 0;
         }
         window.inserts += 1;
         (true, window)
@@ -511,16 +520,19 @@ mod tests {
 
     #[test]
     fn an_insert_window_admits_its_limit_per_second() {
+        let no_clock = || -> u64 { panic!("the clock is read below the limit") };
         let mut window = InsertWindow::default();
         for _ in 0..2 {
-            let (admitted, next) = window.admit(2, 5);
+            let (admitted, next) = window.admit(2, no_clock);
             assert!(admitted);
             window = next;
         }
-        let (admitted, full) = window.admit(2, NANOS_PER_SECOND - 1);
+        assert_eq!(window.inserts, 2);
+        // Full: the clock decides. The window started at 0.
+        let (admitted, full) = window.admit(2, || NANOS_PER_SECOND - 1);
         assert!(!admitted);
         assert_eq!(full, window);
-        let (admitted, renewed) = full.admit(2, NANOS_PER_SECOND);
+        let (admitted, renewed) = full.admit(2, || NANOS_PER_SECOND);
         assert!(admitted);
         assert_eq!(
             renewed,
@@ -529,8 +541,20 @@ mod tests {
                 inserts: 1
             }
         );
-        // No limit: always admitted, the window untouched.
-        assert_eq!(full.admit(0, 7), (true, full));
+        // The renewed window admits its second insert without the clock, then
+        // waits a second from its own start.
+        let (admitted, full) = renewed.admit(2, no_clock);
+        assert!(admitted);
+        assert!(!full.admit(2, || 2 * NANOS_PER_SECOND - 1).0);
+        assert!(full.admit(2, || 2 * NANOS_PER_SECOND).0);
+        // A window that starts in the future never renews (saturating).
+        let held = InsertWindow {
+            started_ns: u64::MAX,
+            inserts: u64::MAX,
+        };
+        assert_eq!(held.admit(1, || 5), (false, held));
+        // No limit: always admitted, the window untouched, no clock read.
+        assert_eq!(full.admit(0, no_clock), (true, full));
     }
 
     #[test]

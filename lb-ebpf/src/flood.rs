@@ -67,11 +67,11 @@ fn admit_insert() -> bool {
     let Some(window) = INSERT_WINDOW.get_ptr_mut(0) else {
         return true;
     };
-    // SAFETY: a helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a per-CPU map value, valid during this run and used by this CPU only.
     let window = unsafe { &mut *window };
-    let (admitted, next) = window.admit(limit, now);
+    // The clock is read only once the window is full (see `InsertWindow::admit`).
+    // SAFETY: a helper call without arguments.
+    let (admitted, next) = window.admit(limit, || unsafe { bpf_ktime_get_ns() });
     *window = next;
     admitted
 }

@@ -44,7 +44,7 @@ pub(super) fn record(
 ) -> (FlowChange, Option<InsertWindow>) {
     let entry = Flow { backend_id };
     let limit = maps.flood_settings().flow_insert_limit_per_cpu;
-    let window = (limit != 0).then(|| maps.insert_window().admit(limit, ingress.now_ns));
+    let window = (limit != 0).then(|| maps.insert_window().admit(limit, || ingress.now_ns));
     if let Some((false, _)) = window {
         let change = FlowChange::Skipped {
             key: *flow,

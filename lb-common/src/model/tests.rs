@@ -706,7 +706,8 @@ fn above_the_insert_limit_new_flows_are_forwarded_without_an_entry() {
     maps.apply(&skipped);
     assert_eq!(maps.flow(&web_flow(3)), None);
     assert_eq!(maps.flow_count(), 2);
-    // A second later the window starts again.
+    // A second after the window began (at 0, when the maps were made), a
+    // new one starts.
     let next_second = decide(&web_frame(3, TCP_SYN), &at(1_000_000_010), &maps);
     assert!(matches!(
         next_second.flow_change,
