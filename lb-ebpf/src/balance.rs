@@ -120,7 +120,6 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     let eth = packet::ethernet(ctx).ok_or(Verdict::Pass(Reason::ShortEthernet))?;
-    edge::check_destination_mac(&eth)?;
     if eth.ether_type() != EtherType::Ipv4 as u16 {
         return Err(Verdict::Pass(Reason::NotIpv4));
     }
@@ -129,6 +128,9 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     if VIPS.get_ptr(dst_ip).is_none() {
         return Err(Verdict::Pass(Reason::NotService));
     }
+    // Only packets to a VIP are ever forwarded or dropped, so only they pay
+    // for the MAC check; everything else is passed untouched anyway.
+    edge::check_destination_mac(&eth)?;
 
     // Addressed to a VIP: from here on, malformed means dropped.
     let header_len = usize::from(ip.vihl & 0x0f) * 4;

@@ -1,6 +1,7 @@
 //! Edge filtering: frames that are not for this interface, and packets to a
 //! VIP that no service takes. Each check sits on the cold side of its branch:
-//! the hot path pays one 6-byte compare for the destination MAC.
+//! a packet to a VIP pays one 6-byte compare for the destination MAC, any
+//! other packet nothing.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::maps::{FlowKey, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
@@ -18,8 +19,9 @@ const ICMP_DEST_UNREACHABLE: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 
 /// `Ok` when the frame is addressed to the ingress interface's MAC;
-/// otherwise the frame is passed untouched, never forwarded (a switch floods
-/// frames for unlearned MACs to every port).
+/// otherwise the frame is passed untouched, never forwarded nor dropped (a
+/// switch floods frames for unlearned MACs to every port). Asked only of
+/// packets to a VIP.
 #[inline(always)]
 pub fn check_destination_mac(eth: &packet::Ethernet) -> Result<(), Verdict> {
     let (dst, _) = eth.macs();

@@ -785,6 +785,10 @@ fn service_frame_for_another_mac_is_passed_never_forwarded() {
     frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
     assert_passed(&dataplane, &frame, Reason::NotForUs);
     assert_eq!(dataplane.flow_count(), 0);
+    // To another address, the frame passes as not ours whatever its MAC.
+    let mut other = tcp_frame_to(OTHER_IP, (CLIENT_PORT, HTTP_PORT), wire::TCP_SYN, &[]);
+    other[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
+    assert_passed(&dataplane, &other, Reason::NotService);
 }
 
 #[test]
@@ -828,8 +832,9 @@ fn arp_passes() {
         &VIP,
     ]
     .concat();
+    // Broadcast, but no IPv4 packet to a VIP: the MAC is not looked at.
     let frame = wire::ethernet([0xff; 6], CLIENT_MAC, wire::ETHERTYPE_ARP, &request);
-    assert_passed(&dataplane, &frame, Reason::LinkMulticast);
+    assert_passed(&dataplane, &frame, Reason::NotIpv4);
     let reply = wire::ethernet(LB_MAC, CLIENT_MAC, wire::ETHERTYPE_ARP, &request);
     assert_passed(&dataplane, &reply, Reason::NotIpv4);
 }

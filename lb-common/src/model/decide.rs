@@ -132,7 +132,6 @@ enum Parsed<'a> {
 /// flow an ICMP "fragmentation needed" to a VIP is about, or why not.
 fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejection> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| pass(Reason::ShortEthernet))?;
-    edge::check_destination_mac(&eth, maps.local_interface().mac)?;
     if eth.ether_type() != EthernetFrame::ETHERTYPE_IPV4 {
         return Err(pass(Reason::NotIpv4));
     }
@@ -143,6 +142,8 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
     if !maps.is_vip(dst_ip) {
         return Err(pass(Reason::NotService));
     }
+    // Only packets to a VIP are checked for the destination MAC.
+    edge::check_destination_mac(&eth, maps.local_interface().mac)?;
 
     // Addressed to a VIP: from here on, malformed means dropped.
     let header_len = ip.header_len();

@@ -34,7 +34,7 @@ pub(super) const fn drop(reason: Reason) -> Rejection {
 
 /// `Ok` when the frame's destination MAC is `local_mac`; a frame for another
 /// unicast MAC is passed as `not_for_us`, a broadcast or multicast frame
-/// (I/G bit set) as `link_multicast`.
+/// (I/G bit set) as `link_multicast`. Asked only of packets to a VIP.
 pub(super) fn check_destination_mac(
     eth: &EthernetFrame<'_>,
     local_mac: [u8; 6],

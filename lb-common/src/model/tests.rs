@@ -368,8 +368,16 @@ fn frames_for_other_macs_are_passed_untouched() {
     let vrrp_group = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
     assert_rejected(&maps, &with_dst(vrrp_group), pass, Reason::LinkMulticast);
     // Until the local interface is written, no frame is for us.
-    let unset = MapContents::new(SIZES);
+    let mut unset = web_maps();
+    unset.set_local_interface(LocalInterface::default());
     assert_rejected(&unset, &web_frame(1, TCP_SYN), pass, Reason::NotForUs);
+    // Only packets to a VIP are checked: the rest pass for what they are.
+    let mut other_ip = with_dst([0xff; 6]);
+    other_ip[14 + 19] = 200;
+    assert_rejected(&maps, &other_ip, pass, Reason::NotService);
+    let mut arp = with_dst([0xff; 6]);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_rejected(&maps, &arp, pass, Reason::NotIpv4);
 }
 
 #[test]
