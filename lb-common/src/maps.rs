@@ -39,6 +39,9 @@ pub mod names {
     /// `LruHashMap<SourceKey, TokenBucket>`: the token bucket of each
     /// (service, source address) that opened a flow recently.
     pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
+    /// `LpmTrie<AllowedSource, u8>`: the source allow-lists of the services
+    /// that have one (see [`super::SourcePrefix::allow_key`]).
+    pub const ALLOW_LISTS: &str = "ALLOW_LISTS";
     /// `Array<FloodSettings>` of one entry: the global flood-guard settings.
     pub const FLOOD_SETTINGS: &str = "FLOOD_SETTINGS";
     /// `PerCpuArray<InsertWindow>` of one entry: this CPU's flow-table
@@ -67,6 +70,9 @@ pub mod defaults {
     pub const FLOW_TABLE_SIZE: u32 = 65536;
     /// Entries of [`super::names::SOURCE_BUCKETS`].
     pub const RATE_LIMIT_TABLE_SIZE: u32 = 65536;
+    /// Entries of [`super::names::ALLOW_LISTS`]: the prefixes of every
+    /// service's allow-list together.
+    pub const ALLOW_TABLE_SIZE: u32 = 65536;
 }
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -115,7 +121,21 @@ pub struct Service {
     pub scheduler: u8,
     /// Which half (0 or 1) is active; informative, `table_base` already encodes it.
     pub table_half: u8,
-    pub _pad: [u8; 2],
+    /// [`service_flags`]: the source policies the data path applies.
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Bits of [`Service::flags`]: which per-service source policies apply. A
+/// service without them pays one bit test per packet, never a lookup of the
+/// policy maps.
+pub mod service_flags {
+    /// Sources are limited in new flows per second: [`super::names::RATE_LIMITS`]
+    /// holds the service's limit.
+    pub const RATE_LIMIT: u8 = 1 << 0;
+    /// Only sources in the service's allow-list get through (the others are
+    /// dropped, `not_allowed`): [`super::names::ALLOW_LISTS`] holds it.
+    pub const ALLOW_LIST: u8 = 1 << 1;
 }
 
 /// Backend states as seen by the data path.
@@ -234,10 +254,13 @@ pub enum Reason {
     /// flow-table entry, because this CPU's inserts this second reached
     /// `flow_insert_limit_per_cpu`.
     InsertSkipped = 16,
+    /// Drop: a packet to a service with an allow-list (`allow`) from a
+    /// source outside it.
+    NotAllowed = 17,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIpv4,
@@ -258,6 +281,7 @@ impl Reason {
         // flood protection
         Reason::RateLimited,
         Reason::InsertSkipped,
+        Reason::NotAllowed,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -281,7 +305,91 @@ impl Reason {
             // flood protection
             Reason::RateLimited => "rate_limited",
             Reason::InsertSkipped => "insert_skipped",
+            Reason::NotAllowed => "not_allowed",
         }
+    }
+}
+
+/// Data of a key of [`names::ALLOW_LISTS`] (an LPM trie, whose keys are a
+/// prefix length and these 8 bytes): the service id, which an entry always
+/// matches whole, then the source address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AllowedSource {
+    pub service_id: u32,
+    /// Network byte order.
+    pub src_ip: u32,
+}
+
+impl AllowedSource {
+    /// Bits of the key before the address: the service id.
+    pub const SERVICE_ID_BITS: u32 = 32;
+    /// The prefix length of the data path's lookup: every bit.
+    pub const LOOKUP_PREFIX_LEN: u32 = 64;
+}
+
+/// The value of every [`names::ALLOW_LISTS`] entry (only its presence counts).
+pub const ALLOWED: u8 = 1;
+
+/// An IPv4 prefix of source addresses, e.g. `203.0.113.0/24`: its first
+/// `len` bits, the others zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourcePrefix {
+    octets: [u8; 4],
+    len: u8,
+}
+
+impl SourcePrefix {
+    /// The prefix `octets/len`, or `None` when `len` is above 32 or a bit
+    /// beyond the first `len` is set.
+    pub const fn new(octets: [u8; 4], len: u8) -> Option<Self> {
+        if len > 32 || u32::from_be_bytes(octets) & !Self::mask(len) != 0 {
+            return None;
+        }
+        Some(Self { octets, len })
+    }
+
+    /// The first `len` bits set, host order.
+    const fn mask(len: u8) -> u32 {
+        match len {
+            0 => 0,
+            // 1..=32: a shift below 32.
+            len => u32::MAX << (32 - len as u32),
+        }
+    }
+
+    /// The network address.
+    pub const fn octets(self) -> [u8; 4] {
+        self.octets
+    }
+
+    /// The prefix length, 0..=32.
+    pub const fn length(self) -> u8 {
+        self.len
+    }
+
+    /// Whether `address` lies in the prefix.
+    pub const fn contains(self, address: [u8; 4]) -> bool {
+        u32::from_be_bytes(address) & Self::mask(self.len) == u32::from_be_bytes(self.octets)
+    }
+
+    /// The [`names::ALLOW_LISTS`] key of this prefix in service
+    /// `service_id`'s list: its prefix length and data.
+    pub const fn allow_key(self, service_id: u32) -> (u32, AllowedSource) {
+        (
+            AllowedSource::SERVICE_ID_BITS + self.len as u32,
+            AllowedSource {
+                service_id,
+                src_ip: u32::from_ne_bytes(self.octets),
+            },
+        )
+    }
+}
+
+impl core::fmt::Display for SourcePrefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let [a, b, c, d] = self.octets;
+        write!(f, "{a}.{b}.{c}.{d}/{}", self.len)
     }
 }
 
@@ -440,7 +548,7 @@ mod pod {
 
     // SAFETY: `#[repr(C)]` u32, u16, u8 and an explicit `_pad: u8`; see above.
     unsafe impl aya::Pod for super::ServiceKey {}
-    // SAFETY: `#[repr(C)]` three u32, two u8 and an explicit `_pad: [u8; 2]`.
+    // SAFETY: `#[repr(C)]` three u32, three u8 and an explicit `_pad: u8`.
     unsafe impl aya::Pod for super::Service {}
     // SAFETY: `#[repr(C)]` two u32, two `[u8; 6]`, a u8 and `_pad: [u8; 3]`.
     unsafe impl aya::Pod for super::Backend {}
@@ -457,6 +565,8 @@ mod pod {
     unsafe impl aya::Pod for super::RateLimit {}
     // SAFETY: `#[repr(C)]` two u32.
     unsafe impl aya::Pod for super::SourceKey {}
+    // SAFETY: `#[repr(C)]` two u32.
+    unsafe impl aya::Pod for super::AllowedSource {}
     // SAFETY: `#[repr(C)]` a u64, a u32 and an explicit `_pad: u32`.
     unsafe impl aya::Pod for super::TokenBucket {}
     // SAFETY: `#[repr(C)]` a u32 and an explicit `_pad: u32`.
@@ -481,6 +591,7 @@ mod tests {
         assert_eq!(size_of::<LocalInterface>(), 8);
         assert_eq!(size_of::<RateLimit>(), 8);
         assert_eq!(size_of::<SourceKey>(), 8);
+        assert_eq!(size_of::<AllowedSource>(), 8);
         assert_eq!(size_of::<TokenBucket>(), 16);
         assert_eq!(size_of::<FloodSettings>(), 8);
         assert_eq!(size_of::<InsertWindow>(), 16);
@@ -555,6 +666,24 @@ mod tests {
         assert_eq!(held.admit(1, || 5), (false, held));
         // No limit: always admitted, the window untouched, no clock read.
         assert_eq!(full.admit(0, no_clock), (true, full));
+    }
+
+    #[test]
+    fn source_prefixes_have_no_host_bits_and_key_after_the_service_id() {
+        let net = SourcePrefix::new([203, 0, 113, 0], 24).unwrap();
+        assert!(net.contains([203, 0, 113, 255]));
+        assert!(!net.contains([203, 0, 114, 0]));
+        assert_eq!(SourcePrefix::new([203, 0, 113, 7], 24), None);
+        assert_eq!(SourcePrefix::new([10, 0, 0, 0], 33), None);
+        let everyone = SourcePrefix::new([0; 4], 0).unwrap();
+        assert!(everyone.contains([255; 4]));
+        assert_eq!(SourcePrefix::new([0, 0, 0, 1], 0), None);
+        let host = SourcePrefix::new([198, 51, 100, 7], 32).unwrap();
+        assert!(host.contains([198, 51, 100, 7]) && !host.contains([198, 51, 100, 6]));
+        let (prefix_len, data) = net.allow_key(5);
+        assert_eq!(prefix_len, 56);
+        assert_eq!(data.service_id, 5);
+        assert_eq!(data.src_ip.to_ne_bytes(), [203, 0, 113, 0]);
     }
 
     #[test]

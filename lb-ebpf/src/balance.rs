@@ -92,16 +92,20 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
     };
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let service = unsafe { service.read() };
+    if !edge::source_allowed(&service, packet.flow.src_ip) {
+        return Verdict::Drop(Reason::NotAllowed);
+    }
 
     let (backend_id, backend, new_flow) = match established_backend(&packet.flow, packet.syn) {
         Some((backend_id, backend)) => (backend_id, backend, false),
         None => {
-            if flood::over_rate_limit(&service, &packet.flow) {
+            let mut clock = flood::Clock::new();
+            if flood::over_rate_limit(&service, &packet.flow, &mut clock) {
                 return Verdict::Drop(Reason::RateLimited);
             }
             match schedule(&service, &packet.flow) {
                 Ok((backend_id, backend)) => {
-                    flood::record_flow(&packet.flow, backend_id);
+                    flood::record_flow(&packet.flow, backend_id, &mut clock);
                     (backend_id, backend, true)
                 }
                 Err(verdict) => return verdict,

@@ -1,15 +1,18 @@
-//! Edge filtering: frames that are not for this interface, and packets to a
-//! VIP that no service takes. Each check sits on the cold side of its branch:
-//! a packet to a VIP pays one 6-byte compare for the destination MAC, any
-//! other packet nothing.
+//! Edge filtering: frames that are not for this interface, packets to a VIP
+//! that no service takes, and sources a service's allow-list leaves out.
+//! Each check sits on the cold side of its branch: a packet to a VIP pays
+//! one 6-byte compare for the destination MAC and, for a service without an
+//! allow-list, one bit test; any other packet nothing.
 
-use aya_ebpf::programs::XdpContext;
-use lb_common::maps::{FlowKey, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
+use lb_common::maps::{
+    service_flags, AllowedSource, FlowKey, Reason, Service, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
 use network_types::{ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
     balance::{self, Verdict},
-    maps::LOCAL_INTERFACE,
+    maps::{ALLOW_LISTS, LOCAL_INTERFACE},
     packet::{self, IcmpHeader},
 };
 
@@ -108,6 +111,24 @@ fn frag_needed_flow(ctx: &XdpContext, offset: usize, l4_len: usize) -> Option<Fl
         proto: inner.proto,
         ..Default::default()
     })
+}
+
+/// Whether `service` takes packets from `src_ip` (network order): always
+/// without an allow-list (its flag clear: no lookup), otherwise when the
+/// source lies in one of the list's prefixes.
+#[inline(always)]
+pub fn source_allowed(service: &Service, src_ip: u32) -> bool {
+    if service.flags & service_flags::ALLOW_LIST == 0 {
+        return true;
+    }
+    let key = Key::new(
+        AllowedSource::LOOKUP_PREFIX_LEN,
+        AllowedSource {
+            service_id: service.id,
+            src_ip,
+        },
+    );
+    ALLOW_LISTS.get(&key).is_some()
 }
 
 /// TCP or UDP to a VIP on a port with no service: dropped (edge firewall).

@@ -5,11 +5,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::maps::{
-    defaults, Backend, Counters, FloodSettings, Flow, FlowKey, InsertWindow, LocalInterface,
-    RateLimit, Reason, Service, ServiceKey, SourceKey, TokenBucket, XDP_ACTION_COUNT,
+    defaults, AllowedSource, Backend, Counters, FloodSettings, Flow, FlowKey, InsertWindow,
+    LocalInterface, RateLimit, Reason, Service, ServiceKey, SourceKey, TokenBucket,
+    XDP_ACTION_COUNT,
 };
 
 /// The virtual services, by (VIP, port, protocol).
@@ -62,9 +63,16 @@ pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason
 #[map]
 pub static LOCAL_INTERFACE: Array<LocalInterface> = Array::with_max_entries(1, 0);
 
+/// The source allow-lists, by (service id, source prefix): read only for
+/// services whose `ALLOW_LIST` flag is set.
+#[map]
+pub static ALLOW_LISTS: LpmTrie<AllowedSource, u8> =
+    LpmTrie::with_max_entries(defaults::ALLOW_TABLE_SIZE, 0);
+
 // flood protection
 
-/// Each service's per-source new-flow rate limit, by service id.
+/// Each service's per-source new-flow rate limit, by service id; read only
+/// for services whose `RATE_LIMIT` flag is set.
 #[map]
 pub static RATE_LIMITS: Array<RateLimit> = Array::with_max_entries(defaults::MAX_SERVICES, 0);
 

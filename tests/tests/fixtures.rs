@@ -776,6 +776,70 @@ fn frag_needed_for_a_flow_goes_to_its_backend() {
     );
 }
 
+/// `frame` with its IPv4 source replaced by `src` (the checksum is not
+/// looked at by the data path).
+fn from_source(mut frame: Vec<u8>, src: [u8; 4]) -> Vec<u8> {
+    frame[ETH_LEN + 12..ETH_LEN + 16].copy_from_slice(&src);
+    frame
+}
+
+fn source_prefix(octets: [u8; 4], len: u8) -> lb_common::maps::SourcePrefix {
+    lb_common::maps::SourcePrefix::new(octets, len).expect("no host bits")
+}
+
+#[test]
+fn sources_outside_a_services_allow_list_are_dropped() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    dataplane
+        .set_service(
+            service_key(VIP, DNS_PORT, IPPROTO_UDP),
+            DNS_SERVICE,
+            Scheduler::Maglev,
+            &maglev_table(&BACKENDS, TABLE_SIZE),
+        )
+        .expect("publishing the DNS service");
+    // CLIENT_IP is 10.0.1.1: inside 10.0.0.0/16.
+    let list = [
+        source_prefix([10, 0, 0, 0], 16),
+        source_prefix([192, 0, 2, 7], 32),
+    ];
+    dataplane
+        .set_allow_list(WEB_SERVICE, Some(&list))
+        .expect("writing the allow-list");
+    forward(&dataplane, &web_syn(CLIENT_PORT));
+    forward(
+        &dataplane,
+        &from_source(web_syn(CLIENT_PORT), [192, 0, 2, 7]),
+    );
+    for outside in [[10, 1, 0, 1], [192, 0, 2, 8], [0, 0, 0, 0]] {
+        let frame = from_source(web_syn(CLIENT_PORT), outside);
+        assert_dropped(&dataplane, &frame, Reason::NotAllowed);
+    }
+    // The other service of the VIP has no list: every source.
+    let dns = from_source(
+        udp_frame_to(VIP, (CLIENT_PORT, DNS_PORT), b"query"),
+        [10, 1, 0, 1],
+    );
+    assert_eq!(run(&dataplane, &dns).action, XDP_TX);
+
+    // Narrowed to the /32: the client's established flow is dropped too.
+    dataplane
+        .set_allow_list(WEB_SERVICE, Some(&list[1..]))
+        .expect("narrowing the allow-list");
+    assert_dropped(
+        &dataplane,
+        &web_frame(CLIENT_PORT, wire::TCP_ACK, &[]),
+        Reason::NotAllowed,
+    );
+    // No list: every source again, the flow still on its backend.
+    dataplane
+        .set_allow_list(WEB_SERVICE, None)
+        .expect("removing the allow-list");
+    forward(&dataplane, &web_frame(CLIENT_PORT, wire::TCP_ACK, &[]));
+    assert_eq!(dataplane.flow_count(), 3, "two SYNs and DNS, nothing else");
+}
+
 #[test]
 fn service_frame_for_another_mac_is_passed_never_forwarded() {
     let mut dataplane = load();

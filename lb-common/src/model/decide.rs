@@ -57,6 +57,9 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
             None,
         );
     };
+    if !edge::source_allowed(&service, &flow, maps) {
+        return Decision::unforwarded(XdpAction::Drop, Reason::NotAllowed, frame, Some(flow), None);
+    }
 
     let new_flow = match established_backend(&flow, syn, maps) {
         Some((backend_id, backend)) => NewFlow {

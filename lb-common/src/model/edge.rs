@@ -1,9 +1,13 @@
 //! Edge filtering, as `lb-ebpf/src/edge.rs` does it: frames that are not for
-//! the interface, and packets to a VIP that no service takes.
+//! the interface, packets to a VIP that no service takes, and sources a
+//! service's allow-list leaves out.
 
+use super::contents::MapContents;
 use super::decision::XdpAction;
 use super::wire::{EthernetFrame, Ipv4Header, UdpHeader};
-use crate::maps::{FlowKey, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::maps::{
+    service_flags, AllowedSource, FlowKey, Reason, Service, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 /// ICMP "destination unreachable".
 const ICMP_DEST_UNREACHABLE: u8 = 3;
@@ -47,6 +51,17 @@ pub(super) fn check_destination_mac(
     } else {
         Err(pass(Reason::NotForUs))
     }
+}
+
+/// Whether `service` takes packets from `flow`'s source: always without an
+/// allow-list (the flag clear, the map not looked at), otherwise when the
+/// source's lookup in `ALLOW_LISTS` finds an entry.
+pub(super) fn source_allowed(service: &Service, flow: &FlowKey, maps: &MapContents) -> bool {
+    service.flags & service_flags::ALLOW_LIST == 0
+        || maps.allow_list_matches(&AllowedSource {
+            service_id: service.id,
+            src_ip: flow.src_ip,
+        })
 }
 
 /// A well-formed, unfragmented packet to a VIP, neither TCP nor UDP, with IP

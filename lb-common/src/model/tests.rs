@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 use super::*;
 use crate::hash::flow_hash;
 use crate::maps::{
-    backend_state, Backend, Counters, Flow, FlowKey, LocalInterface, Reason, Scheduler, Service,
-    ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, service_flags, Backend, Counters, Flow, FlowKey, LocalInterface, Reason,
+    Scheduler, Service, ServiceKey, SourcePrefix, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 const INGRESS: Ingress = Ingress {
@@ -81,7 +81,8 @@ fn publish(maps: &mut MapContents, key: ServiceKey, id: u32, scheduler: Schedule
             table_len: slots.len() as u32,
             scheduler: scheduler as u8,
             table_half: 0,
-            _pad: [0; 2],
+            flags: 0,
+            _pad: 0,
         },
     );
     maps.set_vip(key.vip, 1);
@@ -545,9 +546,24 @@ fn random_maps(rng: &mut Rng) -> MapContents {
             table_len: [0, 1, 7, rng.next() as u32][rng.below(4) as usize],
             scheduler: rng.byte() % 3,
             table_half: 0,
-            _pad: [0; 2],
+            flags: rng.byte(),
+            _pad: 0,
         };
         maps.set_service(key(port, proto), service);
+    }
+    for _ in 0..rng.below(4) {
+        let data = crate::maps::AllowedSource {
+            service_id: rng.below(6) as u32,
+            src_ip: rng.next() as u32,
+        };
+        maps.set_allowed(rng.below(65) as u32, data);
+    }
+    for id in 0..SIZES.max_services {
+        let limit = crate::maps::RateLimit {
+            refill_interval_ns: [0, 1, rng.next() as u32][rng.below(3) as usize],
+            burst: [0, 1, rng.next() as u32][rng.below(3) as usize],
+        };
+        maps.set_rate_limit(id, limit).unwrap();
     }
     maps.set_vip(u32::from_ne_bytes(VIP), 2);
     for id in 0..SIZES.max_services {
@@ -638,12 +654,99 @@ fn frag_needed_for_a_flow_goes_to_its_backend_unrecorded_and_uncounted() {
 
 // flood protection
 
+/// `maps` with service `key`'s flags set to `flags`.
+fn with_flags(mut maps: MapContents, key: ServiceKey, flags: u8) -> MapContents {
+    let service = maps.service(&key).unwrap();
+    maps.set_service(key, Service { flags, ..service });
+    maps
+}
+
 /// `web_maps` with a per-source limit on the web service.
 fn rate_limited_maps(per_second: u32, burst: u32) -> MapContents {
     let mut maps = web_maps();
     maps.set_rate_limit(0, crate::maps::RateLimit::new(per_second, burst))
         .unwrap();
+    with_flags(maps, key(80, IPPROTO_TCP), service_flags::RATE_LIMIT)
+}
+
+#[test]
+fn a_rate_limit_applies_only_while_the_services_flag_is_set() {
+    // Burst 0: no new flow gets through, whatever the clock.
+    let limited = rate_limited_maps(1, 0);
+    let syn = web_frame(1, TCP_SYN);
+    assert_rejected(&limited, &syn, XdpAction::Drop, Reason::RateLimited);
+    let unflagged = with_flags(limited, key(80, IPPROTO_TCP), 0);
+    let decision = decide(&syn, &INGRESS, &unflagged);
+    assert_eq!(
+        (decision.action, decision.source_bucket),
+        (XdpAction::Tx, None)
+    );
+}
+
+/// `web_maps` with the web service's allow-list holding `prefixes`.
+fn allow_listed_maps(prefixes: &[([u8; 4], u8)]) -> MapContents {
+    let mut maps = with_flags(web_maps(), key(80, IPPROTO_TCP), service_flags::ALLOW_LIST);
+    for &(octets, len) in prefixes {
+        let (prefix_len, data) = SourcePrefix::new(octets, len).unwrap().allow_key(0);
+        maps.set_allowed(prefix_len, data);
+    }
     maps
+}
+
+fn web_frame_from(client: [u8; 4], flags: u8) -> Vec<u8> {
+    let mut frame = web_frame(1, flags);
+    frame[26..30].copy_from_slice(&client);
+    frame
+}
+
+#[test]
+fn sources_outside_an_allow_list_are_dropped_established_flows_included() {
+    let maps = allow_listed_maps(&[([10, 0, 0, 0], 16), ([192, 0, 2, 7], 32)]);
+    // CLIENT is 10.0.1.1: inside 10.0.0.0/16.
+    let allowed = decide(&web_frame(1, TCP_SYN), &INGRESS, &maps);
+    assert_eq!(allowed.action, XdpAction::Tx);
+    assert_eq!(
+        decide(&web_frame_from([192, 0, 2, 7], TCP_SYN), &INGRESS, &maps).action,
+        XdpAction::Tx
+    );
+    for outside in [[192, 0, 2, 8], [10, 1, 0, 1], [0, 0, 0, 0]] {
+        let frame = web_frame_from(outside, TCP_SYN);
+        assert_rejected(&maps, &frame, XdpAction::Drop, Reason::NotAllowed);
+    }
+    // A flow already in the table is dropped too once its source is out.
+    let mut maps = maps;
+    maps.apply(&allowed);
+    let mut narrowed = allow_listed_maps(&[([192, 0, 2, 7], 32)]);
+    narrowed.insert_flow(web_flow(1), maps.flow(&web_flow(1)).unwrap());
+    assert_rejected(
+        &narrowed,
+        &web_frame(1, 0x10),
+        XdpAction::Drop,
+        Reason::NotAllowed,
+    );
+    // An empty list (flag set, no entry) takes no source; entries of another
+    // service do not count, nor entries without the flag.
+    let empty = allow_listed_maps(&[]);
+    assert_rejected(
+        &empty,
+        &web_frame(1, TCP_SYN),
+        XdpAction::Drop,
+        Reason::NotAllowed,
+    );
+    let mut others = empty.clone();
+    let (len, data) = SourcePrefix::new([0; 4], 0).unwrap().allow_key(1);
+    others.set_allowed(len, data);
+    assert_rejected(
+        &others,
+        &web_frame(1, TCP_SYN),
+        XdpAction::Drop,
+        Reason::NotAllowed,
+    );
+    let unflagged = with_flags(narrowed, key(80, IPPROTO_TCP), 0);
+    assert_eq!(
+        decide(&web_frame(1, TCP_SYN), &INGRESS, &unflagged).action,
+        XdpAction::Tx
+    );
 }
 
 fn at(now_ns: u64) -> Ingress {

@@ -1,10 +1,9 @@
-//! The flood-protection maps the controller writes: the global settings
-//! (`FLOOD_SETTINGS`, once at load) and each service's per-source new-flow
-//! rate limit (`RATE_LIMITS`).
+//! The global flood-protection settings (`FLOOD_SETTINGS`), written once at
+//! load. Each service's rate limit is a source policy (`policy`).
 
 use aya::maps::Array;
 use aya::Ebpf;
-use lb_common::maps::{names, FloodSettings, RateLimit};
+use lb_common::maps::{names, FloodSettings};
 
 use super::error::{map_error, DataplaneError};
 use super::LoadOptions;
@@ -23,20 +22,4 @@ pub(super) fn write_settings(ebpf: &mut Ebpf, options: &LoadOptions) -> Result<(
     settings
         .set(0, value, 0)
         .map_err(map_error(names::FLOOD_SETTINGS))
-}
-
-/// Writes service `service_id`'s per-source rate limit (all zero: none).
-pub(super) fn write_rate_limit(
-    ebpf: &mut Ebpf,
-    service_id: u32,
-    limit: RateLimit,
-) -> Result<(), DataplaneError> {
-    let map = ebpf
-        .map_mut(names::RATE_LIMITS)
-        .ok_or(DataplaneError::MissingMap(names::RATE_LIMITS))?;
-    let mut limits: Array<_, RateLimit> =
-        Array::try_from(map).map_err(map_error(names::RATE_LIMITS))?;
-    limits
-        .set(service_id, limit, 0)
-        .map_err(map_error(names::RATE_LIMITS))
 }

@@ -6,12 +6,13 @@
 //! - `map_writer`: [`MapWriter`], the trait the controller writes the maps
 //!   through, over per-entry updates;
 //! - `tables`: the double-buffered publication of scheduling tables;
+//! - `policy`: each service's source policies (rate limit, allow-list);
 //! - `entries`: the kernel's maps behind those per-entry updates;
 //! - `counters`: the counter maps ([`CounterReader`]), shared read-only with
 //!   the API;
 //! - `fake` (tests only): the maps and counters in memory, with failure
 //!   injection;
-//! - `flood`: the flood-protection settings and per-service rate limits;
+//! - `flood`: the flood-protection settings;
 //! - `pinning`, `test_run`: the data path pinned across restarts, and
 //!   `BPF_PROG_TEST_RUN`.
 //!
@@ -25,6 +26,7 @@ pub mod fake;
 mod flood;
 mod map_writer;
 mod pinning;
+mod policy;
 mod tables;
 mod test_run;
 
@@ -37,7 +39,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::maps::{
-    defaults, names, programs, Backend, Flow, FlowKey, LocalInterface, Scheduler, ServiceKey,
+    defaults, names, programs, Backend, Flow, FlowKey, LocalInterface, RateLimit, Scheduler,
+    ServiceKey, SourcePrefix,
 };
 
 pub use counters::{CounterMaps, CounterReader};
@@ -48,6 +51,7 @@ pub use pinning::{PinDir, PinnedAttach, PinnedFlows, PinningError};
 pub use test_run::{TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
 
 use entries::KernelMaps;
+use policy::SourcePolicies;
 use tables::ServiceTables;
 
 /// The compiled eBPF object (path chosen by `build.rs`).
@@ -87,6 +91,9 @@ pub struct LoadOptions {
     /// Flow-table inserts per CPU per second beyond which new flows are
     /// forwarded without an entry (`FLOOD_SETTINGS`); 0: no limit.
     pub flow_insert_limit_per_cpu: u32,
+    /// Capacity of the source allow-lists (`ALLOW_LISTS`): the prefixes of
+    /// every service together.
+    pub allow_table_size: u32,
 }
 
 impl Default for LoadOptions {
@@ -99,6 +106,7 @@ impl Default for LoadOptions {
             xdp_mode: XdpModePreference::Auto,
             rate_limit_table_size: defaults::RATE_LIMIT_TABLE_SIZE,
             flow_insert_limit_per_cpu: 0,
+            allow_table_size: defaults::ALLOW_TABLE_SIZE,
         }
     }
 }
@@ -112,6 +120,7 @@ impl LoadOptions {
             ("max_backends", self.max_backends),
             ("table_size", self.table_size),
             ("rate_limit_table_size", self.rate_limit_table_size),
+            ("allow_table_size", self.allow_table_size),
         ] {
             if value == 0 {
                 return Err(DataplaneError::InvalidOption {
@@ -166,6 +175,7 @@ pub struct Dataplane {
     options: LoadOptions,
     maps: KernelMaps,
     tables: ServiceTables,
+    policies: SourcePolicies,
     flows: HashMap<MapData, FlowKey, Flow>,
     local_interface: Array<MapData, LocalInterface>,
     counters: Arc<CounterMaps>,
@@ -197,7 +207,8 @@ impl Dataplane {
             .map_max_entries(names::BACKEND_STATS, options.max_backends)
             .map_max_entries(names::SCHED_TABLE, sched_table_entries)
             .map_max_entries(names::RATE_LIMITS, options.max_services)
-            .map_max_entries(names::SOURCE_BUCKETS, options.rate_limit_table_size);
+            .map_max_entries(names::SOURCE_BUCKETS, options.rate_limit_table_size)
+            .map_max_entries(names::ALLOW_LISTS, options.allow_table_size);
         if let Some(pins) = pins {
             pins.share_flows(&mut loader);
         }
@@ -226,6 +237,8 @@ impl Dataplane {
                 vips: take_map(&mut ebpf, names::VIPS)?,
                 backends: take_map(&mut ebpf, names::BACKENDS)?,
                 sched_table: take_map(&mut ebpf, names::SCHED_TABLE)?,
+                rate_limits: take_map(&mut ebpf, names::RATE_LIMITS)?,
+                allow_lists: take_map(&mut ebpf, names::ALLOW_LISTS)?,
                 max_backends: options.max_backends,
             },
             flows: take_map(&mut ebpf, names::FLOWS)?,
@@ -237,20 +250,11 @@ impl Dataplane {
                 reason_stats: take_map(&mut ebpf, names::REASON_STATS)?,
             }),
             tables: ServiceTables::new(options.table_size, options.max_services),
+            policies: SourcePolicies::new(options.max_services),
             options: *options,
             attachments: Vec::new(),
             ebpf,
         })
-    }
-
-    /// Sets service `service_id`'s per-source new-flow rate limit
-    /// (`RateLimit::default()`: none).
-    pub fn set_rate_limit(
-        &mut self,
-        service_id: u32,
-        limit: lb_common::maps::RateLimit,
-    ) -> Result<(), DataplaneError> {
-        flood::write_rate_limit(&mut self.ebpf, service_id, limit)
     }
 
     /// The sizes the maps were created with.
@@ -437,6 +441,20 @@ impl MapWriter for Dataplane {
 
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
         self.tables.remove(&mut self.maps, key)
+    }
+
+    fn set_rate_limit(&mut self, id: u32, limit: RateLimit) -> Result<(), DataplaneError> {
+        self.policies
+            .set_rate_limit(&mut self.maps, &mut self.tables, id, limit)
+    }
+
+    fn set_allow_list(
+        &mut self,
+        id: u32,
+        allow: Option<&[SourcePrefix]>,
+    ) -> Result<(), DataplaneError> {
+        self.policies
+            .set_allow_list(&mut self.maps, &mut self.tables, id, allow)
     }
 }
 

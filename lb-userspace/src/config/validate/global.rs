@@ -41,6 +41,12 @@ pub(super) const MAX_RATE_LIMIT_TABLE_SIZE: i64 = 1 << 24;
 /// CPU can insert (0 turns the guard off).
 pub(super) const MAX_FLOW_INSERT_LIMIT_PER_CPU: i64 = 100_000_000;
 
+// source policies
+/// Most prefixes in all services' allow-lists together: 16M (an LPM trie
+/// allocates an entry, about 100 bytes of kernel memory, only when it is
+/// written).
+pub(super) const MAX_ALLOW_TABLE_SIZE: i64 = 1 << 24;
+
 /// The model of `[global]`.
 pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, ConfigError> {
     let interface = interface_name(&raw.interface, "global.interface", site)?;
@@ -129,9 +135,16 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
         )? as u32,
         None => DEFAULT_FLOW_INSERT_LIMIT_PER_CPU,
     };
+    let allow_table_size = size(
+        &raw.allow_table_size,
+        "global.allow_table_size",
+        MAX_ALLOW_TABLE_SIZE,
+        defaults::ALLOW_TABLE_SIZE,
+    )?;
     Ok(Global {
         rate_limit_table_size,
         flow_insert_limit_per_cpu,
+        allow_table_size,
         flow_table_size,
         maglev_table_size,
         max_services,
