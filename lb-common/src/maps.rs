@@ -42,8 +42,8 @@ pub mod names {
     /// `LpmTrie<AllowedSource, u8>`: the source allow-lists of the services
     /// that have one (see [`super::SourcePrefix::allow_key`]).
     pub const ALLOW_LISTS: &str = "ALLOW_LISTS";
-    /// `Array<FloodSettings>` of one entry: the global flood-guard settings.
-    pub const FLOOD_SETTINGS: &str = "FLOOD_SETTINGS";
+    /// `Array<Settings>` of one entry: the data path's global settings.
+    pub const SETTINGS: &str = "SETTINGS";
     /// `PerCpuArray<InsertWindow>` of one entry: this CPU's flow-table
     /// inserts in the current one-second window.
     pub const INSERT_WINDOW: &str = "INSERT_WINDOW";
@@ -244,7 +244,8 @@ pub enum Reason {
     VipOtherPort = 12,
     /// Drop: IPv4 to a VIP with a protocol other than TCP, UDP or ICMP.
     VipOtherProtocol = 13,
-    /// Pass: ICMP to a VIP; the kernel answers echo requests if it holds the VIP.
+    /// Pass: ICMP to a VIP; the kernel answers echo requests if it holds the
+    /// VIP (unless `vip_icmp_echo = "drop"`: then [`Reason::VipIcmpEcho`]).
     VipIcmp = 14,
     // flood protection
     /// Drop: a new flow beyond its source's token bucket
@@ -257,10 +258,12 @@ pub enum Reason {
     /// Drop: a packet to a service with an allow-list (`allow`) from a
     /// source outside it.
     NotAllowed = 17,
+    /// Drop: an ICMP echo request to a VIP, with `vip_icmp_echo = "drop"`.
+    VipIcmpEcho = 18,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIpv4,
@@ -282,6 +285,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::InsertSkipped,
         Reason::NotAllowed,
+        Reason::VipIcmpEcho,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -306,6 +310,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::InsertSkipped => "insert_skipped",
             Reason::NotAllowed => "not_allowed",
+            Reason::VipIcmpEcho => "vip_icmp_echo",
         }
     }
 }
@@ -481,14 +486,25 @@ impl TokenBucket {
     }
 }
 
-/// Value of [`names::FLOOD_SETTINGS`].
+/// Value of [`names::SETTINGS`]: the data path's global settings, written
+/// once at load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FloodSettings {
+pub struct Settings {
     /// Flow-table inserts per CPU per second beyond which new flows are
     /// forwarded without an entry; 0: no limit.
     pub flow_insert_limit_per_cpu: u32,
-    pub _pad: u32,
+    /// What to do with an ICMP echo request to a VIP: [`vip_icmp_echo`].
+    pub vip_icmp_echo: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Values of [`Settings::vip_icmp_echo`].
+pub mod vip_icmp_echo {
+    /// Passed to the kernel, which answers it on the node holding the VIP.
+    pub const PASS: u8 = 0;
+    /// Dropped (`vip_icmp_echo`).
+    pub const DROP: u8 = 1;
 }
 
 /// Value of [`names::INSERT_WINDOW`]: one CPU's flow-table inserts in its
@@ -569,8 +585,8 @@ mod pod {
     unsafe impl aya::Pod for super::AllowedSource {}
     // SAFETY: `#[repr(C)]` a u64, a u32 and an explicit `_pad: u32`.
     unsafe impl aya::Pod for super::TokenBucket {}
-    // SAFETY: `#[repr(C)]` a u32 and an explicit `_pad: u32`.
-    unsafe impl aya::Pod for super::FloodSettings {}
+    // SAFETY: `#[repr(C)]` a u32, a u8 and an explicit `_pad: [u8; 3]`.
+    unsafe impl aya::Pod for super::Settings {}
     // SAFETY: `#[repr(C)]` two u64.
     unsafe impl aya::Pod for super::InsertWindow {}
 }
@@ -593,7 +609,7 @@ mod tests {
         assert_eq!(size_of::<SourceKey>(), 8);
         assert_eq!(size_of::<AllowedSource>(), 8);
         assert_eq!(size_of::<TokenBucket>(), 16);
-        assert_eq!(size_of::<FloodSettings>(), 8);
+        assert_eq!(size_of::<Settings>(), 8);
         assert_eq!(size_of::<InsertWindow>(), 16);
     }
 

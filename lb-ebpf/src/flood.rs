@@ -7,7 +7,7 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::maps::{service_flags, Flow, FlowKey, Reason, Service, SourceKey, TokenBucket};
 
 use crate::{
-    maps::{FLOOD_SETTINGS, FLOWS, INSERT_WINDOW, RATE_LIMITS, SOURCE_BUCKETS},
+    maps::{FLOWS, INSERT_WINDOW, RATE_LIMITS, SETTINGS, SOURCE_BUCKETS},
     stats,
 };
 
@@ -88,7 +88,7 @@ pub fn record_flow(flow: &FlowKey, backend_id: u32, clock: &mut Clock) {
 /// Whether this CPU may insert one more flow now, counting it if so.
 #[inline(always)]
 fn admit_insert(clock: &mut Clock) -> bool {
-    let limit = match FLOOD_SETTINGS.get(0) {
+    let limit = match SETTINGS.get(0) {
         Some(settings) if settings.flow_insert_limit_per_cpu != 0 => {
             settings.flow_insert_limit_per_cpu
         }

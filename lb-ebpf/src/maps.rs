@@ -8,9 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::maps::{
-    defaults, AllowedSource, Backend, Counters, FloodSettings, Flow, FlowKey, InsertWindow,
-    LocalInterface, RateLimit, Reason, Service, ServiceKey, SourceKey, TokenBucket,
-    XDP_ACTION_COUNT,
+    defaults, AllowedSource, Backend, Counters, Flow, FlowKey, InsertWindow, LocalInterface,
+    RateLimit, Reason, Service, ServiceKey, Settings, SourceKey, TokenBucket, XDP_ACTION_COUNT,
 };
 
 /// The virtual services, by (VIP, port, protocol).
@@ -81,9 +80,9 @@ pub static RATE_LIMITS: Array<RateLimit> = Array::with_max_entries(defaults::MAX
 pub static SOURCE_BUCKETS: LruHashMap<SourceKey, TokenBucket> =
     LruHashMap::with_max_entries(defaults::RATE_LIMIT_TABLE_SIZE, 0);
 
-/// The global flood-guard settings (one entry).
+/// The data path's global settings (one entry, written at load).
 #[map]
-pub static FLOOD_SETTINGS: Array<FloodSettings> = Array::with_max_entries(1, 0);
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// This CPU's flow-table inserts in the current second (one entry).
 #[map]

@@ -89,6 +89,7 @@ pub fn load_options(config: &Config) -> LoadOptions {
         rate_limit_table_size: config.global.rate_limit_table_size,
         flow_insert_limit_per_cpu: config.global.flow_insert_limit_per_cpu,
         allow_table_size: config.global.allow_table_size,
+        vip_icmp_echo: config.global.vip_icmp_echo,
     }
 }
 

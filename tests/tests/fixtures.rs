@@ -750,6 +750,30 @@ fn icmp_to_the_vip_passes() {
     assert_passed(&dataplane, &frame, Reason::VipIcmp);
 }
 
+#[test]
+fn icmp_echo_to_the_vip_is_dropped_when_configured_other_icmp_still_passes() {
+    let mut dataplane = load_with(LoadOptions {
+        vip_icmp_echo: lb::dataplane::VipIcmpEcho::Drop,
+        ..test_options(TABLE_SIZE)
+    });
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let icmp = |message: &[u8], dst: [u8; 4]| {
+        let packet = Ipv4::new(CLIENT_IP, dst, 1).packet(message);
+        wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet)
+    };
+    let echo = [8, 0, 0xf7, 0xff, 0, 0, 0, 0];
+    assert_dropped(&dataplane, &icmp(&echo, VIP), Reason::VipIcmpEcho);
+    // An echo reply, and an echo request to an address that is no VIP.
+    let reply = [0, 0, 0xff, 0xff, 0, 0, 0, 0];
+    assert_passed(&dataplane, &icmp(&reply, VIP), Reason::VipIcmp);
+    assert_passed(&dataplane, &icmp(&echo, OTHER_IP), Reason::NotService);
+    // Path MTU discovery is not affected.
+    let backend = forward(&dataplane, &web_syn(CLIENT_PORT));
+    let output = run(&dataplane, &frag_needed_for(CLIENT_PORT));
+    assert_eq!(output.action, XDP_TX);
+    assert_eq!(output.data[..6], backend_mac(backend));
+}
+
 /// An ICMP "fragmentation needed" from a router to the VIP, quoting the
 /// start of a segment the backend sent on the web flow of `client_port`.
 fn frag_needed_for(client_port: u16) -> Vec<u8> {

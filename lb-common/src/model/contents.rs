@@ -14,8 +14,8 @@ use core::fmt;
 
 use super::decision::{Decision, FlowChange};
 use crate::maps::{
-    AllowedSource, Backend, FloodSettings, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit,
-    Service, ServiceKey, SourceKey, TokenBucket,
+    AllowedSource, Backend, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
+    ServiceKey, Settings, SourceKey, TokenBucket,
 };
 
 /// Sizes of the maps, as the loader created them.
@@ -66,7 +66,7 @@ pub struct MapContents {
     // flood protection
     rate_limits: Vec<RateLimit>,
     source_buckets: BTreeMap<[u8; 8], TokenBucket>,
-    flood_settings: FloodSettings,
+    settings: Settings,
     insert_window: InsertWindow,
 }
 
@@ -86,7 +86,7 @@ impl MapContents {
             allow_lists: BTreeSet::new(),
             rate_limits: vec![RateLimit::default(); sizes.max_services as usize],
             source_buckets: BTreeMap::new(),
-            flood_settings: FloodSettings::default(),
+            settings: Settings::default(),
             insert_window: InsertWindow::default(),
         }
     }
@@ -290,13 +290,13 @@ impl MapContents {
         self.source_buckets.insert(source_key_bytes(&key), bucket);
     }
 
-    /// The global flood-guard settings (`FLOOD_SETTINGS`).
-    pub fn flood_settings(&self) -> FloodSettings {
-        self.flood_settings
+    /// The data path's global settings (`SETTINGS`).
+    pub fn settings(&self) -> Settings {
+        self.settings
     }
 
-    pub fn set_flood_settings(&mut self, settings: FloodSettings) {
-        self.flood_settings = settings;
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
     }
 
     /// This CPU's insert window (`INSERT_WINDOW`).

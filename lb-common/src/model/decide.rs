@@ -173,7 +173,7 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
             (src_port, dst_port, false)
         }
         proto => {
-            let flow = edge::vip_other_protocol(proto, l4)?;
+            let flow = edge::vip_other_protocol(proto, l4, maps)?;
             return Ok(Parsed::FragNeeded(eth, flow));
         }
     };

@@ -47,7 +47,7 @@ pub(super) fn record(
     maps: &MapContents,
 ) -> (FlowChange, Option<InsertWindow>) {
     let entry = Flow { backend_id };
-    let limit = maps.flood_settings().flow_insert_limit_per_cpu;
+    let limit = maps.settings().flow_insert_limit_per_cpu;
     let window = (limit != 0).then(|| maps.insert_window().admit(limit, || ingress.now_ns));
     if let Some((false, _)) = window {
         let change = FlowChange::Skipped {

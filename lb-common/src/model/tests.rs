@@ -788,9 +788,9 @@ fn new_flows_beyond_a_sources_bucket_are_dropped_established_ones_are_not() {
 #[test]
 fn above_the_insert_limit_new_flows_are_forwarded_without_an_entry() {
     let mut maps = web_maps();
-    maps.set_flood_settings(crate::maps::FloodSettings {
+    maps.set_settings(crate::maps::Settings {
         flow_insert_limit_per_cpu: 2,
-        _pad: 0,
+        ..crate::maps::Settings::default()
     });
     for port in [1, 2] {
         let decision = decide(&web_frame(port, TCP_SYN), &at(10), &maps);
@@ -824,4 +824,32 @@ fn above_the_insert_limit_new_flows_are_forwarded_without_an_entry() {
         next_second.flow_change,
         FlowChange::Inserted { .. }
     ));
+}
+
+#[test]
+fn echo_requests_to_a_vip_are_dropped_only_when_configured() {
+    let echo = ethernet(0x0800, &ipv4(1, &[], &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]));
+    let reply = ethernet(0x0800, &ipv4(1, &[], &[0, 0, 0xff, 0xff, 0, 0, 0, 0]));
+    // A 7-byte ICMP message is no echo request: its header is cut short.
+    let cut = ethernet(0x0800, &ipv4(1, &[], &[8, 0, 0, 0, 0, 0, 0]));
+    let pass = XdpAction::Pass;
+    let maps = web_maps();
+    assert_rejected(&maps, &echo, pass, Reason::VipIcmp);
+    let mut dropping = web_maps();
+    dropping.set_settings(crate::maps::Settings {
+        vip_icmp_echo: crate::maps::vip_icmp_echo::DROP,
+        ..crate::maps::Settings::default()
+    });
+    assert_rejected(&dropping, &echo, XdpAction::Drop, Reason::VipIcmpEcho);
+    assert_rejected(&dropping, &reply, pass, Reason::VipIcmp);
+    assert_rejected(&dropping, &cut, pass, Reason::VipIcmp);
+    // To another address, ICMP is not ours at all.
+    let mut other = echo.clone();
+    other[14 + 19] = 200;
+    assert_rejected(&dropping, &other, pass, Reason::NotService);
+    // Fragmentation needed still reaches its flow's backend.
+    let first = decide(&web_frame(7, TCP_SYN), &INGRESS, &dropping);
+    dropping.apply(&first);
+    let decision = decide(&frag_needed(7, 28), &INGRESS, &dropping);
+    assert_eq!(decision.backend_id, first.backend_id);
 }

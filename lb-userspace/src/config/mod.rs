@@ -27,7 +27,7 @@ pub use model::{
 pub use table_fit::TableFitError;
 pub use validate::{default_pin_dir, validate_pin_dir};
 
-pub use crate::dataplane::XdpModePreference;
+pub use crate::dataplane::{VipIcmpEcho, XdpModePreference};
 
 /// Reads and validates the configuration file at `path`: a regular file of
 /// at most 1 MiB of UTF-8.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use lb_common::maps::RateLimit;
 pub use lb_common::maps::SourcePrefix;
 
-use crate::dataplane::XdpModePreference;
+use crate::dataplane::{VipIcmpEcho, XdpModePreference};
 use crate::health::{CheckSpec, CheckTarget, Health, ProbeSource};
 use crate::vrrp::VrrpConfig;
 
@@ -82,6 +82,8 @@ pub struct Global {
     /// Entries of the source allow-lists' map: the prefixes of every
     /// service's `allow` together.
     pub allow_table_size: u32,
+    /// What the data path does with ICMP echo requests to a VIP.
+    pub vip_icmp_echo: VipIcmpEcho,
 }
 
 /// A virtual service: VIP, port and protocol, and the backends behind it.

@@ -35,6 +35,7 @@ pub(super) struct RawGlobal {
     pub flow_insert_limit_per_cpu: Option<Spanned<i64>>,
     // source policies
     pub allow_table_size: Option<Spanned<i64>>,
+    pub vip_icmp_echo: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@
 //!   the API;
 //! - `fake` (tests only): the maps and counters in memory, with failure
 //!   injection;
-//! - `flood`: the flood-protection settings;
+//! - `settings`: the global settings (insert guard, ICMP echo to a VIP);
 //! - `pinning`, `test_run`: the data path pinned across restarts, and
 //!   `BPF_PROG_TEST_RUN`.
 //!
@@ -23,10 +23,10 @@ mod entries;
 mod error;
 #[cfg(test)]
 pub mod fake;
-mod flood;
 mod map_writer;
 mod pinning;
 mod policy;
+mod settings;
 mod tables;
 mod test_run;
 
@@ -72,6 +72,27 @@ pub enum XdpModePreference {
     Generic,
 }
 
+/// What the data path does with an ICMP echo request to a VIP
+/// (`global.vip_icmp_echo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VipIcmpEcho {
+    /// Passed to the kernel, which answers it on the node holding the VIP.
+    #[default]
+    Pass,
+    /// Dropped and counted (`vip_icmp_echo`).
+    Drop,
+}
+
+impl VipIcmpEcho {
+    /// The value of `Settings::vip_icmp_echo`.
+    pub fn map_value(self) -> u8 {
+        match self {
+            VipIcmpEcho::Pass => lb_common::maps::vip_icmp_echo::PASS,
+            VipIcmpEcho::Drop => lb_common::maps::vip_icmp_echo::DROP,
+        }
+    }
+}
+
 /// Fixed when the object is loaded: map sizes, and how programs attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -89,11 +110,13 @@ pub struct LoadOptions {
     /// Capacity of the LRU map of per-source token buckets (`SOURCE_BUCKETS`).
     pub rate_limit_table_size: u32,
     /// Flow-table inserts per CPU per second beyond which new flows are
-    /// forwarded without an entry (`FLOOD_SETTINGS`); 0: no limit.
+    /// forwarded without an entry (`SETTINGS`); 0: no limit.
     pub flow_insert_limit_per_cpu: u32,
     /// Capacity of the source allow-lists (`ALLOW_LISTS`): the prefixes of
     /// every service together.
     pub allow_table_size: u32,
+    /// What happens to ICMP echo requests to a VIP (`SETTINGS`).
+    pub vip_icmp_echo: VipIcmpEcho,
 }
 
 impl Default for LoadOptions {
@@ -107,6 +130,7 @@ impl Default for LoadOptions {
             rate_limit_table_size: defaults::RATE_LIMIT_TABLE_SIZE,
             flow_insert_limit_per_cpu: 0,
             allow_table_size: defaults::ALLOW_TABLE_SIZE,
+            vip_icmp_echo: VipIcmpEcho::Pass,
         }
     }
 }
@@ -224,7 +248,7 @@ impl Dataplane {
                 })?;
         }
         tracing::debug!(?options, "eBPF programs loaded");
-        flood::write_settings(&mut ebpf, options)?;
+        settings::write_settings(&mut ebpf, options)?;
         if let Some(pins) = pins {
             let backends = ebpf
                 .map(names::BACKENDS)

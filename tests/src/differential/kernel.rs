@@ -14,8 +14,8 @@ use aya::programs::loaded_programs;
 use aya::util::nr_cpus;
 use lb::dataplane::Dataplane;
 use lb_common::maps::{
-    names, AllowedSource, Backend, FloodSettings, Flow, FlowKey, InsertWindow, LocalInterface,
-    RateLimit, Service, ServiceKey,
+    names, AllowedSource, Backend, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
+    ServiceKey, Settings,
 };
 use lb_common::model::{MapContents, MapSizes};
 
@@ -30,7 +30,7 @@ pub struct KernelMaps {
     rr_cursor: PerCpuArray<MapData, u32>,
     allow_lists: LpmTrie<MapData, AllowedSource, u8>,
     rate_limits: Array<MapData, RateLimit>,
-    flood_settings: Array<MapData, FloodSettings>,
+    settings: Array<MapData, Settings>,
     insert_window: PerCpuArray<MapData, InsertWindow>,
 }
 
@@ -65,7 +65,7 @@ impl KernelMaps {
             rr_cursor: take(names::RR_CURSOR)?.try_into()?,
             allow_lists: take(names::ALLOW_LISTS)?.try_into()?,
             rate_limits: take(names::RATE_LIMITS)?.try_into()?,
-            flood_settings: take(names::FLOOD_SETTINGS)?.try_into()?,
+            settings: take(names::SETTINGS)?.try_into()?,
             insert_window: take(names::INSERT_WINDOW)?.try_into()?,
         })
     }
@@ -100,7 +100,7 @@ impl KernelMaps {
             let (key, _) = entry?;
             contents.set_allowed(key.prefix_len(), key.data());
         }
-        contents.set_flood_settings(self.flood_settings.get(&0, 0)?);
+        contents.set_settings(self.settings.get(&0, 0)?);
         let windows = self.insert_window.get(&0, 0)?;
         match windows.get(cpu) {
             Some(&window) => contents.set_insert_window(window),

@@ -16,7 +16,9 @@
 //! window is full), and a window held full from the end of time.
 
 use anyhow::{ensure, Context as _, Result};
-use lb::dataplane::{Dataplane, LoadOptions, MapWriter as _, TEST_RUN_INGRESS_IFINDEX};
+use lb::dataplane::{
+    Dataplane, LoadOptions, MapWriter as _, VipIcmpEcho, TEST_RUN_INGRESS_IFINDEX,
+};
 use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::{
     backend_state, service_flags, Backend, Flow, FlowKey, RateLimit, Scheduler, ServiceKey,
@@ -95,6 +97,8 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub struct Setup {
     pub name: &'static str,
+    /// `global.vip_icmp_echo`, fixed at load.
+    pub vip_icmp_echo: VipIcmpEcho,
     pub steps: Vec<Step>,
     pub midway: Vec<Step>,
 }
@@ -109,19 +113,23 @@ pub fn named(name: &str) -> Option<Setup> {
     setups().into_iter().find(|setup| setup.name == name)
 }
 
-/// Map sizes of every setup (flows: `flow_table_size`).
-pub fn load_options(flow_table_size: u32) -> LoadOptions {
-    LoadOptions {
-        flow_table_size,
-        max_services: MAX_SERVICES,
-        max_backends: MAX_BACKENDS,
-        table_size: TABLE_SIZE,
-        flow_insert_limit_per_cpu: INSERT_LIMIT,
-        ..LoadOptions::default()
+impl Setup {
+    /// What the setup is loaded with: the map sizes of every setup (flows:
+    /// `flow_table_size`) and its settings.
+    pub fn load_options(&self, flow_table_size: u32) -> LoadOptions {
+        LoadOptions {
+            flow_table_size,
+            max_services: MAX_SERVICES,
+            max_backends: MAX_BACKENDS,
+            table_size: TABLE_SIZE,
+            flow_insert_limit_per_cpu: INSERT_LIMIT,
+            vip_icmp_echo: self.vip_icmp_echo,
+            ..LoadOptions::default()
+        }
     }
 }
 
-/// The sizes the model mirrors for [`load_options`].
+/// The sizes the model mirrors for [`Setup::load_options`].
 pub fn map_sizes() -> MapSizes {
     MapSizes {
         max_services: MAX_SERVICES,
@@ -416,6 +424,7 @@ fn mixed() -> Setup {
     ];
     Setup {
         name: "mixed",
+        vip_icmp_echo: VipIcmpEcho::Pass,
         steps,
         midway,
     }
@@ -424,10 +433,12 @@ fn mixed() -> Setup {
 /// [`mixed`] after a round of changes: backends 1 down and 2 draining with
 /// the web table rebuilt without them (in its other half), the TLS ring
 /// reweighted, the ring with a down backend removed, flows left on the
-/// backends that changed, and cursors beyond the end of their rings.
+/// backends that changed, and cursors beyond the end of their rings; its
+/// data path drops ICMP echo requests to the VIPs.
 fn republished() -> Setup {
     let mut setup = mixed();
     setup.name = "republished";
+    setup.vip_icmp_echo = VipIcmpEcho::Drop;
     setup.steps.extend([
         Step::Backend(1, backend(1, backend_state::DOWN, false).1),
         Step::Backend(2, backend(2, backend_state::DRAINING, false).1),

@@ -92,6 +92,7 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             rate_limit_table_size: lb_common::maps::defaults::RATE_LIMIT_TABLE_SIZE,
             flow_insert_limit_per_cpu: DEFAULT_FLOW_INSERT_LIMIT_PER_CPU,
             allow_table_size: lb_common::maps::defaults::ALLOW_TABLE_SIZE,
+            vip_icmp_echo: VipIcmpEcho::Pass,
         }
     );
     assert_eq!(
@@ -148,6 +149,7 @@ fn global_settings_are_read() {
         "rate_limit_table_size = 4096",
         "flow_insert_limit_per_cpu = 0",
         "allow_table_size = 10",
+        "vip_icmp_echo = \"drop\"",
     ]);
     let config = parse(&text, "lb.toml").unwrap();
     assert_eq!(
@@ -168,6 +170,7 @@ fn global_settings_are_read() {
             rate_limit_table_size: 4096,
             flow_insert_limit_per_cpu: 0,
             allow_table_size: 10,
+            vip_icmp_echo: VipIcmpEcho::Drop,
         }
     );
     assert!(config.services.is_empty());
