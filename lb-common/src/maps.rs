@@ -39,8 +39,11 @@ pub mod names {
     /// `LruHashMap<SourceKey, TokenBucket>`: the token bucket of each
     /// (service, source address) that opened a flow recently.
     pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
-    /// `Array<FloodSettings>` of one entry: the global flood-guard settings.
-    pub const FLOOD_SETTINGS: &str = "FLOOD_SETTINGS";
+    /// `LpmTrie<AllowedSource, u8>`: the source allow-lists of the services
+    /// that have one (see [`super::SourcePrefix::allow_key`]).
+    pub const ALLOW_LISTS: &str = "ALLOW_LISTS";
+    /// `Array<Settings>` of one entry: the data path's global settings.
+    pub const SETTINGS: &str = "SETTINGS";
     /// `PerCpuArray<InsertWindow>` of one entry: this CPU's flow-table
     /// inserts in the current one-second window.
     pub const INSERT_WINDOW: &str = "INSERT_WINDOW";
@@ -67,6 +70,9 @@ pub mod defaults {
     pub const FLOW_TABLE_SIZE: u32 = 65536;
     /// Entries of [`super::names::SOURCE_BUCKETS`].
     pub const RATE_LIMIT_TABLE_SIZE: u32 = 65536;
+    /// Entries of [`super::names::ALLOW_LISTS`]: the prefixes of every
+    /// service's allow-list together.
+    pub const ALLOW_TABLE_SIZE: u32 = 65536;
 }
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -115,7 +121,21 @@ pub struct Service {
     pub scheduler: u8,
     /// Which half (0 or 1) is active; informative, `table_base` already encodes it.
     pub table_half: u8,
-    pub _pad: [u8; 2],
+    /// [`service_flags`]: the source policies the data path applies.
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Bits of [`Service::flags`]: which per-service source policies apply. A
+/// service without them pays one bit test per packet, never a lookup of the
+/// policy maps.
+pub mod service_flags {
+    /// Sources are limited in new flows per second: [`super::names::RATE_LIMITS`]
+    /// holds the service's limit.
+    pub const RATE_LIMIT: u8 = 1 << 0;
+    /// Only sources in the service's allow-list get through (the others are
+    /// dropped, `not_allowed`): [`super::names::ALLOW_LISTS`] holds it.
+    pub const ALLOW_LIST: u8 = 1 << 1;
 }
 
 /// Backend states as seen by the data path.
@@ -224,7 +244,8 @@ pub enum Reason {
     VipOtherPort = 12,
     /// Drop: IPv4 to a VIP with a protocol other than TCP, UDP or ICMP.
     VipOtherProtocol = 13,
-    /// Pass: ICMP to a VIP; the kernel answers echo requests if it holds the VIP.
+    /// Pass: ICMP to a VIP; the kernel answers echo requests if it holds the
+    /// VIP (unless `vip_icmp_echo = "drop"`: then [`Reason::VipIcmpEcho`]).
     VipIcmp = 14,
     // flood protection
     /// Drop: a new flow beyond its source's token bucket
@@ -234,10 +255,15 @@ pub enum Reason {
     /// flow-table entry, because this CPU's inserts this second reached
     /// `flow_insert_limit_per_cpu`.
     InsertSkipped = 16,
+    /// Drop: a packet to a service with an allow-list (`allow`) from a
+    /// source outside it.
+    NotAllowed = 17,
+    /// Drop: an ICMP echo request to a VIP, with `vip_icmp_echo = "drop"`.
+    VipIcmpEcho = 18,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIpv4,
@@ -258,6 +284,8 @@ impl Reason {
         // flood protection
         Reason::RateLimited,
         Reason::InsertSkipped,
+        Reason::NotAllowed,
+        Reason::VipIcmpEcho,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -281,7 +309,92 @@ impl Reason {
             // flood protection
             Reason::RateLimited => "rate_limited",
             Reason::InsertSkipped => "insert_skipped",
+            Reason::NotAllowed => "not_allowed",
+            Reason::VipIcmpEcho => "vip_icmp_echo",
         }
+    }
+}
+
+/// Data of a key of [`names::ALLOW_LISTS`] (an LPM trie, whose keys are a
+/// prefix length and these 8 bytes): the service id, which an entry always
+/// matches whole, then the source address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AllowedSource {
+    pub service_id: u32,
+    /// Network byte order.
+    pub src_ip: u32,
+}
+
+impl AllowedSource {
+    /// Bits of the key before the address: the service id.
+    pub const SERVICE_ID_BITS: u32 = 32;
+    /// The prefix length of the data path's lookup: every bit.
+    pub const LOOKUP_PREFIX_LEN: u32 = 64;
+}
+
+/// The value of every [`names::ALLOW_LISTS`] entry (only its presence counts).
+pub const ALLOWED: u8 = 1;
+
+/// An IPv4 prefix of source addresses, e.g. `203.0.113.0/24`: its first
+/// `len` bits, the others zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourcePrefix {
+    octets: [u8; 4],
+    len: u8,
+}
+
+impl SourcePrefix {
+    /// The prefix `octets/len`, or `None` when `len` is above 32 or a bit
+    /// beyond the first `len` is set.
+    pub const fn new(octets: [u8; 4], len: u8) -> Option<Self> {
+        if len > 32 || u32::from_be_bytes(octets) & !Self::mask(len) != 0 {
+            return None;
+        }
+        Some(Self { octets, len })
+    }
+
+    /// The first `len` bits set, host order.
+    const fn mask(len: u8) -> u32 {
+        match len {
+            0 => 0,
+            // 1..=32: a shift below 32.
+            len => u32::MAX << (32 - len as u32),
+        }
+    }
+
+    /// The network address.
+    pub const fn octets(self) -> [u8; 4] {
+        self.octets
+    }
+
+    /// The prefix length, 0..=32.
+    pub const fn length(self) -> u8 {
+        self.len
+    }
+
+    /// Whether `address` lies in the prefix.
+    pub const fn contains(self, address: [u8; 4]) -> bool {
+        u32::from_be_bytes(address) & Self::mask(self.len) == u32::from_be_bytes(self.octets)
+    }
+
+    /// The [`names::ALLOW_LISTS`] key of this prefix in service
+    /// `service_id`'s list: its prefix length and data.
+    pub const fn allow_key(self, service_id: u32) -> (u32, AllowedSource) {
+        (
+            AllowedSource::SERVICE_ID_BITS + self.len as u32,
+            AllowedSource {
+                service_id,
+                src_ip: u32::from_ne_bytes(self.octets),
+            },
+        )
+    }
+}
+
+impl core::fmt::Display for SourcePrefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let [a, b, c, d] = self.octets;
+        write!(f, "{a}.{b}.{c}.{d}/{}", self.len)
     }
 }
 
@@ -373,18 +486,29 @@ impl TokenBucket {
     }
 }
 
-/// Value of [`names::FLOOD_SETTINGS`].
+/// Value of [`names::SETTINGS`]: the data path's global settings, written
+/// once at load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FloodSettings {
+pub struct Settings {
     /// Flow-table inserts per CPU per second beyond which new flows are
     /// forwarded without an entry; 0: no limit.
     pub flow_insert_limit_per_cpu: u32,
-    pub _pad: u32,
+    /// What to do with an ICMP echo request to a VIP: [`vip_icmp_echo`].
+    pub vip_icmp_echo: u8,
+    pub _pad: [u8; 3],
 }
 
-/// Value of [`names::INSERT_WINDOW`]: one CPU's flow-table inserts since
-/// `started_ns`.
+/// Values of [`Settings::vip_icmp_echo`].
+pub mod vip_icmp_echo {
+    /// Passed to the kernel, which answers it on the node holding the VIP.
+    pub const PASS: u8 = 0;
+    /// Dropped (`vip_icmp_echo`).
+    pub const DROP: u8 = 1;
+}
+
+/// Value of [`names::INSERT_WINDOW`]: one CPU's flow-table inserts in its
+/// current window, which started at `started_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct InsertWindow {
@@ -393,23 +517,32 @@ pub struct InsertWindow {
 }
 
 impl InsertWindow {
-    /// Whether a new flow at `now_ns` may be inserted under `limit` (0: no
-    /// limit), and the window after it (a new window starts when a second
-    /// has passed; a clock earlier than `started_ns` counts as no time
-    /// elapsed).
-    pub fn admit(self, limit: u32, now_ns: u64) -> (bool, Self) {
+    /// Whether one more new flow may be inserted under `limit` (0: no
+    /// limit), and the window after it.
+    ///
+    /// `clock` (`bpf_ktime_get_ns`) is read only when the window is full:
+    /// below the limit an insert is admitted at once, so a new flow pays
+    /// for no clock read unless a flood filled the window (a clock read is
+    /// a helper call, about as costly as the rest of the guard). A full
+    /// window that started a second or more before `clock()` gives way to a
+    /// new one starting then; a clock earlier than `started_ns` counts as no
+    /// time elapsed.
+    ///
+    /// Windows follow each other, each lasts at least a second and admits
+    /// at most `limit` inserts: over any T seconds a CPU inserts at most
+    /// `limit × (T + 2)` flows, `limit` per second in the long run.
+    pub fn admit(self, limit: u32, clock: impl FnOnce() -> u64) -> (bool, Self) {
         if limit == 0 {
             return (true, self);
         }
         let mut window = self;
-        if now_ns.saturating_sub(window.started_ns) >= NANOS_PER_SECOND {
-            window = InsertWindow {
-                started_ns: now_ns,
-                inserts: 0,
-            };
-        }
         if window.inserts >= u64::from(limit) {
-            return (false, window);
+            let now_ns = clock();
+            if now_ns.saturating_sub(window.started_ns) < NANOS_PER_SECOND {
+                return (false, window);
+            }
+            window.started_ns = now_ns;
+            window.inserts = 0;
         }
         window.inserts += 1;
         (true, window)
@@ -431,7 +564,7 @@ mod pod {
 
     // SAFETY: `#[repr(C)]` u32, u16, u8 and an explicit `_pad: u8`; see above.
     unsafe impl aya::Pod for super::ServiceKey {}
-    // SAFETY: `#[repr(C)]` three u32, two u8 and an explicit `_pad: [u8; 2]`.
+    // SAFETY: `#[repr(C)]` three u32, three u8 and an explicit `_pad: u8`.
     unsafe impl aya::Pod for super::Service {}
     // SAFETY: `#[repr(C)]` two u32, two `[u8; 6]`, a u8 and `_pad: [u8; 3]`.
     unsafe impl aya::Pod for super::Backend {}
@@ -448,10 +581,12 @@ mod pod {
     unsafe impl aya::Pod for super::RateLimit {}
     // SAFETY: `#[repr(C)]` two u32.
     unsafe impl aya::Pod for super::SourceKey {}
+    // SAFETY: `#[repr(C)]` two u32.
+    unsafe impl aya::Pod for super::AllowedSource {}
     // SAFETY: `#[repr(C)]` a u64, a u32 and an explicit `_pad: u32`.
     unsafe impl aya::Pod for super::TokenBucket {}
-    // SAFETY: `#[repr(C)]` a u32 and an explicit `_pad: u32`.
-    unsafe impl aya::Pod for super::FloodSettings {}
+    // SAFETY: `#[repr(C)]` a u32, a u8 and an explicit `_pad: [u8; 3]`.
+    unsafe impl aya::Pod for super::Settings {}
     // SAFETY: `#[repr(C)]` two u64.
     unsafe impl aya::Pod for super::InsertWindow {}
 }
@@ -472,8 +607,9 @@ mod tests {
         assert_eq!(size_of::<LocalInterface>(), 8);
         assert_eq!(size_of::<RateLimit>(), 8);
         assert_eq!(size_of::<SourceKey>(), 8);
+        assert_eq!(size_of::<AllowedSource>(), 8);
         assert_eq!(size_of::<TokenBucket>(), 16);
-        assert_eq!(size_of::<FloodSettings>(), 8);
+        assert_eq!(size_of::<Settings>(), 8);
         assert_eq!(size_of::<InsertWindow>(), 16);
     }
 
@@ -511,16 +647,19 @@ mod tests {
 
     #[test]
     fn an_insert_window_admits_its_limit_per_second() {
+        let no_clock = || -> u64 { panic!("the clock is read below the limit") };
         let mut window = InsertWindow::default();
         for _ in 0..2 {
-            let (admitted, next) = window.admit(2, 5);
+            let (admitted, next) = window.admit(2, no_clock);
             assert!(admitted);
             window = next;
         }
-        let (admitted, full) = window.admit(2, NANOS_PER_SECOND - 1);
+        assert_eq!(window.inserts, 2);
+        // Full: the clock decides. The window started at 0.
+        let (admitted, full) = window.admit(2, || NANOS_PER_SECOND - 1);
         assert!(!admitted);
         assert_eq!(full, window);
-        let (admitted, renewed) = full.admit(2, NANOS_PER_SECOND);
+        let (admitted, renewed) = full.admit(2, || NANOS_PER_SECOND);
         assert!(admitted);
         assert_eq!(
             renewed,
@@ -529,8 +668,38 @@ mod tests {
                 inserts: 1
             }
         );
-        // No limit: always admitted, the window untouched.
-        assert_eq!(full.admit(0, 7), (true, full));
+        // The renewed window admits its second insert without the clock, then
+        // waits a second from its own start.
+        let (admitted, full) = renewed.admit(2, no_clock);
+        assert!(admitted);
+        assert!(!full.admit(2, || 2 * NANOS_PER_SECOND - 1).0);
+        assert!(full.admit(2, || 2 * NANOS_PER_SECOND).0);
+        // A window that starts in the future never renews (saturating).
+        let held = InsertWindow {
+            started_ns: u64::MAX,
+            inserts: u64::MAX,
+        };
+        assert_eq!(held.admit(1, || 5), (false, held));
+        // No limit: always admitted, the window untouched, no clock read.
+        assert_eq!(full.admit(0, no_clock), (true, full));
+    }
+
+    #[test]
+    fn source_prefixes_have_no_host_bits_and_key_after_the_service_id() {
+        let net = SourcePrefix::new([203, 0, 113, 0], 24).unwrap();
+        assert!(net.contains([203, 0, 113, 255]));
+        assert!(!net.contains([203, 0, 114, 0]));
+        assert_eq!(SourcePrefix::new([203, 0, 113, 7], 24), None);
+        assert_eq!(SourcePrefix::new([10, 0, 0, 0], 33), None);
+        let everyone = SourcePrefix::new([0; 4], 0).unwrap();
+        assert!(everyone.contains([255; 4]));
+        assert_eq!(SourcePrefix::new([0, 0, 0, 1], 0), None);
+        let host = SourcePrefix::new([198, 51, 100, 7], 32).unwrap();
+        assert!(host.contains([198, 51, 100, 7]) && !host.contains([198, 51, 100, 6]));
+        let (prefix_len, data) = net.allow_key(5);
+        assert_eq!(prefix_len, 56);
+        assert_eq!(data.service_id, 5);
+        assert_eq!(data.src_ip.to_ne_bytes(), [203, 0, 113, 0]);
     }
 
     #[test]

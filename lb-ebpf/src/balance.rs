@@ -92,16 +92,20 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
     };
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let service = unsafe { service.read() };
+    if !edge::source_allowed(&service, packet.flow.src_ip) {
+        return Verdict::Drop(Reason::NotAllowed);
+    }
 
     let (backend_id, backend, new_flow) = match established_backend(&packet.flow, packet.syn) {
         Some((backend_id, backend)) => (backend_id, backend, false),
         None => {
-            if flood::over_rate_limit(&service, &packet.flow) {
+            let mut clock = flood::Clock::new();
+            if flood::over_rate_limit(&service, &packet.flow, &mut clock) {
                 return Verdict::Drop(Reason::RateLimited);
             }
             match schedule(&service, &packet.flow) {
                 Ok((backend_id, backend)) => {
-                    flood::record_flow(&packet.flow, backend_id);
+                    flood::record_flow(&packet.flow, backend_id, &mut clock);
                     (backend_id, backend, true)
                 }
                 Err(verdict) => return verdict,
@@ -120,7 +124,6 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     let eth = packet::ethernet(ctx).ok_or(Verdict::Pass(Reason::ShortEthernet))?;
-    edge::check_destination_mac(&eth)?;
     if eth.ether_type() != EtherType::Ipv4 as u16 {
         return Err(Verdict::Pass(Reason::NotIpv4));
     }
@@ -129,6 +132,9 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     if VIPS.get_ptr(dst_ip).is_none() {
         return Err(Verdict::Pass(Reason::NotService));
     }
+    // Only packets to a VIP are ever forwarded or dropped, so only they pay
+    // for the MAC check; everything else is passed untouched anyway.
+    edge::check_destination_mac(&eth)?;
 
     // Addressed to a VIP: from here on, malformed means dropped.
     let header_len = usize::from(ip.vihl & 0x0f) * 4;

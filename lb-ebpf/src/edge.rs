@@ -1,25 +1,33 @@
-//! Edge filtering: frames that are not for this interface, and packets to a
-//! VIP that no service takes. Each check sits on the cold side of its branch:
-//! the hot path pays one 6-byte compare for the destination MAC.
+//! Edge filtering: frames that are not for this interface, packets to a VIP
+//! that no service takes, and sources a service's allow-list leaves out.
+//! Each check sits on the cold side of its branch: a packet to a VIP pays
+//! one 6-byte compare for the destination MAC and, for a service without an
+//! allow-list, one bit test; any other packet nothing.
 
-use aya_ebpf::programs::XdpContext;
-use lb_common::maps::{FlowKey, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
+use lb_common::maps::{
+    service_flags, vip_icmp_echo, AllowedSource, FlowKey, Reason, Service, IPPROTO_ICMP,
+    IPPROTO_TCP, IPPROTO_UDP,
+};
 use network_types::{ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
     balance::{self, Verdict},
-    maps::LOCAL_INTERFACE,
+    maps::{ALLOW_LISTS, LOCAL_INTERFACE, SETTINGS},
     packet::{self, IcmpHeader},
 };
 
+/// ICMP "echo request" (ping).
+const ICMP_ECHO_REQUEST: u8 = 8;
 /// ICMP "destination unreachable".
 const ICMP_DEST_UNREACHABLE: u8 = 3;
 /// Its code "fragmentation needed and DF set" (path MTU discovery).
 const ICMP_FRAG_NEEDED: u8 = 4;
 
 /// `Ok` when the frame is addressed to the ingress interface's MAC;
-/// otherwise the frame is passed untouched, never forwarded (a switch floods
-/// frames for unlearned MACs to every port).
+/// otherwise the frame is passed untouched, never forwarded nor dropped (a
+/// switch floods frames for unlearned MACs to every port). Asked only of
+/// packets to a VIP.
 #[inline(always)]
 pub fn check_destination_mac(eth: &packet::Ethernet) -> Result<(), Verdict> {
     let (dst, _) = eth.macs();
@@ -55,8 +63,9 @@ fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
 
 /// A well-formed, unfragmented packet to a VIP with a protocol other than TCP
 /// or UDP, whose IP payload is `l4_len` bytes at `l4_offset`: ICMP goes to
-/// the kernel (it answers echo requests), except "fragmentation needed" for
-/// an established flow, which goes to that flow's backend; the rest is
+/// the kernel (it answers echo requests), except an echo request with
+/// `vip_icmp_echo = "drop"`, dropped, and "fragmentation needed" for an
+/// established flow, which goes to that flow's backend; the rest is
 /// dropped.
 #[inline(always)]
 pub fn vip_other_protocol(
@@ -69,6 +78,21 @@ pub fn vip_other_protocol(
     if proto != IPPROTO_ICMP {
         return Verdict::Drop(Reason::VipOtherProtocol);
     }
+    // The ICMP header, whole within the IP payload.
+    let icmp = if l4_len >= IcmpHeader::LEN {
+        packet::header::<IcmpHeader>(ctx, l4_offset)
+    } else {
+        None
+    };
+    let Some(icmp) = icmp else {
+        return Verdict::Pass(Reason::VipIcmp);
+    };
+    if icmp.icmp_type == ICMP_ECHO_REQUEST && echo_dropped() {
+        return Verdict::Drop(Reason::VipIcmpEcho);
+    }
+    if icmp.icmp_type != ICMP_DEST_UNREACHABLE || icmp.code != ICMP_FRAG_NEEDED {
+        return Verdict::Pass(Reason::VipIcmp);
+    }
     let Some(flow) = frag_needed_flow(ctx, l4_offset, l4_len) else {
         return Verdict::Pass(Reason::VipIcmp);
     };
@@ -78,16 +102,20 @@ pub fn vip_other_protocol(
     }
 }
 
+/// Whether echo requests to a VIP are dropped (`global.vip_icmp_echo`).
+#[inline(always)]
+fn echo_dropped() -> bool {
+    SETTINGS
+        .get(0)
+        .is_some_and(|settings| settings.vip_icmp_echo == vip_icmp_echo::DROP)
+}
+
 /// The flow an ICMP "fragmentation needed" at `offset` is about: its embedded
 /// header is a packet the backend sent (VIP:port to client), so the flow is
-/// that header's tuple reversed. `None` for any other ICMP message, or when
-/// the embedded IPv4 header and 8 bytes of TCP/UDP are not all there.
+/// that header's tuple reversed. `None` when the embedded IPv4 header and 8
+/// bytes of TCP/UDP are not all there.
 #[inline(always)]
 fn frag_needed_flow(ctx: &XdpContext, offset: usize, l4_len: usize) -> Option<FlowKey> {
-    let icmp = packet::header::<IcmpHeader>(ctx, offset)?;
-    if icmp.icmp_type != ICMP_DEST_UNREACHABLE || icmp.code != ICMP_FRAG_NEEDED {
-        return None;
-    }
     let inner_offset = offset + IcmpHeader::LEN;
     let inner = packet::header::<Ipv4Hdr>(ctx, inner_offset)?;
     let inner_len = usize::from(inner.vihl & 0x0f) * 4;
@@ -106,6 +134,24 @@ fn frag_needed_flow(ctx: &XdpContext, offset: usize, l4_len: usize) -> Option<Fl
         proto: inner.proto,
         ..Default::default()
     })
+}
+
+/// Whether `service` takes packets from `src_ip` (network order): always
+/// without an allow-list (its flag clear: no lookup), otherwise when the
+/// source lies in one of the list's prefixes.
+#[inline(always)]
+pub fn source_allowed(service: &Service, src_ip: u32) -> bool {
+    if service.flags & service_flags::ALLOW_LIST == 0 {
+        return true;
+    }
+    let key = Key::new(
+        AllowedSource::LOOKUP_PREFIX_LEN,
+        AllowedSource {
+            service_id: service.id,
+            src_ip,
+        },
+    );
+    ALLOW_LISTS.get(&key).is_some()
 }
 
 /// TCP or UDP to a VIP on a port with no service: dropped (edge firewall).

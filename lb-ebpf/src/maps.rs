@@ -5,11 +5,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::maps::{
-    defaults, Backend, Counters, FloodSettings, Flow, FlowKey, InsertWindow, LocalInterface,
-    RateLimit, Reason, Service, ServiceKey, SourceKey, TokenBucket, XDP_ACTION_COUNT,
+    defaults, AllowedSource, Backend, Counters, Flow, FlowKey, InsertWindow, LocalInterface,
+    RateLimit, Reason, Service, ServiceKey, Settings, SourceKey, TokenBucket, XDP_ACTION_COUNT,
 };
 
 /// The virtual services, by (VIP, port, protocol).
@@ -62,9 +62,16 @@ pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason
 #[map]
 pub static LOCAL_INTERFACE: Array<LocalInterface> = Array::with_max_entries(1, 0);
 
+/// The source allow-lists, by (service id, source prefix): read only for
+/// services whose `ALLOW_LIST` flag is set.
+#[map]
+pub static ALLOW_LISTS: LpmTrie<AllowedSource, u8> =
+    LpmTrie::with_max_entries(defaults::ALLOW_TABLE_SIZE, 0);
+
 // flood protection
 
-/// Each service's per-source new-flow rate limit, by service id.
+/// Each service's per-source new-flow rate limit, by service id; read only
+/// for services whose `RATE_LIMIT` flag is set.
 #[map]
 pub static RATE_LIMITS: Array<RateLimit> = Array::with_max_entries(defaults::MAX_SERVICES, 0);
 
@@ -73,9 +80,9 @@ pub static RATE_LIMITS: Array<RateLimit> = Array::with_max_entries(defaults::MAX
 pub static SOURCE_BUCKETS: LruHashMap<SourceKey, TokenBucket> =
     LruHashMap::with_max_entries(defaults::RATE_LIMIT_TABLE_SIZE, 0);
 
-/// The global flood-guard settings (one entry).
+/// The data path's global settings (one entry, written at load).
 #[map]
-pub static FLOOD_SETTINGS: Array<FloodSettings> = Array::with_max_entries(1, 0);
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// This CPU's flow-table inserts in the current second (one entry).
 #[map]

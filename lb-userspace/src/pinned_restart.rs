@@ -88,6 +88,8 @@ pub fn load_options(config: &Config) -> LoadOptions {
         xdp_mode: config.global.xdp_mode,
         rate_limit_table_size: config.global.rate_limit_table_size,
         flow_insert_limit_per_cpu: config.global.flow_insert_limit_per_cpu,
+        allow_table_size: config.global.allow_table_size,
+        vip_icmp_echo: config.global.vip_icmp_echo,
     }
 }
 

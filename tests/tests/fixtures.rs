@@ -750,6 +750,30 @@ fn icmp_to_the_vip_passes() {
     assert_passed(&dataplane, &frame, Reason::VipIcmp);
 }
 
+#[test]
+fn icmp_echo_to_the_vip_is_dropped_when_configured_other_icmp_still_passes() {
+    let mut dataplane = load_with(LoadOptions {
+        vip_icmp_echo: lb::dataplane::VipIcmpEcho::Drop,
+        ..test_options(TABLE_SIZE)
+    });
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let icmp = |message: &[u8], dst: [u8; 4]| {
+        let packet = Ipv4::new(CLIENT_IP, dst, 1).packet(message);
+        wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet)
+    };
+    let echo = [8, 0, 0xf7, 0xff, 0, 0, 0, 0];
+    assert_dropped(&dataplane, &icmp(&echo, VIP), Reason::VipIcmpEcho);
+    // An echo reply, and an echo request to an address that is no VIP.
+    let reply = [0, 0, 0xff, 0xff, 0, 0, 0, 0];
+    assert_passed(&dataplane, &icmp(&reply, VIP), Reason::VipIcmp);
+    assert_passed(&dataplane, &icmp(&echo, OTHER_IP), Reason::NotService);
+    // Path MTU discovery is not affected.
+    let backend = forward(&dataplane, &web_syn(CLIENT_PORT));
+    let output = run(&dataplane, &frag_needed_for(CLIENT_PORT));
+    assert_eq!(output.action, XDP_TX);
+    assert_eq!(output.data[..6], backend_mac(backend));
+}
+
 /// An ICMP "fragmentation needed" from a router to the VIP, quoting the
 /// start of a segment the backend sent on the web flow of `client_port`.
 fn frag_needed_for(client_port: u16) -> Vec<u8> {
@@ -776,6 +800,70 @@ fn frag_needed_for_a_flow_goes_to_its_backend() {
     );
 }
 
+/// `frame` with its IPv4 source replaced by `src` (the checksum is not
+/// looked at by the data path).
+fn from_source(mut frame: Vec<u8>, src: [u8; 4]) -> Vec<u8> {
+    frame[ETH_LEN + 12..ETH_LEN + 16].copy_from_slice(&src);
+    frame
+}
+
+fn source_prefix(octets: [u8; 4], len: u8) -> lb_common::maps::SourcePrefix {
+    lb_common::maps::SourcePrefix::new(octets, len).expect("no host bits")
+}
+
+#[test]
+fn sources_outside_a_services_allow_list_are_dropped() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    dataplane
+        .set_service(
+            service_key(VIP, DNS_PORT, IPPROTO_UDP),
+            DNS_SERVICE,
+            Scheduler::Maglev,
+            &maglev_table(&BACKENDS, TABLE_SIZE),
+        )
+        .expect("publishing the DNS service");
+    // CLIENT_IP is 10.0.1.1: inside 10.0.0.0/16.
+    let list = [
+        source_prefix([10, 0, 0, 0], 16),
+        source_prefix([192, 0, 2, 7], 32),
+    ];
+    dataplane
+        .set_allow_list(WEB_SERVICE, Some(&list))
+        .expect("writing the allow-list");
+    forward(&dataplane, &web_syn(CLIENT_PORT));
+    forward(
+        &dataplane,
+        &from_source(web_syn(CLIENT_PORT), [192, 0, 2, 7]),
+    );
+    for outside in [[10, 1, 0, 1], [192, 0, 2, 8], [0, 0, 0, 0]] {
+        let frame = from_source(web_syn(CLIENT_PORT), outside);
+        assert_dropped(&dataplane, &frame, Reason::NotAllowed);
+    }
+    // The other service of the VIP has no list: every source.
+    let dns = from_source(
+        udp_frame_to(VIP, (CLIENT_PORT, DNS_PORT), b"query"),
+        [10, 1, 0, 1],
+    );
+    assert_eq!(run(&dataplane, &dns).action, XDP_TX);
+
+    // Narrowed to the /32: the client's established flow is dropped too.
+    dataplane
+        .set_allow_list(WEB_SERVICE, Some(&list[1..]))
+        .expect("narrowing the allow-list");
+    assert_dropped(
+        &dataplane,
+        &web_frame(CLIENT_PORT, wire::TCP_ACK, &[]),
+        Reason::NotAllowed,
+    );
+    // No list: every source again, the flow still on its backend.
+    dataplane
+        .set_allow_list(WEB_SERVICE, None)
+        .expect("removing the allow-list");
+    forward(&dataplane, &web_frame(CLIENT_PORT, wire::TCP_ACK, &[]));
+    assert_eq!(dataplane.flow_count(), 3, "two SYNs and DNS, nothing else");
+}
+
 #[test]
 fn service_frame_for_another_mac_is_passed_never_forwarded() {
     let mut dataplane = load();
@@ -785,6 +873,10 @@ fn service_frame_for_another_mac_is_passed_never_forwarded() {
     frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
     assert_passed(&dataplane, &frame, Reason::NotForUs);
     assert_eq!(dataplane.flow_count(), 0);
+    // To another address, the frame passes as not ours whatever its MAC.
+    let mut other = tcp_frame_to(OTHER_IP, (CLIENT_PORT, HTTP_PORT), wire::TCP_SYN, &[]);
+    other[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
+    assert_passed(&dataplane, &other, Reason::NotService);
 }
 
 #[test]
@@ -828,8 +920,9 @@ fn arp_passes() {
         &VIP,
     ]
     .concat();
+    // Broadcast, but no IPv4 packet to a VIP: the MAC is not looked at.
     let frame = wire::ethernet([0xff; 6], CLIENT_MAC, wire::ETHERTYPE_ARP, &request);
-    assert_passed(&dataplane, &frame, Reason::LinkMulticast);
+    assert_passed(&dataplane, &frame, Reason::NotIpv4);
     let reply = wire::ethernet(LB_MAC, CLIENT_MAC, wire::ETHERTYPE_ARP, &request);
     assert_passed(&dataplane, &reply, Reason::NotIpv4);
 }

@@ -2,9 +2,11 @@
 //! 5-tuples against a 64k flow table with the insert guard on, then what
 //! the flows established before it and the flood's own flows do under
 //! Maglev and round-robin; the per-source new-flow rate limit; a SYN on a
-//! draining backend's entry. The time-dependent behaviour (the kernel's
-//! `bpf_ktime_get_ns`) is tested here; the differential test runs with the
-//! guards off.
+//! draining backend's entry; the rate limit and the allow-list of a
+//! configuration reaching the data path through the controller's image. The
+//! time-dependent behaviour (the kernel's `bpf_ktime_get_ns`) is tested
+//! here; the differential test uses the guards only in states no clock
+//! decides.
 //!
 //! Needs root (loading BPF programs); without it every test fails, never skips.
 
@@ -516,4 +518,165 @@ fn a_syn_never_stays_on_a_draining_backend() {
         program_flow(&dataplane, &flow_key(src, MAGLEV_PORT)),
         Some(moved)
     );
+}
+
+/// The configuration of [`configured`]: the Maglev service of `load` on
+/// backends 0..3, with `policy` (TOML lines) added to it.
+fn config_with(policy: &str) -> lb::config::Config {
+    let mut text = format!(
+        "[global]\ninterface = \"lo\"\npin_dir = \"\"\nmaglev_table_size = {TABLE_SIZE}\n\
+         max_services = 2\nmax_backends = 8\n\n\
+         [[service]]\nname = \"web\"\nvip = \"10.0.0.100\"\nport = {MAGLEV_PORT}\nprotocol = \"tcp\"\n\
+         {policy}\n[service.health]\ntype = \"none\"\n"
+    );
+    for id in 0..3u8 {
+        text.push_str(&format!(
+            "\n[[service.backend]]\nname = \"web{id}\"\naddress = \"10.0.0.{}\"\n",
+            11 + id
+        ));
+    }
+    lb::config::parse(&text, "flood-test.toml").expect("a valid configuration")
+}
+
+/// The controller's own path from a configuration to the maps: the load
+/// options it asks for, its layout and image (every backend up), applied
+/// through `applier` to `dataplane`.
+fn apply_config(
+    dataplane: &mut Dataplane,
+    applier: &mut lb::controller::apply::Applier,
+    config: &lb::config::Config,
+) {
+    use lb::controller::image::{BackendPlan, MapsImage};
+    use lb::controller::layout::Layout;
+    use lb::neighbour::{Interface, Neighbour};
+
+    let layout = Layout::new(config);
+    let plans: Vec<BackendPlan> = layout
+        .backends()
+        .map(|backend| BackendPlan {
+            state: lb::domain::BackendState::Up,
+            weight: backend.weight,
+        })
+        .collect();
+    let interface = Interface {
+        index: TEST_RUN_INGRESS_IFINDEX,
+        name: "lo".to_owned(),
+        mac: LB_MAC,
+    };
+    let neighbours = layout
+        .backends()
+        .map(|backend| {
+            let id = u32::from(backend.address.octets()[3]) - 11;
+            let neighbour = Neighbour {
+                interface: interface.clone(),
+                mac: backend_mac(id),
+            };
+            (backend.address, neighbour)
+        })
+        .collect();
+    let image = MapsImage::build(
+        &layout,
+        &plans,
+        &neighbours,
+        config.global.maglev_table_size,
+    )
+    .expect("the image of the configuration");
+    applier
+        .apply(dataplane, &image)
+        .expect("applying the image");
+}
+
+/// A data path loaded and programmed from `config` as `lb run` does it.
+fn configured(config: &lb::config::Config) -> (Dataplane, lb::controller::apply::Applier) {
+    require_root();
+    let mut dataplane = Dataplane::load(&lb::pinned_restart::load_options(config))
+        .expect("loading the eBPF programs");
+    dataplane
+        .set_local_interface(LB_MAC)
+        .expect("writing the local interface");
+    let mut applier = lb::controller::apply::Applier::new();
+    apply_config(&mut dataplane, &mut applier, config);
+    (dataplane, applier)
+}
+
+/// SYNs from one source to ports 6000.. of the web service; their actions.
+fn syns_from(dataplane: &Dataplane, client: [u8; 4], count: u16) -> Vec<u32> {
+    (0..count)
+        .map(|n| run(dataplane, &frame((client, 6000 + n), MAGLEV_PORT, TCP_SYN)).0)
+        .collect()
+}
+
+/// `new_flows_per_second_per_source` and `new_flows_burst_per_source` in a
+/// configuration reach the data path through the controller's image and
+/// applier: a source gets its burst of new flows, then is dropped
+/// (`rate_limited`), while its established flows and other sources pass. A
+/// restart without the keys has no limit, and so has the same data path
+/// once the next configuration's image (a reload) is applied to it.
+#[test]
+fn the_configured_rate_limit_reaches_the_data_path() {
+    let limited =
+        config_with("new_flows_per_second_per_source = 1\nnew_flows_burst_per_source = 3");
+    let (mut dataplane, mut applier) = configured(&limited);
+    let started = Instant::now();
+    let attacker = [198, 51, 100, 7];
+    assert_eq!(
+        syns_from(&dataplane, attacker, 5),
+        [XDP_TX, XDP_TX, XDP_TX, XDP_DROP, XDP_DROP]
+    );
+    let established = run(&dataplane, &frame((attacker, 6000), MAGLEV_PORT, TCP_ACK)).0;
+    assert_eq!(established, XDP_TX);
+    assert_eq!(syns_from(&dataplane, [198, 51, 100, 8], 3), [XDP_TX; 3]);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the packets must fit in one refill interval (1 s)"
+    );
+    let reasons = dataplane.counters().reason_counters().unwrap();
+    assert_eq!(reasons[Reason::RateLimited as usize], 2);
+
+    // Restarted with a configuration without the keys: no limit.
+    let unlimited = config_with("");
+    let (restarted, _) = configured(&unlimited);
+    assert_eq!(syns_from(&restarted, attacker, 5), [XDP_TX; 5]);
+
+    // The same data path, brought to the unlimited configuration by the
+    // record that programmed it: the limit is lifted at once.
+    apply_config(&mut dataplane, &mut applier, &unlimited);
+    let more: Vec<u32> = (0..5)
+        .map(|n| {
+            run(
+                &dataplane,
+                &frame((attacker, 7000 + n), MAGLEV_PORT, TCP_SYN),
+            )
+            .0
+        })
+        .collect();
+    assert_eq!(more, [XDP_TX; 5]);
+}
+
+/// `allow` in a configuration reaches the data path the same way: sources
+/// outside the list are dropped (`not_allowed`), established flows
+/// included once the list no longer covers them.
+#[test]
+fn the_configured_allow_list_reaches_the_data_path() {
+    let config = config_with("allow = [\"192.0.2.0/24\", \"198.51.100.7/32\"]");
+    let (mut dataplane, mut applier) = configured(&config);
+    assert_eq!(syns_from(&dataplane, [192, 0, 2, 200], 2), [XDP_TX; 2]);
+    assert_eq!(syns_from(&dataplane, [198, 51, 100, 7], 1), [XDP_TX]);
+    assert_eq!(syns_from(&dataplane, [198, 51, 100, 8], 2), [XDP_DROP; 2]);
+    let reasons = dataplane.counters().reason_counters().unwrap();
+    assert_eq!(reasons[Reason::NotAllowed as usize], 2);
+
+    // A narrower list applied to the running data path: the /24's flows
+    // are dropped from the next packet on, the /32's still pass.
+    let narrower = config_with("allow = [\"198.51.100.7/32\"]");
+    apply_config(&mut dataplane, &mut applier, &narrower);
+    let ack = |dataplane: &Dataplane, client: [u8; 4]| {
+        run(dataplane, &frame((client, 6000), MAGLEV_PORT, TCP_ACK)).0
+    };
+    assert_eq!(ack(&dataplane, [192, 0, 2, 200]), XDP_DROP);
+    assert_eq!(ack(&dataplane, [198, 51, 100, 7]), XDP_TX);
+    // No list at all: every source again.
+    apply_config(&mut dataplane, &mut applier, &config_with(""));
+    assert_eq!(ack(&dataplane, [192, 0, 2, 200]), XDP_TX);
+    assert_eq!(syns_from(&dataplane, [203, 0, 113, 1], 1), [XDP_TX]);
 }

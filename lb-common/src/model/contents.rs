@@ -1,20 +1,21 @@
 //! The contents of the BPF maps the decision reads, held in memory: the
-//! local interface, the services, the VIPs, the backends, the scheduling tables, the flow table and
-//! this CPU's round-robin cursors.
+//! local interface, the services, the VIPs, the backends, the scheduling
+//! tables, the flow table, this CPU's round-robin cursors, the source
+//! allow-lists and the flood-protection state.
 //!
 //! Arrays behave like BPF arrays: sized once, zero-filled, and an index
 //! beyond the end finds nothing. Hash keys are compared as the kernel
 //! compares them, byte for byte, padding included.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
 use super::decision::{Decision, FlowChange};
 use crate::maps::{
-    Backend, FloodSettings, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
-    ServiceKey, SourceKey, TokenBucket,
+    AllowedSource, Backend, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
+    ServiceKey, Settings, SourceKey, TokenBucket,
 };
 
 /// Sizes of the maps, as the loader created them.
@@ -60,10 +61,12 @@ pub struct MapContents {
     sched_table: Vec<u32>,
     flows: BTreeMap<[u8; 16], Flow>,
     rr_cursors: Vec<u32>,
+    /// `ALLOW_LISTS` entries: prefix length and key data bytes.
+    allow_lists: BTreeSet<(u32, [u8; 8])>,
     // flood protection
     rate_limits: Vec<RateLimit>,
     source_buckets: BTreeMap<[u8; 8], TokenBucket>,
-    flood_settings: FloodSettings,
+    settings: Settings,
     insert_window: InsertWindow,
 }
 
@@ -80,9 +83,10 @@ impl MapContents {
             sched_table: vec![0; sizes.sched_table_entries as usize],
             flows: BTreeMap::new(),
             rr_cursors: vec![0; sizes.max_services as usize],
+            allow_lists: BTreeSet::new(),
             rate_limits: vec![RateLimit::default(); sizes.max_services as usize],
             source_buckets: BTreeMap::new(),
-            flood_settings: FloodSettings::default(),
+            settings: Settings::default(),
             insert_window: InsertWindow::default(),
         }
     }
@@ -219,6 +223,38 @@ impl MapContents {
         backend_id < self.sizes.max_backends
     }
 
+    /// Adds the `ALLOW_LISTS` entry of the first `prefix_len` bits (at most
+    /// 64, as the kernel requires) of `data`.
+    pub fn set_allowed(&mut self, prefix_len: u32, data: AllowedSource) {
+        self.allow_lists
+            .insert((prefix_len, allowed_source_bytes(&data)));
+    }
+
+    /// Removes an `ALLOW_LISTS` entry; whether there was one.
+    pub fn remove_allowed(&mut self, prefix_len: u32, data: &AllowedSource) -> bool {
+        self.allow_lists
+            .remove(&(prefix_len, allowed_source_bytes(data)))
+    }
+
+    /// Every `ALLOW_LISTS` entry, in key order.
+    pub fn allowed(&self) -> impl Iterator<Item = (u32, AllowedSource)> + '_ {
+        self.allow_lists
+            .iter()
+            .map(|&(prefix_len, bytes)| (prefix_len, allowed_source_from_bytes(bytes)))
+    }
+
+    /// Whether the data path's lookup of `data` (all 64 bits) in the LPM
+    /// trie `ALLOW_LISTS` finds an entry: one whose first `prefix_len` bits
+    /// are those of `data`, in the key's byte order, most significant bit
+    /// first.
+    pub fn allow_list_matches(&self, data: &AllowedSource) -> bool {
+        let wanted = u64::from_be_bytes(allowed_source_bytes(data));
+        self.allow_lists.iter().any(|&(prefix_len, bytes)| {
+            let mask = u64::MAX.checked_shl(64 - prefix_len.min(64)).unwrap_or(0);
+            (u64::from_be_bytes(bytes) ^ wanted) & mask == 0
+        })
+    }
+
     // flood protection
 
     /// Service `id`'s per-source rate limit (`RATE_LIMITS`), if the array
@@ -254,13 +290,13 @@ impl MapContents {
         self.source_buckets.insert(source_key_bytes(&key), bucket);
     }
 
-    /// The global flood-guard settings (`FLOOD_SETTINGS`).
-    pub fn flood_settings(&self) -> FloodSettings {
-        self.flood_settings
+    /// The data path's global settings (`SETTINGS`).
+    pub fn settings(&self) -> Settings {
+        self.settings
     }
 
-    pub fn set_flood_settings(&mut self, settings: FloodSettings) {
-        self.flood_settings = settings;
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
     }
 
     /// This CPU's insert window (`INSERT_WINDOW`).
@@ -317,6 +353,21 @@ fn source_key_bytes(key: &SourceKey) -> [u8; 8] {
     let [i0, i1, i2, i3] = key.service_id.to_ne_bytes();
     let [s0, s1, s2, s3] = key.src_ip.to_ne_bytes();
     [i0, i1, i2, i3, s0, s1, s2, s3]
+}
+
+/// The data bytes of an `ALLOW_LISTS` key, in the order the trie matches them.
+fn allowed_source_bytes(data: &AllowedSource) -> [u8; 8] {
+    let [i0, i1, i2, i3] = data.service_id.to_ne_bytes();
+    let [s0, s1, s2, s3] = data.src_ip.to_ne_bytes();
+    [i0, i1, i2, i3, s0, s1, s2, s3]
+}
+
+fn allowed_source_from_bytes(bytes: [u8; 8]) -> AllowedSource {
+    let [i0, i1, i2, i3, s0, s1, s2, s3] = bytes;
+    AllowedSource {
+        service_id: u32::from_ne_bytes([i0, i1, i2, i3]),
+        src_ip: u32::from_ne_bytes([s0, s1, s2, s3]),
+    }
 }
 
 /// The bytes of a `FLOWS` key, as the kernel hashes them.
@@ -430,5 +481,29 @@ mod tests {
             maps.services().collect::<Vec<_>>(),
             [(key, Service::default())]
         );
+    }
+
+    #[test]
+    fn allow_list_entries_match_their_leading_bits() {
+        use crate::maps::SourcePrefix;
+        let mut maps = MapContents::new(SIZES);
+        let source = |service_id, octets: [u8; 4]| AllowedSource {
+            service_id,
+            src_ip: u32::from_ne_bytes(octets),
+        };
+        let (len, data) = SourcePrefix::new([10, 1, 0, 0], 16).unwrap().allow_key(1);
+        maps.set_allowed(len, data);
+        assert!(maps.allow_list_matches(&source(1, [10, 1, 200, 3])));
+        assert!(!maps.allow_list_matches(&source(1, [10, 2, 0, 0])));
+        // The service id always matches whole.
+        assert!(!maps.allow_list_matches(&source(0, [10, 1, 200, 3])));
+        assert!(!maps.allow_list_matches(&source(257, [10, 1, 200, 3])));
+        // An entry of prefix length 32 allows every source of its service.
+        maps.set_allowed(32, source(0, [0; 4]));
+        assert!(maps.allow_list_matches(&source(0, [192, 0, 2, 1])));
+        assert_eq!(maps.allowed().count(), 2);
+        assert!(maps.remove_allowed(len, &data));
+        assert!(!maps.remove_allowed(len, &data));
+        assert!(!maps.allow_list_matches(&source(1, [10, 1, 200, 3])));
     }
 }

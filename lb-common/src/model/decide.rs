@@ -57,6 +57,9 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
             None,
         );
     };
+    if !edge::source_allowed(&service, &flow, maps) {
+        return Decision::unforwarded(XdpAction::Drop, Reason::NotAllowed, frame, Some(flow), None);
+    }
 
     let new_flow = match established_backend(&flow, syn, maps) {
         Some((backend_id, backend)) => NewFlow {
@@ -132,7 +135,6 @@ enum Parsed<'a> {
 /// flow an ICMP "fragmentation needed" to a VIP is about, or why not.
 fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejection> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| pass(Reason::ShortEthernet))?;
-    edge::check_destination_mac(&eth, maps.local_interface().mac)?;
     if eth.ether_type() != EthernetFrame::ETHERTYPE_IPV4 {
         return Err(pass(Reason::NotIpv4));
     }
@@ -143,6 +145,8 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
     if !maps.is_vip(dst_ip) {
         return Err(pass(Reason::NotService));
     }
+    // Only packets to a VIP are checked for the destination MAC.
+    edge::check_destination_mac(&eth, maps.local_interface().mac)?;
 
     // Addressed to a VIP: from here on, malformed means dropped.
     let header_len = ip.header_len();
@@ -169,7 +173,7 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
             (src_port, dst_port, false)
         }
         proto => {
-            let flow = edge::vip_other_protocol(proto, l4)?;
+            let flow = edge::vip_other_protocol(proto, l4, maps)?;
             return Ok(Parsed::FragNeeded(eth, flow));
         }
     };

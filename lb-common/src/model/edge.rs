@@ -1,10 +1,17 @@
 //! Edge filtering, as `lb-ebpf/src/edge.rs` does it: frames that are not for
-//! the interface, and packets to a VIP that no service takes.
+//! the interface, packets to a VIP that no service takes, and sources a
+//! service's allow-list leaves out.
 
+use super::contents::MapContents;
 use super::decision::XdpAction;
 use super::wire::{EthernetFrame, Ipv4Header, UdpHeader};
-use crate::maps::{FlowKey, Reason, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::maps::{
+    service_flags, vip_icmp_echo, AllowedSource, FlowKey, Reason, Service, IPPROTO_ICMP,
+    IPPROTO_TCP, IPPROTO_UDP,
+};
 
+/// ICMP "echo request" (ping).
+const ICMP_ECHO_REQUEST: u8 = 8;
 /// ICMP "destination unreachable".
 const ICMP_DEST_UNREACHABLE: u8 = 3;
 /// Its code "fragmentation needed and DF set".
@@ -34,7 +41,7 @@ pub(super) const fn drop(reason: Reason) -> Rejection {
 
 /// `Ok` when the frame's destination MAC is `local_mac`; a frame for another
 /// unicast MAC is passed as `not_for_us`, a broadcast or multicast frame
-/// (I/G bit set) as `link_multicast`.
+/// (I/G bit set) as `link_multicast`. Asked only of packets to a VIP.
 pub(super) fn check_destination_mac(
     eth: &EthernetFrame<'_>,
     local_mac: [u8; 6],
@@ -49,25 +56,47 @@ pub(super) fn check_destination_mac(
     }
 }
 
+/// Whether `service` takes packets from `flow`'s source: always without an
+/// allow-list (the flag clear, the map not looked at), otherwise when the
+/// source's lookup in `ALLOW_LISTS` finds an entry.
+pub(super) fn source_allowed(service: &Service, flow: &FlowKey, maps: &MapContents) -> bool {
+    service.flags & service_flags::ALLOW_LIST == 0
+        || maps.allow_list_matches(&AllowedSource {
+            service_id: service.id,
+            src_ip: flow.src_ip,
+        })
+}
+
 /// A well-formed, unfragmented packet to a VIP, neither TCP nor UDP, with IP
 /// payload `l4`: for an ICMP "fragmentation needed", the flow it is about;
-/// other ICMP is passed to the kernel, anything else dropped.
-pub(super) fn vip_other_protocol(proto: u8, l4: &[u8]) -> Result<FlowKey, Rejection> {
+/// an echo request is dropped with `vip_icmp_echo = "drop"`; other ICMP is
+/// passed to the kernel, anything else dropped.
+pub(super) fn vip_other_protocol(
+    proto: u8,
+    l4: &[u8],
+    maps: &MapContents,
+) -> Result<FlowKey, Rejection> {
     if proto != IPPROTO_ICMP {
         return Err(drop(Reason::VipOtherProtocol));
+    }
+    // The ICMP header, whole within the IP payload.
+    let Some(&[icmp_type, code, ..]) = l4.first_chunk::<ICMP_HEADER_LEN>() else {
+        return Err(pass(Reason::VipIcmp));
+    };
+    if icmp_type == ICMP_ECHO_REQUEST && maps.settings().vip_icmp_echo == vip_icmp_echo::DROP {
+        return Err(drop(Reason::VipIcmpEcho));
+    }
+    if icmp_type != ICMP_DEST_UNREACHABLE || code != ICMP_FRAG_NEEDED {
+        return Err(pass(Reason::VipIcmp));
     }
     frag_needed_flow(l4).ok_or(pass(Reason::VipIcmp))
 }
 
-/// The flow of the packet embedded in an ICMP "fragmentation needed": the
-/// embedded IPv4 header (IHL honoured) and 8 bytes of TCP/UDP, all within
-/// the IP payload, read as the backend sent them (VIP to client) and
-/// reversed.
+/// The flow of the packet embedded in an ICMP "fragmentation needed"
+/// (`icmp`, whose 8-byte header is there): the embedded IPv4 header (IHL
+/// honoured) and 8 bytes of TCP/UDP, all within the IP payload, read as the
+/// backend sent them (VIP to client) and reversed.
 fn frag_needed_flow(icmp: &[u8]) -> Option<FlowKey> {
-    let [icmp_type, code, ..] = *icmp.first_chunk::<ICMP_HEADER_LEN>()?;
-    if icmp_type != ICMP_DEST_UNREACHABLE || code != ICMP_FRAG_NEEDED {
-        return None;
-    }
     let embedded = icmp.get(ICMP_HEADER_LEN..)?;
     let inner = Ipv4Header::new_checked(embedded).ok()?;
     let inner_len = inner.header_len();

@@ -5,19 +5,23 @@
 
 use super::contents::MapContents;
 use super::decision::{FlowChange, Ingress};
-use crate::maps::{Flow, FlowKey, InsertWindow, Service, SourceKey, TokenBucket};
+use crate::maps::{service_flags, Flow, FlowKey, InsertWindow, Service, SourceKey, TokenBucket};
 
 /// A new flow's bucket after it took a token: the `SOURCE_BUCKETS` write.
 pub type BucketWrite = (SourceKey, TokenBucket);
 
 /// `Err(())` when the new `flow` to `service` is over its source's limit;
-/// otherwise the bucket write, if the service has a limit.
+/// otherwise the bucket write, if the service has a limit (its flag set and
+/// a non-zero limit in `RATE_LIMITS`).
 pub(super) fn rate_limit(
     service: &Service,
     flow: &FlowKey,
     ingress: &Ingress,
     maps: &MapContents,
 ) -> Result<Option<BucketWrite>, ()> {
+    if service.flags & service_flags::RATE_LIMIT == 0 {
+        return Ok(None);
+    }
     let Some(limit) = maps.rate_limit(service.id) else {
         return Ok(None);
     };
@@ -43,8 +47,8 @@ pub(super) fn record(
     maps: &MapContents,
 ) -> (FlowChange, Option<InsertWindow>) {
     let entry = Flow { backend_id };
-    let limit = maps.flood_settings().flow_insert_limit_per_cpu;
-    let window = (limit != 0).then(|| maps.insert_window().admit(limit, ingress.now_ns));
+    let limit = maps.settings().flow_insert_limit_per_cpu;
+    let window = (limit != 0).then(|| maps.insert_window().admit(limit, || ingress.now_ns));
     if let Some((false, _)) = window {
         let change = FlowChange::Skipped {
             key: *flow,

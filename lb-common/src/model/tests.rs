@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 use super::*;
 use crate::hash::flow_hash;
 use crate::maps::{
-    backend_state, Backend, Counters, Flow, FlowKey, LocalInterface, Reason, Scheduler, Service,
-    ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, service_flags, Backend, Counters, Flow, FlowKey, LocalInterface, Reason,
+    Scheduler, Service, ServiceKey, SourcePrefix, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 const INGRESS: Ingress = Ingress {
@@ -81,7 +81,8 @@ fn publish(maps: &mut MapContents, key: ServiceKey, id: u32, scheduler: Schedule
             table_len: slots.len() as u32,
             scheduler: scheduler as u8,
             table_half: 0,
-            _pad: [0; 2],
+            flags: 0,
+            _pad: 0,
         },
     );
     maps.set_vip(key.vip, 1);
@@ -368,8 +369,16 @@ fn frames_for_other_macs_are_passed_untouched() {
     let vrrp_group = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
     assert_rejected(&maps, &with_dst(vrrp_group), pass, Reason::LinkMulticast);
     // Until the local interface is written, no frame is for us.
-    let unset = MapContents::new(SIZES);
+    let mut unset = web_maps();
+    unset.set_local_interface(LocalInterface::default());
     assert_rejected(&unset, &web_frame(1, TCP_SYN), pass, Reason::NotForUs);
+    // Only packets to a VIP are checked: the rest pass for what they are.
+    let mut other_ip = with_dst([0xff; 6]);
+    other_ip[14 + 19] = 200;
+    assert_rejected(&maps, &other_ip, pass, Reason::NotService);
+    let mut arp = with_dst([0xff; 6]);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_rejected(&maps, &arp, pass, Reason::NotIpv4);
 }
 
 #[test]
@@ -537,9 +546,24 @@ fn random_maps(rng: &mut Rng) -> MapContents {
             table_len: [0, 1, 7, rng.next() as u32][rng.below(4) as usize],
             scheduler: rng.byte() % 3,
             table_half: 0,
-            _pad: [0; 2],
+            flags: rng.byte(),
+            _pad: 0,
         };
         maps.set_service(key(port, proto), service);
+    }
+    for _ in 0..rng.below(4) {
+        let data = crate::maps::AllowedSource {
+            service_id: rng.below(6) as u32,
+            src_ip: rng.next() as u32,
+        };
+        maps.set_allowed(rng.below(65) as u32, data);
+    }
+    for id in 0..SIZES.max_services {
+        let limit = crate::maps::RateLimit {
+            refill_interval_ns: [0, 1, rng.next() as u32][rng.below(3) as usize],
+            burst: [0, 1, rng.next() as u32][rng.below(3) as usize],
+        };
+        maps.set_rate_limit(id, limit).unwrap();
     }
     maps.set_vip(u32::from_ne_bytes(VIP), 2);
     for id in 0..SIZES.max_services {
@@ -630,12 +654,99 @@ fn frag_needed_for_a_flow_goes_to_its_backend_unrecorded_and_uncounted() {
 
 // flood protection
 
+/// `maps` with service `key`'s flags set to `flags`.
+fn with_flags(mut maps: MapContents, key: ServiceKey, flags: u8) -> MapContents {
+    let service = maps.service(&key).unwrap();
+    maps.set_service(key, Service { flags, ..service });
+    maps
+}
+
 /// `web_maps` with a per-source limit on the web service.
 fn rate_limited_maps(per_second: u32, burst: u32) -> MapContents {
     let mut maps = web_maps();
     maps.set_rate_limit(0, crate::maps::RateLimit::new(per_second, burst))
         .unwrap();
+    with_flags(maps, key(80, IPPROTO_TCP), service_flags::RATE_LIMIT)
+}
+
+#[test]
+fn a_rate_limit_applies_only_while_the_services_flag_is_set() {
+    // Burst 0: no new flow gets through, whatever the clock.
+    let limited = rate_limited_maps(1, 0);
+    let syn = web_frame(1, TCP_SYN);
+    assert_rejected(&limited, &syn, XdpAction::Drop, Reason::RateLimited);
+    let unflagged = with_flags(limited, key(80, IPPROTO_TCP), 0);
+    let decision = decide(&syn, &INGRESS, &unflagged);
+    assert_eq!(
+        (decision.action, decision.source_bucket),
+        (XdpAction::Tx, None)
+    );
+}
+
+/// `web_maps` with the web service's allow-list holding `prefixes`.
+fn allow_listed_maps(prefixes: &[([u8; 4], u8)]) -> MapContents {
+    let mut maps = with_flags(web_maps(), key(80, IPPROTO_TCP), service_flags::ALLOW_LIST);
+    for &(octets, len) in prefixes {
+        let (prefix_len, data) = SourcePrefix::new(octets, len).unwrap().allow_key(0);
+        maps.set_allowed(prefix_len, data);
+    }
     maps
+}
+
+fn web_frame_from(client: [u8; 4], flags: u8) -> Vec<u8> {
+    let mut frame = web_frame(1, flags);
+    frame[26..30].copy_from_slice(&client);
+    frame
+}
+
+#[test]
+fn sources_outside_an_allow_list_are_dropped_established_flows_included() {
+    let maps = allow_listed_maps(&[([10, 0, 0, 0], 16), ([192, 0, 2, 7], 32)]);
+    // CLIENT is 10.0.1.1: inside 10.0.0.0/16.
+    let allowed = decide(&web_frame(1, TCP_SYN), &INGRESS, &maps);
+    assert_eq!(allowed.action, XdpAction::Tx);
+    assert_eq!(
+        decide(&web_frame_from([192, 0, 2, 7], TCP_SYN), &INGRESS, &maps).action,
+        XdpAction::Tx
+    );
+    for outside in [[192, 0, 2, 8], [10, 1, 0, 1], [0, 0, 0, 0]] {
+        let frame = web_frame_from(outside, TCP_SYN);
+        assert_rejected(&maps, &frame, XdpAction::Drop, Reason::NotAllowed);
+    }
+    // A flow already in the table is dropped too once its source is out.
+    let mut maps = maps;
+    maps.apply(&allowed);
+    let mut narrowed = allow_listed_maps(&[([192, 0, 2, 7], 32)]);
+    narrowed.insert_flow(web_flow(1), maps.flow(&web_flow(1)).unwrap());
+    assert_rejected(
+        &narrowed,
+        &web_frame(1, 0x10),
+        XdpAction::Drop,
+        Reason::NotAllowed,
+    );
+    // An empty list (flag set, no entry) takes no source; entries of another
+    // service do not count, nor entries without the flag.
+    let empty = allow_listed_maps(&[]);
+    assert_rejected(
+        &empty,
+        &web_frame(1, TCP_SYN),
+        XdpAction::Drop,
+        Reason::NotAllowed,
+    );
+    let mut others = empty.clone();
+    let (len, data) = SourcePrefix::new([0; 4], 0).unwrap().allow_key(1);
+    others.set_allowed(len, data);
+    assert_rejected(
+        &others,
+        &web_frame(1, TCP_SYN),
+        XdpAction::Drop,
+        Reason::NotAllowed,
+    );
+    let unflagged = with_flags(narrowed, key(80, IPPROTO_TCP), 0);
+    assert_eq!(
+        decide(&web_frame(1, TCP_SYN), &INGRESS, &unflagged).action,
+        XdpAction::Tx
+    );
 }
 
 fn at(now_ns: u64) -> Ingress {
@@ -677,9 +788,9 @@ fn new_flows_beyond_a_sources_bucket_are_dropped_established_ones_are_not() {
 #[test]
 fn above_the_insert_limit_new_flows_are_forwarded_without_an_entry() {
     let mut maps = web_maps();
-    maps.set_flood_settings(crate::maps::FloodSettings {
+    maps.set_settings(crate::maps::Settings {
         flow_insert_limit_per_cpu: 2,
-        _pad: 0,
+        ..crate::maps::Settings::default()
     });
     for port in [1, 2] {
         let decision = decide(&web_frame(port, TCP_SYN), &at(10), &maps);
@@ -706,10 +817,39 @@ fn above_the_insert_limit_new_flows_are_forwarded_without_an_entry() {
     maps.apply(&skipped);
     assert_eq!(maps.flow(&web_flow(3)), None);
     assert_eq!(maps.flow_count(), 2);
-    // A second later the window starts again.
+    // A second after the window began (at 0, when the maps were made), a
+    // new one starts.
     let next_second = decide(&web_frame(3, TCP_SYN), &at(1_000_000_010), &maps);
     assert!(matches!(
         next_second.flow_change,
         FlowChange::Inserted { .. }
     ));
+}
+
+#[test]
+fn echo_requests_to_a_vip_are_dropped_only_when_configured() {
+    let echo = ethernet(0x0800, &ipv4(1, &[], &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]));
+    let reply = ethernet(0x0800, &ipv4(1, &[], &[0, 0, 0xff, 0xff, 0, 0, 0, 0]));
+    // A 7-byte ICMP message is no echo request: its header is cut short.
+    let cut = ethernet(0x0800, &ipv4(1, &[], &[8, 0, 0, 0, 0, 0, 0]));
+    let pass = XdpAction::Pass;
+    let maps = web_maps();
+    assert_rejected(&maps, &echo, pass, Reason::VipIcmp);
+    let mut dropping = web_maps();
+    dropping.set_settings(crate::maps::Settings {
+        vip_icmp_echo: crate::maps::vip_icmp_echo::DROP,
+        ..crate::maps::Settings::default()
+    });
+    assert_rejected(&dropping, &echo, XdpAction::Drop, Reason::VipIcmpEcho);
+    assert_rejected(&dropping, &reply, pass, Reason::VipIcmp);
+    assert_rejected(&dropping, &cut, pass, Reason::VipIcmp);
+    // To another address, ICMP is not ours at all.
+    let mut other = echo.clone();
+    other[14 + 19] = 200;
+    assert_rejected(&dropping, &other, pass, Reason::NotService);
+    // Fragmentation needed still reaches its flow's backend.
+    let first = decide(&web_frame(7, TCP_SYN), &INGRESS, &dropping);
+    dropping.apply(&first);
+    let decision = decide(&frag_needed(7, 28), &INGRESS, &dropping);
+    assert_eq!(decision.backend_id, first.backend_id);
 }

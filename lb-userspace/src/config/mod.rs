@@ -20,12 +20,14 @@ use error::MAX_FILE_BYTES;
 pub use error::{ConfigError, Location};
 pub use model::{
     Backend, BgpNode, Config, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service,
-    Tracking, VrrpPair, DEFAULT_API, DEFAULT_FLOW_INSERT_LIMIT_PER_CPU, WEIGHT_RANGE,
+    SourcePrefix, SourceRateLimit, Tracking, VrrpPair, DEFAULT_API,
+    DEFAULT_FLOW_INSERT_LIMIT_PER_CPU, NEW_FLOWS_BURST_RANGE, NEW_FLOWS_PER_SECOND_RANGE,
+    WEIGHT_RANGE,
 };
 pub use table_fit::TableFitError;
 pub use validate::{default_pin_dir, validate_pin_dir};
 
-pub use crate::dataplane::XdpModePreference;
+pub use crate::dataplane::{VipIcmpEcho, XdpModePreference};
 
 /// Reads and validates the configuration file at `path`: a regular file of
 /// at most 1 MiB of UTF-8.

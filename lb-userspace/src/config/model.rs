@@ -8,12 +8,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dataplane::XdpModePreference;
+use lb_common::maps::RateLimit;
+pub use lb_common::maps::SourcePrefix;
+
+use crate::dataplane::{VipIcmpEcho, XdpModePreference};
 use crate::health::{CheckSpec, CheckTarget, Health, ProbeSource};
 use crate::vrrp::VrrpConfig;
 
 /// Backend weights accepted in the file.
 pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
+
+/// `new_flows_per_second_per_source` accepted in the file: from one new flow
+/// per second to a million (a token every microsecond).
+pub const NEW_FLOWS_PER_SECOND_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+/// `new_flows_burst_per_source` accepted in the file.
+pub const NEW_FLOWS_BURST_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 /// Where the control API listens unless `global.api` says otherwise.
 pub const DEFAULT_API: SocketAddr =
@@ -69,6 +78,12 @@ pub struct Global {
     /// Flow-table inserts per CPU per second beyond which new flows are
     /// forwarded without an entry; 0: no limit.
     pub flow_insert_limit_per_cpu: u32,
+    // source policies
+    /// Entries of the source allow-lists' map: the prefixes of every
+    /// service's `allow` together.
+    pub allow_table_size: u32,
+    /// What the data path does with ICMP echo requests to a VIP.
+    pub vip_icmp_echo: VipIcmpEcho,
 }
 
 /// A virtual service: VIP, port and protocol, and the backends behind it.
@@ -80,9 +95,30 @@ pub struct Service {
     pub protocol: Protocol,
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
+    /// `allow`: the only sources the service takes packets from, distinct
+    /// prefixes in file order (never empty); `None`: every source.
+    pub allow: Option<Vec<SourcePrefix>>,
+    /// The per-source new-flow limit; `None`: none.
+    pub rate_limit: Option<SourceRateLimit>,
     /// The check of every backend; `None`: not checked, the backends are always up.
     pub health: Option<HealthCheck>,
     pub backends: Vec<Backend>,
+}
+
+/// `new_flows_per_second_per_source` and `new_flows_burst_per_source`: each
+/// source address may open `per_second` new flows per second to the
+/// service, and `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl SourceRateLimit {
+    /// The limit as the data path holds it (`RATE_LIMITS`).
+    pub fn map_value(self) -> RateLimit {
+        RateLimit::new(self.per_second, self.burst)
+    }
 }
 
 impl Service {

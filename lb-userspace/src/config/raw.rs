@@ -33,6 +33,9 @@ pub(super) struct RawGlobal {
     // flood protection
     pub rate_limit_table_size: Option<Spanned<i64>>,
     pub flow_insert_limit_per_cpu: Option<Spanned<i64>>,
+    // source policies
+    pub allow_table_size: Option<Spanned<i64>>,
+    pub vip_icmp_echo: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +47,10 @@ pub(super) struct RawService {
     pub protocol: Spanned<String>,
     pub scheduler: Option<Spanned<String>>,
     pub forwarding: Option<Spanned<String>>,
+    // source policies
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub new_flows_per_second_per_source: Option<Spanned<i64>>,
+    pub new_flows_burst_per_source: Option<Spanned<i64>>,
     pub health: Option<Spanned<RawHealth>>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<RawBackend>,

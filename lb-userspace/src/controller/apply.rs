@@ -2,11 +2,14 @@
 //! record of what the maps really hold.
 //!
 //! [`Applier::apply`] writes only what differs from the record, in an order
-//! that never lets a table name a backend that is not (yet, or any more) up:
-//! backends becoming up first, then the services (each publication writes
-//! the inactive half of its table and flips to it, see
-//! [`MapWriter::set_service`]), then the other backends. It stops at the
-//! first failed write, so that order holds after a failure too.
+//! that never lets a table name a backend that is not (yet, or any more) up,
+//! nor publishes a service before its source policies are in place:
+//! backends becoming up first, then the removal of services no longer
+//! wanted and of their policies, then the policies of the services wanted,
+//! then the services (each publication writes the inactive half of its
+//! table and flips to it, see [`MapWriter::set_service`]), then the other
+//! backends. It stops at the first failed write, so that order holds after
+//! a failure too.
 //!
 //! The record is updated write by write: an entry whose write failed is
 //! marked unknown and rewritten by the next apply, whatever the desired
@@ -17,22 +20,42 @@ use std::collections::BTreeSet;
 
 use lb_common::maps::{self, backend_state, ServiceKey};
 
-use super::image::{MapsImage, ServiceTable};
+use super::image::{MapsImage, ServiceTable, SourcePolicy};
 use crate::dataplane::{DataplaneError, MapWriter};
 
 /// One write to the data path's maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapWrite {
-    Backend { id: u32, backend: maps::Backend },
-    Service { id: u32, table: ServiceTable },
-    RemoveService { id: u32, key: ServiceKey },
+    Backend {
+        id: u32,
+        backend: maps::Backend,
+    },
+    Service {
+        id: u32,
+        table: ServiceTable,
+    },
+    RemoveService {
+        id: u32,
+        key: ServiceKey,
+    },
+    /// A service id's rate limit and allow-list.
+    Policy {
+        id: u32,
+        policy: SourcePolicy,
+    },
+    /// The policies of a service id no longer in use, cleared.
+    RemovePolicy {
+        id: u32,
+    },
 }
 
-/// An entry of the record: a backend id's entry or a service id's publication.
+/// An entry of the record: a backend id's entry, a service id's publication
+/// or its source policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Entry {
     Backend(u32),
     Service(u32),
+    Policy(u32),
 }
 
 /// What [`Applier::apply`] wrote.
@@ -115,6 +138,22 @@ impl Applier {
                 self.unknown.remove(&entry);
                 Ok(0)
             }
+            MapWrite::Policy { id, policy } => {
+                let entry = Entry::Policy(id);
+                self.unknown.insert(entry);
+                write_policy(maps, id, &policy)?;
+                self.written.policies.insert(id, policy);
+                self.unknown.remove(&entry);
+                Ok(0)
+            }
+            MapWrite::RemovePolicy { id } => {
+                let entry = Entry::Policy(id);
+                self.unknown.insert(entry);
+                write_policy(maps, id, &SourcePolicy::default())?;
+                self.written.policies.remove(&id);
+                self.unknown.remove(&entry);
+                Ok(0)
+            }
         }
     }
 
@@ -145,6 +184,22 @@ impl Applier {
                 writes.push(MapWrite::RemoveService { id, key: table.key });
             }
         }
+        for &id in self.written.policies.keys() {
+            if !desired.policies.contains_key(&id) {
+                writes.push(MapWrite::RemovePolicy { id });
+            }
+        }
+        for (&id, policy) in &desired.policies {
+            if stale(
+                Entry::Policy(id),
+                self.written.policies.get(&id) == Some(policy),
+            ) {
+                writes.push(MapWrite::Policy {
+                    id,
+                    policy: policy.clone(),
+                });
+            }
+        }
         for (&id, table) in &desired.services {
             if stale(
                 Entry::Service(id),
@@ -161,12 +216,24 @@ impl Applier {
     }
 }
 
+/// Writes both of a service id's source policies.
+fn write_policy(
+    maps: &mut (impl MapWriter + ?Sized),
+    id: u32,
+    policy: &SourcePolicy,
+) -> Result<(), DataplaneError> {
+    maps.set_rate_limit(id, policy.rate_limit)?;
+    maps.set_allow_list(id, policy.allow.as_deref())
+}
+
 #[cfg(test)]
 pub(super) mod tests {
-    use lb_common::maps::names;
+    use lb_common::maps::{names, service_flags, SourcePrefix};
 
-    use super::super::image::tests::{config, image, TABLE_SIZE};
+    use super::super::image::tests::{config, image, neighbours_of, TABLE_SIZE};
+    use super::super::image::BackendPlan;
     use super::*;
+    use crate::config::SourceRateLimit;
     use crate::controller::layout::Layout;
     use crate::dataplane::fake::FakeMaps;
     use crate::dataplane::LoadOptions;
@@ -197,6 +264,8 @@ pub(super) mod tests {
                 MapWrite::Backend { id, .. } => format!("backend {id}"),
                 MapWrite::Service { id, .. } => format!("service {id}"),
                 MapWrite::RemoveService { id, .. } => format!("remove {id}"),
+                MapWrite::Policy { id, .. } => format!("policy {id}"),
+                MapWrite::RemovePolicy { id } => format!("remove policy {id}"),
             })
             .collect()
     }
@@ -211,7 +280,132 @@ pub(super) mod tests {
             assert_eq!(service.id, id);
             assert_eq!(service.scheduler, table.scheduler as u8);
             assert_eq!(slots, table.slots, "service {id}");
+            let policy = &image.policies[&id];
+            let mut flags = 0;
+            if policy.rate_limit.refill_interval_ns != 0 {
+                flags |= service_flags::RATE_LIMIT;
+            }
+            if policy.allow.is_some() {
+                flags |= service_flags::ALLOW_LIST;
+            }
+            assert_eq!(service.flags, flags, "flags of service {id}");
         }
+        for (&id, policy) in &image.policies {
+            assert_eq!(maps.rate_limit(id), policy.rate_limit, "service {id}");
+            let mut allowed = policy.allow.clone().unwrap_or_default();
+            allowed.sort_unstable();
+            assert_eq!(maps.allowed(id), allowed, "allow-list of service {id}");
+        }
+    }
+
+    /// A service's policies in [`image_with_policies`].
+    struct PolicySpec<'a> {
+        service: &'a str,
+        allow: Option<&'a [&'a str]>,
+        per_second: Option<u32>,
+    }
+
+    /// The image of [`config`] with `policies` added, every backend up.
+    fn image_with_policies(policies: &[PolicySpec<'_>]) -> MapsImage {
+        let mut config = config();
+        for &PolicySpec {
+            service: name,
+            allow,
+            per_second,
+        } in policies
+        {
+            let service = config.services.iter_mut().find(|s| s.name == name).unwrap();
+            service.allow = allow.map(|list| {
+                list.iter()
+                    .map(|text| {
+                        let (address, len) = text.split_once('/').unwrap();
+                        let address: std::net::Ipv4Addr = address.parse().unwrap();
+                        SourcePrefix::new(address.octets(), len.parse().unwrap()).unwrap()
+                    })
+                    .collect()
+            });
+            service.rate_limit = per_second.map(|per_second| SourceRateLimit {
+                per_second,
+                burst: per_second,
+            });
+        }
+        let plans = [BackendPlan {
+            state: Up,
+            weight: 1,
+        }; 4];
+        MapsImage::build(&Layout::new(&config), &plans, &neighbours_of(3), TABLE_SIZE).unwrap()
+    }
+
+    #[test]
+    fn policies_reach_the_maps_before_their_services_and_follow_each_change() {
+        let restricted = image_with_policies(&[
+            PolicySpec {
+                service: "web",
+                allow: Some(&["203.0.113.0/24", "198.51.100.7/32"]),
+                per_second: Some(10),
+            },
+            PolicySpec {
+                service: "dns",
+                allow: None,
+                per_second: Some(100),
+            },
+        ]);
+        assert_eq!(
+            restricted.policies[&0].rate_limit,
+            lb_common::maps::RateLimit::new(10, 10)
+        );
+        let writes = Applier::new().writes(&restricted);
+        let order = kinds(&writes);
+        let first_service = order.iter().position(|k| k.starts_with("service")).unwrap();
+        assert!(order[..first_service].contains(&"policy 0".to_owned()));
+        assert!(order[..first_service].contains(&"policy 1".to_owned()));
+        let (mut applier, mut maps) = holding(&restricted);
+        assert_maps_hold(&maps, &restricted);
+
+        // The next configuration (a restart, or a reload through the same
+        // record) lifts web's list, changes dns's limit: only policies move.
+        let relaxed = image_with_policies(&[PolicySpec {
+            service: "dns",
+            allow: None,
+            per_second: Some(5),
+        }]);
+        assert_eq!(kinds(&applier.writes(&relaxed)), ["policy 0", "policy 1"]);
+        applier.apply(&mut maps, &relaxed).unwrap();
+        assert_maps_hold(&maps, &relaxed);
+        assert!(applier.holds(&relaxed));
+
+        // A service that goes away takes its policy with it.
+        let mut without_dns = relaxed.clone();
+        without_dns.services.remove(&1);
+        without_dns.policies.remove(&1);
+        assert_eq!(
+            kinds(&applier.writes(&without_dns)),
+            ["remove 1", "remove policy 1"]
+        );
+        applier.apply(&mut maps, &without_dns).unwrap();
+        assert_eq!(maps.rate_limit(1), lb_common::maps::RateLimit::default());
+        assert!(applier.holds(&without_dns));
+    }
+
+    #[test]
+    fn a_failed_policy_write_is_retried_and_no_service_is_published_before_it() {
+        let restricted = image_with_policies(&[PolicySpec {
+            service: "web",
+            allow: Some(&["203.0.113.0/24"]),
+            per_second: None,
+        }]);
+        let mut maps = fake();
+        maps.fail_map(names::ALLOW_LISTS);
+        let mut applier = Applier::new();
+        assert!(applier.apply(&mut maps, &restricted).is_err());
+        let key = Layout::new(&config()).services[0].key();
+        assert!(
+            maps.live_table(&key).is_none(),
+            "published without its list"
+        );
+        maps.heal();
+        applier.apply(&mut maps, &restricted).unwrap();
+        assert_maps_hold(&maps, &restricted);
     }
 
     #[test]
@@ -224,6 +418,8 @@ pub(super) mod tests {
                 "backend 1",
                 "backend 2",
                 "backend 3",
+                "policy 0",
+                "policy 1",
                 "service 0",
                 "service 1"
             ]
@@ -295,11 +491,12 @@ pub(super) mod tests {
     fn an_apply_counts_its_writes_and_slots() {
         let mut maps = fake();
         let applied = Applier::new().apply(&mut maps, &image(&[Up; 4])).unwrap();
-        // 4 backends and 2 services; Maglev fills 13 slots, the ring has 4.
+        // 4 backends, 2 services and their policies; Maglev fills 13 slots,
+        // the ring has 4.
         assert_eq!(
             applied,
             Applied {
-                map_writes: 6,
+                map_writes: 8,
                 table_slots: 13 + 4
             }
         );

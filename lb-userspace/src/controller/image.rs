@@ -1,12 +1,13 @@
 //! The bytes of every map entry the controller owns, for a desired state:
 //! [`MapsImage::build`] turns each backend id's state and weight into the
-//! `BACKENDS` entries and each service's `SERVICES` key and table. Pure, so
-//! the content of every entry is unit-tested without a kernel.
+//! `BACKENDS` entries, each service's `SERVICES` key and table, and each
+//! service's source policies (`RATE_LIMITS`, `ALLOW_LISTS`). Pure, so the
+//! content of every entry is unit-tested without a kernel.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
-use lb_common::maps::{self, ServiceKey};
+use lb_common::maps::{self, RateLimit, ServiceKey, SourcePrefix};
 
 use super::error::PublishError;
 use super::layout::{network_order, Layout, Serving};
@@ -49,11 +50,22 @@ impl ServiceTable {
     }
 }
 
+/// A service's source policies as the data path should hold them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourcePolicy {
+    /// The per-source new-flow limit (`RateLimit::default()`: none).
+    pub rate_limit: RateLimit,
+    /// The allow-list; `None`: every source.
+    pub allow: Option<Vec<SourcePrefix>>,
+}
+
 /// The content of the maps that the controller owns, keyed by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MapsImage {
     pub backends: BTreeMap<u32, maps::Backend>,
     pub services: BTreeMap<u32, ServiceTable>,
+    /// Every service's source policies, by service id.
+    pub policies: BTreeMap<u32, SourcePolicy>,
 }
 
 impl MapsImage {
@@ -101,6 +113,15 @@ impl MapsImage {
                     });
                 }
             }
+            image.policies.insert(
+                service.id,
+                SourcePolicy {
+                    rate_limit: service
+                        .rate_limit
+                        .map_or_else(RateLimit::default, |limit| limit.map_value()),
+                    allow: service.allow.clone(),
+                },
+            );
             let (scheduler, slots) = service.table(&serving, table_size)?;
             image.services.insert(
                 service.id,

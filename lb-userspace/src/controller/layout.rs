@@ -9,7 +9,7 @@ use lb_common::maps::{self, ServiceKey};
 use lb_common::ring::round_robin_ring;
 
 use super::error::PublishError;
-use crate::config::{Config, Forwarding, Protocol, Scheduler};
+use crate::config::{Config, Forwarding, Protocol, Scheduler, SourcePrefix, SourceRateLimit};
 
 /// The ids the data path knows services and backends by: services in
 /// configuration order from 0, and one backend id per (service, backend)
@@ -29,6 +29,10 @@ pub struct ServiceSlot {
     pub protocol: Protocol,
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
+    /// The sources the service takes (`allow`); `None`: every source.
+    pub allow: Option<Vec<SourcePrefix>>,
+    /// The per-source new-flow limit; `None`: none.
+    pub rate_limit: Option<SourceRateLimit>,
     pub backends: Vec<BackendSlot>,
 }
 
@@ -62,6 +66,8 @@ impl Layout {
                 protocol: service.protocol,
                 scheduler: service.scheduler,
                 forwarding: service.forwarding,
+                allow: service.allow.clone(),
+                rate_limit: service.rate_limit,
                 backends: backend_ids
                     .by_ref()
                     .zip(&service.backends)

@@ -1,9 +1,13 @@
 //! The maps the controller writes (`BACKENDS`, `SCHED_TABLE`, `SERVICES`,
-//! `VIPS`) as the kernel holds them: each [`EntryWriter`] call is one
-//! `bpf_map_update_elem` or `bpf_map_delete_elem`.
+//! `VIPS`, `RATE_LIMITS`, `ALLOW_LISTS`) as the kernel holds them: each
+//! [`EntryWriter`] call is one `bpf_map_update_elem` or
+//! `bpf_map_delete_elem`.
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, MapError};
-use lb_common::maps::{names, Backend, Service, ServiceKey};
+use lb_common::maps::{
+    names, AllowedSource, Backend, RateLimit, Service, ServiceKey, SourcePrefix, ALLOWED,
+};
 
 use super::error::{map_error, DataplaneError};
 use super::map_writer::EntryWriter;
@@ -14,7 +18,15 @@ pub(super) struct KernelMaps {
     pub(super) vips: HashMap<MapData, u32, u32>,
     pub(super) backends: Array<MapData, Backend>,
     pub(super) sched_table: Array<MapData, u32>,
+    pub(super) rate_limits: Array<MapData, RateLimit>,
+    pub(super) allow_lists: LpmTrie<MapData, AllowedSource, u8>,
     pub(super) max_backends: u32,
+}
+
+/// The `ALLOW_LISTS` key of `prefix` in service `id`'s list.
+fn allow_key(id: u32, prefix: SourcePrefix) -> Key<AllowedSource> {
+    let (prefix_len, data) = prefix.allow_key(id);
+    Key::new(prefix_len, data)
 }
 
 impl EntryWriter for KernelMaps {
@@ -54,6 +66,23 @@ impl EntryWriter for KernelMaps {
 
     fn delete_vip(&mut self, vip: u32) -> Result<(), DataplaneError> {
         absent_is_deleted(self.vips.remove(&vip)).map_err(map_error(names::VIPS))
+    }
+
+    fn write_rate_limit(&mut self, id: u32, limit: RateLimit) -> Result<(), DataplaneError> {
+        self.rate_limits
+            .set(id, limit, 0)
+            .map_err(map_error(names::RATE_LIMITS))
+    }
+
+    fn write_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError> {
+        self.allow_lists
+            .insert(&allow_key(id, prefix), ALLOWED, 0)
+            .map_err(map_error(names::ALLOW_LISTS))
+    }
+
+    fn delete_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError> {
+        absent_is_deleted(self.allow_lists.remove(&allow_key(id, prefix)))
+            .map_err(map_error(names::ALLOW_LISTS))
     }
 }
 

@@ -10,12 +10,14 @@ use std::io;
 use aya::maps::MapError;
 use aya::sys::SyscallError;
 use lb_common::maps::{
-    names, Backend, Counters, Reason, Scheduler, Service, ServiceKey, XDP_ACTION_COUNT,
+    names, Backend, Counters, RateLimit, Reason, Scheduler, Service, ServiceKey, SourcePrefix,
+    XDP_ACTION_COUNT,
 };
 
 use super::counters::CounterReader;
 use super::error::DataplaneError;
 use super::map_writer::{EntryWriter, MapWriter};
+use super::policy::SourcePolicies;
 use super::tables::ServiceTables;
 use super::LoadOptions;
 
@@ -28,6 +30,9 @@ pub enum FakeWrite {
     RemoveService { key: ServiceKey },
     Vip { vip: u32, services: u32 },
     RemoveVip { vip: u32 },
+    RateLimit { id: u32, limit: RateLimit },
+    Allowed { id: u32, prefix: SourcePrefix },
+    RemoveAllowed { id: u32, prefix: SourcePrefix },
 }
 
 /// The maps the controller writes, in memory.
@@ -35,6 +40,7 @@ pub enum FakeWrite {
 pub struct FakeMaps {
     entries: FakeEntries,
     tables: ServiceTables,
+    policies: SourcePolicies,
 }
 
 /// The entries of the fake maps and the failures to inject.
@@ -45,6 +51,8 @@ struct FakeEntries {
     sched_table: Vec<u32>,
     services: HashMap<ServiceKey, Service>,
     vips: HashMap<u32, u32>,
+    rate_limits: BTreeMap<u32, RateLimit>,
+    allowed: BTreeSet<(u32, SourcePrefix)>,
     log: Vec<FakeWrite>,
     /// Writes attempted so far, failed ones included.
     attempts: usize,
@@ -66,12 +74,15 @@ impl FakeMaps {
                 sched_table: vec![0; sched_entries as usize],
                 services: HashMap::new(),
                 vips: HashMap::new(),
+                rate_limits: BTreeMap::new(),
+                allowed: BTreeSet::new(),
                 log: Vec::new(),
                 attempts: 0,
                 failing_attempts: BTreeSet::new(),
                 failing_maps: BTreeSet::new(),
             },
             tables: ServiceTables::new(options.table_size, options.max_services),
+            policies: SourcePolicies::new(options.max_services),
         }
     }
 
@@ -120,6 +131,25 @@ impl FakeMaps {
     pub fn vip(&self, vip: u32) -> Option<u32> {
         self.entries.vips.get(&vip).copied()
     }
+
+    /// `RATE_LIMITS[id]` (zero if never written).
+    pub fn rate_limit(&self, id: u32) -> RateLimit {
+        self.entries
+            .rate_limits
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Service `id`'s prefixes in `ALLOW_LISTS`, in order.
+    pub fn allowed(&self, id: u32) -> Vec<SourcePrefix> {
+        self.entries
+            .allowed
+            .iter()
+            .filter(|(owner, _)| *owner == id)
+            .map(|&(_, prefix)| prefix)
+            .collect()
+    }
 }
 
 impl MapWriter for FakeMaps {
@@ -140,6 +170,20 @@ impl MapWriter for FakeMaps {
 
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
         self.tables.remove(&mut self.entries, key)
+    }
+
+    fn set_rate_limit(&mut self, id: u32, limit: RateLimit) -> Result<(), DataplaneError> {
+        self.policies
+            .set_rate_limit(&mut self.entries, &mut self.tables, id, limit)
+    }
+
+    fn set_allow_list(
+        &mut self,
+        id: u32,
+        allow: Option<&[SourcePrefix]>,
+    ) -> Result<(), DataplaneError> {
+        self.policies
+            .set_allow_list(&mut self.entries, &mut self.tables, id, allow)
     }
 }
 
@@ -214,6 +258,27 @@ impl EntryWriter for FakeEntries {
         self.attempt(names::VIPS)?;
         self.vips.remove(&vip);
         self.log.push(FakeWrite::RemoveVip { vip });
+        Ok(())
+    }
+
+    fn write_rate_limit(&mut self, id: u32, limit: RateLimit) -> Result<(), DataplaneError> {
+        self.attempt(names::RATE_LIMITS)?;
+        self.rate_limits.insert(id, limit);
+        self.log.push(FakeWrite::RateLimit { id, limit });
+        Ok(())
+    }
+
+    fn write_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError> {
+        self.attempt(names::ALLOW_LISTS)?;
+        self.allowed.insert((id, prefix));
+        self.log.push(FakeWrite::Allowed { id, prefix });
+        Ok(())
+    }
+
+    fn delete_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError> {
+        self.attempt(names::ALLOW_LISTS)?;
+        self.allowed.remove(&(id, prefix));
+        self.log.push(FakeWrite::RemoveAllowed { id, prefix });
         Ok(())
     }
 }

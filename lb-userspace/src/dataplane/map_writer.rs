@@ -2,18 +2,19 @@
 //! (as aya fences its syscalls in `sys/` and tests the code above with fakes):
 //!
 //! - [`MapWriter`]: what the controller asks of the maps: write a backend,
-//!   publish a service's table (double-buffered), remove a service. The aya
-//!   [`super::Dataplane`] and the in-memory fake implement it with the same
-//!   publication code ([`super::tables::ServiceTables`]).
+//!   publish a service's table (double-buffered), remove a service, set a
+//!   service's source policies. The aya [`super::Dataplane`] and the
+//!   in-memory fake implement it with the same code
+//!   ([`super::tables::ServiceTables`], [`super::policy::SourcePolicies`]).
 //! - [`EntryWriter`]: one map entry per call, the only part that differs
 //!   between the kernel's maps and the fake's.
 
-use lb_common::maps::{Backend, Scheduler, Service, ServiceKey};
+use lb_common::maps::{Backend, RateLimit, Scheduler, Service, ServiceKey, SourcePrefix};
 
 use super::error::DataplaneError;
 
 /// Writes the maps the controller owns: `BACKENDS`, `SCHED_TABLE`,
-/// `SERVICES` and `VIPS`.
+/// `SERVICES`, `VIPS`, `RATE_LIMITS` and `ALLOW_LISTS`.
 ///
 /// After an error, what the maps hold is what the successful writes before
 /// it left there: a call can be repeated, and the repeat completes it.
@@ -44,6 +45,25 @@ pub trait MapWriter {
     /// Removes service `key`; its VIP stops being recognised once no service
     /// uses it. Established flows are not removed: set their backends down.
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError>;
+
+    /// Sets service `id`'s per-source new-flow rate limit
+    /// (`RateLimit::default()`: none). A policy belongs to the id: it
+    /// applies to the service published under it, now or later, until it
+    /// is set again. The service's `RATE_LIMIT` flag is set once the limit
+    /// is written, and cleared before the limit is.
+    fn set_rate_limit(&mut self, id: u32, limit: RateLimit) -> Result<(), DataplaneError>;
+
+    /// Sets service `id`'s source allow-list: `None`, every source;
+    /// `Some(prefixes)`, only sources in one of them (an empty list: no
+    /// source). Belongs to the id, like [`MapWriter::set_rate_limit`]. New
+    /// prefixes are written before the `ALLOW_LIST` flag is set and old ones
+    /// deleted after it changed, so while the list changes a source that
+    /// both lists allow is never dropped.
+    fn set_allow_list(
+        &mut self,
+        id: u32,
+        allow: Option<&[SourcePrefix]>,
+    ) -> Result<(), DataplaneError>;
 }
 
 /// One update of one map entry per call. A failed call leaves the entry as
@@ -62,4 +82,10 @@ pub(super) trait EntryWriter {
     fn write_vip(&mut self, vip: u32, services: u32) -> Result<(), DataplaneError>;
     /// Deletes `VIPS[vip]`.
     fn delete_vip(&mut self, vip: u32) -> Result<(), DataplaneError>;
+    /// `RATE_LIMITS[id] = limit`.
+    fn write_rate_limit(&mut self, id: u32, limit: RateLimit) -> Result<(), DataplaneError>;
+    /// Adds `prefix` to service `id`'s entries in `ALLOW_LISTS`.
+    fn write_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError>;
+    /// Deletes `prefix` from service `id`'s entries in `ALLOW_LISTS`.
+    fn delete_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError>;
 }

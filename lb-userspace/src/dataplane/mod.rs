@@ -6,12 +6,13 @@
 //! - `map_writer`: [`MapWriter`], the trait the controller writes the maps
 //!   through, over per-entry updates;
 //! - `tables`: the double-buffered publication of scheduling tables;
+//! - `policy`: each service's source policies (rate limit, allow-list);
 //! - `entries`: the kernel's maps behind those per-entry updates;
 //! - `counters`: the counter maps ([`CounterReader`]), shared read-only with
 //!   the API;
 //! - `fake` (tests only): the maps and counters in memory, with failure
 //!   injection;
-//! - `flood`: the flood-protection settings and per-service rate limits;
+//! - `settings`: the global settings (insert guard, ICMP echo to a VIP);
 //! - `pinning`, `test_run`: the data path pinned across restarts, and
 //!   `BPF_PROG_TEST_RUN`.
 //!
@@ -22,9 +23,10 @@ mod entries;
 mod error;
 #[cfg(test)]
 pub mod fake;
-mod flood;
 mod map_writer;
 mod pinning;
+mod policy;
+mod settings;
 mod tables;
 mod test_run;
 
@@ -37,7 +39,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::maps::{
-    defaults, names, programs, Backend, Flow, FlowKey, LocalInterface, Scheduler, ServiceKey,
+    defaults, names, programs, Backend, Flow, FlowKey, LocalInterface, RateLimit, Scheduler,
+    ServiceKey, SourcePrefix,
 };
 
 pub use counters::{CounterMaps, CounterReader};
@@ -48,6 +51,7 @@ pub use pinning::{PinDir, PinnedAttach, PinnedFlows, PinningError};
 pub use test_run::{TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
 
 use entries::KernelMaps;
+use policy::SourcePolicies;
 use tables::ServiceTables;
 
 /// The compiled eBPF object (path chosen by `build.rs`).
@@ -68,6 +72,27 @@ pub enum XdpModePreference {
     Generic,
 }
 
+/// What the data path does with an ICMP echo request to a VIP
+/// (`global.vip_icmp_echo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VipIcmpEcho {
+    /// Passed to the kernel, which answers it on the node holding the VIP.
+    #[default]
+    Pass,
+    /// Dropped and counted (`vip_icmp_echo`).
+    Drop,
+}
+
+impl VipIcmpEcho {
+    /// The value of `Settings::vip_icmp_echo`.
+    pub fn map_value(self) -> u8 {
+        match self {
+            VipIcmpEcho::Pass => lb_common::maps::vip_icmp_echo::PASS,
+            VipIcmpEcho::Drop => lb_common::maps::vip_icmp_echo::DROP,
+        }
+    }
+}
+
 /// Fixed when the object is loaded: map sizes, and how programs attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -85,8 +110,13 @@ pub struct LoadOptions {
     /// Capacity of the LRU map of per-source token buckets (`SOURCE_BUCKETS`).
     pub rate_limit_table_size: u32,
     /// Flow-table inserts per CPU per second beyond which new flows are
-    /// forwarded without an entry (`FLOOD_SETTINGS`); 0: no limit.
+    /// forwarded without an entry (`SETTINGS`); 0: no limit.
     pub flow_insert_limit_per_cpu: u32,
+    /// Capacity of the source allow-lists (`ALLOW_LISTS`): the prefixes of
+    /// every service together.
+    pub allow_table_size: u32,
+    /// What happens to ICMP echo requests to a VIP (`SETTINGS`).
+    pub vip_icmp_echo: VipIcmpEcho,
 }
 
 impl Default for LoadOptions {
@@ -99,6 +129,8 @@ impl Default for LoadOptions {
             xdp_mode: XdpModePreference::Auto,
             rate_limit_table_size: defaults::RATE_LIMIT_TABLE_SIZE,
             flow_insert_limit_per_cpu: 0,
+            allow_table_size: defaults::ALLOW_TABLE_SIZE,
+            vip_icmp_echo: VipIcmpEcho::Pass,
         }
     }
 }
@@ -112,6 +144,7 @@ impl LoadOptions {
             ("max_backends", self.max_backends),
             ("table_size", self.table_size),
             ("rate_limit_table_size", self.rate_limit_table_size),
+            ("allow_table_size", self.allow_table_size),
         ] {
             if value == 0 {
                 return Err(DataplaneError::InvalidOption {
@@ -166,6 +199,7 @@ pub struct Dataplane {
     options: LoadOptions,
     maps: KernelMaps,
     tables: ServiceTables,
+    policies: SourcePolicies,
     flows: HashMap<MapData, FlowKey, Flow>,
     local_interface: Array<MapData, LocalInterface>,
     counters: Arc<CounterMaps>,
@@ -197,7 +231,8 @@ impl Dataplane {
             .map_max_entries(names::BACKEND_STATS, options.max_backends)
             .map_max_entries(names::SCHED_TABLE, sched_table_entries)
             .map_max_entries(names::RATE_LIMITS, options.max_services)
-            .map_max_entries(names::SOURCE_BUCKETS, options.rate_limit_table_size);
+            .map_max_entries(names::SOURCE_BUCKETS, options.rate_limit_table_size)
+            .map_max_entries(names::ALLOW_LISTS, options.allow_table_size);
         if let Some(pins) = pins {
             pins.share_flows(&mut loader);
         }
@@ -213,7 +248,7 @@ impl Dataplane {
                 })?;
         }
         tracing::debug!(?options, "eBPF programs loaded");
-        flood::write_settings(&mut ebpf, options)?;
+        settings::write_settings(&mut ebpf, options)?;
         if let Some(pins) = pins {
             let backends = ebpf
                 .map(names::BACKENDS)
@@ -226,6 +261,8 @@ impl Dataplane {
                 vips: take_map(&mut ebpf, names::VIPS)?,
                 backends: take_map(&mut ebpf, names::BACKENDS)?,
                 sched_table: take_map(&mut ebpf, names::SCHED_TABLE)?,
+                rate_limits: take_map(&mut ebpf, names::RATE_LIMITS)?,
+                allow_lists: take_map(&mut ebpf, names::ALLOW_LISTS)?,
                 max_backends: options.max_backends,
             },
             flows: take_map(&mut ebpf, names::FLOWS)?,
@@ -237,20 +274,11 @@ impl Dataplane {
                 reason_stats: take_map(&mut ebpf, names::REASON_STATS)?,
             }),
             tables: ServiceTables::new(options.table_size, options.max_services),
+            policies: SourcePolicies::new(options.max_services),
             options: *options,
             attachments: Vec::new(),
             ebpf,
         })
-    }
-
-    /// Sets service `service_id`'s per-source new-flow rate limit
-    /// (`RateLimit::default()`: none).
-    pub fn set_rate_limit(
-        &mut self,
-        service_id: u32,
-        limit: lb_common::maps::RateLimit,
-    ) -> Result<(), DataplaneError> {
-        flood::write_rate_limit(&mut self.ebpf, service_id, limit)
     }
 
     /// The sizes the maps were created with.
@@ -437,6 +465,20 @@ impl MapWriter for Dataplane {
 
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
         self.tables.remove(&mut self.maps, key)
+    }
+
+    fn set_rate_limit(&mut self, id: u32, limit: RateLimit) -> Result<(), DataplaneError> {
+        self.policies
+            .set_rate_limit(&mut self.maps, &mut self.tables, id, limit)
+    }
+
+    fn set_allow_list(
+        &mut self,
+        id: u32,
+        allow: Option<&[SourcePrefix]>,
+    ) -> Result<(), DataplaneError> {
+        self.policies
+            .set_allow_list(&mut self.maps, &mut self.tables, id, allow)
     }
 }
 

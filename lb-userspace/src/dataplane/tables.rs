@@ -1,7 +1,7 @@
 //! The double-buffered scheduling tables: which id each published service
 //! uses, which half of its `SCHED_TABLE` region is live, what each half
-//! holds, how many services share each VIP, and the publication and removal
-//! of a service through any [`EntryWriter`].
+//! holds, how many services share each VIP, each id's policy flags, and the
+//! publication and removal of a service through any [`EntryWriter`].
 //!
 //! Service `id` owns slots `[id * 2 * M, (id * 2 + 2) * M)` of `SCHED_TABLE`
 //! (M = table size): half 0 then half 1. A publication writes the half that is
@@ -34,11 +34,11 @@ pub struct Placement {
     pub base: u32,
 }
 
-/// A published service: its id and live half.
+/// A published service: the `SERVICES` value last written for it (its id,
+/// live half and flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Published {
-    id: u32,
-    half: u8,
+    service: Service,
 }
 
 /// The services the data path currently knows.
@@ -53,6 +53,9 @@ pub struct ServiceTables {
     /// `halves[&id][h][i]`. A slot beyond the known length is unknown. Kept
     /// when a service is removed: the map keeps the values too.
     halves: HashMap<u32, [Vec<u32>; 2]>,
+    /// Each id's [`lb_common::maps::service_flags`]: what its policy maps
+    /// hold, carried into every publication under the id.
+    flags: HashMap<u32, u8>,
 }
 
 impl ServiceTables {
@@ -65,6 +68,7 @@ impl ServiceTables {
             services: HashMap::new(),
             services_per_vip: HashMap::new(),
             halves: HashMap::new(),
+            flags: HashMap::new(),
         }
     }
 
@@ -95,12 +99,13 @@ impl ServiceTables {
             table_len: slots.len() as u32,
             scheduler: scheduler as u8,
             table_half: placement.half,
-            _pad: [0; 2],
+            flags: self.flags.get(&id).copied().unwrap_or(0),
+            _pad: 0,
         };
         // The flip, once every slot of the half is written. A failed flip
         // leaves the old half live and this one the target of the retry.
         maps.write_service(&key, &service)?;
-        let services_on_vip = self.record(key, id, placement.half);
+        let services_on_vip = self.record(key, service);
         // Written on every publication, so a failed write is repaired by the next one.
         maps.write_vip(key.vip, services_on_vip)?;
         tracing::debug!(
@@ -113,6 +118,41 @@ impl ServiceTables {
             "service published"
         );
         Ok(stale.len())
+    }
+
+    /// Sets or clears `flag` of service id `id`: in every later publication
+    /// under the id, and at once in the live `SERVICES` entry of the
+    /// service published under it, if any (the same half, only the flags
+    /// change). After a failed write a repeat of the call writes it again.
+    pub fn set_flag(
+        &mut self,
+        maps: &mut impl EntryWriter,
+        id: u32,
+        flag: u8,
+        on: bool,
+    ) -> Result<(), DataplaneError> {
+        let flags = self.flags.entry(id).or_insert(0);
+        if on {
+            *flags |= flag;
+        } else {
+            *flags &= !flag;
+        }
+        let flags = *flags;
+        let live = self
+            .services
+            .iter_mut()
+            .find(|(_, published)| published.service.id == id);
+        if let Some((key, published)) = live {
+            if published.service.flags != flags {
+                let service = Service {
+                    flags,
+                    ..published.service
+                };
+                maps.write_service(key, &service)?;
+                published.service = service;
+            }
+        }
+        Ok(())
     }
 
     /// [`super::MapWriter::remove_service`] through `maps`.
@@ -188,12 +228,12 @@ impl ServiceTables {
         if self
             .services
             .iter()
-            .any(|(other_key, published)| other_key != key && published.id == id)
+            .any(|(other_key, published)| other_key != key && published.service.id == id)
         {
             return Err(DataplaneError::ServiceIdInUse { id });
         }
         let half = match self.services.get(key) {
-            Some(published) if published.id == id => 1 - published.half,
+            Some(published) if published.service.id == id => 1 - published.service.table_half,
             _ => 0,
         };
         // Cannot overflow: `load` checked that max_services * 2 * table_size fits a u32.
@@ -201,10 +241,10 @@ impl ServiceTables {
         Ok(Placement { half, base })
     }
 
-    /// Records that `key` now serves from `half` of service `id`'s region.
+    /// Records that `key` now serves as `service` (its id, half and flags).
     /// Returns the number of services on the key's VIP.
-    fn record(&mut self, key: ServiceKey, id: u32, half: u8) -> u32 {
-        let previous = self.services.insert(key, Published { id, half });
+    fn record(&mut self, key: ServiceKey, service: Service) -> u32 {
+        let previous = self.services.insert(key, Published { service });
         let count = self.services_per_vip.entry(key.vip).or_insert(0);
         if previous.is_none() {
             *count += 1;
@@ -239,16 +279,25 @@ mod tests {
         }
     }
 
+    /// Service `id` published in `half`.
+    fn published(id: u32, half: u8) -> Service {
+        Service {
+            id,
+            table_half: half,
+            ..Service::default()
+        }
+    }
+
     #[test]
     fn publications_alternate_halves() {
         let mut tables = ServiceTables::new(7, 4);
         let web = key(1, 80);
         let first = tables.placement(&web, 3, 7).unwrap();
         assert_eq!(first, Placement { half: 0, base: 42 });
-        tables.record(web, 3, first.half);
+        tables.record(web, published(3, first.half));
         let second = tables.placement(&web, 3, 7).unwrap();
         assert_eq!(second, Placement { half: 1, base: 49 });
-        tables.record(web, 3, second.half);
+        tables.record(web, published(3, second.half));
         assert_eq!(tables.placement(&web, 3, 7).unwrap().half, 0);
     }
 
@@ -271,7 +320,7 @@ mod tests {
     #[test]
     fn an_id_belongs_to_one_service() {
         let mut tables = ServiceTables::new(7, 4);
-        tables.record(key(1, 80), 0, 0);
+        tables.record(key(1, 80), published(0, 0));
         assert!(matches!(
             tables.placement(&key(1, 443), 0, 1),
             Err(DataplaneError::ServiceIdInUse { id: 0 })
@@ -333,10 +382,10 @@ mod tests {
     #[test]
     fn counts_services_per_vip() {
         let mut tables = ServiceTables::new(7, 4);
-        assert_eq!(tables.record(key(1, 80), 0, 0), 1);
-        assert_eq!(tables.record(key(1, 443), 1, 0), 2);
-        assert_eq!(tables.record(key(1, 443), 1, 1), 2);
-        assert_eq!(tables.record(key(2, 80), 2, 0), 1);
+        assert_eq!(tables.record(key(1, 80), published(0, 0)), 1);
+        assert_eq!(tables.record(key(1, 443), published(1, 0)), 2);
+        assert_eq!(tables.record(key(1, 443), published(1, 1)), 2);
+        assert_eq!(tables.record(key(2, 80), published(2, 0)), 1);
         assert!(tables.services.contains_key(&key(1, 80)));
         assert_eq!(tables.forget(&key(1, 80)), Some(1));
         assert!(!tables.services.contains_key(&key(1, 80)));

@@ -95,7 +95,7 @@ impl Fixture {
         let frame = from_hex(&self.frame)?;
         let expected_output = from_hex(&self.output)?;
 
-        let mut dataplane = Dataplane::load(&setup::load_options(4096))?;
+        let mut dataplane = Dataplane::load(&setup.load_options(4096))?;
         let mut kernel = KernelMaps::open(&dataplane)?;
         setup.program(&mut dataplane, &mut kernel)?;
         if self.after_midway {

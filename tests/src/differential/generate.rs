@@ -6,7 +6,7 @@
 //! Clients come from a small pool, so random packets both open new flows and
 //! hit established ones.
 
-use lb_common::maps::{FlowKey, ServiceKey, IPPROTO_TCP, IPPROTO_UDP};
+use lb_common::maps::{FlowKey, ServiceKey, SourcePrefix, IPPROTO_TCP, IPPROTO_UDP};
 
 use super::frames::{
     FrameSpec, L4Spec, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ,
@@ -93,11 +93,14 @@ pub enum Kind {
     RemovedService,
     /// Bytes after the IPv4 packet.
     Trailer,
+    /// A source at the edge of a prefix of a service's allow-list: its first
+    /// and last address, and the addresses just outside.
+    AllowEdge,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 25] = [
         Kind::Valid,
         Kind::StaleFlow,
         Kind::Truncated,
@@ -122,6 +125,7 @@ impl Kind {
         Kind::NotAVip,
         Kind::RemovedService,
         Kind::Trailer,
+        Kind::AllowEdge,
     ];
 
     /// How often random packets are of this kind, relative to the others.
@@ -142,7 +146,8 @@ impl Kind {
             | Kind::Icmp
             | Kind::FragNeeded
             | Kind::OtherPort
-            | Kind::Trailer => 2,
+            | Kind::Trailer
+            | Kind::AllowEdge => 2,
             Kind::NotIpv4 | Kind::OtherProtocol | Kind::NotAVip | Kind::RemovedService => 1,
         }
     }
@@ -174,6 +179,7 @@ impl Kind {
             Kind::NotAVip => "not-a-vip",
             Kind::RemovedService => "removed-service",
             Kind::Trailer => "trailer",
+            Kind::AllowEdge => "allow-edge",
         }
     }
 }
@@ -191,6 +197,7 @@ pub struct Generator {
     services: Vec<ServiceKey>,
     removed: Vec<ServiceKey>,
     setup_flows: Vec<FlowKey>,
+    allow_listed: Vec<(ServiceKey, SourcePrefix)>,
 }
 
 impl Generator {
@@ -201,6 +208,7 @@ impl Generator {
             services: setup.published(),
             removed: setup.removed_services(),
             setup_flows: setup.flows().iter().map(|(key, _)| *key).collect(),
+            allow_listed: setup.allow_listed(),
         }
     }
 
@@ -229,6 +237,7 @@ impl Generator {
         add(Kind::RemovedService, self.every_removed_service());
         add(Kind::StaleFlow, self.every_setup_flow());
         add(Kind::Trailer, self.every_trailer_length());
+        add(Kind::AllowEdge, self.every_allow_edge());
         packets
     }
 
@@ -399,8 +408,18 @@ impl Generator {
                 let key = self.removed[self.rng.below(self.removed.len())];
                 self.valid_to(&key).build()
             }
-            // A setup with no stale flow or no removed service: a valid packet.
-            Kind::StaleFlow | Kind::RemovedService => self.valid_to_any_service().build(),
+            Kind::AllowEdge if !self.allow_listed.is_empty() => {
+                let (key, prefix) = *self.rng.pick(&self.allow_listed);
+                let sources = edges(prefix);
+                let source = *self.rng.pick(&sources);
+                let (_, client_port) = self.client();
+                self.valid_from(&key, source, client_port).build()
+            }
+            // A setup with no stale flow, no removed service or no allow-list:
+            // a valid packet.
+            Kind::StaleFlow | Kind::RemovedService | Kind::AllowEdge => {
+                self.valid_to_any_service().build()
+            }
             Kind::Trailer => {
                 let mut spec = self.valid_to_any_service();
                 let len = self.rng.in_range(1..=46);
@@ -855,6 +874,18 @@ impl Generator {
         frames
     }
 
+    /// From every edge of every allow-listed prefix, to its service.
+    fn every_allow_edge(&mut self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for (key, prefix) in self.allow_listed.clone() {
+            for source in edges(prefix) {
+                let (_, client_port) = self.client();
+                frames.push(self.valid_from(&key, source, client_port).build());
+            }
+        }
+        frames
+    }
+
     fn every_trailer_length(&mut self) -> Vec<Vec<u8>> {
         [1, 2, 3, 4, 5, 8, 16, 26, 46]
             .into_iter()
@@ -865,4 +896,13 @@ impl Generator {
             })
             .collect()
     }
+}
+
+/// The first and last address of `prefix` and the two just outside it
+/// (wrapping around the address space).
+fn edges(prefix: SourcePrefix) -> [[u8; 4]; 4] {
+    let first = u32::from_be_bytes(prefix.octets());
+    let size = 1u64 << (32 - u32::from(prefix.length()));
+    let last = (u64::from(first) + size - 1) as u32;
+    [first, last, first.wrapping_sub(1), last.wrapping_add(1)].map(u32::to_be_bytes)
 }

@@ -1,17 +1,22 @@
 //! Direct access to the maps of a loaded [`Dataplane`], found through its
 //! program's map ids: reads of what the `Dataplane` API does not expose (a
 //! flow-table entry, one CPU's round-robin cursor, whole maps for the model's
-//! mirror) and the writes that put a setup's stale flows and cursors in place.
+//! mirror) and the writes that put a setup's stale flows, cursors and held
+//! insert windows in place.
 //!
 //! Opening maps by id gives this module its own file descriptors on the same
 //! kernel maps; the `Dataplane` keeps its own.
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::loaded_programs;
 use aya::util::nr_cpus;
 use lb::dataplane::Dataplane;
-use lb_common::maps::{names, Backend, Flow, FlowKey, LocalInterface, Service, ServiceKey};
+use lb_common::maps::{
+    names, AllowedSource, Backend, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
+    ServiceKey, Settings,
+};
 use lb_common::model::{MapContents, MapSizes};
 
 /// The maps of one loaded data path that the model mirrors.
@@ -23,6 +28,10 @@ pub struct KernelMaps {
     sched_table: Array<MapData, u32>,
     flows: HashMap<MapData, FlowKey, Flow>,
     rr_cursor: PerCpuArray<MapData, u32>,
+    allow_lists: LpmTrie<MapData, AllowedSource, u8>,
+    rate_limits: Array<MapData, RateLimit>,
+    settings: Array<MapData, Settings>,
+    insert_window: PerCpuArray<MapData, InsertWindow>,
 }
 
 impl KernelMaps {
@@ -54,6 +63,10 @@ impl KernelMaps {
             sched_table: take(names::SCHED_TABLE)?.try_into()?,
             flows: take(names::FLOWS)?.try_into()?,
             rr_cursor: take(names::RR_CURSOR)?.try_into()?,
+            allow_lists: take(names::ALLOW_LISTS)?.try_into()?,
+            rate_limits: take(names::RATE_LIMITS)?.try_into()?,
+            settings: take(names::SETTINGS)?.try_into()?,
+            insert_window: take(names::INSERT_WINDOW)?.try_into()?,
         })
     }
 
@@ -81,6 +94,17 @@ impl KernelMaps {
         }
         for service_id in 0..sizes.max_services {
             contents.set_rr_cursor(service_id, self.rr_cursor(service_id, cpu)?)?;
+            contents.set_rate_limit(service_id, self.rate_limits.get(&service_id, 0)?)?;
+        }
+        for entry in self.allow_lists.iter() {
+            let (key, _) = entry?;
+            contents.set_allowed(key.prefix_len(), key.data());
+        }
+        contents.set_settings(self.settings.get(&0, 0)?);
+        let windows = self.insert_window.get(&0, 0)?;
+        match windows.get(cpu) {
+            Some(&window) => contents.set_insert_window(window),
+            None => bail!("INSERT_WINDOW has no value for CPU {cpu}"),
         }
         Ok(contents)
     }
@@ -119,6 +143,19 @@ impl KernelMaps {
             Some(&value) => Ok(value),
             None => bail!("RR_CURSOR has no value for CPU {cpu}"),
         }
+    }
+
+    /// Puts every CPU's insert window at its limit, starting at the end of
+    /// time: the clock never reaches a new window, so every new flow is
+    /// forwarded without an insert (`insert_skipped`), whatever the clock.
+    pub fn hold_insert_windows_full(&mut self) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(_, error)| error)?;
+        let full = InsertWindow {
+            started_ns: u64::MAX,
+            inserts: u64::MAX,
+        };
+        let values = PerCpuValues::try_from(vec![full; cpus])?;
+        Ok(self.insert_window.set(0, values, 0)?)
     }
 
     /// Sets the round-robin cursor of service `service_id` on every CPU.

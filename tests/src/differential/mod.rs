@@ -319,7 +319,7 @@ fn run_round(
 ) -> Result<()> {
     let flow_table_size = options.packets_per_round + setup.flows().len() + FLOW_TABLE_SLACK;
     let flow_table_size = u32::try_from(flow_table_size).context("packets_per_round")?;
-    let mut dataplane = Dataplane::load(&setup::load_options(flow_table_size))?;
+    let mut dataplane = Dataplane::load(&setup.load_options(flow_table_size))?;
     let mut kernel = KernelMaps::open(&dataplane)?;
     setup.program(&mut dataplane, &mut kernel)?;
     let (first_half, second_half) = packets.split_at(packets.len() / 2);

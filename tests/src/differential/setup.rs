@@ -1,17 +1,28 @@
 //! The named map setups the differential test runs packets against: several
 //! services (Maglev and round-robin, TCP and UDP), backends in every state and
 //! behind two interfaces, an empty table, tables naming backends that do not
-//! serve, stale flow-table entries and round-robin cursors beyond their ring.
+//! serve, stale flow-table entries and round-robin cursors beyond their ring,
+//! source allow-lists and per-source rate limits, and the flow-table insert
+//! guard, held full halfway through one setup.
 //!
 //! A setup is programmed through the [`Dataplane`] API as the controller
-//! would (backends, services, a republication, a removal), plus direct writes
-//! for the stale state no controller would leave ([`KernelMaps`]).
+//! would (backends, services, policies, a republication, a removal), plus
+//! direct writes for the state no controller would leave ([`KernelMaps`]).
+//!
+//! The flood guards read the kernel's clock, which the test cannot set, so
+//! the setups only use the states in which no clock decides: a bucket of
+//! burst 0 (no new flow ever), a bucket too large to empty within a round,
+//! an insert limit a round never reaches (the clock is read only once a
+//! window is full), and a window held full from the end of time.
 
 use anyhow::{ensure, Context as _, Result};
-use lb::dataplane::{Dataplane, LoadOptions, MapWriter as _, TEST_RUN_INGRESS_IFINDEX};
+use lb::dataplane::{
+    Dataplane, LoadOptions, MapWriter as _, VipIcmpEcho, TEST_RUN_INGRESS_IFINDEX,
+};
 use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::{
-    backend_state, Backend, Flow, FlowKey, Scheduler, ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, service_flags, Backend, Flow, FlowKey, RateLimit, Scheduler, ServiceKey,
+    SourcePrefix, IPPROTO_TCP, IPPROTO_UDP,
 };
 use lb_common::model::{Ingress, MapContents, MapSizes};
 use lb_common::ring::round_robin_ring;
@@ -45,6 +56,9 @@ pub const VIP_B: [u8; 4] = [10, 0, 0, 101];
 pub const VIP_C: [u8; 4] = [10, 0, 0, 102];
 /// An address that is no VIP.
 pub const NOT_A_VIP: [u8; 4] = [10, 0, 0, 200];
+/// The insert guard's limit: more inserts per second than a round makes, so
+/// the window never fills and the clock is never read (see the module doc).
+pub const INSERT_LIMIT: u32 = 1_000_000;
 
 /// A service as published: its key, id, scheduler and table.
 #[derive(Clone, Debug)]
@@ -68,6 +82,13 @@ pub enum Step {
     Flow(FlowKey, Flow),
     /// A round-robin cursor written directly on every CPU: (service id, next).
     Cursor(u32, u32),
+    /// `MapWriter::set_rate_limit`: (service id, limit).
+    RateLimit(u32, RateLimit),
+    /// `MapWriter::set_allow_list`: (service id, prefixes; `None`: every source).
+    AllowList(u32, Option<Vec<SourcePrefix>>),
+    /// Every CPU's insert window held full: each new flow is forwarded
+    /// without an entry.
+    HoldInsertWindowsFull,
 }
 
 /// A named state of the maps: the writes that produce it, in order, and
@@ -76,6 +97,8 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub struct Setup {
     pub name: &'static str,
+    /// `global.vip_icmp_echo`, fixed at load.
+    pub vip_icmp_echo: VipIcmpEcho,
     pub steps: Vec<Step>,
     pub midway: Vec<Step>,
 }
@@ -90,18 +113,23 @@ pub fn named(name: &str) -> Option<Setup> {
     setups().into_iter().find(|setup| setup.name == name)
 }
 
-/// Map sizes of every setup (flows: `flow_table_size`).
-pub fn load_options(flow_table_size: u32) -> LoadOptions {
-    LoadOptions {
-        flow_table_size,
-        max_services: MAX_SERVICES,
-        max_backends: MAX_BACKENDS,
-        table_size: TABLE_SIZE,
-        ..LoadOptions::default()
+impl Setup {
+    /// What the setup is loaded with: the map sizes of every setup (flows:
+    /// `flow_table_size`) and its settings.
+    pub fn load_options(&self, flow_table_size: u32) -> LoadOptions {
+        LoadOptions {
+            flow_table_size,
+            max_services: MAX_SERVICES,
+            max_backends: MAX_BACKENDS,
+            table_size: TABLE_SIZE,
+            flow_insert_limit_per_cpu: INSERT_LIMIT,
+            vip_icmp_echo: self.vip_icmp_echo,
+            ..LoadOptions::default()
+        }
     }
 }
 
-/// The sizes the model mirrors for [`load_options`].
+/// The sizes the model mirrors for [`Setup::load_options`].
 pub fn map_sizes() -> MapSizes {
     MapSizes {
         max_services: MAX_SERVICES,
@@ -174,6 +202,33 @@ fn ring(backends: &[(u32, u32)]) -> Vec<u32> {
 /// The clients of stale flows (TEST-NET-2, apart from the generators' pool).
 fn stale_client(index: u8) -> [u8; 4] {
     [198, 51, 100, 200 + index]
+}
+
+fn prefix(octets: [u8; 4], len: u8) -> SourcePrefix {
+    SourcePrefix::new(octets, len).expect("a prefix without host bits")
+}
+
+/// The source policies of [`mixed`], on the generators' clients
+/// 198.51.100.1 ..= 24 and the stale ones from 198.51.100.200.
+fn mixed_policies() -> Vec<Step> {
+    vec![
+        // TLS: clients 1..=7 and the stale clients of its flows.
+        Step::AllowList(
+            1,
+            Some(vec![
+                prefix([198, 51, 100, 0], 29),
+                prefix([198, 51, 100, 200], 29),
+            ]),
+        ),
+        // mDNS: clients 16..=24.
+        Step::AllowList(3, Some(vec![prefix([198, 51, 100, 16], 28)])),
+        // The ring with a down backend: every source, through a /0.
+        Step::AllowList(6, Some(vec![prefix([0; 4], 0)])),
+        // DNS: a bucket no round empties (the clock never decides).
+        Step::RateLimit(2, RateLimit::new(1_000_000, u32::MAX)),
+        // syslog: burst 0, no new flow at all, whatever the clock.
+        Step::RateLimit(8, RateLimit::new(1, 0)),
+    ]
 }
 
 /// Service keys of the setups.
@@ -344,6 +399,7 @@ fn mixed() -> Setup {
             .into_iter()
             .map(|(key, flow)| Step::Flow(key, flow)),
     );
+    steps.extend(mixed_policies());
     let midway = vec![
         // Backend 0 fails and leaves the web table; backend 4 is drained out
         // of the TLS ring; backend 9 fails before its ring is rebuilt.
@@ -362,9 +418,13 @@ fn mixed() -> Setup {
             slots: ring(&[(5, 1), (6, 2)]),
         }),
         Step::Backend(9, backend(9, backend_state::DOWN, false).1),
+        // mDNS's list moves to clients 1..=15; TLS takes every source again.
+        Step::AllowList(3, Some(vec![prefix([198, 51, 100, 0], 28)])),
+        Step::AllowList(1, None),
     ];
     Setup {
         name: "mixed",
+        vip_icmp_echo: VipIcmpEcho::Pass,
         steps,
         midway,
     }
@@ -373,10 +433,12 @@ fn mixed() -> Setup {
 /// [`mixed`] after a round of changes: backends 1 down and 2 draining with
 /// the web table rebuilt without them (in its other half), the TLS ring
 /// reweighted, the ring with a down backend removed, flows left on the
-/// backends that changed, and cursors beyond the end of their rings.
+/// backends that changed, and cursors beyond the end of their rings; its
+/// data path drops ICMP echo requests to the VIPs.
 fn republished() -> Setup {
     let mut setup = mixed();
     setup.name = "republished";
+    setup.vip_icmp_echo = VipIcmpEcho::Drop;
     setup.steps.extend([
         Step::Backend(1, backend(1, backend_state::DOWN, false).1),
         Step::Backend(2, backend(2, backend_state::DRAINING, false).1),
@@ -416,6 +478,11 @@ fn republished() -> Setup {
             slots: maglev(&[(0, 1), (1, 1), (3, 2)]),
         }),
         Step::Remove(keys::dns()),
+        // A flood: this CPU's insert window is full for good, so new flows
+        // are forwarded without an entry. syslog lets client 1 in, whose new
+        // flows its empty bucket still drops.
+        Step::HoldInsertWindowsFull,
+        Step::AllowList(8, Some(vec![prefix([198, 51, 100, 1], 32)])),
     ];
     setup
 }
@@ -466,6 +533,27 @@ impl Setup {
             }
         }
         keys
+    }
+
+    /// Every (service key, prefix) of the allow-lists the setup sets
+    /// (midway included), the key being the one published under the id.
+    pub fn allow_listed(&self) -> Vec<(ServiceKey, SourcePrefix)> {
+        let keys: Vec<(u32, ServiceKey)> = self
+            .all_steps()
+            .filter_map(|step| match step {
+                Step::Publish(spec) => Some((spec.id, spec.key)),
+                _ => None,
+            })
+            .collect();
+        let mut listed = Vec::new();
+        for step in self.all_steps() {
+            if let Step::AllowList(id, Some(prefixes)) = step {
+                for (_, key) in keys.iter().filter(|(owner, _)| owner == id) {
+                    listed.extend(prefixes.iter().map(|prefix| (*key, *prefix)));
+                }
+            }
+        }
+        listed
     }
 
     /// The flow-table entries the setup writes (midway included).
@@ -537,6 +625,75 @@ impl Setup {
                 self.name
             );
         }
+        self.check_policies(contents)
+    }
+
+    /// Checks the source policies of the initial steps in `contents`: each
+    /// live service's flags, every rate limit and allow-list entry.
+    fn check_policies(&self, contents: &MapContents) -> Result<()> {
+        let mut limits: Vec<(u32, RateLimit)> = Vec::new();
+        let mut lists: Vec<(u32, Option<Vec<SourcePrefix>>)> = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::RateLimit(id, limit) => {
+                    limits.retain(|(other, _)| other != id);
+                    limits.push((*id, *limit));
+                }
+                Step::AllowList(id, list) => {
+                    lists.retain(|(other, _)| other != id);
+                    lists.push((*id, list.clone()));
+                }
+                _ => {}
+            }
+        }
+        for spec in self.services() {
+            let limited = limits
+                .iter()
+                .any(|(id, limit)| *id == spec.id && limit.refill_interval_ns != 0);
+            let listed = lists
+                .iter()
+                .any(|(id, list)| *id == spec.id && list.is_some());
+            let mut expected = 0;
+            if limited {
+                expected |= service_flags::RATE_LIMIT;
+            }
+            if listed {
+                expected |= service_flags::ALLOW_LIST;
+            }
+            let flags = contents.service(&spec.key).map(|service| service.flags);
+            ensure!(
+                flags == Some(expected),
+                "{}: service {} has flags {flags:?}, not {expected}",
+                self.name,
+                spec.id
+            );
+        }
+        for (id, limit) in limits {
+            ensure!(
+                contents.rate_limit(id) == Some(limit),
+                "{}: the rate limit of service {id} was not written",
+                self.name
+            );
+        }
+        let mut expected: Vec<(u32, lb_common::maps::AllowedSource)> = lists
+            .iter()
+            .flat_map(|(id, list)| {
+                list.iter()
+                    .flatten()
+                    .map(move |prefix| prefix.allow_key(*id))
+            })
+            .collect();
+        let mut held: Vec<_> = contents.allowed().collect();
+        let order = |(len, data): &(u32, lb_common::maps::AllowedSource)| {
+            (*len, data.service_id, data.src_ip)
+        };
+        expected.sort_by_key(order);
+        held.sort_by_key(order);
+        ensure!(
+            held == expected,
+            "{}: ALLOW_LISTS holds {held:?}, not {expected:?}",
+            self.name
+        );
         Ok(())
     }
 }
@@ -551,6 +708,9 @@ fn run_steps(steps: &[Step], dataplane: &mut Dataplane, kernel: &mut KernelMaps)
             Step::Remove(key) => dataplane.remove_service(key)?,
             Step::Flow(key, flow) => kernel.insert_flow(*key, *flow)?,
             Step::Cursor(service_id, next) => kernel.set_rr_cursor(*service_id, *next)?,
+            Step::RateLimit(id, limit) => dataplane.set_rate_limit(*id, *limit)?,
+            Step::AllowList(id, list) => dataplane.set_allow_list(*id, list.as_deref())?,
+            Step::HoldInsertWindowsFull => kernel.hold_insert_windows_full()?,
         }
     }
     Ok(())

@@ -210,7 +210,9 @@ lb_xdp_reason_packets_total{{reason="vip_other_port"}} 0
 lb_xdp_reason_packets_total{{reason="vip_other_protocol"}} 0
 lb_xdp_reason_packets_total{{reason="vip_icmp"}} 0
 lb_xdp_reason_packets_total{{reason="rate_limited"}} 0
-lb_xdp_reason_packets_total{{reason="insert_skipped"}} 0"#
+lb_xdp_reason_packets_total{{reason="insert_skipped"}} 0
+lb_xdp_reason_packets_total{{reason="not_allowed"}} 0
+lb_xdp_reason_packets_total{{reason="vip_icmp_echo"}} 0"#
     );
     let text = rendered(Some(vrrp()));
     assert_eq!(

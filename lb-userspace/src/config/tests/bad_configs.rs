@@ -120,6 +120,35 @@ fn every_bad_config_gets_its_exact_message() {
         (edited(&[(3, "rate_limit_table_size = 0")]), "lb.toml:3:25: global.rate_limit_table_size: 0 is out of range (1..=16777216)"),
         (edited(&[(3, "flow_insert_limit_per_cpu = 100000001")]), "lb.toml:3:29: global.flow_insert_limit_per_cpu: 100000001 is out of range (0..=100000000)"),
         (edited(&[(3, "flow_insert_limit_per_cpu = -1")]), "lb.toml:3:29: global.flow_insert_limit_per_cpu: -1 is out of range (0..=100000000)"),
+        (edited(&[(3, "vip_icmp_echo = \"reply\"")]), "lb.toml:3:17: global.vip_icmp_echo: \"reply\" is not supported yet (expected \"pass\" or \"drop\")"),
+        (edited(&[(3, "vip_icmp_echo = \"ignore\"")]), "lb.toml:3:17: global.vip_icmp_echo: unknown value \"ignore\" (expected \"pass\" or \"drop\")"),
+        // Source policies.
+        (edited(&[(3, "allow_table_size = 0")]), "lb.toml:3:20: global.allow_table_size: 0 is out of range (1..=16777216)"),
+        (edited(&[(9, "allow = []")]), "lb.toml:9:9: service[web].allow: an empty list would drop every source; leave allow out to take every source"),
+        (
+            edited(&[(9, "allow = [\"203.0.113.7/24\"]")]),
+            "lb.toml:9:10: service[web].allow: \"203.0.113.7/24\" has bits set beyond its first 24: write \"203.0.113.0/24\" for the network, or \"203.0.113.7/32\" for the one address",
+        ),
+        (edited(&[(9, "allow = [\"10.0.0.0/33\"]")]), "lb.toml:9:10: service[web].allow: \"10.0.0.0/33\": prefix length 33 is out of range (0..=32)"),
+        (
+            edited(&[(9, "allow = [\"10.0.0.0\"]")]),
+            "lb.toml:9:10: service[web].allow: \"10.0.0.0\" is not an IPv4 prefix (address/length, e.g. \"203.0.113.0/24\", or \"198.51.100.7/32\" for one address)",
+        ),
+        (
+            edited(&[(9, "allow = [\"10.0.0.0/+8\"]")]),
+            "lb.toml:9:10: service[web].allow: \"10.0.0.0/+8\" is not an IPv4 prefix (address/length, e.g. \"203.0.113.0/24\", or \"198.51.100.7/32\" for one address)",
+        ),
+        (edited(&[(9, "allow = [\"10.0.0.0/8\", \"10.0.0.0/8\"]")]), "lb.toml:9:24: service[web].allow: 10.0.0.0/8 is listed twice"),
+        (
+            edited(&[(3, "allow_table_size = 2"), (9, "allow = [\"10.0.0.0/8\", \"192.0.2.0/24\", \"198.51.100.7/32\"]")]),
+            "lb.toml:9:9: service[web].allow: the allow lists hold 3 prefixes in all so far, more than global.allow_table_size (2); raise it or shorten the lists",
+        ),
+        (edited(&[(9, "new_flows_per_second_per_source = 0")]), "lb.toml:9:35: service[web].new_flows_per_second_per_source: 0 is out of range (1..=1000000)"),
+        (
+            edited(&[(9, "new_flows_per_second_per_source = 10\nnew_flows_burst_per_source = 1000001")]),
+            "lb.toml:10:30: service[web].new_flows_burst_per_source: 1000001 is out of range (1..=1000000)",
+        ),
+        (edited(&[(9, "new_flows_burst_per_source = 5")]), "lb.toml:9:30: service[web].new_flows_burst_per_source: a burst needs a rate: set new_flows_per_second_per_source too"),
         (
             edited(&[(3, "max_services = 4096\nmaglev_table_size = 65537")]),
             "lb.toml:4:21: global.maglev_table_size: max_services (4096) x 2 x maglev_table_size (65537) = 536879104 slots, more than the 270000000 (about 2 GiB) the scheduling table may hold; lower either",

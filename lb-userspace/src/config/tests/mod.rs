@@ -91,6 +91,8 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             pin_dir: Some("/sys/fs/bpf/lb/eth0".into()),
             rate_limit_table_size: lb_common::maps::defaults::RATE_LIMIT_TABLE_SIZE,
             flow_insert_limit_per_cpu: DEFAULT_FLOW_INSERT_LIMIT_PER_CPU,
+            allow_table_size: lb_common::maps::defaults::ALLOW_TABLE_SIZE,
+            vip_icmp_echo: VipIcmpEcho::Pass,
         }
     );
     assert_eq!(
@@ -102,6 +104,8 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             protocol: Protocol::Tcp,
             scheduler: Scheduler::Maglev,
             forwarding: Forwarding::DsrL2,
+            allow: None,
+            rate_limit: None,
             health: Some(HealthCheck {
                 spec: Arc::new(CheckSpec {
                     probe: ProbeSpec::default()
@@ -144,6 +148,8 @@ fn global_settings_are_read() {
         "api = \"127.0.0.2:8000\"",
         "rate_limit_table_size = 4096",
         "flow_insert_limit_per_cpu = 0",
+        "allow_table_size = 10",
+        "vip_icmp_echo = \"drop\"",
     ]);
     let config = parse(&text, "lb.toml").unwrap();
     assert_eq!(
@@ -163,9 +169,48 @@ fn global_settings_are_read() {
             pin_dir: Some("/sys/fs/bpf/lb/veth-lb".into()),
             rate_limit_table_size: 4096,
             flow_insert_limit_per_cpu: 0,
+            allow_table_size: 10,
+            vip_icmp_echo: VipIcmpEcho::Drop,
         }
     );
     assert!(config.services.is_empty());
+}
+
+#[test]
+fn source_policies_are_read() {
+    let text = valid_with(
+        9,
+        "allow = [\"203.0.113.0/24\", \"198.51.100.7/32\", \"0.0.0.0/0\"]\n\
+         new_flows_per_second_per_source = 20\n\
+         new_flows_burst_per_source = 50",
+    );
+    let service = parse(&text, "lb.toml").unwrap().services.remove(0);
+    let prefixes: Vec<String> = service
+        .allow
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(prefixes, ["203.0.113.0/24", "198.51.100.7/32", "0.0.0.0/0"]);
+    let limit = service.rate_limit.unwrap();
+    assert_eq!(
+        limit,
+        SourceRateLimit {
+            per_second: 20,
+            burst: 50
+        }
+    );
+    assert_eq!(limit.map_value(), lb_common::maps::RateLimit::new(20, 50));
+    // The burst defaults to one second's worth.
+    let text = valid_with(9, "new_flows_per_second_per_source = 7");
+    let service = parse(&text, "lb.toml").unwrap().services.remove(0);
+    assert_eq!(
+        service.rate_limit,
+        Some(SourceRateLimit {
+            per_second: 7,
+            burst: 7
+        })
+    );
 }
 
 #[test]

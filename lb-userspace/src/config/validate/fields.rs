@@ -10,6 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::config::error::{quote, ConfigError, ErrorSite};
+use crate::config::model::SourcePrefix;
 
 /// Longest service or backend name.
 const MAX_NAME_LEN: usize = 32;
@@ -195,6 +196,47 @@ pub(super) fn unicast_address(
         ));
     }
     Ok(address)
+}
+
+/// A prefix of source addresses, `address/length`: any IPv4 address, a
+/// length of 0 to 32, and no bit set beyond the length (a set bit is
+/// refused with the network it probably means, rather than silently
+/// cleared).
+pub(super) fn source_prefix(
+    value: &Spanned<String>,
+    field: &str,
+    site: &ErrorSite<'_>,
+) -> Result<SourcePrefix, ConfigError> {
+    let text = value.get_ref();
+    let invalid = |problem: String| site.invalid(value.span(), field, problem);
+    let not_a_prefix = || {
+        invalid(format!(
+            "{} is not an IPv4 prefix (address/length, e.g. \"203.0.113.0/24\", or \"198.51.100.7/32\" for one address)",
+            quote(text)
+        ))
+    };
+    let (address, len) = text.split_once('/').ok_or_else(not_a_prefix)?;
+    let address: Ipv4Addr = address.parse().map_err(|_| not_a_prefix())?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_a_prefix());
+    }
+    let len = match len.parse::<u8>() {
+        Ok(len) if len <= 32 => len,
+        _ => {
+            return Err(invalid(format!(
+                "{}: prefix length {len} is out of range (0..=32)",
+                quote(text)
+            )))
+        }
+    };
+    SourcePrefix::new(address.octets(), len).ok_or_else(|| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        let network = Ipv4Addr::from(u32::from(address) & mask);
+        invalid(format!(
+            "{} has bits set beyond its first {len}: write \"{network}/{len}\" for the network, or \"{address}/32\" for the one address",
+            quote(text)
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::pin_dir;
 use crate::config::error::{quote, ConfigError, ErrorSite};
 use crate::config::model::{Global, Service, DEFAULT_API, DEFAULT_FLOW_INSERT_LIMIT_PER_CPU};
 use crate::config::raw::RawGlobal;
-use crate::dataplane::XdpModePreference;
+use crate::dataplane::{VipIcmpEcho, XdpModePreference};
 use crate::health::ProbeSource;
 
 /// Most entries of the LRU flow table: 16M. An entry costs about 100 bytes
@@ -40,6 +40,12 @@ pub(super) const MAX_RATE_LIMIT_TABLE_SIZE: i64 = 1 << 24;
 /// Highest `flow_insert_limit_per_cpu`: 100M per second, beyond what one
 /// CPU can insert (0 turns the guard off).
 pub(super) const MAX_FLOW_INSERT_LIMIT_PER_CPU: i64 = 100_000_000;
+
+// source policies
+/// Most prefixes in all services' allow-lists together: 16M (an LPM trie
+/// allocates an entry, about 100 bytes of kernel memory, only when it is
+/// written).
+pub(super) const MAX_ALLOW_TABLE_SIZE: i64 = 1 << 24;
 
 /// The model of `[global]`.
 pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, ConfigError> {
@@ -129,9 +135,35 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
         )? as u32,
         None => DEFAULT_FLOW_INSERT_LIMIT_PER_CPU,
     };
+    let allow_table_size = size(
+        &raw.allow_table_size,
+        "global.allow_table_size",
+        MAX_ALLOW_TABLE_SIZE,
+        defaults::ALLOW_TABLE_SIZE,
+    )?;
+    let vip_icmp_echo = match &raw.vip_icmp_echo {
+        None => VipIcmpEcho::Pass,
+        Some(value) => match value.get_ref().as_str() {
+            "pass" => VipIcmpEcho::Pass,
+            "drop" => VipIcmpEcho::Drop,
+            other => {
+                let problem = if other == "reply" {
+                    "\"reply\" is not supported yet (expected \"pass\" or \"drop\")".to_owned()
+                } else {
+                    format!(
+                        "unknown value {} (expected \"pass\" or \"drop\")",
+                        quote(other)
+                    )
+                };
+                return Err(site.invalid(value.span(), "global.vip_icmp_echo", problem));
+            }
+        },
+    };
     Ok(Global {
         rate_limit_table_size,
         flow_insert_limit_per_cpu,
+        allow_table_size,
+        vip_icmp_echo,
         flow_table_size,
         maglev_table_size,
         max_services,

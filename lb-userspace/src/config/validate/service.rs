@@ -8,11 +8,12 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::fields::{self, integer_in, unicast_address};
+use super::fields::{self, integer_in, source_prefix, unicast_address};
 use super::health::{self, CheckedService};
 use crate::config::error::{quote, ConfigError, ErrorSite, Location};
 use crate::config::model::{
-    Backend, Forwarding, Global, Protocol, Scheduler, Service, WEIGHT_RANGE,
+    Backend, Forwarding, Global, Protocol, Scheduler, Service, SourcePrefix, SourceRateLimit,
+    NEW_FLOWS_BURST_RANGE, NEW_FLOWS_PER_SECOND_RANGE, WEIGHT_RANGE,
 };
 use crate::config::raw::{RawBackend, RawService};
 use crate::health::Health;
@@ -31,6 +32,8 @@ pub(super) struct ServicesValidator<'a> {
     /// Backend address -> (service name, backend name, line), the first seen.
     backend_addresses: HashMap<Ipv4Addr, (String, String, usize)>,
     backend_count: u64,
+    /// Prefixes in the allow-lists of the services so far.
+    allow_prefixes: u64,
 }
 
 impl<'a> ServicesValidator<'a> {
@@ -44,6 +47,7 @@ impl<'a> ServicesValidator<'a> {
             vips: HashMap::new(),
             backend_addresses: HashMap::new(),
             backend_count: 0,
+            allow_prefixes: 0,
         }
     }
 
@@ -145,6 +149,8 @@ impl<'a> ServicesValidator<'a> {
                 ),
             ));
         }
+        let allow = self.allow(raw)?;
+        let rate_limit = rate_limit(raw, site)?;
         let health = health::validate(
             raw.health.as_ref(),
             &CheckedService {
@@ -163,6 +169,8 @@ impl<'a> ServicesValidator<'a> {
             protocol,
             scheduler,
             forwarding,
+            allow,
+            rate_limit,
             health,
             backends,
         };
@@ -181,6 +189,45 @@ impl<'a> ServicesValidator<'a> {
         }
         self.services.push(service);
         Ok(())
+    }
+
+    /// `allow`: distinct prefixes, at least one, and room for them in the
+    /// allow-lists' map (`global.allow_table_size`) beside the services'
+    /// before.
+    fn allow(&mut self, raw: &RawService) -> Result<Option<Vec<SourcePrefix>>, ConfigError> {
+        let site = self.site;
+        let Some(list) = &raw.allow else {
+            return Ok(None);
+        };
+        let field = format!("service[{}].allow", raw.name.get_ref());
+        if list.get_ref().is_empty() {
+            return Err(site.invalid(
+                list.span(),
+                field,
+                "an empty list would drop every source; leave allow out to take every source",
+            ));
+        }
+        let mut prefixes: Vec<SourcePrefix> = Vec::with_capacity(list.get_ref().len());
+        for value in list.get_ref() {
+            let prefix = source_prefix(value, &field, site)?;
+            if prefixes.contains(&prefix) {
+                return Err(site.invalid(value.span(), field, format!("{prefix} is listed twice")));
+            }
+            prefixes.push(prefix);
+        }
+        self.allow_prefixes += prefixes.len() as u64;
+        let capacity = self.global.allow_table_size;
+        if self.allow_prefixes > u64::from(capacity) {
+            return Err(site.invalid(
+                list.span(),
+                field,
+                format!(
+                    "the allow lists hold {} prefixes in all so far, more than global.allow_table_size ({capacity}); raise it or shorten the lists",
+                    self.allow_prefixes
+                ),
+            ));
+        }
+        Ok(Some(prefixes))
     }
 
     fn backends(
@@ -310,5 +357,50 @@ impl<'a> ServicesValidator<'a> {
                     problem.to_string(),
                 )
             })
+    }
+}
+
+/// `new_flows_per_second_per_source` and `new_flows_burst_per_source`: both
+/// in range; the burst defaults to one second's worth of flows, and needs a
+/// rate.
+fn rate_limit(
+    raw: &RawService,
+    site: &ErrorSite<'_>,
+) -> Result<Option<SourceRateLimit>, ConfigError> {
+    let name = raw.name.get_ref();
+    let field = |leaf: &str| format!("service[{name}].{leaf}");
+    let in_range = |value: &Spanned<i64>, range: &std::ops::RangeInclusive<u32>, leaf: &str| {
+        integer_in(
+            value,
+            i64::from(*range.start())..=i64::from(*range.end()),
+            &field(leaf),
+            site,
+        )
+        .map(|v| v as u32)
+    };
+    match (
+        &raw.new_flows_per_second_per_source,
+        &raw.new_flows_burst_per_source,
+    ) {
+        (None, None) => Ok(None),
+        (None, Some(burst)) => Err(site.invalid(
+            burst.span(),
+            field("new_flows_burst_per_source"),
+            "a burst needs a rate: set new_flows_per_second_per_source too",
+        )),
+        (Some(per_second), burst) => {
+            let per_second = in_range(
+                per_second,
+                &NEW_FLOWS_PER_SECOND_RANGE,
+                "new_flows_per_second_per_source",
+            )?;
+            let burst = match burst {
+                Some(burst) => {
+                    in_range(burst, &NEW_FLOWS_BURST_RANGE, "new_flows_burst_per_source")?
+                }
+                None => per_second,
+            };
+            Ok(Some(SourceRateLimit { per_second, burst }))
+        }
     }
 }
