@@ -13,6 +13,7 @@ pub mod netlink;
 pub mod pin_lock;
 pub mod pinned_restart;
 pub mod privilege;
+pub mod reload;
 pub mod run;
 pub mod status_table;
 pub mod vrrp;

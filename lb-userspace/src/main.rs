@@ -1,11 +1,13 @@
-//! The `lb` command line: `lb run`, `lb check-config`, and `lb status` /
-//! `lb backend ...`, which talk to a running `lb run` through its control API.
+//! The `lb` command line: `lb run`, `lb check-config`, and `lb status` / `lb
+//! backend ...` / `lb reload`, which talk to a running `lb run` through its
+//! control API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use lb::api::ApiClient;
 use lb::domain::AdminAction;
@@ -21,7 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load, program and attach the data path, then serve until SIGINT or SIGTERM.
+    /// Load, program and attach the data path, then serve until SIGINT or
+    /// SIGTERM; SIGHUP reloads the configuration file (like `lb reload`).
     ///
     /// Logs go to stderr, filtered by RUST_LOG (default: info). A line
     /// containing "lb ready" is logged once the data path serves.
@@ -35,10 +38,18 @@ enum Command {
         #[arg(long)]
         pin_dir: Option<PathBuf>,
     },
-    /// Validate a configuration file without touching the system.
+    /// Validate a configuration file without touching the system; prints
+    /// its hash, as `lb status` shows the running file's.
     CheckConfig {
         /// The TOML configuration file.
         file: PathBuf,
+    },
+    /// Have the running `lb` re-read its configuration file and apply what
+    /// changed; refused, with nothing changed, if the file is invalid or
+    /// changes a setting that needs a restart.
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Show the running `lb`'s VRRP state (with [vrrp]) and every service
     /// and backend: state, health, since when and why, weight and traffic.
@@ -94,6 +105,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, pin_dir } => run(&config, pin_dir.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Reload { api } => reload(api.api),
         Command::Status { api, json } => status(api.api, json),
         Command::Backend { action, api } => backend(api.api, action),
     };
@@ -122,13 +134,15 @@ fn run(config: &Path, pin_dir: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
-    let config = lb::config::load(file)?;
+    let loaded = lb::config::load(file)?;
+    let config = &loaded.config;
     println!(
-        "{}: ok: {} service(s), {} backend(s), interface {}",
+        "{}: ok: {} service(s), {} backend(s), interface {}, hash {}",
         file.display(),
         config.services.len(),
         config.backend_count(),
         config.global.interface,
+        loaded.hash,
     );
     Ok(())
 }
@@ -148,6 +162,15 @@ fn status(api: SocketAddr, json: bool) -> anyhow::Result<()> {
     } else {
         print!("{}", lb::status_table::render(&report, SystemTime::now()));
     }
+    Ok(())
+}
+
+fn reload(api: SocketAddr) -> anyhow::Result<()> {
+    let outcome = call(ApiClient::new(api).reload())?.context("reload failed")?;
+    println!(
+        "reloaded: config hash {}; {}",
+        outcome.hash, outcome.changes
+    );
     Ok(())
 }
 
