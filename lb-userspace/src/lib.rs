@@ -2,6 +2,7 @@
 //! the binary runs.
 
 pub mod api;
+pub mod cleanup;
 pub mod config;
 pub mod controller;
 pub mod dataplane;

@@ -1,6 +1,6 @@
-//! The `lb` command line: `lb run`, `lb check-config`, and `lb status` / `lb
-//! backend ...` / `lb reload`, which talk to a running `lb run` through its
-//! control API.
+//! The `lb` command line: `lb run`, `lb check-config`, `lb cleanup`, and `lb
+//! status` / `lb backend ...` / `lb reload`, which talk to a running `lb run`
+//! through its control API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use lb::api::ApiClient;
+use lb::cleanup::Cleanup;
 use lb::domain::AdminAction;
 use tracing_subscriber::EnvFilter;
 
@@ -51,6 +52,12 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Remove the data path a stopped `lb` left pinned (XDP link, flow and
+    /// backends tables); refused while an `lb` runs on it.
+    Cleanup {
+        #[command(flatten)]
+        pins: PinsArgs,
+    },
     /// Show the running `lb`'s VRRP state (with [vrrp]) and every service
     /// and backend: state, health, since when and why, weight and traffic.
     Status {
@@ -74,6 +81,17 @@ struct ApiArgs {
     /// Address of the control API (global.api of the running lb).
     #[arg(long, global = true, default_value_t = lb::config::DEFAULT_API)]
     api: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct PinsArgs {
+    /// The pin directory (as `lb run --pin-dir`).
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    /// The configuration whose global.pin_dir to clean up.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +124,7 @@ fn main() -> ExitCode {
         Command::Run { config, pin_dir } => run(&config, pin_dir.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
         Command::Reload { api } => reload(api.api),
+        Command::Cleanup { pins } => cleanup(pins),
         Command::Status { api, json } => status(api.api, json),
         Command::Backend { action, api } => backend(api.api, action),
     };
@@ -144,6 +163,32 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
         config.global.interface,
         loaded.hash,
     );
+    Ok(())
+}
+
+fn cleanup(pins: PinsArgs) -> anyhow::Result<()> {
+    let pin_dir = match (pins.pin_dir, pins.config) {
+        (Some(dir), _) => Some(lb::config::validate_pin_dir(&dir)?),
+        (None, Some(file)) => lb::config::load(&file)?.config.global.pin_dir,
+        (None, None) => unreachable!("clap requires --pin-dir or --config"),
+    };
+    let Some(dir) = pin_dir else {
+        println!("global.pin_dir is \"\" (pinning off): nothing is pinned, nothing to remove");
+        return Ok(());
+    };
+    let shown = dir.display();
+    match lb::cleanup::clean_up(&dir).with_context(|| format!("cleaning up {shown}"))? {
+        Cleanup::NoDirectory => println!("nothing pinned in {shown}: nothing to remove"),
+        Cleanup::Removed(pins) if pins.is_empty() => {
+            println!("nothing pinned in {shown}; removed the empty directory")
+        }
+        Cleanup::Removed(pins) => {
+            for pin in pins {
+                println!("removed {}", dir.join(pin).display());
+            }
+            println!("removed {shown}: the data path pinned there is gone (a pinned XDP link detaches its program)");
+        }
+    }
     Ok(())
 }
 
