@@ -170,5 +170,9 @@ fn cleanup_finds_the_pin_dir_in_the_configuration() {
         "global.pin_dir is \"\" (pinning off): nothing is pinned, nothing to remove\n"
     );
     let output = lb(&["cleanup"]);
-    assert_eq!(output.status.code(), Some(2), "--pin-dir or --config: {output:?}");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "--pin-dir or --config: {output:?}"
+    );
 }
