@@ -308,6 +308,7 @@ mod tests {
             health_since: now,
             settled: true,
             health_unknown: None,
+            joining: false,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
@@ -368,6 +369,10 @@ mod tests {
         let state_column = lines[3].find("STATE").unwrap();
         assert_eq!(&lines[4][state_column..state_column + 2], "up");
         assert!(lines.iter().all(|line| !line.ends_with(' ')));
+        assert_eq!(
+            lines.last(),
+            Some(&"Config 3a9f1c07e2b4d816, applied 1m40s ago; reloads: 0 ok, 0 failed")
+        );
     }
 
     #[test]
@@ -384,6 +389,7 @@ mod tests {
             health_since: now,
             settled: false,
             health_unknown: None,
+            joining: false,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,

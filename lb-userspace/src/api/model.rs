@@ -158,6 +158,8 @@ pub struct BackendStatus {
     /// Why this node cannot check the backend right now; `health` is then
     /// the last one it knew.
     pub health_unknown: Option<String>,
+    /// See [`BackendSnapshot::joining`].
+    pub joining: bool,
     pub admin: AdminState,
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,
@@ -180,6 +182,7 @@ impl BackendStatus {
             health_since: backend.health_since,
             settled: backend.settled,
             health_unknown: backend.health_unknown.clone(),
+            joining: backend.joining,
             admin: backend.admin,
             weight: backend.weight,
             configured_weight: backend.configured_weight,
@@ -350,6 +353,7 @@ mod tests {
             health_since: since,
             settled: true,
             health_unknown: None,
+            joining: false,
             admin: AdminState::Draining,
             weight: 2,
             configured_weight: 1,
