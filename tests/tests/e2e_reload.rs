@@ -14,13 +14,21 @@
 //! `/status` follows each step: the services, weights, the hash (the one
 //! `lb check-config` prints for the file) and the reload counts.
 //!
+//! A VRRP pair's master reloads a file without web3, then with it again
+//! (and another check interval): while web3's checks run, its priority stays
+//! the configured one, and neither node changes state.
+//!
 //! Needs root (namespaces, XDP) and the built `lb` (`LB_BINARY`); without
-//! them it fails, never skips. Its lab's prefix is `lbr-`.
+//! them it fails, never skips. The labs' prefixes start with `lbr-`; the
+//! tests run one at a time.
 
+use std::cell::Cell;
 use std::time::Duration;
 
-use lb_tests::e2e::{BackendState, LongLived, Pair, ReloadCounts, Setup, StatusReport};
-use xtask::lab::{self, Node};
+use lb_tests::e2e::{
+    one_at_a_time, BackendState, LongLived, Pair, ReloadCounts, Setup, StatusReport, VrrpState,
+};
+use xtask::lab::{self, Node, PairOptions};
 
 const SERVICE: &str = lab::SERVICE_NAME;
 
@@ -81,9 +89,10 @@ fn reloads(status: &StatusReport) -> ReloadCounts {
 
 #[test]
 fn reloads_change_the_services_while_every_connection_keeps_its_backend() {
+    let _serial = one_at_a_time();
     let (web1, web2, web3) = (Node::Web(1), Node::Web(2), Node::Web(3));
     let pair = Pair::start(
-        "lbr-",
+        "lbr-s-",
         Setup::Single(config("", &[(web1, 1), (web2, 1)], true)),
     );
     let started = pair.status(Node::Lb1).config();
@@ -210,5 +219,66 @@ fn reloads_change_the_services_while_every_connection_keeps_its_backend() {
         connections.replies().len()
     );
     connections.assert_all_survived();
+    pair.down();
+}
+
+#[test]
+fn a_master_that_reloads_keeps_its_priority_and_the_vip() {
+    let _serial = one_at_a_time();
+    let pair = Pair::start(
+        "lbr-v-",
+        Setup::Vrrp(PairOptions {
+            checks: true,
+            ..PairOptions::default()
+        }),
+    );
+    let web3 = Node::Web(3);
+    let priority = lab::priority(Node::Lb1);
+    let before = Node::LBS.map(|node| pair.vrrp(node));
+    let original =
+        std::fs::read_to_string(pair.config_path(Node::Lb1)).expect("reading the configuration");
+    let web3_block = format!(
+        "\n[[service.backend]]\nname = \"{web3}\"\naddress = \"{}\"\n",
+        web3.address().expect("web servers have addresses")
+    );
+    assert!(original.contains(&web3_block), "{original}");
+    rewrite(&pair, &original.replace(&web3_block, ""));
+    pair.lb(Node::Lb1, &["reload"]);
+    // Back, with checks 1 s apart: web3 joins for longer than tracking's
+    // 500 ms poll of the services. web1 and web2 get the new check too, from
+    // their health now (up).
+    let slower = original.replace("interval = \"200ms\"", "interval = \"1s\"");
+    assert_ne!(slower, original);
+    rewrite(&pair, &slower);
+    pair.lb(Node::Lb1, &["reload"]);
+    // Until web3's checks have settled, sampled as fast as /status answers.
+    let lowest = Cell::new(u8::MAX);
+    let joined = pair.wait_until(
+        Node::Lb1,
+        "showing web3 up and settled",
+        RELOAD_SHOWS,
+        |status| {
+            let vrrp = status.vrrp();
+            lowest.set(lowest.get().min(vrrp.priority));
+            assert_eq!(vrrp.state, VrrpState::Master, "lb1 left master: {vrrp:?}");
+            let web3 = status.service(SERVICE).backend("web3");
+            web3.state == BackendState::Up && web3.settled
+        },
+    );
+    assert_eq!(joined.config().reloads, ReloadCounts { ok: 2, failed: 0 });
+    assert_eq!(
+        lowest.get(),
+        priority,
+        "the priority dipped during the reload"
+    );
+    for (node, before) in Node::LBS.into_iter().zip(before) {
+        let after = pair.vrrp(node);
+        assert_eq!(
+            (after.state, after.transitions, after.preemption_holds),
+            (before.state, before.transitions, before.preemption_holds),
+            "{node} changed state or held"
+        );
+    }
+    assert_eq!(pair.vip_holders(), [Node::Lb1]);
     pair.down();
 }
