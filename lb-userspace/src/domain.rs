@@ -1,7 +1,8 @@
 //! The load balancer's domain vocabulary, shared by the controller, the
 //! health checks, HA tracking and the API: a backend's health, admin state
-//! and resulting state, the operator's actions on it, and the snapshot of
-//! every service the controller publishes. One name per concept, spelled the
+//! and resulting state, the operator's actions on it, the snapshot of
+//! every service the controller publishes, and the reload of the
+//! configuration file and its published status. One name per concept, spelled the
 //! same in code, JSON, `lb status` and the README.
 //!
 //! It imports no other module of the crate, so everyone can depend on it.
@@ -205,6 +206,81 @@ impl AdminCommands {
     }
 }
 
+/// Why a reload of the configuration file did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The file was refused: invalid, a setting that needs a restart, a
+    /// new backend that cannot be resolved, or weights set through the API
+    /// that would no longer fit. Nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// The new configuration is recorded, but the maps could not be written
+    /// yet; the controller keeps retrying.
+    #[error("{0}")]
+    NotApplied(String),
+    #[error("lb is stopping")]
+    Stopped,
+}
+
+/// A reload that took: the hash of the file now running and what changed
+/// (the JSON answer of `POST /reload`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// [`crate::config::ContentHash`] of the file, 16 hex digits.
+    pub hash: String,
+    /// E.g. `services: 1 added (api), 1 changed (web), 2 unchanged`.
+    pub changes: String,
+}
+
+/// What a reload request answers.
+pub type ReloadReply = Result<ReloadOutcome, ReloadError>;
+
+/// A request to reload the configuration file, answered on `reply`.
+#[derive(Debug)]
+pub struct ReloadCommand {
+    pub reply: oneshot::Sender<ReloadReply>,
+}
+
+/// The sending end of the reload requests; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ReloadCommands {
+    sender: mpsc::Sender<ReloadCommand>,
+}
+
+impl ReloadCommands {
+    pub fn new(sender: mpsc::Sender<ReloadCommand>) -> Self {
+        ReloadCommands { sender }
+    }
+
+    /// Asks for a reload and waits for its outcome.
+    pub async fn send(&self) -> ReloadReply {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(ReloadCommand { reply })
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        answer.await.map_err(|_| ReloadError::Stopped)?
+    }
+}
+
+/// The configuration running now and how its reloads went, published on a
+/// `watch` channel ([`ConfigStatusReceiver`]) after every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigStatus {
+    /// [`crate::config::ContentHash`] of the file running now, 16 hex digits.
+    pub hash: String,
+    /// When the running configuration was applied: at start, or by the
+    /// last reload that took.
+    pub applied_at: SystemTime,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// Why the last reload failed, while the last one did.
+    pub last_error: Option<String>,
+}
+
+/// Follows the published [`ConfigStatus`].
+pub type ConfigStatusReceiver = watch::Receiver<ConfigStatus>;
+
 /// The controller's view of every service and backend, published on a
 /// `watch` channel ([`SnapshotReceiver`]) after every change of it. It has no
 /// traffic counters: readers take those from the data path.
@@ -237,14 +313,27 @@ pub struct ServiceSnapshot {
 }
 
 impl ServiceSnapshot {
-    /// Whether some backend takes new flows.
-    pub fn is_serving(&self) -> bool {
-        self.backends.iter().any(|b| b.state == BackendState::Up)
+    /// Its backends but those still joining ([`BackendSnapshot::joining`]):
+    /// what HA judges the service by.
+    pub fn joined_backends(&self) -> impl Iterator<Item = &BackendSnapshot> {
+        self.backends.iter().filter(|b| !b.joining)
     }
 
-    /// Whether every backend's health is settled ([`BackendSnapshot::settled`]).
+    /// Whether some joined backend takes new flows.
+    pub fn is_serving(&self) -> bool {
+        self.joined_backends().any(|b| b.state == BackendState::Up)
+    }
+
+    /// Whether every joined backend's health is settled
+    /// ([`BackendSnapshot::settled`]).
     pub fn is_settled(&self) -> bool {
-        self.backends.iter().all(|b| b.settled)
+        self.joined_backends().all(|b| b.settled)
+    }
+
+    /// Whether every backend is still joining: a service a reload just
+    /// added, with nothing for HA to judge it by yet.
+    pub fn is_joining(&self) -> bool {
+        self.joined_backends().next().is_none()
     }
 }
 
@@ -273,6 +362,11 @@ pub struct BackendSnapshot {
     /// Why this node cannot check the backend right now (its link, route or
     /// source address); `health` is then the last one it knew.
     pub health_unknown: Option<String>,
+    /// Its checks started with a reload (it was added, or its check
+    /// changed) and its health is not settled yet. HA tracking and the BGP
+    /// announcer leave it out until it is, so a reload never makes this node
+    /// hand over or withdraw by itself.
+    pub joining: bool,
     pub admin: AdminState,
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,

@@ -2,6 +2,7 @@
 //! the binary runs.
 
 pub mod api;
+pub mod cleanup;
 pub mod config;
 pub mod controller;
 pub mod dataplane;
@@ -13,6 +14,7 @@ pub mod netlink;
 pub mod pin_lock;
 pub mod pinned_restart;
 pub mod privilege;
+pub mod reload;
 pub mod run;
 pub mod status_table;
 pub mod vrrp;

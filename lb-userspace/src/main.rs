@@ -1,13 +1,16 @@
-//! The `lb` command line: `lb run`, `lb check-config`, and `lb status` /
-//! `lb backend ...`, which talk to a running `lb run` through its control API.
+//! The `lb` command line: `lb run`, `lb check-config`, `lb cleanup`, and `lb
+//! status` / `lb backend ...` / `lb reload`, which talk to a running `lb run`
+//! through its control API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use lb::api::ApiClient;
+use lb::cleanup::Cleanup;
 use lb::domain::AdminAction;
 use tracing_subscriber::EnvFilter;
 
@@ -21,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load, program and attach the data path, then serve until SIGINT or SIGTERM.
+    /// Load, program and attach the data path, then serve until SIGINT or
+    /// SIGTERM; SIGHUP reloads the configuration file (like `lb reload`).
     ///
     /// Logs go to stderr, filtered by RUST_LOG (default: info). A line
     /// containing "lb ready" is logged once the data path serves.
@@ -35,10 +39,24 @@ enum Command {
         #[arg(long)]
         pin_dir: Option<PathBuf>,
     },
-    /// Validate a configuration file without touching the system.
+    /// Validate a configuration file without touching the system; prints
+    /// its hash, as `lb status` shows the running file's.
     CheckConfig {
         /// The TOML configuration file.
         file: PathBuf,
+    },
+    /// Have the running `lb` re-read its configuration file and apply what
+    /// changed; refused, with nothing changed, if the file is invalid or
+    /// changes a setting that needs a restart.
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove the data path a stopped `lb` left pinned (XDP link, flow and
+    /// backends tables); refused while an `lb` runs on it.
+    Cleanup {
+        #[command(flatten)]
+        pins: PinsArgs,
     },
     /// Show the running `lb`'s VRRP state (with [vrrp]) and every service
     /// and backend: state, health, since when and why, weight and traffic.
@@ -70,6 +88,17 @@ struct ApiArgs {
     api: SocketAddr,
 }
 
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct PinsArgs {
+    /// The pin directory (as `lb run --pin-dir`).
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    /// The configuration whose global.pin_dir to clean up.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum BackendCommand {
     /// No new flows; established flows stay on it until they end.
@@ -99,6 +128,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, pin_dir } => run(&config, pin_dir.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Reload { api } => reload(api.api),
+        Command::Cleanup { pins } => cleanup(pins),
         Command::Status { api, json, watch } => match watch {
             Some(seconds) => watch_status(api.api, Duration::from_secs(seconds)),
             None => status(api.api, json),
@@ -130,14 +161,42 @@ fn run(config: &Path, pin_dir: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
-    let config = lb::config::load(file)?;
+    let loaded = lb::config::load(file)?;
+    let config = &loaded.config;
     println!(
-        "{}: ok: {} service(s), {} backend(s), interface {}",
+        "{}: ok: {} service(s), {} backend(s), interface {}, hash {}",
         file.display(),
         config.services.len(),
         config.backend_count(),
         config.global.interface,
+        loaded.hash,
     );
+    Ok(())
+}
+
+fn cleanup(pins: PinsArgs) -> anyhow::Result<()> {
+    let pin_dir = match (pins.pin_dir, pins.config) {
+        (Some(dir), _) => Some(lb::config::validate_pin_dir(&dir)?),
+        (None, Some(file)) => lb::config::load(&file)?.config.global.pin_dir,
+        (None, None) => unreachable!("clap requires --pin-dir or --config"),
+    };
+    let Some(dir) = pin_dir else {
+        println!("global.pin_dir is \"\" (pinning off): nothing is pinned, nothing to remove");
+        return Ok(());
+    };
+    let shown = dir.display();
+    match lb::cleanup::clean_up(&dir).with_context(|| format!("cleaning up {shown}"))? {
+        Cleanup::NoDirectory => println!("nothing pinned in {shown}: nothing to remove"),
+        Cleanup::Removed(pins) if pins.is_empty() => {
+            println!("nothing pinned in {shown}; removed the empty directory")
+        }
+        Cleanup::Removed(pins) => {
+            for pin in pins {
+                println!("removed {}", dir.join(pin).display());
+            }
+            println!("removed {shown}: the data path pinned there is gone (a pinned XDP link detaches its program)");
+        }
+    }
     Ok(())
 }
 
@@ -189,6 +248,15 @@ fn watch_status(api: SocketAddr, every: Duration) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+fn reload(api: SocketAddr) -> anyhow::Result<()> {
+    let outcome = call(ApiClient::new(api).reload())?.context("reload failed")?;
+    println!(
+        "reloaded: config hash {}; {}",
+        outcome.hash, outcome.changes
+    );
+    Ok(())
 }
 
 fn backend(api: SocketAddr, command: BackendCommand) -> anyhow::Result<()> {

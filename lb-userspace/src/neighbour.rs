@@ -6,10 +6,12 @@
 //! in the neighbour table; when the table has no usable entry yet, a UDP
 //! datagram to the backend's discard port makes the kernel ARP for it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use futures::future::try_join_all;
 use tokio::time::{sleep, Instant};
 
 use crate::netlink::{LinkQuery, Netlink, NetlinkError, RouteKind};
@@ -98,6 +100,25 @@ impl Resolver {
     /// The interface called `name`.
     pub async fn interface(&self, name: &str) -> Result<Interface, NeighbourError> {
         self.interface_of(LinkQuery::Name(name)).await
+    }
+
+    /// Resolves every address of `backends` at once (see
+    /// [`Resolver::resolve`]), logging each; fails with the first that
+    /// cannot be.
+    pub async fn resolve_all(
+        &self,
+        backends: &[Ipv4Addr],
+    ) -> Result<HashMap<Ipv4Addr, Neighbour>, NeighbourError> {
+        let resolved = try_join_all(backends.iter().map(|&address| self.resolve(address))).await?;
+        for (address, neighbour) in backends.iter().zip(&resolved) {
+            tracing::info!(
+                backend = %address,
+                mac = %format_mac(&neighbour.mac),
+                interface = %neighbour.interface.name,
+                "backend resolved"
+            );
+        }
+        Ok(backends.iter().copied().zip(resolved).collect())
     }
 
     /// Finds the interface and MAC of `backend`, probing for up to

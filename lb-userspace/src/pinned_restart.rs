@@ -136,7 +136,7 @@ pub fn undo(pins: &PinDir) {
 pub fn release(dataplane: &mut Dataplane, pins: Option<&PinDir>) {
     if let Some(pins) = pins {
         match pins.remove() {
-            Ok(()) => tracing::info!(pin_dir = %pins.path().display(), "pins removed"),
+            Ok(_) => tracing::info!(pin_dir = %pins.path().display(), "pins removed"),
             Err(error) => {
                 tracing::error!(%error, "removing the pins; the data path stays attached")
             }

@@ -1,15 +1,15 @@
 //! `lb run`: validates the configuration, resolves the backends, loads and
 //! programs the data path, attaches it, starts the health checks, the
-//! controller, VRRP or the BGP announcer and the control API, serves until
-//! SIGINT or SIGTERM, then withdraws, detaches and logs the final counters.
+//! controller, VRRP or the BGP announcer, the reloader and the control API,
+//! serves (reloading on SIGHUP and `lb reload`) until SIGINT or SIGTERM,
+//! then withdraws, detaches and logs the final counters.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use futures::future::try_join_all;
 use lb_common::maps::{Reason, XDP_ACTION_NAMES};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::oneshot;
@@ -20,7 +20,8 @@ use crate::controller::layout::Layout;
 use crate::controller::Controller;
 use crate::dataplane::{CounterMaps, CounterReader, Dataplane, PinDir};
 use crate::ha::{self, HaNode};
-use crate::neighbour::{self, Interface, Neighbour, Resolver};
+use crate::neighbour::{Interface, Neighbour, Resolver};
+use crate::reload::Reloader;
 use crate::{pin_lock, pinned_restart};
 
 /// How long the API gets to finish the requests in flight at shutdown.
@@ -30,13 +31,18 @@ const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// shutdown signal; `pin_dir` overrides `global.pin_dir`. A configuration
 /// error returns before anything in the kernel is touched.
 pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<()> {
-    let mut config = config::load(config_path)?;
+    let mut loaded = config::load(config_path)?;
     if let Some(dir) = pin_dir {
-        config.global.pin_dir = Some(config::validate_pin_dir(dir)?);
+        loaded.config.global.pin_dir = Some(config::validate_pin_dir(dir)?);
     }
+    // The reloader compares reloads with the file as loaded; this copy
+    // starts the backends a pinned restart finds up as up.
+    let mut config = loaded.config.clone();
     // Installed first, so that a signal received while starting up is not
-    // fatal: it is handled as soon as the data path serves.
+    // fatal: it is handled as soon as the data path serves (a SIGHUP then
+    // reloads the file, which changes nothing unless it changed).
     let shutdown = ShutdownSignals::install()?;
+    let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tracing::info!(
         file = %config_path.display(),
         services = config.services.len(),
@@ -60,7 +66,10 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     }
     let resolver = Resolver::new()?;
     let interface = resolver.interface(&config.global.interface).await?;
-    let neighbours = resolve_backends(&resolver, &config).await?;
+    let neighbours = resolver
+        .resolve_all(&config.backend_addresses())
+        .await
+        .context("resolving the backends' MAC addresses (dsr-l2)")?;
     drop(resolver);
 
     // Held until we return: one lb per pinned data path.
@@ -96,10 +105,19 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         }
     };
     let counters = controller.maps().counters().clone();
+    let reloader = Reloader::new(
+        config_path,
+        pin_dir.map(Path::to_owned),
+        loaded,
+        controller.config_updates(),
+        SystemTime::now(),
+    );
 
     let api_state = ApiState {
         snapshot: controller.subscribe(),
         admin: controller.admin_commands(),
+        reload: reloader.commands(),
+        config: reloader.status(),
         unknown_results: controller.unknown_results(),
         bgp: announcer.as_ref().map(ha::bgp::BgpNode::status),
         counters: counters.clone(),
@@ -138,8 +156,11 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         tracing::warn!(%error, "telling systemd we are ready");
     }
 
+    let reloads = tokio::spawn(reloader.serve(hangups));
     let (mut controller, signal) = controller.run(shutdown.recv()).await;
     tracing::info!(signal, "shutting down");
+    // A reload in progress is dropped: the controller no longer applies one.
+    reloads.abort();
     // Withdrawn (or priority 0) first, while the data path still forwards.
     if let Some(announcer) = announcer {
         if let Err(error) = announcer.shutdown().await {
@@ -224,32 +245,6 @@ async fn start_data_path(
             Err(error.into())
         }
     }
-}
-
-/// Resolves every distinct backend address at once.
-async fn resolve_backends(
-    resolver: &Resolver,
-    config: &Config,
-) -> anyhow::Result<HashMap<Ipv4Addr, Neighbour>> {
-    let mut addresses: Vec<Ipv4Addr> = config
-        .services
-        .iter()
-        .flat_map(|s| s.backends.iter().map(|b| b.address))
-        .collect();
-    addresses.sort_unstable();
-    addresses.dedup();
-    let resolved = try_join_all(addresses.iter().map(|&address| resolver.resolve(address)))
-        .await
-        .context("resolving the backends' MAC addresses (dsr-l2)")?;
-    for (address, neighbour) in addresses.iter().zip(&resolved) {
-        tracing::info!(
-            backend = %address,
-            mac = %neighbour::format_mac(&neighbour.mac),
-            interface = %neighbour.interface.name,
-            "backend resolved"
-        );
-    }
-    Ok(addresses.into_iter().zip(resolved).collect())
 }
 
 /// SIGINT and SIGTERM, caught instead of ending the process.

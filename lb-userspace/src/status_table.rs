@@ -3,13 +3,13 @@
 //! line (with `[bgp]`), then one line per service, then one per backend
 //! with its state, why and for how long, and its traffic (with the rates
 //! since the previous report under `--watch`), then the data path's
-//! non-zero action and reason counters.
+//! non-zero action and reason counters, and the running configuration's line.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use crate::api::model::{
-    BackendStatus, BgpReport, DataPathReport, StatusReport, Traffic, VrrpReport,
+    BackendStatus, BgpReport, ConfigReport, DataPathReport, StatusReport, Traffic, VrrpReport,
 };
 use crate::domain::{BackendState, Health};
 
@@ -101,7 +101,26 @@ fn render_with(report: &StatusReport, rates: Option<&Rates>, now: SystemTime) ->
     text.push_str(&tables(report, rates, now));
     text.push('\n');
     text.push_str(&data_path_lines(&report.data_path));
+    text.push_str(&config_line(&report.config, now));
+    text.push('\n');
     text
+}
+
+/// E.g. `Config 3a9f1c07e2b4d816, applied 40s ago; reloads: 2 ok, 1 failed`,
+/// and why the last reload failed while it did.
+pub fn config_line(config: &ConfigReport, now: SystemTime) -> String {
+    let mut line = format!(
+        "Config {}, applied {} ago; reloads: {} ok, {} failed",
+        config.hash,
+        age(config.applied_at, now),
+        config.reloads.ok,
+        config.reloads.failed
+    );
+    if let Some(error) = &config.last_reload_error {
+        line.push_str("; last reload: ");
+        line.push_str(error);
+    }
+    line
 }
 
 /// E.g. `Data path actions: pass=4 tx=120` and `Data path reasons:
@@ -335,9 +354,35 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::api::model::ServiceStatus;
+    use crate::api::model::{ReloadCounts, ServiceStatus};
     use crate::domain::AdminState;
     use crate::vrrp::State;
+
+    /// Started 100 s before `now`, never reloaded.
+    fn config(now: SystemTime) -> ConfigReport {
+        ConfigReport {
+            hash: "3a9f1c07e2b4d816".into(),
+            applied_at: now - Duration::from_secs(100),
+            reloads: ReloadCounts::default(),
+            last_reload_error: None,
+        }
+    }
+
+    #[test]
+    fn the_config_line_shows_the_hash_the_reloads_and_the_last_refusal() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut config = config(now);
+        assert_eq!(
+            config_line(&config, now),
+            "Config 3a9f1c07e2b4d816, applied 1m40s ago; reloads: 0 ok, 0 failed"
+        );
+        config.reloads = ReloadCounts { ok: 2, failed: 1 };
+        config.last_reload_error = Some("lb.toml:3:1: unknown field `mtu`".into());
+        assert_eq!(
+            config_line(&config, now),
+            "Config 3a9f1c07e2b4d816, applied 1m40s ago; reloads: 2 ok, 1 failed; last reload: lb.toml:3:1: unknown field `mtu`"
+        );
+    }
 
     #[test]
     fn ages_use_their_two_largest_units() {
@@ -365,6 +410,7 @@ mod tests {
             health_since: now,
             settled: true,
             health_unknown: None,
+            joining: false,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
@@ -375,6 +421,7 @@ mod tests {
             },
         };
         let report = StatusReport {
+            config: config(now),
             services: vec![ServiceStatus {
                 name: "web".into(),
                 vip: Ipv4Addr::new(10, 0, 0, 100),
@@ -427,6 +474,10 @@ mod tests {
         let state_column = lines[3].find("STATE").unwrap();
         assert_eq!(&lines[4][state_column..state_column + 2], "up");
         assert!(lines.iter().all(|line| !line.ends_with(' ')));
+        assert_eq!(
+            lines.last(),
+            Some(&"Config 3a9f1c07e2b4d816, applied 1m40s ago; reloads: 0 ok, 0 failed")
+        );
     }
 
     #[test]
@@ -459,6 +510,7 @@ mod tests {
                         health_since: now,
                         settled: true,
                         health_unknown: None,
+                        joining: false,
                         admin: AdminState::Enabled,
                         weight: 1,
                         configured_weight: 1,
@@ -468,6 +520,7 @@ mod tests {
                 data_path: DataPathReport::default(),
                 vrrp: None,
                 bgp: None,
+                config: config(now),
             }
         };
         let earlier = report(100, 10_000, 10);
@@ -515,6 +568,7 @@ mod tests {
             health_since: now,
             settled: false,
             health_unknown: None,
+            joining: false,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
@@ -571,6 +625,7 @@ mod tests {
             address_error: None,
         };
         let report = StatusReport {
+            config: config(now),
             services: Vec::new(),
             data_path: DataPathReport::default(),
             vrrp: Some(vrrp.clone()),

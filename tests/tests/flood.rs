@@ -551,11 +551,14 @@ fn apply_config(
     use lb::neighbour::{Interface, Neighbour};
 
     let layout = Layout::new(config);
-    let plans: Vec<BackendPlan> = layout
+    let plans: std::collections::BTreeMap<u32, BackendPlan> = layout
         .backends()
-        .map(|backend| BackendPlan {
-            state: lb::domain::BackendState::Up,
-            weight: backend.weight,
+        .map(|backend| {
+            let plan = BackendPlan {
+                state: lb::domain::BackendState::Up,
+                weight: backend.weight,
+            };
+            (backend.id, plan)
         })
         .collect();
     let interface = Interface {

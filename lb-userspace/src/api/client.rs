@@ -1,4 +1,5 @@
-//! The control API's client, used by `lb status` and `lb backend ...`: one
+//! The control API's client, used by `lb status`, `lb backend ...` and `lb
+//! reload`: one
 //! HTTP/1.1 request per connection (hyper), bounded in time.
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use super::model::{BackendStatus, ErrorBody, StatusReport, WeightRequest};
-use crate::domain::AdminAction;
+use crate::domain::{AdminAction, ReloadOutcome};
 
 /// Bound of one whole request (connect, send, receive).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +54,11 @@ impl ApiClient {
     /// `GET /status`.
     pub async fn status(&self) -> Result<StatusReport, ClientError> {
         self.request(Method::GET, "/status".to_owned(), None).await
+    }
+
+    /// `POST /reload`: the running `lb` reloads its configuration file.
+    pub async fn reload(&self) -> Result<ReloadOutcome, ClientError> {
+        self.request(Method::POST, "/reload".to_owned(), None).await
     }
 
     /// Applies `action` to backend `backend` of service `service`.

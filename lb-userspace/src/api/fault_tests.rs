@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{self, Instant};
 
@@ -22,7 +22,7 @@ use crate::config::{self, Config, HealthCheck};
 use crate::controller::Controller;
 use crate::dataplane::fake::{FakeCounters, FakeMaps};
 use crate::dataplane::LoadOptions;
-use crate::domain::{AdminAction, BackendState, SnapshotReceiver};
+use crate::domain::{AdminAction, BackendState, ConfigStatus, ReloadCommands, SnapshotReceiver};
 use crate::health::test_server::{Reply, StubServer};
 use crate::health::{CheckSpec, HealthParams, HttpProbe, ProbeKind, ProbeSpec};
 use crate::neighbour::{Interface, Neighbour};
@@ -129,6 +129,16 @@ impl Node {
         let state = ApiState {
             snapshot: controller.subscribe(),
             admin: controller.admin_commands(),
+            // No reloads in these tests: nothing serves them.
+            reload: ReloadCommands::new(mpsc::channel(1).0),
+            config: watch::channel(ConfigStatus {
+                hash: "0000000000000000".into(),
+                applied_at: SystemTime::UNIX_EPOCH,
+                reloads_ok: 0,
+                reloads_failed: 0,
+                last_error: None,
+            })
+            .1,
             counters: Arc::new(FakeCounters::default()),
             vrrp: None,
             unknown_results: controller.unknown_results(),

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use lb_common::maps::{Counters, Reason, XDP_ACTION_NAMES};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeMetric,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -25,7 +27,7 @@ use prometheus_client::registry::Registry;
 
 use super::model::{BgpReport, VrrpReport};
 use crate::dataplane::{CounterReader, DataplaneError};
-use crate::domain::{BackendState, Health, Snapshot};
+use crate::domain::{BackendState, ConfigStatus, Health, Snapshot};
 use crate::vrrp::State;
 
 /// The `Content-Type` of what [`render`] returns.
@@ -51,12 +53,13 @@ const VRRP_STATES: [State; 4] = [
 ];
 
 /// The exposition of `snapshot`, with the traffic read from `counters` now,
-/// the VRRP instance's `vrrp` report and the BGP announcer's `bgp` report
-/// if there are, and the count of
-/// health check results set aside as unknown.
+/// the running configuration and its reloads (`config`), the VRRP
+/// instance's `vrrp` report and the BGP announcer's `bgp` report if there
+/// are, and the count of health check results set aside as unknown.
 pub fn render(
     snapshot: Arc<Snapshot>,
     counters: Arc<dyn CounterReader>,
+    config: &ConfigStatus,
     vrrp: Option<VrrpReport>,
     bgp: Option<BgpReport>,
     unknown_results: u64,
@@ -65,6 +68,7 @@ pub fn render(
     registry.register_collector(Box::new(Exposition {
         snapshot,
         counters,
+        config: config.clone(),
         vrrp,
         bgp,
         unknown_results,
@@ -78,6 +82,7 @@ pub fn render(
 struct Exposition {
     snapshot: Arc<Snapshot>,
     counters: Arc<dyn CounterReader>,
+    config: ConfigStatus,
     vrrp: Option<VrrpReport>,
     bgp: Option<BgpReport>,
     unknown_results: u64,
@@ -101,6 +106,7 @@ impl Collector for Exposition {
             "The running lb's version (value 1)",
             [(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], 1)],
         )?;
+        self.encode_config(e)?;
         self.encode_services(e)?;
         self.encode_backends(e)?;
         if let Some(vrrp) = &self.vrrp {
@@ -121,6 +127,35 @@ impl Collector for Exposition {
 }
 
 impl Exposition {
+    fn encode_config(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let config = &self.config;
+        gauge(
+            e,
+            "lb_config_info",
+            "The configuration file running: the FNV-1a hash of its bytes, as lb check-config prints it (value 1)",
+            [(vec![("hash", config.hash.clone())], 1)],
+        )?;
+        counter(
+            e,
+            "lb_config_reloads",
+            "Reloads of the configuration file since start, by result: ok (the file runs), failed (refused; the running configuration stays)",
+            [
+                (vec![("result", "ok".to_owned())], config.reloads_ok),
+                (vec![("result", "failed".to_owned())], config.reloads_failed),
+            ],
+        )?;
+        let applied_at = config
+            .applied_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        gauge(
+            e,
+            "lb_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was applied (at start, or by the last reload that took), in seconds since the Unix epoch",
+            [(Labels::new(), applied_at.as_secs_f64())],
+        )
+    }
+
     fn encode_services(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let services = &self.snapshot.services;
         gauge(
@@ -387,11 +422,11 @@ fn counter(
 }
 
 /// A gauge family `name` with one series per item.
-fn gauge(
+fn gauge<N: EncodeGaugeValue>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl IntoIterator<Item = (Labels, i64)>,
+    series: impl IntoIterator<Item = (Labels, N)>,
 ) -> fmt::Result {
     let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in series {

@@ -7,14 +7,16 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AdminState, BackendSnapshot, BackendState, Health};
+use crate::domain::{AdminState, BackendSnapshot, BackendState, ConfigStatus, Health};
 use crate::ha::bgp::BgpStatus;
 use crate::vrrp::State;
 
 /// `GET /status`: every service and backend, as the controller sees them
-/// now, and the VRRP instance if `[vrrp]` is configured.
+/// now, the configuration file running, and the VRRP instance if `[vrrp]`
+/// is configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
+    pub config: ConfigReport,
     pub services: Vec<ServiceStatus>,
     /// Packets of the data path by action and by pass/drop reason.
     #[serde(default)]
@@ -25,6 +27,43 @@ pub struct StatusReport {
     /// Absent without `[bgp]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpReport>,
+}
+
+/// The configuration file running now and how its reloads went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReport {
+    /// FNV-1a of the file's bytes, 16 hex digits (`lb check-config` prints
+    /// a file's).
+    pub hash: String,
+    /// When it was applied: at start, or by the last reload that took.
+    #[serde(with = "rfc3339")]
+    pub applied_at: SystemTime,
+    /// Reloads since start, by outcome.
+    pub reloads: ReloadCounts,
+    /// Why the last reload failed, while the last one did; `null` otherwise.
+    pub last_reload_error: Option<String>,
+}
+
+/// Reloads by outcome: `ok` took (the file runs), `failed` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReloadCounts {
+    pub ok: u64,
+    pub failed: u64,
+}
+
+impl ConfigReport {
+    /// `status` as the API shows it.
+    pub fn new(status: &ConfigStatus) -> Self {
+        ConfigReport {
+            hash: status.hash.clone(),
+            applied_at: status.applied_at,
+            reloads: ReloadCounts {
+                ok: status.reloads_ok,
+                failed: status.reloads_failed,
+            },
+            last_reload_error: status.last_error.clone(),
+        }
+    }
 }
 
 /// The BGP announcer of an active-active node: each VIP it may announce.
@@ -121,6 +160,8 @@ pub struct BackendStatus {
     /// Why this node cannot check the backend right now; `health` is then
     /// the last one it knew.
     pub health_unknown: Option<String>,
+    /// See [`BackendSnapshot::joining`].
+    pub joining: bool,
     pub admin: AdminState,
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,
@@ -143,6 +184,7 @@ impl BackendStatus {
             health_since: backend.health_since,
             settled: backend.settled,
             health_unknown: backend.health_unknown.clone(),
+            joining: backend.joining,
             admin: backend.admin,
             weight: backend.weight,
             configured_weight: backend.configured_weight,
@@ -313,6 +355,7 @@ mod tests {
             health_since: since,
             settled: true,
             health_unknown: None,
+            joining: false,
             admin: AdminState::Draining,
             weight: 2,
             configured_weight: 1,
@@ -326,6 +369,12 @@ mod tests {
 
     fn report(backends: Vec<BackendStatus>, vrrp: Option<VrrpReport>) -> StatusReport {
         StatusReport {
+            config: ConfigReport {
+                hash: "0123456789abcdef".into(),
+                applied_at: SystemTime::UNIX_EPOCH,
+                reloads: ReloadCounts { ok: 2, failed: 1 },
+                last_reload_error: Some("lb.toml:3:1: unknown field `mtu`".into()),
+            },
             services: vec![ServiceStatus {
                 name: "web".into(),
                 vip: Ipv4Addr::new(10, 0, 0, 100),
@@ -358,6 +407,10 @@ mod tests {
         assert!(json.contains(r#""state":"draining""#), "{json}");
         assert!(json.contains(r#""health":"up""#), "{json}");
         assert!(!json.contains("vrrp"), "absent without [vrrp]: {json}");
+        assert!(
+            json.contains(r#""config":{"hash":"0123456789abcdef","applied_at":"1970-01-01T00:00:00.000Z","reloads":{"ok":2,"failed":1}"#),
+            "{json}"
+        );
         let back: StatusReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
         assert_eq!(

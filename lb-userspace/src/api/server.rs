@@ -3,8 +3,9 @@
 //!
 //! | request | does |
 //! | --- | --- |
-//! | `GET /status` | every service and backend, and VRRP ([`StatusReport`]) |
+//! | `GET /status` | the running configuration, every service and backend, and VRRP ([`StatusReport`]) |
 //! | `GET /metrics` | the same and the data path's counters, for Prometheus ([`super::metrics`]) |
+//! | `POST /reload` | reloads the configuration file ([`crate::reload`]); answers its hash and what changed |
 //! | `POST /services/{service}/backends/{backend}/drain` | admin drain |
 //! | `POST /services/{service}/backends/{backend}/disable` | admin disable |
 //! | `POST /services/{service}/backends/{backend}/enable` | clears drain/disable |
@@ -13,13 +14,15 @@
 //! Actions answer the backend's new [`BackendStatus`] once the data path
 //! follows it; errors answer `{"error": "..."}` with 404 (unknown name), 400
 //! (weight out of range), 409 (the service's weights would not fit its
-//! table; nothing changed), 500 (recorded but not applied yet) or 503
-//! (stopping).
+//! table; nothing changed), 422 (a reload refused: the file is invalid or
+//! needs a restart; nothing changed), 500 (recorded but not applied yet) or
+//! 503 (stopping).
 //!
 //! The server never waits for the controller to read: `GET /status` joins
 //! the snapshot the controller last published, the counters read from the
 //! data path at request time ([`CounterReader`]) and the VRRP instance's
-//! published status. Only admin actions go to the controller, as commands.
+//! published status. Only admin actions go to the controller, as commands,
+//! and reloads to the reloader.
 //!
 //! A flood of requests or clients that send slowly (or never) cannot take
 //! it over ([`ApiLimits`]): at most `max_connections` connections are
@@ -50,11 +53,14 @@ use tokio::task::JoinSet;
 
 use super::metrics;
 use super::model::{
-    BackendStatus, BgpReport, DataPathReport, ErrorBody, ServiceStatus, StatusReport, Traffic,
-    VrrpReport, WeightRequest,
+    BackendStatus, BgpReport, ConfigReport, DataPathReport, ErrorBody, ServiceStatus, StatusReport,
+    Traffic, VrrpReport, WeightRequest,
 };
 use crate::dataplane::{CounterReader, DataplaneError};
-use crate::domain::{AdminAction, AdminCommandError, AdminCommands, AdminError, SnapshotReceiver};
+use crate::domain::{
+    AdminAction, AdminCommandError, AdminCommands, AdminError, ConfigStatusReceiver,
+    ReloadCommands, ReloadError, ReloadOutcome, SnapshotReceiver,
+};
 use crate::ha::bgp::BgpStatus;
 use crate::health::UnknownResults;
 use crate::vrrp::VrrpStatus;
@@ -66,6 +72,10 @@ pub struct ApiState {
     pub snapshot: SnapshotReceiver,
     /// Where admin actions go.
     pub admin: AdminCommands,
+    /// Where reload requests go.
+    pub reload: ReloadCommands,
+    /// The running configuration's hash and the reloads' counts.
+    pub config: ConfigStatusReceiver,
     /// The data path's traffic counters.
     pub counters: Arc<dyn CounterReader>,
     /// The VRRP instance, if `[vrrp]` is configured.
@@ -264,6 +274,7 @@ pub fn router(state: ApiState, limits: ApiLimits) -> Router {
             post(enable),
         )
         .route("/services/{service}/backends/{backend}/weight", put(weight))
+        .route("/reload", post(reload))
         .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
@@ -304,7 +315,15 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .as_ref()
         .map(|status| BgpReport::new(&status.borrow()));
     let unknown_results = state.unknown_results.get();
-    match metrics::render(snapshot, state.counters.clone(), vrrp, bgp, unknown_results) {
+    let config = state.config.borrow().clone();
+    match metrics::render(
+        snapshot,
+        state.counters.clone(),
+        &config,
+        vrrp,
+        bgp,
+        unknown_results,
+    ) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(fmt::Error) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -328,6 +347,10 @@ async fn weight(
     Json(request): Json<WeightRequest>,
 ) -> ActionResult {
     state.act(names, AdminAction::Weight(request.weight)).await
+}
+
+async fn reload(State(state): State<ApiState>) -> Result<Json<ReloadOutcome>, ApiError> {
+    Ok(Json(state.reload.send().await?))
 }
 
 type ActionResult = Result<Json<BackendStatus>, ApiError>;
@@ -359,6 +382,7 @@ impl ApiState {
             })
             .collect();
         StatusReport {
+            config: ConfigReport::new(&self.config.borrow()),
             services,
             data_path: self.data_path(),
             vrrp: self.vrrp.as_ref().map(VrrpFeed::report),
@@ -416,37 +440,58 @@ fn traffic(counters: Result<Counters, DataplaneError>) -> Traffic {
     }
 }
 
-/// An [`AdminCommandError`] as an HTTP response.
+/// A refused request as an HTTP response: its status code and
+/// `{"error": "..."}`.
 #[derive(Debug)]
-struct ApiError(AdminCommandError);
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
 
 impl From<AdminCommandError> for ApiError {
     fn from(error: AdminCommandError) -> Self {
-        ApiError(error)
+        ApiError {
+            status: admin_status_code(&error),
+            message: error.to_string(),
+        }
     }
 }
 
-impl ApiError {
-    fn status_code(&self) -> StatusCode {
-        match &self.0 {
-            AdminCommandError::Refused(
-                AdminError::UnknownService(_) | AdminError::UnknownBackend { .. },
-            ) => StatusCode::NOT_FOUND,
-            AdminCommandError::Refused(AdminError::Weight { .. }) => StatusCode::BAD_REQUEST,
-            AdminCommandError::Refused(AdminError::WeightsDoNotFit { .. }) => StatusCode::CONFLICT,
-            AdminCommandError::NotApplied(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            AdminCommandError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+impl From<ReloadError> for ApiError {
+    fn from(error: ReloadError) -> Self {
+        ApiError {
+            status: reload_status_code(&error),
+            message: error.to_string(),
         }
+    }
+}
+
+fn admin_status_code(error: &AdminCommandError) -> StatusCode {
+    match error {
+        AdminCommandError::Refused(
+            AdminError::UnknownService(_) | AdminError::UnknownBackend { .. },
+        ) => StatusCode::NOT_FOUND,
+        AdminCommandError::Refused(AdminError::Weight { .. }) => StatusCode::BAD_REQUEST,
+        AdminCommandError::Refused(AdminError::WeightsDoNotFit { .. }) => StatusCode::CONFLICT,
+        AdminCommandError::NotApplied(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        AdminCommandError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn reload_status_code(error: &ReloadError) -> StatusCode {
+    match error {
+        ReloadError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ReloadError::NotApplied(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ReloadError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status_code();
         let body = ErrorBody {
-            error: self.0.to_string(),
+            error: self.message,
         };
-        (status, Json(body)).into_response()
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -456,7 +501,7 @@ mod tests {
 
     #[test]
     fn each_error_has_its_documented_status_code() {
-        let code = |error| ApiError(error).status_code();
+        let code = |error| admin_status_code(&error);
         assert_eq!(
             code(AdminError::UnknownService("x".into()).into()),
             StatusCode::NOT_FOUND
@@ -500,5 +545,15 @@ mod tests {
             code(AdminCommandError::Stopped),
             StatusCode::SERVICE_UNAVAILABLE
         );
+        let code = |error| reload_status_code(&error);
+        assert_eq!(
+            code(ReloadError::Refused("lb.toml:3:1: unknown field".into())),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            code(ReloadError::NotApplied("map full".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(code(ReloadError::Stopped), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -16,7 +16,8 @@ use super::{ApiClient, ClientError};
 use crate::dataplane::fake::FakeCounters;
 use crate::domain::{
     AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminState,
-    BackendSnapshot, BackendState, Health, ServiceSnapshot, Snapshot,
+    BackendSnapshot, BackendState, ConfigStatus, Health, ReloadCommand, ReloadCommands,
+    ReloadError, ReloadOutcome, ServiceSnapshot, Snapshot,
 };
 use crate::health::UnknownResults;
 use crate::vrrp::{State, VrrpStatus};
@@ -34,6 +35,7 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         health_since: SystemTime::UNIX_EPOCH,
         settled: true,
         health_unknown: None,
+        joining: false,
         admin: AdminState::Enabled,
         weight: 1,
         configured_weight: 1,
@@ -97,11 +99,46 @@ async fn stand_in_controller(
     }
 }
 
+/// Answers reloads the way the reloader does: the first takes, the next
+/// ones are refused; each is counted in `status`.
+async fn stand_in_reloader(
+    mut requests: mpsc::Receiver<ReloadCommand>,
+    status: watch::Sender<ConfigStatus>,
+) {
+    while let Some(request) = requests.recv().await {
+        let reply = if status.borrow().reloads_ok == 0 {
+            status.send_modify(|status| {
+                status.hash = "00000000000000bb".into();
+                status.reloads_ok += 1;
+            });
+            Ok(ReloadOutcome {
+                hash: "00000000000000bb".into(),
+                changes: "services: 1 changed (web), 0 unchanged".into(),
+            })
+        } else {
+            status.send_modify(|status| status.reloads_failed += 1);
+            Err(ReloadError::Refused(
+                "lb.toml:3:1: unknown field `mtu`".into(),
+            ))
+        };
+        let _ = request.reply.send(reply);
+    }
+}
+
 /// Serves the API on an ephemeral loopback port; `vrrp` as given.
 async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
     let (snapshot_sender, snapshot_receiver) = watch::channel(Arc::new(snapshot()));
     let (command_sender, commands) = mpsc::channel(4);
     tokio::spawn(stand_in_controller(commands, snapshot_sender));
+    let (config_sender, config) = watch::channel(ConfigStatus {
+        hash: "00000000000000aa".into(),
+        applied_at: SystemTime::UNIX_EPOCH,
+        reloads_ok: 0,
+        reloads_failed: 0,
+        last_error: None,
+    });
+    let (reload_sender, reloads) = mpsc::channel(4);
+    tokio::spawn(stand_in_reloader(reloads, config_sender));
     let mut counters = FakeCounters::default();
     counters.backends.insert(
         0,
@@ -116,6 +153,8 @@ async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
     let state = ApiState {
         snapshot: snapshot_receiver,
         admin: AdminCommands::new(command_sender),
+        reload: ReloadCommands::new(reload_sender),
+        config,
         counters: Arc::new(counters),
         vrrp,
         unknown_results: UnknownResults::default(),
@@ -223,6 +262,30 @@ async fn refusals_carry_the_controllers_message() {
         .await
         .unwrap_err();
     assert!(matches!(error, ClientError::InvalidName { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn a_reload_answers_its_outcome_or_why_it_was_refused_and_status_counts_it() {
+    let api = api().await;
+    let before = api.status().await.unwrap().config;
+    assert_eq!(
+        (
+            before.hash.as_str(),
+            before.reloads.ok,
+            before.reloads.failed
+        ),
+        ("00000000000000aa", 0, 0)
+    );
+    let outcome = api.reload().await.unwrap();
+    assert_eq!(outcome.hash, "00000000000000bb");
+    assert_eq!(outcome.changes, "services: 1 changed (web), 0 unchanged");
+    let refused = api.reload().await.unwrap_err();
+    assert_eq!(refused.to_string(), "lb.toml:3:1: unknown field `mtu`");
+    let after = api.status().await.unwrap().config;
+    assert_eq!(
+        (after.hash.as_str(), after.reloads.ok, after.reloads.failed),
+        ("00000000000000bb", 1, 1)
+    );
 }
 
 #[tokio::test]

@@ -3,11 +3,13 @@
 //! Data flows one way: `raw` (the file's shape) → `validate` (one
 //! validator per section, sharing the field checks of `validate::fields`) →
 //! `model` (what the rest of the program sees). Every rejection names the
-//! field and its line ([`ConfigError`]).
+//! field and its line ([`ConfigError`]). `reloadable` says which changes a
+//! running `lb` can take from a reloaded file.
 
 mod error;
 mod model;
 mod raw;
+mod reloadable;
 mod table_fit;
 mod validate;
 
@@ -24,17 +26,51 @@ pub use model::{
     DEFAULT_FLOW_INSERT_LIMIT_PER_CPU, NEW_FLOWS_BURST_RANGE, NEW_FLOWS_PER_SECOND_RANGE,
     WEIGHT_RANGE,
 };
+pub use reloadable::{check_reloadable, RestartRequired, ServiceChanges};
 pub use table_fit::TableFitError;
 pub use validate::{default_pin_dir, validate_pin_dir};
 
 pub use crate::dataplane::{VipIcmpEcho, XdpModePreference};
 
+/// A validated configuration and the hash of the file it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub config: Config,
+    pub hash: ContentHash,
+}
+
+/// FNV-1a (64 bits) of a configuration file's bytes, shown as 16 hex
+/// digits: `lb check-config` prints a file's, `lb status` the running one's,
+/// so an operator sees which file a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContentHash(pub u64);
+
+impl ContentHash {
+    pub fn of(bytes: &[u8]) -> Self {
+        const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        ContentHash(bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        }))
+    }
+}
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 /// Reads and validates the configuration file at `path`: a regular file of
-/// at most 1 MiB of UTF-8.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// at most 1 MiB of UTF-8. The one validator of `lb check-config`, `lb run`
+/// and every reload.
+pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
     let file = path.display().to_string();
     let text = read_bounded(path, &file)?;
-    parse(&text, &file)
+    Ok(ConfigFile {
+        config: parse(&text, &file)?,
+        hash: ContentHash::of(text.as_bytes()),
+    })
 }
 
 /// The text of the regular file at `path`, read without waiting on a FIFO

@@ -45,6 +45,16 @@ impl Config {
     pub fn backend_count(&self) -> usize {
         self.services.iter().map(|s| s.backends.len()).sum()
     }
+
+    /// Every distinct backend address, in order.
+    pub fn backend_addresses(&self) -> Vec<Ipv4Addr> {
+        let addresses: BTreeSet<Ipv4Addr> = self
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| b.address))
+            .collect();
+        addresses.into_iter().collect()
+    }
 }
 
 /// Default `global.flow_insert_limit_per_cpu`: 100,000 flow-table inserts
@@ -229,8 +239,9 @@ pub struct Tracking {
     pub xdp_weight: u8,
     /// Subtracted for each tracked service without a serving backend (0: not tracked).
     pub service_weight: u8,
-    /// The tracked services, by name (default: every service).
-    pub services: Vec<String>,
+    /// The tracked services, by name; `None` (the default): every service,
+    /// those a reload adds included.
+    pub services: Option<Vec<String>>,
 }
 
 /// `[bgp]`: what this node asks its routing daemon to announce, and how.

@@ -228,6 +228,8 @@ fn write_policy(
 
 #[cfg(test)]
 pub(super) mod tests {
+    use std::collections::BTreeMap;
+
     use lb_common::maps::{names, service_flags, SourcePrefix};
 
     use super::super::image::tests::{config, image, neighbours_of, TABLE_SIZE};
@@ -329,10 +331,15 @@ pub(super) mod tests {
                 burst: per_second,
             });
         }
-        let plans = [BackendPlan {
-            state: Up,
-            weight: 1,
-        }; 4];
+        let plans: BTreeMap<u32, BackendPlan> = (0..4)
+            .map(|id| {
+                let plan = BackendPlan {
+                    state: Up,
+                    weight: 1,
+                };
+                (id, plan)
+            })
+            .collect();
         MapsImage::build(&Layout::new(&config), &plans, &neighbours_of(3), TABLE_SIZE).unwrap()
     }
 

@@ -3,14 +3,15 @@
 //! the data path does. Pure: the clock is passed in, the controller does the
 //! IO.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
 use super::image::BackendPlan;
 use super::layout::Layout;
-use crate::config::{Config, WEIGHT_RANGE};
+use crate::config::{Backend, Config, Service, WEIGHT_RANGE};
 use crate::domain::{AdminAction, AdminError, AdminState, BackendSnapshot, BackendState, Health};
-use crate::health::{CheckTarget, HealthEvent, TargetStatus};
+use crate::health::{CheckTarget, DesiredTarget, HealthEvent, TargetStatus};
 
 /// A change of the state a backend serves with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,14 +30,15 @@ struct Change {
     at: SystemTime,
 }
 
-/// One (service, backend) membership; its index is its backend id.
+/// One (service, backend) membership.
 #[derive(Debug, Clone)]
 struct Member {
     service: String,
     name: String,
     address: Ipv4Addr,
     configured_weight: u32,
-    weight: u32,
+    /// Set through the API; kept across reloads until `lb` restarts.
+    admin_weight: Option<u32>,
     /// `None`: the service is not checked.
     target: Option<CheckTarget>,
     health: Option<Health>,
@@ -45,12 +47,105 @@ struct Member {
     settled: bool,
     /// See [`BackendSnapshot::health_unknown`].
     health_unknown: Option<String>,
+    /// See [`BackendSnapshot::joining`].
+    joining: bool,
     admin: AdminState,
     state: BackendState,
     state_change: Change,
 }
 
 impl Member {
+    /// `backend` of `service` before any event and admin action: checked, it
+    /// has its check's `status` (as the checker reports it), or its
+    /// configured initial health while the check has none; unchecked, up.
+    fn new(
+        service: &Service,
+        backend: &Backend,
+        status_of: impl Fn(&CheckTarget) -> Option<TargetStatus>,
+        now: SystemTime,
+    ) -> Self {
+        let target = service.check_target(backend);
+        let mut health_unknown = None;
+        let (health, health_change, settled) = match &target {
+            None => (
+                None,
+                Change {
+                    reason: "not checked: always up".to_owned(),
+                    at: now,
+                },
+                true,
+            ),
+            Some(target) => match status_of(target) {
+                Some(status) => {
+                    health_unknown = status.unknown;
+                    (
+                        Some(status.health),
+                        Change {
+                            reason: status.reason,
+                            at: status.since,
+                        },
+                        status.settled,
+                    )
+                }
+                None => (
+                    Some(backend.initial),
+                    Change {
+                        reason: format!("initial state: {}", backend.initial),
+                        at: now,
+                    },
+                    false,
+                ),
+            },
+        };
+        Member {
+            service: service.name.clone(),
+            name: backend.name.clone(),
+            address: backend.address,
+            configured_weight: backend.weight,
+            admin_weight: None,
+            target,
+            state: BackendState::of(AdminState::Enabled, health),
+            state_change: health_change.clone(),
+            health,
+            health_change,
+            settled,
+            health_unknown,
+            joining: false,
+            admin: AdminState::Enabled,
+        }
+    }
+
+    /// After a reload: keeps `previous`'s admin state and weight, and its
+    /// health if its check is unchanged; a new check is joining until
+    /// settled. The state keeps its reason unless it changed.
+    fn carry_over(&mut self, previous: &Member, now: SystemTime) {
+        self.admin = previous.admin;
+        self.admin_weight = previous.admin_weight;
+        if self.target == previous.target {
+            self.health = previous.health;
+            self.health_change = previous.health_change.clone();
+            self.settled = previous.settled;
+            self.health_unknown = previous.health_unknown.clone();
+            self.joining = previous.joining;
+        } else {
+            self.joining = !self.settled;
+        }
+        self.state = BackendState::of(self.admin, self.health);
+        self.state_change = if self.state == previous.state {
+            previous.state_change.clone()
+        } else {
+            Change {
+                reason: format!("check changed by a reload: {}", self.health_change.reason),
+                at: now,
+            }
+        };
+    }
+
+    /// The weight in use.
+    fn weight(&self) -> u32 {
+        self.admin_weight.unwrap_or(self.configured_weight)
+    }
+
     /// Recomputes the serving state after a change explained by `reason`;
     /// returns the change of state, if any.
     fn settle(&mut self, reason: String, at: SystemTime) -> Option<StateChange> {
@@ -71,10 +166,10 @@ impl Member {
     }
 }
 
-/// The desired state of every backend membership, indexed by backend id.
+/// The desired state of every backend membership, by backend id.
 #[derive(Debug, Clone)]
 pub struct DesiredState {
-    members: Vec<Member>,
+    members: BTreeMap<u32, Member>,
 }
 
 impl DesiredState {
@@ -87,73 +182,85 @@ impl DesiredState {
         status_of: impl Fn(&CheckTarget) -> Option<TargetStatus>,
         now: SystemTime,
     ) -> Self {
-        let mut members = Vec::with_capacity(layout.backend_count());
+        let mut members = BTreeMap::new();
         for (service, slot) in config.services.iter().zip(&layout.services) {
             for (backend, backend_slot) in service.backends.iter().zip(&slot.backends) {
-                debug_assert_eq!(backend_slot.id as usize, members.len());
-                let target = service.check_target(backend);
-                let mut health_unknown = None;
-                let (health, health_change, settled) = match &target {
-                    None => (
-                        None,
-                        Change {
-                            reason: "not checked: always up".to_owned(),
-                            at: now,
-                        },
-                        true,
-                    ),
-                    Some(target) => match status_of(target) {
-                        Some(status) => {
-                            health_unknown = status.unknown;
-                            (
-                                Some(status.health),
-                                Change {
-                                    reason: status.reason,
-                                    at: status.since,
-                                },
-                                status.settled,
-                            )
-                        }
-                        None => (
-                            Some(backend.initial),
-                            Change {
-                                reason: format!("initial state: {}", backend.initial),
-                                at: now,
-                            },
-                            false,
-                        ),
-                    },
-                };
-                let state = BackendState::of(AdminState::Enabled, health);
-                members.push(Member {
-                    service: service.name.clone(),
-                    name: backend.name.clone(),
-                    address: backend.address,
-                    configured_weight: backend.weight,
-                    weight: backend.weight,
-                    target,
-                    state_change: health_change.clone(),
-                    health,
-                    health_change,
-                    settled,
-                    health_unknown,
-                    admin: AdminState::Enabled,
-                    state,
-                });
+                members.insert(
+                    backend_slot.id,
+                    Member::new(service, backend, &status_of, now),
+                );
             }
         }
         DesiredState { members }
+    }
+
+    /// The state after reloading `config` (ids from `layout`, reassigned
+    /// from this state's): a membership that remains keeps its admin state
+    /// and weight, and its health if its check is unchanged; a new one, or
+    /// a new check, starts as [`DesiredState::new`] does and is joining
+    /// until its health is settled.
+    pub fn reloaded(
+        &self,
+        config: &Config,
+        layout: &Layout,
+        status_of: impl Fn(&CheckTarget) -> Option<TargetStatus>,
+        now: SystemTime,
+    ) -> Self {
+        let mut members = BTreeMap::new();
+        for (service, slot) in config.services.iter().zip(&layout.services) {
+            for (backend, backend_slot) in service.backends.iter().zip(&slot.backends) {
+                let mut member = Member::new(service, backend, &status_of, now);
+                match self.remaining(backend_slot.id, service, backend) {
+                    Some(previous) => member.carry_over(previous, now),
+                    None => member.joining = !member.settled,
+                }
+                members.insert(backend_slot.id, member);
+            }
+        }
+        DesiredState { members }
+    }
+
+    /// The checks of `config` (ids from `layout`, reassigned from this
+    /// state's). A membership that remains but whose check changed starts
+    /// that check from its health now, so a new check does not take a
+    /// healthy backend out while it first runs.
+    pub fn reloaded_targets(&self, config: &Config, layout: &Layout) -> Vec<DesiredTarget> {
+        let mut targets = Vec::new();
+        for (service, slot) in config.services.iter().zip(&layout.services) {
+            for (backend, backend_slot) in service.backends.iter().zip(&slot.backends) {
+                let Some(target) = service.check_target(backend) else {
+                    continue;
+                };
+                let initial = self
+                    .remaining(backend_slot.id, service, backend)
+                    .and_then(|member| member.health)
+                    .unwrap_or(backend.initial);
+                targets.push(DesiredTarget { target, initial });
+            }
+        }
+        targets
+    }
+
+    /// The membership id `id` names now, if it is `backend` of `service`
+    /// (the same server, by name and address, in the same service).
+    fn remaining(&self, id: u32, service: &Service, backend: &Backend) -> Option<&Member> {
+        self.members.get(&id).filter(|member| {
+            member.service == service.name
+                && member.name == backend.name
+                && member.address == backend.address
+        })
     }
 
     /// Records a change of health of `event.target` (or its settling), for
     /// every membership checked by it; returns the resulting changes of state.
     pub fn record_health(&mut self, event: &HealthEvent) -> Vec<StateChange> {
         let mut changes = Vec::new();
-        for member in &mut self.members {
+        for member in self.members.values_mut() {
             if member.target.as_ref() != Some(&event.target) {
                 continue;
             }
             member.settled = event.settled;
+            member.joining &= !event.settled;
             member.health_unknown = event.unknown.clone();
             if member.health == Some(event.health) {
                 // Settled without a change: the health and its reason stand.
@@ -180,7 +287,7 @@ impl DesiredState {
         now: SystemTime,
     ) -> Result<Option<StateChange>, AdminError> {
         let id = self.find(service, backend)?;
-        let member = &mut self.members[id];
+        let member = self.members.get_mut(&id).expect("found above");
         let (admin, reason) = match action {
             AdminAction::Weight(weight) => {
                 if !WEIGHT_RANGE.contains(&weight) {
@@ -190,7 +297,7 @@ impl DesiredState {
                         high: *WEIGHT_RANGE.end(),
                     });
                 }
-                member.weight = weight;
+                member.admin_weight = Some(weight);
                 return Ok(None);
             }
             AdminAction::Drain => (AdminState::Draining, "drained by admin".to_owned()),
@@ -208,11 +315,10 @@ impl DesiredState {
     }
 
     /// The id of backend `backend` of service `service`.
-    pub fn find(&self, service: &str, backend: &str) -> Result<usize, AdminError> {
+    pub fn find(&self, service: &str, backend: &str) -> Result<u32, AdminError> {
         let mut of_service = self
             .members
             .iter()
-            .enumerate()
             .filter(|(_, m)| m.service == service)
             .peekable();
         if of_service.peek().is_none() {
@@ -220,7 +326,7 @@ impl DesiredState {
         }
         of_service
             .find(|(_, m)| m.name == backend)
-            .map(|(id, _)| id)
+            .map(|(&id, _)| id)
             .ok_or_else(|| AdminError::UnknownBackend {
                 service: service.to_owned(),
                 backend: backend.to_owned(),
@@ -228,22 +334,28 @@ impl DesiredState {
     }
 
     /// What the data path should do with each backend id.
-    pub fn plans(&self) -> Vec<BackendPlan> {
+    pub fn plans(&self) -> BTreeMap<u32, BackendPlan> {
         self.members
             .iter()
-            .map(|member| BackendPlan {
-                state: member.state,
-                weight: member.weight,
+            .map(|(&id, member)| {
+                let plan = BackendPlan {
+                    state: member.state,
+                    weight: member.weight(),
+                };
+                (id, plan)
             })
             .collect()
     }
 
     /// Backend id `id` as the controller publishes it.
-    pub fn backend_snapshot(&self, id: usize) -> BackendSnapshot {
-        let member = &self.members[id];
+    ///
+    /// # Panics
+    ///
+    /// If no membership has that id.
+    pub fn backend_snapshot(&self, id: u32) -> BackendSnapshot {
+        let member = &self.members[&id];
         BackendSnapshot {
-            // Fits: ids come from the layout's u32 ids.
-            id: id as u32,
+            id,
             name: member.name.clone(),
             address: member.address,
             state: member.state,
@@ -254,8 +366,9 @@ impl DesiredState {
             health_since: member.health_change.at,
             settled: member.settled,
             health_unknown: member.health_unknown.clone(),
+            joining: member.joining,
             admin: member.admin,
-            weight: member.weight,
+            weight: member.weight(),
             configured_weight: member.configured_weight,
         }
     }
@@ -360,7 +473,7 @@ mod tests {
     }
 
     fn states(desired: &DesiredState) -> Vec<BackendState> {
-        desired.plans().iter().map(|plan| plan.state).collect()
+        desired.plans().values().map(|plan| plan.state).collect()
     }
 
     use BackendState::{Disabled, Down, Draining, Up};
@@ -487,12 +600,12 @@ mod tests {
     #[test]
     fn weights_are_set_within_range_and_reach_the_plans() {
         let (_, mut desired) = desired();
-        assert_eq!(desired.plans()[1].weight, 2);
+        assert_eq!(desired.plans()[&1].weight, 2);
         assert_eq!(
             desired.admin("web", "web2", AdminAction::Weight(7), at(1)),
             Ok(None)
         );
-        assert_eq!(desired.plans()[1].weight, 7);
+        assert_eq!(desired.plans()[&1].weight, 7);
         let status = desired.backend_snapshot(1);
         assert_eq!((status.weight, status.configured_weight), (7, 2));
         for weight in [0, 101] {

@@ -70,20 +70,24 @@ pub struct MapsImage {
 
 impl MapsImage {
     /// The maps for `layout`, given each backend id's state and weight
-    /// (`plans[id]`), the neighbours of the backend addresses, and the table
-    /// size M (also the longest round-robin ring).
+    /// (`plans[&id]`), the neighbours of the backend addresses, and the table
+    /// size M (also the longest round-robin ring). A retired id's entry is
+    /// empty: down, naming no server.
     pub fn build(
         layout: &Layout,
-        plans: &[BackendPlan],
+        plans: &BTreeMap<u32, BackendPlan>,
         neighbours: &HashMap<Ipv4Addr, Neighbour>,
         table_size: u32,
     ) -> Result<Self, PublishError> {
         let mut image = MapsImage::default();
+        for id in layout.retired_backends() {
+            image.backends.insert(id, maps::Backend::default());
+        }
         for service in &layout.services {
             let mut serving = Vec::new();
             for backend in &service.backends {
                 let plan = *plans
-                    .get(backend.id as usize)
+                    .get(&backend.id)
                     .ok_or(PublishError::MissingState { id: backend.id })?;
                 if plan.weight == 0 {
                     return Err(PublishError::ZeroWeight { id: backend.id });
@@ -209,18 +213,26 @@ pub(super) mod tests {
     /// configured weight.
     pub fn image(states: &[BackendState]) -> MapsImage {
         let layout = Layout::new(&config());
-        let plans: Vec<BackendPlan> = layout
+        let plans: BTreeMap<u32, BackendPlan> = layout
             .backends()
             .zip(states)
-            .map(|(backend, &state)| BackendPlan {
-                state,
-                weight: backend.weight,
+            .map(|(backend, &state)| {
+                let plan = BackendPlan {
+                    state,
+                    weight: backend.weight,
+                };
+                (backend.id, plan)
             })
             .collect();
         image_of(&plans)
     }
 
-    pub fn image_of(plans: &[BackendPlan]) -> MapsImage {
+    /// `plans` in id order from 0, keyed by id.
+    pub fn by_id(plans: impl IntoIterator<Item = BackendPlan>) -> BTreeMap<u32, BackendPlan> {
+        (0..).zip(plans).collect()
+    }
+
+    pub fn image_of(plans: &BTreeMap<u32, BackendPlan>) -> MapsImage {
         MapsImage::build(
             &Layout::new(&config()),
             plans,
@@ -270,15 +282,12 @@ pub(super) mod tests {
     #[test]
     fn a_weight_change_changes_only_that_service() {
         let layout = Layout::new(&config());
-        let mut plans: Vec<BackendPlan> = layout
-            .backends()
-            .map(|backend| BackendPlan {
-                state: Up,
-                weight: backend.weight,
-            })
-            .collect();
+        let mut plans = by_id(layout.backends().map(|backend| BackendPlan {
+            state: Up,
+            weight: backend.weight,
+        }));
         let before = image_of(&plans);
-        plans[3].weight = 1;
+        plans.get_mut(&3).unwrap().weight = 1;
         let after = image_of(&plans);
         assert_eq!(before.services[&0], after.services[&0]);
         assert_eq!(before.backends, after.backends);
@@ -295,15 +304,16 @@ pub(super) mod tests {
             state: Up,
             weight: 1,
         };
-        let error = MapsImage::build(&layout, &[up; 4], &partial, TABLE_SIZE).unwrap_err();
+        let error = MapsImage::build(&layout, &by_id([up; 4]), &partial, TABLE_SIZE).unwrap_err();
         assert_eq!(
             error.to_string(),
             "backend web3 of service dns: no resolved neighbour for 10.0.0.3"
         );
-        let error = MapsImage::build(&layout, &[up; 3], &neighbours_of(3), TABLE_SIZE).unwrap_err();
+        let error =
+            MapsImage::build(&layout, &by_id([up; 3]), &neighbours_of(3), TABLE_SIZE).unwrap_err();
         assert!(matches!(error, PublishError::MissingState { id: 3 }));
-        let mut plans = [up; 4];
-        plans[2].weight = 0;
+        let mut plans = by_id([up; 4]);
+        plans.get_mut(&2).unwrap().weight = 0;
         let error = MapsImage::build(&layout, &plans, &neighbours_of(3), TABLE_SIZE).unwrap_err();
         assert!(matches!(error, PublishError::ZeroWeight { id: 2 }));
     }
@@ -320,10 +330,7 @@ pub(super) mod tests {
             ));
         }
         let layout = Layout::new(&config::parse(&text, "test.toml").unwrap());
-        let plans: Vec<BackendPlan> = states
-            .iter()
-            .map(|&state| BackendPlan { state, weight: 1 })
-            .collect();
+        let plans = by_id(states.iter().map(|&state| BackendPlan { state, weight: 1 }));
         MapsImage::build(&layout, &plans, &neighbours_of(count), 251).unwrap()
     }
 

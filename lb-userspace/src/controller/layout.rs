@@ -1,7 +1,14 @@
 //! Which id and which table slot holds which backend: the ids the data path
 //! knows services and backends by, and the construction of each service's
 //! scheduling table (Maglev) or ring (round-robin) from its serving backends.
+//!
+//! The flow table records each flow's backend by id, so an id must keep
+//! naming the same server while flows may name it: a reload keeps the ids
+//! of what remains, and gives what it adds ids never used before while
+//! there are any, so a flow of a removed backend (its id written down, see
+//! [`Layout::retired_backends`]) does not land on a new one.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use lb_common::maglev::{build_table, MaglevBackend};
@@ -11,12 +18,50 @@ use lb_common::ring::round_robin_ring;
 use super::error::PublishError;
 use crate::config::{Config, Forwarding, Protocol, Scheduler, SourcePrefix, SourceRateLimit};
 
-/// The ids the data path knows services and backends by: services in
-/// configuration order from 0, and one backend id per (service, backend)
-/// membership, from 0 across all services.
+/// The ids the data path knows services and backends by: at start,
+/// services in configuration order from 0, and one backend id per (service,
+/// backend) membership, from 0 across all services; after a reload, see
+/// [`Layout::reassigned`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub services: Vec<ServiceSlot>,
+    service_ids: IdPool,
+    backend_ids: IdPool,
+}
+
+/// Ids below a capacity: those never handed out first, then the lowest one
+/// given back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IdPool {
+    capacity: u32,
+    /// Every id below it has been handed out.
+    next_fresh: u32,
+    /// Handed out and given back since.
+    freed: BTreeSet<u32>,
+}
+
+impl IdPool {
+    /// A pool whose ids below `taken` are in use.
+    fn with_taken(taken: u32, capacity: u32) -> Self {
+        IdPool {
+            capacity,
+            next_fresh: taken,
+            freed: BTreeSet::new(),
+        }
+    }
+
+    fn take(&mut self) -> Option<u32> {
+        if self.next_fresh < self.capacity {
+            self.next_fresh += 1;
+            Some(self.next_fresh - 1)
+        } else {
+            self.freed.pop_first()
+        }
+    }
+
+    fn give_back(&mut self, id: u32) {
+        self.freed.insert(id);
+    }
 }
 
 /// A service and the ids of its backends.
@@ -56,7 +101,7 @@ impl Layout {
     /// Assigns the ids of `config`'s services and backends.
     pub fn new(config: &Config) -> Self {
         let mut backend_ids = 0..;
-        let services = (0..)
+        let services: Vec<ServiceSlot> = (0..)
             .zip(&config.services)
             .map(|(id, service)| ServiceSlot {
                 id,
@@ -80,7 +125,94 @@ impl Layout {
                     .collect(),
             })
             .collect();
-        Layout { services }
+        let taken_backends = services.iter().map(|s| s.backends.len()).sum::<usize>();
+        Layout {
+            // Fit: validation keeps them within max_services and max_backends.
+            service_ids: IdPool::with_taken(services.len() as u32, config.global.max_services),
+            backend_ids: IdPool::with_taken(taken_backends as u32, config.global.max_backends),
+            services,
+        }
+    }
+
+    /// The layout of `config` after a reload from this one: a service of
+    /// the same name keeps its id, and so does a backend of the same name
+    /// and address in it; the others get ids never used while there are
+    /// any (see the module documentation). `config` must have the same
+    /// `max_services` and `max_backends` (they need a restart).
+    pub fn reassigned(&self, config: &Config) -> Layout {
+        let mut service_ids = self.service_ids.clone();
+        let mut backend_ids = self.backend_ids.clone();
+        let remaining = |name: &str| config.services.iter().find(|s| s.name == name);
+        // Given back first: with no fresh id left, a new membership takes one.
+        for old in &self.services {
+            let service = remaining(&old.name);
+            if service.is_none() {
+                service_ids.give_back(old.id);
+            }
+            for backend in &old.backends {
+                let kept = service.is_some_and(|service| {
+                    service
+                        .backends
+                        .iter()
+                        .any(|b| b.name == backend.name && b.address == backend.address)
+                });
+                if !kept {
+                    backend_ids.give_back(backend.id);
+                }
+            }
+        }
+        let exhausted =
+            "validation keeps the services and memberships within max_services and max_backends";
+        let services = config
+            .services
+            .iter()
+            .map(|service| {
+                let old = self.services.iter().find(|s| s.name == service.name);
+                ServiceSlot {
+                    id: old.map_or_else(|| service_ids.take().expect(exhausted), |old| old.id),
+                    name: service.name.clone(),
+                    vip: service.vip,
+                    port: service.port,
+                    protocol: service.protocol,
+                    scheduler: service.scheduler,
+                    forwarding: service.forwarding,
+                    allow: service.allow.clone(),
+                    rate_limit: service.rate_limit,
+                    backends: service
+                        .backends
+                        .iter()
+                        .map(|backend| {
+                            let kept = old.and_then(|old| {
+                                old.backends.iter().find(|b| {
+                                    b.name == backend.name && b.address == backend.address
+                                })
+                            });
+                            BackendSlot {
+                                id: kept.map_or_else(
+                                    || backend_ids.take().expect(exhausted),
+                                    |kept| kept.id,
+                                ),
+                                name: backend.name.clone(),
+                                address: backend.address,
+                                weight: backend.weight,
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Layout {
+            services,
+            service_ids,
+            backend_ids,
+        }
+    }
+
+    /// Backend ids that a reload freed and no membership uses now: their
+    /// entries are written empty (down), so the flows still recorded for
+    /// them move to a serving backend like those of a `down` one.
+    pub fn retired_backends(&self) -> impl Iterator<Item = u32> + '_ {
+        self.backend_ids.freed.iter().copied()
     }
 
     /// Number of backend ids in use.

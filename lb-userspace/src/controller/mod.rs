@@ -1,8 +1,17 @@
 //! The controller: the one path from desired state to maps, run by one task
 //! that owns the desired state (configuration, health, admin overrides), the
-//! health checker and the maps. Health events and admin commands reach it
-//! through channels; every change rebuilds the image of the maps, applies
-//! it, and publishes a [`Snapshot`] for the API and HA tracking.
+//! health checker and the maps. Health events, admin commands and reloaded
+//! configurations reach it through channels; every change rebuilds the image
+//! of the maps, applies it, and publishes a [`Snapshot`] for the API and HA
+//! tracking.
+//!
+//! A reloaded configuration ([`ConfigUpdate`]) is applied as a difference:
+//! services and backends that remain keep their ids (so the flows recorded
+//! for them), their health, their checks' schedules and their admin state;
+//! only the tables that differ are written, each by the usual flip. What
+//! could refuse it (weights set through the API that no longer fit, a table
+//! that cannot be built) is checked before anything changes; a failed map
+//! write leaves it recorded and retried like any other change.
 //!
 //! By step:
 //! - [`desired`]: configuration + health + admin overrides → each backend's
@@ -32,14 +41,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{self, Instant};
 
 use crate::config::Config;
 use crate::dataplane::MapWriter;
 use crate::domain::{
     AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminReply,
-    ServiceSnapshot, Snapshot, SnapshotReceiver,
+    ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
 };
 use crate::health::{DesiredTarget, HealthChecker, HealthEvent, UnknownResults};
 use crate::neighbour::Neighbour;
@@ -51,8 +60,47 @@ use layout::Layout;
 
 /// Admin commands that may wait for the controller before senders wait.
 const COMMAND_QUEUE: usize = 64;
+/// Reloaded configurations that may wait (the reloader sends one at a time).
+const UPDATE_QUEUE: usize = 1;
 /// Delay before a failed publication is tried again.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// A reloaded configuration for the controller, with the neighbours of the
+/// backend addresses it adds; answered once applied, or refused with
+/// nothing changed.
+#[derive(Debug)]
+pub struct ConfigUpdate {
+    pub config: Config,
+    pub neighbours: HashMap<Ipv4Addr, Neighbour>,
+    pub reply: oneshot::Sender<Result<(), ReloadError>>,
+}
+
+/// Where reloaded configurations go; served by [`Controller::run`].
+#[derive(Debug, Clone)]
+pub struct ConfigUpdates {
+    sender: mpsc::Sender<ConfigUpdate>,
+}
+
+impl ConfigUpdates {
+    /// Sends `config` and waits for the controller's answer.
+    pub async fn send(
+        &self,
+        config: Config,
+        neighbours: HashMap<Ipv4Addr, Neighbour>,
+    ) -> Result<(), ReloadError> {
+        let (reply, answer) = oneshot::channel();
+        let update = ConfigUpdate {
+            config,
+            neighbours,
+            reply,
+        };
+        self.sender
+            .send(update)
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        answer.await.map_err(|_| ReloadError::Stopped)?
+    }
+}
 
 /// The controller's state. Built by [`Controller::start`], driven by
 /// [`Controller::run`]; `M` is the data path's maps.
@@ -69,6 +117,9 @@ pub struct Controller<M> {
     commands: mpsc::Receiver<AdminCommand>,
     /// Handed out by [`Controller::admin_commands`].
     command_sender: mpsc::Sender<AdminCommand>,
+    updates: mpsc::Receiver<ConfigUpdate>,
+    /// Handed out by [`Controller::config_updates`].
+    update_sender: mpsc::Sender<ConfigUpdate>,
     /// Set while the maps lag behind the desired state after a failed write.
     retry_at: Option<Instant>,
     /// Per service id, the fingerprint of the table last written.
@@ -111,6 +162,7 @@ impl<M: MapWriter> Controller<M> {
         );
         let (snapshot, _) = watch::channel(Arc::new(snapshot(&layout, &desired, &BTreeMap::new())));
         let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE);
+        let (update_sender, updates) = mpsc::channel(UPDATE_QUEUE);
         let mut controller = Controller {
             desired,
             checker,
@@ -122,6 +174,8 @@ impl<M: MapWriter> Controller<M> {
             snapshot,
             commands,
             command_sender,
+            updates,
+            update_sender,
             retry_at: None,
             fingerprints: BTreeMap::new(),
         };
@@ -148,6 +202,14 @@ impl<M: MapWriter> Controller<M> {
         AdminCommands::new(self.command_sender.clone())
     }
 
+    /// Where the reloader sends configurations; they are served by
+    /// [`Controller::run`].
+    pub fn config_updates(&self) -> ConfigUpdates {
+        ConfigUpdates {
+            sender: self.update_sender.clone(),
+        }
+    }
+
     /// The ids of the services and backends.
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -163,7 +225,8 @@ impl<M: MapWriter> Controller<M> {
         &mut self.maps
     }
 
-    /// Serves health events and admin commands until `shutdown` completes;
+    /// Serves health events, admin commands and reloaded configurations
+    /// until `shutdown` completes;
     /// returns the controller (checks still running until it is dropped) and
     /// `shutdown`'s output.
     pub async fn run<T>(mut self, shutdown: impl Future<Output = T>) -> (Self, T) {
@@ -191,6 +254,10 @@ impl<M: MapWriter> Controller<M> {
                     let reply = self.admin(&command.service, &command.backend, command.action);
                     // The requester may have given up: nothing to do then.
                     let _ = command.reply.send(reply);
+                }
+                Some(update) = self.updates.recv() => {
+                    let reply = self.reconfigure(&update.config, update.neighbours, SystemTime::now());
+                    let _ = update.reply.send(reply);
                 }
                 () = retry => {
                     // A failure is logged and retried again.
@@ -223,7 +290,7 @@ impl<M: MapWriter> Controller<M> {
     fn admin(&mut self, service: &str, backend: &str, action: AdminAction) -> AdminReply {
         let mut proposed = self.desired.clone();
         let change = proposed.admin(service, backend, action, SystemTime::now())?;
-        self.check_weights_fit(service, &proposed)?;
+        check_weights_fit(&self.layout, service, &proposed, self.table_size)?;
         self.desired = proposed;
         tracing::info!(service, backend, ?action, "admin action");
         log_changes(change.as_slice());
@@ -234,25 +301,59 @@ impl<M: MapWriter> Controller<M> {
         Ok(self.desired.backend_snapshot(id))
     }
 
-    /// Whether the weights `desired` gives the backends of `service` fit its
-    /// table: the check the configuration file gets
-    /// ([`Scheduler::check_weights`](crate::config::Scheduler::check_weights)).
-    fn check_weights_fit(&self, service: &str, desired: &DesiredState) -> Result<(), AdminError> {
-        let plans = desired.plans();
-        let Some(slot) = self.layout.services.iter().find(|s| s.name == service) else {
-            return Err(AdminError::UnknownService(service.to_owned()));
-        };
-        let weights: Vec<u32> = slot
-            .backends
-            .iter()
-            .map(|backend| plans[backend.id as usize].weight)
-            .collect();
-        slot.scheduler
-            .check_weights(&weights, self.table_size)
-            .map_err(|error| AdminError::WeightsDoNotFit {
-                service: service.to_owned(),
-                reason: error.to_string(),
-            })
+    /// Applies a reloaded `config` (see the module documentation), with
+    /// `resolved` the neighbours of the backend addresses it adds. Refused,
+    /// with nothing changed, if the weights set through the API would no
+    /// longer fit a table or the maps cannot be built; a failed write is
+    /// retried.
+    fn reconfigure(
+        &mut self,
+        config: &Config,
+        resolved: HashMap<Ipv4Addr, Neighbour>,
+        now: SystemTime,
+    ) -> Result<(), ReloadError> {
+        let layout = self.layout.reassigned(config);
+        let mut neighbours = self.neighbours.clone();
+        neighbours.extend(resolved);
+        neighbours.retain(|address, _| layout.backends().any(|b| b.address == *address));
+        // What can refuse it, before anything changes. New checks have no
+        // status yet: their backends count at their initial health.
+        let preview = self.desired.reloaded(
+            config,
+            &layout,
+            |target| self.checker.status(target).cloned(),
+            now,
+        );
+        for service in &layout.services {
+            check_weights_fit(&layout, &service.name, &preview, self.table_size).map_err(
+                |error| {
+                    ReloadError::Refused(format!(
+                        "with the weights set through the API kept, {error}"
+                    ))
+                },
+            )?;
+        }
+        MapsImage::build(&layout, &preview.plans(), &neighbours, self.table_size)
+            .map_err(|error| ReloadError::Refused(error_chain(&error)))?;
+
+        self.checker
+            .update(self.desired.reloaded_targets(config, &layout));
+        self.desired = self.desired.reloaded(
+            config,
+            &layout,
+            |target| self.checker.status(target).cloned(),
+            now,
+        );
+        self.layout = layout;
+        self.neighbours = neighbours;
+        let published = self.publish();
+        self.publish_snapshot();
+        published.map(drop).map_err(|error| {
+            ReloadError::NotApplied(format!(
+                "the new configuration is recorded but could not be applied to the data path yet (retrying every {RETRY_DELAY:?}): {}",
+                error_chain(&error)
+            ))
+        })
     }
 
     /// Writes the desired state to the maps. On failure, logs it and
@@ -309,6 +410,32 @@ impl<M: MapWriter> Controller<M> {
     }
 }
 
+/// Whether the weights `desired` gives the backends of `service` (ids from
+/// `layout`) fit its table of `table_size`: the check the configuration file
+/// gets ([`Scheduler::check_weights`](crate::config::Scheduler::check_weights)).
+fn check_weights_fit(
+    layout: &Layout,
+    service: &str,
+    desired: &DesiredState,
+    table_size: u32,
+) -> Result<(), AdminError> {
+    let plans = desired.plans();
+    let Some(slot) = layout.services.iter().find(|s| s.name == service) else {
+        return Err(AdminError::UnknownService(service.to_owned()));
+    };
+    let weights: Vec<u32> = slot
+        .backends
+        .iter()
+        .map(|backend| plans[&backend.id].weight)
+        .collect();
+    slot.scheduler
+        .check_weights(&weights, table_size)
+        .map_err(|error| AdminError::WeightsDoNotFit {
+            service: service.to_owned(),
+            reason: error.to_string(),
+        })
+}
+
 /// Each service's table fingerprint in `image`, by backend address.
 fn fingerprints(layout: &Layout, image: &MapsImage) -> BTreeMap<u32, u64> {
     let addresses: HashMap<u32, Ipv4Addr> = layout
@@ -351,7 +478,7 @@ fn snapshot(
             backends: service
                 .backends
                 .iter()
-                .map(|backend| desired.backend_snapshot(backend.id as usize))
+                .map(|backend| desired.backend_snapshot(backend.id))
                 .collect(),
         })
         .collect();
@@ -410,5 +537,7 @@ fn without_stalling_other_tasks<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod tests;

@@ -291,13 +291,11 @@ fn drain_disable_and_enable_pass_the_table_check() {
 fn fingerprints_of(text: &str) -> BTreeMap<String, u64> {
     let config = config::parse(text, "test.toml").unwrap();
     let layout = Layout::new(&config);
-    let plans = vec![
-        image::BackendPlan {
-            state: BackendState::Up,
-            weight: 1,
-        };
-        layout.backend_count()
-    ];
+    let up = image::BackendPlan {
+        state: BackendState::Up,
+        weight: 1,
+    };
+    let plans = layout.backends().map(|backend| (backend.id, up)).collect();
     let mut neighbours = neighbours();
     let template = neighbours[&Ipv4Addr::new(10, 0, 0, 1)].clone();
     for last in 3..=4 {

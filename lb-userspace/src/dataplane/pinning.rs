@@ -125,8 +125,9 @@ impl PinDir {
             },
         };
         if !is_bpffs(path)? {
-            // A directory we made on the wrong file system goes again.
-            pins.undo()?;
+            // A directory we made on the wrong file system goes again;
+            // nothing in one we found there is ours.
+            pins.remove_created_directories()?;
             return Err(PinningError::NotBpffs(path.to_owned()));
         }
         pins.found.pins = pins.pin_names()?;
@@ -147,6 +148,11 @@ impl PinDir {
                 }
             }
         }
+        self.remove_created_directories()
+    }
+
+    /// Removes the directories [`PinDir::open`] created, deepest first.
+    fn remove_created_directories(&self) -> Result<(), PinningError> {
         for dir in &self.found.created {
             match fs::remove_dir(dir) {
                 Err(error) if error.kind() != io::ErrorKind::NotFound => {
@@ -247,27 +253,21 @@ impl PinDir {
         remove_pin(&self.flows())
     }
 
-    /// Removes every pin and the directory. The program stays attached until
-    /// the last descriptor of its link is closed ([`Dataplane::detach`]).
-    pub fn remove(&self) -> Result<(), PinningError> {
-        let entries = fs::read_dir(&self.path).map_err(|source| PinningError::Io {
-            action: "reading",
-            path: self.path.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|source| PinningError::Io {
-                action: "reading",
-                path: self.path.clone(),
-                source,
-            })?;
-            remove_pin(&entry.path())?;
+    /// Removes every pin and the directory; returns the names of the pins
+    /// removed. The program stays attached until the last descriptor of its
+    /// link is closed ([`Dataplane::detach`]; at once when no process holds
+    /// one).
+    pub fn remove(&self) -> Result<Vec<OsString>, PinningError> {
+        let names = self.pin_names()?;
+        for name in &names {
+            remove_pin(&self.path.join(name))?;
         }
         fs::remove_dir(&self.path).map_err(|source| PinningError::Io {
             action: "removing",
             path: self.path.clone(),
             source,
-        })
+        })?;
+        Ok(names.into_iter().collect())
     }
 
     /// Tells `loader` to take `FLOWS` from the pin, or to pin the one it creates.
@@ -500,6 +500,12 @@ mod tests {
         assert!(matches!(error, PinningError::NotBpffs(ref path) if *path == dir));
         assert!(error.to_string().contains("mount -t bpf"));
         assert!(!dir.exists(), "the directory it created is removed");
+        // One that was there keeps what it holds: none of it is a pin.
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("notes"), "mine").unwrap();
+        assert!(matches!(PinDir::open(&dir), Err(PinningError::NotBpffs(_))));
+        assert_eq!(fs::read_to_string(dir.join("notes")).unwrap(), "mine");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

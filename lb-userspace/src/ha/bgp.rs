@@ -300,6 +300,10 @@ pub struct ServiceHealth {
     pub settled: bool,
     /// At least one of its backends is up (in the table, serving new flows).
     pub has_serving_backend: bool,
+    /// Every backend is still joining after a reload: nothing to judge it
+    /// by yet. (`settled` and `has_serving_backend` leave joining backends
+    /// out, so a reload never withdraws a VIP by itself.)
+    pub joining: bool,
 }
 
 /// Whether a VIP is announced, and if not, why.
@@ -365,23 +369,31 @@ impl Announcer {
     }
 
     /// Records every service's health; a VIP no longer among them (removed
-    /// by a reload) is withdrawn.
+    /// by a reload) is withdrawn. A service still joining after a reload
+    /// counts only for a VIP with no other service, as not settled.
     pub fn observe_services(&mut self, services: impl IntoIterator<Item = ServiceHealth>) {
         self.vips.clear();
-        for service in services {
-            if self
-                .only
-                .as_ref()
-                .is_some_and(|only| !only.contains(&service.vip))
-            {
-                continue;
-            }
+        let (joining, joined): (Vec<ServiceHealth>, Vec<ServiceHealth>) = services
+            .into_iter()
+            .filter(|service| {
+                self.only
+                    .as_ref()
+                    .is_none_or(|only| only.contains(&service.vip))
+            })
+            .partition(|service| service.joining);
+        for service in joined {
             let vip = self.vips.entry(service.vip).or_insert(VipHealth {
                 settled: true,
                 serving: false,
             });
             vip.settled &= service.settled;
             vip.serving |= service.has_serving_backend;
+        }
+        for service in joining {
+            self.vips.entry(service.vip).or_insert(VipHealth {
+                settled: false,
+                serving: false,
+            });
         }
     }
 
@@ -391,6 +403,7 @@ impl Announcer {
             vip: service.vip,
             settled: service.is_settled(),
             has_serving_backend: service.is_serving(),
+            joining: service.is_joining(),
         }));
     }
 
@@ -584,6 +597,7 @@ mod tests {
             vip,
             settled: true,
             has_serving_backend,
+            joining: false,
         }
     }
 
@@ -725,6 +739,7 @@ mod tests {
             health_since: SystemTime::UNIX_EPOCH,
             settled,
             health_unknown: None,
+            joining: false,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
@@ -763,6 +778,32 @@ mod tests {
                 (WEB, Verdict::Withdraw(WithdrawReason::HealthNotSettled)),
                 (DB, Verdict::Withdraw(WithdrawReason::NoServingBackend)),
             ])
+        );
+    }
+
+    #[test]
+    fn a_service_a_reload_adds_waits_alone_and_never_withdraws_a_serving_vip() {
+        let mut announcer = serving_node();
+        let joining = ServiceHealth {
+            vip: WEB,
+            settled: true,
+            has_serving_backend: false,
+            joining: true,
+        };
+        let new_vip = Ipv4Addr::new(192, 0, 2, 30);
+        announcer.observe_services([
+            service(WEB, true),
+            joining,
+            service(DB, true),
+            ServiceHealth {
+                vip: new_vip,
+                ..joining
+            },
+        ]);
+        assert_eq!(announcer.announced(), set(&[WEB, DB]));
+        assert_eq!(
+            announcer.verdicts()[&new_vip],
+            Verdict::Withdraw(WithdrawReason::HealthNotSettled)
         );
     }
 

@@ -204,7 +204,17 @@ async fn serve(
     // services count as not serving, so the instance starts at a priority
     // that loses.
     services.mark_unchanged();
-    let mut tracker = Tracker::new(settings.instance.priority, settings.track.clone());
+    let configured_services: Vec<String> = services
+        .borrow()
+        .services
+        .iter()
+        .map(|service| service.name.clone())
+        .collect();
+    let mut tracker = Tracker::new(
+        settings.instance.priority,
+        settings.track.clone(),
+        configured_services,
+    );
     let mut config = settings.instance.clone();
     config.priority = tracker.priority();
     log_start(&settings, primary_address, &tracker);

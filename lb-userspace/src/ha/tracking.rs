@@ -5,7 +5,10 @@
 //! of a tracked service's backend is not a fresh verdict (after start, and
 //! after any time this node could not check), the priority is held at the
 //! lowest: a node must not take the VIP with a view its peer may not share.
-//! Observations in, priority out; no IO.
+//! A backend a reload adds (or whose check it changes) is left out until
+//! its health is settled, and a service a reload adds until one of its
+//! backends is, so a reload never lowers the priority by itself: a master
+//! keeps the VIP through it. Observations in, priority out; no IO.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -34,19 +37,35 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker for `configured` priority that has not observed anything:
-    /// the XDP program counts as attached, every tracked service as without
-    /// a serving backend (a node must not win an election on services it
-    /// has not seen serve).
-    pub fn new(configured: u8, track: Tracking) -> Self {
-        let without_backend = track.services.iter().cloned().collect();
-        Tracker {
+    /// the XDP program counts as attached, every tracked one of `services`
+    /// (those configured at start) as without a serving backend (a node
+    /// must not win an election on services it has not seen serve).
+    pub fn new(
+        configured: u8,
+        track: Tracking,
+        services: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut tracker = Tracker {
             configured,
             track,
             xdp_attached: true,
             services_observed: false,
-            without_backend,
+            without_backend: BTreeSet::new(),
             unsettled_backends: 0,
-        }
+        };
+        tracker.without_backend = services
+            .into_iter()
+            .filter(|service| tracker.tracks(service))
+            .collect();
+        tracker
+    }
+
+    /// Whether service `name` is tracked.
+    fn tracks(&self, name: &str) -> bool {
+        self.track
+            .services
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|tracked| tracked == name))
     }
 
     /// Records whether the load balancer program is attached to the
@@ -62,26 +81,26 @@ impl Tracker {
 
     /// Records which tracked services have a serving (`up`) backend, once
     /// every one of their backends is settled. Until then the last verdict
-    /// stands and the priority is held ([`Tracker::is_holding`]).
+    /// stands and the priority is held ([`Tracker::is_holding`]). Backends
+    /// still joining after a reload, and services with nothing else, are
+    /// left out.
     pub fn observe_services(&mut self, snapshot: &Snapshot) {
-        let tracked = || {
-            snapshot
-                .services
-                .iter()
-                .filter(|service| self.track.services.contains(&service.name))
-        };
-        self.unsettled_backends = tracked()
-            .flat_map(|service| &service.backends)
+        let tracked: Vec<_> = snapshot
+            .services
+            .iter()
+            .filter(|service| self.tracks(&service.name) && !service.is_joining())
+            .collect();
+        self.unsettled_backends = tracked
+            .iter()
+            .flat_map(|service| service.joined_backends())
             .filter(|backend| !backend.settled)
             .count();
         if self.unsettled_backends > 0 {
             return;
         }
         self.services_observed = true;
-        self.without_backend = snapshot
-            .services
+        self.without_backend = tracked
             .iter()
-            .filter(|service| self.track.services.contains(&service.name))
             .filter(|service| !service.is_serving())
             .map(|service| service.name.clone())
             .collect();
@@ -165,8 +184,13 @@ mod tests {
         Tracking {
             xdp_weight,
             service_weight,
-            services: services.iter().map(|s| s.to_string()).collect(),
+            services: Some(services.iter().map(|s| s.to_string()).collect()),
         }
+    }
+
+    /// A tracker of `track` that started with services `web` and `dns`.
+    fn tracker_of(configured: u8, track: Tracking) -> Tracker {
+        Tracker::new(configured, track, ["web".to_owned(), "dns".to_owned()])
     }
 
     fn report(services: &[(&str, &[BackendState])]) -> Snapshot {
@@ -182,6 +206,7 @@ mod tests {
             health_since: SystemTime::UNIX_EPOCH,
             settled: true,
             health_unknown: None,
+            joining: false,
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
@@ -206,7 +231,7 @@ mod tests {
 
     #[test]
     fn services_count_as_down_until_observed() {
-        let mut tracker = Tracker::new(150, tracking(100, 60, &["web", "dns"]));
+        let mut tracker = tracker_of(150, tracking(100, 60, &["web", "dns"]));
         assert_eq!(tracker.priority(), 30);
         assert_eq!(
             tracker.reasons().to_string(),
@@ -221,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_healthy_node_advertises_its_configured_priority() {
-        let mut tracker = Tracker::new(150, tracking(100, 60, &["web"]));
+        let mut tracker = tracker_of(150, tracking(100, 60, &["web"]));
         tracker.observe_services(&report(&[("web", &[BackendState::Down, BackendState::Up])]));
         assert_eq!(tracker.priority(), 150);
         assert_eq!(tracker.reasons().to_string(), "none");
@@ -229,7 +254,7 @@ mod tests {
 
     #[test]
     fn each_failing_check_subtracts_its_weight() {
-        let mut tracker = Tracker::new(150, tracking(100, 30, &["web", "dns"]));
+        let mut tracker = tracker_of(150, tracking(100, 30, &["web", "dns"]));
         tracker.observe_services(&report(&[
             ("web", &[BackendState::Up]),
             ("dns", &[BackendState::Up]),
@@ -255,7 +280,7 @@ mod tests {
 
     #[test]
     fn the_program_is_lost_once_per_detachment() {
-        let mut tracker = Tracker::new(150, tracking(100, 0, &[]));
+        let mut tracker = tracker_of(150, tracking(100, 0, &[]));
         assert!(!tracker.observe_xdp(true));
         assert!(tracker.observe_xdp(false));
         assert!(
@@ -268,7 +293,7 @@ mod tests {
 
     #[test]
     fn the_priority_never_drops_below_one() {
-        let mut tracker = Tracker::new(150, tracking(254, 254, &["web"]));
+        let mut tracker = tracker_of(150, tracking(254, 254, &["web"]));
         let _ = tracker.observe_xdp(false);
         tracker.observe_services(&report(&[("web", &[BackendState::Disabled])]));
         assert_eq!(tracker.priority(), 1);
@@ -276,7 +301,7 @@ mod tests {
 
     #[test]
     fn untracked_services_and_zero_weights_change_nothing() {
-        let mut tracker = Tracker::new(100, tracking(0, 50, &["web"]));
+        let mut tracker = tracker_of(100, tracking(0, 50, &["web"]));
         assert!(
             !tracker.observe_xdp(false),
             "an untracked program is never lost"
@@ -288,7 +313,7 @@ mod tests {
 
     #[test]
     fn an_unsettled_backend_holds_the_priority_at_the_lowest_until_settled() {
-        let mut tracker = Tracker::new(150, tracking(100, 60, &["web"]));
+        let mut tracker = tracker_of(150, tracking(100, 60, &["web"]));
         let mut snapshot = report(&[("web", &[BackendState::Up, BackendState::Up])]);
         tracker.observe_services(&snapshot);
         assert_eq!(tracker.priority(), 150);
@@ -313,12 +338,12 @@ mod tests {
 
     #[test]
     fn untracked_services_never_hold_the_priority() {
-        let mut tracker = Tracker::new(150, tracking(100, 60, &["web"]));
+        let mut tracker = tracker_of(150, tracking(100, 60, &["web"]));
         let mut snapshot = report(&[("web", &[BackendState::Up]), ("dns", &[BackendState::Up])]);
         snapshot.services[1].backends[0].settled = false;
         tracker.observe_services(&snapshot);
         assert_eq!(tracker.priority(), 150);
-        let mut untracked = Tracker::new(150, tracking(100, 0, &["web"]));
+        let mut untracked = tracker_of(150, tracking(100, 0, &["web"]));
         snapshot.services[0].backends[0].settled = false;
         untracked.observe_services(&snapshot);
         assert!(
@@ -326,5 +351,59 @@ mod tests {
             "service weight 0: services are not tracked"
         );
         assert_eq!(untracked.priority(), 150);
+    }
+
+    #[test]
+    fn by_default_every_service_is_tracked_those_a_reload_adds_included() {
+        let every = Tracking {
+            services: None,
+            ..tracking(0, 60, &[])
+        };
+        let mut tracker = tracker_of(150, every);
+        assert_eq!(tracker.priority(), 30, "web and dns count until observed");
+        tracker.observe_services(&report(&[
+            ("web", &[BackendState::Up]),
+            ("dns", &[BackendState::Up]),
+            ("api", &[BackendState::Down]),
+        ]));
+        assert_eq!(tracker.priority(), 90);
+        assert_eq!(
+            tracker.reasons().to_string(),
+            "service api has no serving backend (-60)"
+        );
+    }
+
+    #[test]
+    fn a_reload_never_lowers_the_priority_by_itself() {
+        let mut tracker = tracker_of(150, tracking(100, 60, &["web", "api"]));
+        let mut snapshot = report(&[("web", &[BackendState::Up, BackendState::Up])]);
+        tracker.observe_services(&snapshot);
+        assert_eq!(tracker.priority(), 150);
+        // A reload adds web3 to web and the service api, all down and
+        // unsettled until their checks have run.
+        snapshot = report(&[
+            (
+                "web",
+                &[BackendState::Up, BackendState::Up, BackendState::Down],
+            ),
+            ("api", &[BackendState::Down]),
+        ]);
+        let joining = [(0, 2), (1, 0)];
+        for (service, backend) in joining {
+            let backend = &mut snapshot.services[service].backends[backend];
+            backend.settled = false;
+            backend.joining = true;
+        }
+        tracker.observe_services(&snapshot);
+        assert!(!tracker.is_holding());
+        assert_eq!(tracker.priority(), 150);
+        // Once settled they count: api has no serving backend.
+        for (service, backend) in joining {
+            let backend = &mut snapshot.services[service].backends[backend];
+            backend.settled = true;
+            backend.joining = false;
+        }
+        tracker.observe_services(&snapshot);
+        assert_eq!(tracker.priority(), 90);
     }
 }

@@ -92,6 +92,9 @@ pub struct HealthChecker {
     /// view stale.
     local_faults: Arc<watch::Sender<u64>>,
     unknown_results: UnknownResults,
+    /// Whether [`HealthChecker::update`] starts a task that probes each new
+    /// target; off only in tests that report health themselves.
+    probing: bool,
 }
 
 /// How many check results were set aside as unknown since start, shared
@@ -114,12 +117,15 @@ impl UnknownResults {
 struct RunningCheck {
     generation: u64,
     status: TargetStatus,
-    task: JoinHandle<()>,
+    /// `None` without probing.
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for RunningCheck {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -140,6 +146,17 @@ impl HealthChecker {
             next_generation: 0,
             local_faults: Arc::new(watch::Sender::new(0)),
             unknown_results: UnknownResults::default(),
+            probing: true,
+        }
+    }
+
+    /// A checker that tracks its targets' statuses but probes nothing (no
+    /// packet leaves a test): the test reports health itself.
+    #[cfg(test)]
+    pub fn without_probes() -> Self {
+        HealthChecker {
+            probing: false,
+            ..HealthChecker::new()
         }
     }
 
@@ -192,16 +209,18 @@ impl HealthChecker {
                         settled: state.is_settled(),
                         unknown: None,
                     };
-                    let task = tokio::spawn(run_checks(
-                        target,
-                        state,
-                        Reporting {
-                            generation,
-                            events: self.events_tx.clone(),
-                            local_faults: self.local_faults.clone(),
-                            unknown_results: self.unknown_results.clone(),
-                        },
-                    ));
+                    let task = self.probing.then(|| {
+                        tokio::spawn(run_checks(
+                            target,
+                            state,
+                            Reporting {
+                                generation,
+                                events: self.events_tx.clone(),
+                                local_faults: self.local_faults.clone(),
+                                unknown_results: self.unknown_results.clone(),
+                            },
+                        ))
+                    });
                     slot.insert(RunningCheck {
                         generation,
                         status,

@@ -18,8 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 pub use netns::in_namespace;
 pub use pair::{Pair, Setup, StatusError};
 pub use status::{
-    BackendReport, BackendState, BgpReport, Counters, StatusReport, VipAnnouncement, VrrpReport,
-    VrrpState,
+    BackendReport, BackendState, BgpReport, ConfigReport, Counters, ReloadCounts, StatusReport,
+    VipAnnouncement, VrrpReport, VrrpState,
 };
 pub use traffic::{Connections, Event, LongLived, Outcome, StreamLog, Streams, Traffic};
 

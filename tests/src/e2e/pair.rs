@@ -5,7 +5,7 @@
 //! node's namespace, where the API listens on loopback), which is what tests
 //! wait for and assert on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
@@ -228,6 +228,27 @@ impl Pair {
             (stopper.join().expect("the stopping thread"), moved)
         });
         (status.expect("stopping lb"), moved)
+    }
+
+    /// SIGHUP to `node`'s `lb`: it reloads its configuration file.
+    pub fn hangup(&self, node: Node) {
+        let lb = self.lbs[index(node)]
+            .as_ref()
+            .unwrap_or_else(|| panic!("lb on {node} is not running"));
+        let pid = lb.pid().expect("a running lb has a pid");
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -HUP {pid}");
+    }
+
+    /// The configuration file `node`'s `lb` runs with (rewrite it, then
+    /// reload, to change it).
+    pub fn config_path(&self, node: Node) -> &Path {
+        self.configs[index(node)]
+            .as_deref()
+            .unwrap_or_else(|| panic!("{node} has no lb configuration in this setup"))
     }
 
     /// SIGKILL to `node`'s `lb`: nothing is cleaned up.
@@ -463,10 +484,14 @@ impl Pair {
     /// Runs `lb ARGS` inside `node` (where its API listens) and returns
     /// its stdout.
     pub fn lb(&self, node: Node, args: &[&str]) -> String {
-        let binary = self.binary.to_string_lossy();
-        self.lab
-            .run(node, &binary, args)
+        self.try_lb(node, args)
             .unwrap_or_else(|error| panic!("lb {}: {error}", args.join(" ")))
+    }
+
+    /// [`Pair::lb`], or the error with what `lb` printed when it fails.
+    pub fn try_lb(&self, node: Node, args: &[&str]) -> Result<String, LabError> {
+        let binary = self.binary.to_string_lossy();
+        self.lab.run(node, &binary, args)
     }
 
     /// Stops every `lb` (SIGTERM: each must exit cleanly, lb2 first) and

@@ -12,6 +12,9 @@ use serde::{Deserialize, Deserializer};
 /// `GET /status` of one node.
 #[derive(Clone, Debug, Deserialize)]
 pub struct StatusReport {
+    /// The configuration file running and its reloads.
+    #[serde(default)]
+    pub config: Option<ConfigReport>,
     pub services: Vec<ServiceReport>,
     /// The node's VRRP instance; absent when it has no `[vrrp]`.
     #[serde(default)]
@@ -19,6 +22,23 @@ pub struct StatusReport {
     /// The node's BGP announcer; absent when it has no `[bgp]`.
     #[serde(default)]
     pub bgp: Option<BgpReport>,
+}
+
+/// The configuration file a node runs, and how its reloads went.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ConfigReport {
+    /// The hash of the file (as `lb check-config` prints it).
+    pub hash: String,
+    pub reloads: ReloadCounts,
+    /// Why the last reload failed, while it did.
+    pub last_reload_error: Option<String>,
+}
+
+/// Reloads by outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct ReloadCounts {
+    pub ok: u64,
+    pub failed: u64,
 }
 
 /// The BGP announcer of an active-active node.
@@ -66,6 +86,11 @@ pub struct BackendReport {
     /// Why the node cannot check it right now (its own fault).
     #[serde(default)]
     pub health_unknown: Option<String>,
+    /// The weight in use (the API's, or the configured one).
+    #[serde(default)]
+    pub weight: u32,
+    #[serde(default)]
+    pub configured_weight: u32,
     pub counters: Counters,
 }
 
@@ -141,6 +166,16 @@ impl StatusReport {
     /// Every backend of every service.
     pub fn backends(&self) -> impl Iterator<Item = &BackendReport> {
         self.services.iter().flat_map(|service| &service.backends)
+    }
+
+    /// The configuration running.
+    ///
+    /// # Panics
+    /// If the status carries none: every `lb` reports it.
+    pub fn config(&self) -> ConfigReport {
+        self.config
+            .clone()
+            .unwrap_or_else(|| panic!("the node's /status has no `config` (hash, reloads)"))
     }
 
     /// The VRRP instance.

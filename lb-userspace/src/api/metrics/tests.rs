@@ -7,14 +7,16 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use lb_common::maps::{Counters, Reason};
 
 use super::render;
 use crate::api::model::VrrpReport;
 use crate::dataplane::fake::FakeCounters;
-use crate::domain::{AdminState, BackendSnapshot, BackendState, Health, ServiceSnapshot, Snapshot};
+use crate::domain::{
+    AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, ServiceSnapshot, Snapshot,
+};
 use crate::vrrp::State;
 
 fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> BackendSnapshot {
@@ -33,6 +35,7 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         configured_weight: 1,
         settled: true,
         health_unknown: None,
+        joining: false,
     }
 }
 
@@ -115,8 +118,28 @@ fn vrrp() -> VrrpReport {
     }
 }
 
+/// Running since a reload at 1700000000.25 s, after 2 reloads that took and
+/// 1 refused.
+fn config() -> ConfigStatus {
+    ConfigStatus {
+        hash: "3a9f1c07e2b4d816".into(),
+        applied_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
+        reloads_ok: 2,
+        reloads_failed: 1,
+        last_error: Some("lb.toml:3:1: unknown field `mtu`".into()),
+    }
+}
+
 fn rendered(vrrp: Option<VrrpReport>) -> String {
-    render(Arc::new(snapshot()), Arc::new(counters()), vrrp, None, 7).unwrap()
+    render(
+        Arc::new(snapshot()),
+        Arc::new(counters()),
+        &config(),
+        vrrp,
+        None,
+        7,
+    )
+    .unwrap()
 }
 
 /// The lines of `text` that are series (not `# HELP` / `# TYPE`).
@@ -129,6 +152,10 @@ fn every_series_of_a_known_state() {
     let version = env!("CARGO_PKG_VERSION");
     let expected = format!(
         r#"lb_build_info{{version="{version}"}} 1
+lb_config_info{{hash="3a9f1c07e2b4d816"}} 1
+lb_config_reloads_total{{result="ok"}} 2
+lb_config_reloads_total{{result="failed"}} 1
+lb_config_last_reload_success_timestamp_seconds 1700000000.25
 lb_service_info{{service="web",vip="10.0.0.100",port="80",protocol="tcp",scheduler="maglev"}} 1
 lb_service_info{{service="dns",vip="10.0.0.101",port="53",protocol="udp",scheduler="round-robin"}} 1
 lb_service_packets_total{{service="web"}} 50
@@ -229,7 +256,7 @@ fn each_family_is_typed_and_explained() {
     assert!(text.contains("# TYPE lb_backend_state gauge\n"));
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((families, helps), (27, 27));
+    assert_eq!((families, helps), (30, 30));
 }
 
 #[test]
@@ -286,6 +313,7 @@ fn each_vip_of_a_bgp_node_has_its_announcement_gauge() {
     let text = render(
         Arc::new(snapshot()),
         Arc::new(counters()),
+        &config(),
         None,
         Some(bgp),
         0,

@@ -13,6 +13,7 @@ use crate::health::{
 mod bad_configs;
 mod bgp;
 mod file;
+mod reloadable;
 mod vrrp;
 
 /// Joins `lines` so that `lines[i]` is line `i + 1` of the file.

@@ -80,11 +80,12 @@ fn a_minimal_section_gets_the_defaults() {
                 notify: NotifyCommands::default(),
             },
             primary_address: None,
-            // The documented defaults: the priority drops to 1.
+            // The documented defaults: the priority drops to 1; every
+            // service, those a reload adds included.
             track: Tracking {
                 xdp_weight: 254,
                 service_weight: 254,
-                services: vec!["web".into(), "dns".into()],
+                services: None,
             },
         }
     );
@@ -140,7 +141,7 @@ fn every_setting_is_read() {
         Tracking {
             xdp_weight: 100,
             service_weight: 0,
-            services: vec!["web".into()],
+            services: Some(vec!["web".into()]),
         }
     );
 }

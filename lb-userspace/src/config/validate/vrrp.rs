@@ -286,7 +286,7 @@ fn tracking(
         DEFAULT_TRACK_SERVICE_WEIGHT,
     )?;
     let services = match &raw.track_services {
-        None => services.iter().map(|s| s.name.clone()).collect(),
+        None => None,
         Some(list) => {
             let mut names: Vec<String> = Vec::with_capacity(list.get_ref().len());
             for name in list.get_ref() {
@@ -303,7 +303,7 @@ fn tracking(
                 }
                 names.push(text.clone());
             }
-            names
+            Some(names)
         }
     };
     Ok(Tracking {

@@ -3,7 +3,7 @@
 //! publication path ([`Publisher`]), with every backend reached through the
 //! test-run ingress interface (so forwarded packets end in `XDP_TX`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -111,7 +111,8 @@ pub struct Publisher {
 impl Publisher {
     /// Brings `dataplane` to the state where backend id `i` follows `plans[i]`.
     pub fn apply(&mut self, dataplane: &mut Dataplane, plans: &[BackendPlan]) -> Result<Applied> {
-        let image = MapsImage::build(&self.layout, plans, &self.neighbours, self.table_size)?;
+        let plans: BTreeMap<u32, BackendPlan> = (0..).zip(plans.iter().copied()).collect();
+        let image = MapsImage::build(&self.layout, &plans, &self.neighbours, self.table_size)?;
         Ok(self.applier.apply(dataplane, &image)?)
     }
 }
