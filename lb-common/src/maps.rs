@@ -187,7 +187,9 @@ pub struct Flow {
 }
 
 /// Value of [`names::LOCAL_INTERFACE`]: the interface the program serves.
-#[repr(C)]
+/// Aligned to 4 (as every map value is, at least), so the data path reads
+/// the MAC as two words rather than six bytes.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LocalInterface {
     /// Its Ethernet address: service traffic is addressed to it.

@@ -58,17 +58,24 @@ pub fn over_rate_limit(service: &Service, flow: &FlowKey, clock: &mut Clock) -> 
         service_id: service.id,
         src_ip: flow.src_ip,
     };
+    let entry = SOURCE_BUCKETS.get_ptr_mut(key);
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
-    let bucket = SOURCE_BUCKETS.get_ptr(key).map(|bucket| unsafe { *bucket });
-    match TokenBucket::take(bucket, *limit, clock.now_ns()) {
-        Some(bucket) => {
+    let bucket = entry.map(|bucket| unsafe { *bucket });
+    let Some(taken) = TokenBucket::take(bucket, *limit, clock.now_ns()) else {
+        return true;
+    };
+    match entry {
+        // A known source's bucket is written in place: no second hash
+        // lookup, no LRU update (racing CPUs may lose a token either way).
+        // SAFETY: as above; the value is plain data, written whole.
+        Some(bucket) => unsafe { *bucket = taken },
+        None => {
             // An LRU insert only fails on allocation failure; the flow then
             // goes through with the source's bucket unrecorded.
-            let _ = SOURCE_BUCKETS.insert(key, bucket, 0);
-            false
+            let _ = SOURCE_BUCKETS.insert(key, taken, 0);
         }
-        None => true,
     }
+    false
 }
 
 /// Records `flow` on `backend_id` in the flow table, unless this CPU's

@@ -2,8 +2,10 @@
 //! benchmark floors, `xdp_pass` and `xdp_mac_swap`.
 //!
 //! Program and map names are the contract in `lb_common::maps`; the per-packet
-//! logic lives in [`balance`], edge filtering in [`edge`], header access in [`packet`], counters in
-//! [`stats`], the MAC-swap floor in [`mac_swap`].
+//! logic lives in [`balance`], edge filtering (MACs, VIP ports and protocols,
+//! source allow-lists, ICMP) in [`edge`], flood protection in [`flood`],
+//! header access in [`packet`], counters in [`stats`], the MAC-swap floor in
+//! [`mac_swap`].
 //!
 //! Built by `cargo xtask build`, which runs (from `lb-ebpf/`):
 //! `RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C debuginfo=2 -C link-arg=--btf"

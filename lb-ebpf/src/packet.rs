@@ -115,6 +115,13 @@ impl Ethernet {
         }
     }
 
+    /// The destination MAC address.
+    #[inline(always)]
+    pub fn destination(&self) -> [u8; 6] {
+        // SAFETY: `ethernet` checked that the header lies inside the frame.
+        unsafe { addr_of!((*self.header).dst_addr).read_unaligned() }
+    }
+
     /// Rewrites the destination and source MAC addresses.
     #[inline(always)]
     pub fn set_macs(&self, dst: [u8; 6], src: [u8; 6]) {

@@ -49,8 +49,8 @@ pub struct Ingress {
     /// Its ifindex: a backend behind it is reached with `XDP_TX`, any other
     /// with `XDP_REDIRECT`.
     pub ifindex: u32,
-    /// Its MAC. Not consulted yet: today's program forwards frames whatever
-    /// their destination MAC (issue 10 item 2 adds the check to both).
+    /// Its MAC. Not consulted: the program checks frames against the MAC in
+    /// `LOCAL_INTERFACE` ([`super::MapContents::local_interface`]).
     pub mac: [u8; 6],
 }
 

@@ -15,7 +15,8 @@
 //! - [`contents`]: the maps the decision reads, in memory.
 //! - [`decision`]: the result and the types it is made of.
 //! - `decide`: the decision, step for step like `lb-ebpf/src/balance.rs`.
-//! - `edge`: edge filtering, like `lb-ebpf/src/edge.rs`.
+//! - `edge`: edge filtering (MACs, VIP ports and protocols, source
+//!   allow-lists, ICMP), like `lb-ebpf/src/edge.rs`.
 //! - `flood`: the new-flow rate limit and insert guard, like
 //!   `lb-ebpf/src/flood.rs`.
 

@@ -178,6 +178,17 @@ fn global_settings_are_read() {
 }
 
 #[test]
+fn a_large_allow_list_is_read_and_checked_for_duplicates() {
+    // 40,000 distinct /32s: about the most a 1 MiB file holds.
+    let prefixes: Vec<String> = (0..40_000u32)
+        .map(|n| format!("\"{}/32\"", Ipv4Addr::from(0x0a00_0000 + n)))
+        .collect();
+    let text = valid_with(9, &format!("allow = [{}]", prefixes.join(", ")));
+    let service = parse(&text, "lb.toml").unwrap().services.remove(0);
+    assert_eq!(service.allow.unwrap().len(), 40_000);
+}
+
+#[test]
 fn source_policies_are_read() {
     let text = valid_with(
         9,

@@ -2,7 +2,7 @@
 //! forwarding, health check and backends, each service checked against the
 //! ones before it and against `[global]`'s limits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
@@ -208,9 +208,10 @@ impl<'a> ServicesValidator<'a> {
             ));
         }
         let mut prefixes: Vec<SourcePrefix> = Vec::with_capacity(list.get_ref().len());
+        let mut seen: HashSet<SourcePrefix> = HashSet::with_capacity(list.get_ref().len());
         for value in list.get_ref() {
             let prefix = source_prefix(value, &field, site)?;
-            if prefixes.contains(&prefix) {
+            if !seen.insert(prefix) {
                 return Err(site.invalid(value.span(), field, format!("{prefix} is listed twice")));
             }
             prefixes.push(prefix);
