@@ -16,7 +16,9 @@ use lb_common::maps::{self, ServiceKey};
 use lb_common::ring::round_robin_ring;
 
 use super::error::PublishError;
-use crate::config::{Config, Forwarding, Protocol, Scheduler, SourcePrefix, SourceRateLimit};
+use crate::config::{
+    Backend, Config, Forwarding, Protocol, Scheduler, Service, SourcePrefix, SourceRateLimit,
+};
 
 /// The ids the data path knows services and backends by: at start,
 /// services in configuration order from 0, and one backend id per (service,
@@ -81,6 +83,24 @@ pub struct ServiceSlot {
     pub backends: Vec<BackendSlot>,
 }
 
+impl ServiceSlot {
+    /// `service` under data path id `id`, with its `backends`' slots.
+    fn of(id: u32, service: &Service, backends: Vec<BackendSlot>) -> Self {
+        ServiceSlot {
+            id,
+            name: service.name.clone(),
+            vip: service.vip,
+            port: service.port,
+            protocol: service.protocol,
+            scheduler: service.scheduler,
+            forwarding: service.forwarding,
+            allow: service.allow.clone(),
+            rate_limit: service.rate_limit,
+            backends,
+        }
+    }
+}
+
 /// One backend membership of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSlot {
@@ -88,6 +108,18 @@ pub struct BackendSlot {
     pub name: String,
     pub address: Ipv4Addr,
     pub weight: u32,
+}
+
+impl BackendSlot {
+    /// `backend` under data path id `id`.
+    fn of(id: u32, backend: &Backend) -> Self {
+        BackendSlot {
+            id,
+            name: backend.name.clone(),
+            address: backend.address,
+            weight: backend.weight,
+        }
+    }
 }
 
 /// A backend that takes new flows, with its current weight.
@@ -103,26 +135,13 @@ impl Layout {
         let mut backend_ids = 0..;
         let services: Vec<ServiceSlot> = (0..)
             .zip(&config.services)
-            .map(|(id, service)| ServiceSlot {
-                id,
-                name: service.name.clone(),
-                vip: service.vip,
-                port: service.port,
-                protocol: service.protocol,
-                scheduler: service.scheduler,
-                forwarding: service.forwarding,
-                allow: service.allow.clone(),
-                rate_limit: service.rate_limit,
-                backends: backend_ids
+            .map(|(id, service)| {
+                let backends = backend_ids
                     .by_ref()
                     .zip(&service.backends)
-                    .map(|(id, backend)| BackendSlot {
-                        id,
-                        name: backend.name.clone(),
-                        address: backend.address,
-                        weight: backend.weight,
-                    })
-                    .collect(),
+                    .map(|(id, backend)| BackendSlot::of(id, backend))
+                    .collect();
+                ServiceSlot::of(id, service, backends)
             })
             .collect();
         let taken_backends = services.iter().map(|s| s.backends.len()).sum::<usize>();
@@ -168,37 +187,22 @@ impl Layout {
             .iter()
             .map(|service| {
                 let old = self.services.iter().find(|s| s.name == service.name);
-                ServiceSlot {
-                    id: old.map_or_else(|| service_ids.take().expect(exhausted), |old| old.id),
-                    name: service.name.clone(),
-                    vip: service.vip,
-                    port: service.port,
-                    protocol: service.protocol,
-                    scheduler: service.scheduler,
-                    forwarding: service.forwarding,
-                    allow: service.allow.clone(),
-                    rate_limit: service.rate_limit,
-                    backends: service
-                        .backends
-                        .iter()
-                        .map(|backend| {
-                            let kept = old.and_then(|old| {
-                                old.backends.iter().find(|b| {
-                                    b.name == backend.name && b.address == backend.address
-                                })
-                            });
-                            BackendSlot {
-                                id: kept.map_or_else(
-                                    || backend_ids.take().expect(exhausted),
-                                    |kept| kept.id,
-                                ),
-                                name: backend.name.clone(),
-                                address: backend.address,
-                                weight: backend.weight,
-                            }
-                        })
-                        .collect(),
-                }
+                let id = old.map_or_else(|| service_ids.take().expect(exhausted), |old| old.id);
+                let backends = service
+                    .backends
+                    .iter()
+                    .map(|backend| {
+                        let kept = old.and_then(|old| {
+                            old.backends
+                                .iter()
+                                .find(|b| b.name == backend.name && b.address == backend.address)
+                        });
+                        let id = kept
+                            .map_or_else(|| backend_ids.take().expect(exhausted), |kept| kept.id);
+                        BackendSlot::of(id, backend)
+                    })
+                    .collect();
+                ServiceSlot::of(id, service, backends)
             })
             .collect();
         Layout {
