@@ -53,6 +53,10 @@ pub mod names {
 pub mod programs {
     /// The load balancer.
     pub const LB: &str = "lb_xdp";
+    /// `lb_xdp`'s guard at tc ingress of the same interface: drops service
+    /// traffic that reaches the kernel without `lb_xdp` (reason
+    /// `bypassed_xdp`).
+    pub const GUARD: &str = "lb_guard";
     /// Returns `XDP_PASS`: the benchmark floor, and what the lab attaches to the
     /// switch-side peer of an LB veth so that `XDP_TX` frames are accepted.
     pub const PASS: &str = "xdp_pass";
@@ -262,10 +266,16 @@ pub enum Reason {
     NotAllowed = 17,
     /// Drop: an ICMP echo request to a VIP, with `vip_icmp_echo = "drop"`.
     VipIcmpEcho = 18,
+    /// Drop, by `lb_guard` at tc ingress: TCP or UDP to a VIP (other than to
+    /// a service with no serving backend) that reached the kernel, so
+    /// `lb_xdp` did not run: dropped rather than answered with a reset by
+    /// this node's kernel; the client's retransmission reaches the node that
+    /// takes over.
+    BypassedXdp = 19,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIpv4,
@@ -288,6 +298,7 @@ impl Reason {
         Reason::InsertSkipped,
         Reason::NotAllowed,
         Reason::VipIcmpEcho,
+        Reason::BypassedXdp,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -313,6 +324,7 @@ impl Reason {
             Reason::InsertSkipped => "insert_skipped",
             Reason::NotAllowed => "not_allowed",
             Reason::VipIcmpEcho => "vip_icmp_echo",
+            Reason::BypassedXdp => "bypassed_xdp",
         }
     }
 }

@@ -1,9 +1,11 @@
-//! The XDP programs of the load balancer: `lb_xdp` (the data path) and two
-//! benchmark floors, `xdp_pass` and `xdp_mac_swap`.
+//! The programs of the load balancer: `lb_xdp` (the data path), `lb_guard`
+//! (its kernel-side guard at tc ingress) and two benchmark floors,
+//! `xdp_pass` and `xdp_mac_swap`.
 //!
 //! Program and map names are the contract in `lb_common::maps`; the per-packet
 //! logic lives in [`balance`], edge filtering (MACs, VIP ports and protocols,
-//! source allow-lists, ICMP) in [`edge`], flood protection in [`flood`],
+//! source allow-lists, ICMP) in [`edge`], flood protection in [`flood`], the
+//! guard in [`guard`],
 //! header access in [`packet`], counters in [`stats`], the MAC-swap floor in
 //! [`mac_swap`].
 //!
@@ -17,12 +19,17 @@
 mod balance;
 mod edge;
 mod flood;
+mod guard;
 mod mac_swap;
 mod maps;
 mod packet;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 /// The load balancer: forwards packets addressed to a virtual service to a
 /// backend, passes everything else to the kernel, drops malformed packets and
@@ -32,6 +39,14 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let verdict = balance::balance(&ctx);
     stats::count_verdict(&verdict);
     verdict.action()
+}
+
+/// At tc ingress beside `lb_xdp`: drops the service traffic that reaches the
+/// kernel because `lb_xdp` no longer runs, so this node's kernel never
+/// resets its connections (see [`guard`]).
+#[classifier]
+pub fn lb_guard(ctx: TcContext) -> i32 {
+    guard::guard(&ctx)
 }
 
 /// Returns `XDP_PASS`: the benchmark's "do nothing" floor, and the program the

@@ -1070,3 +1070,117 @@ fn floor_programs_pass_and_swap_macs() {
         [&CLIENT_MAC[..], &LB_MAC[..], &syn[12..]].concat()
     );
 }
+
+// ---------------------------------------------------------------------------
+// The guard (`lb_guard`, tc ingress): what reaches the kernel without lb_xdp
+// ---------------------------------------------------------------------------
+
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+
+/// `frame` as the kernel's TCP and UDP would take it in a test run: to the
+/// MAC of `lo` (all zeros), so "to this host".
+fn to_this_host(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[..6].fill(0);
+    frame
+}
+
+/// Runs `lb_guard` on `frame` and asserts its action, with `bypassed_xdp`
+/// counted once when dropped and no reason moving when passed.
+fn assert_guard(dataplane: &Dataplane, frame: &[u8], action: i32, what: &str) {
+    let before = reasons(dataplane);
+    let got = dataplane
+        .test_run_guard(frame)
+        .expect("BPF_PROG_TEST_RUN of lb_guard");
+    assert_eq!(got, action, "lb_guard's action for {what}");
+    let mut expected = before;
+    if action == TC_ACT_SHOT {
+        expected[Reason::BypassedXdp as usize] += 1;
+    }
+    assert_eq!(reasons(dataplane), expected, "reason counters after {what}");
+}
+
+#[test]
+fn the_guard_drops_service_traffic_that_reaches_the_kernel() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let ring = round_robin_ring(&[(0, 1)], TABLE_SIZE as usize).expect("a ring");
+    dataplane
+        .set_service(
+            service_key(VIP, DNS_PORT, IPPROTO_UDP),
+            DNS_SERVICE,
+            Scheduler::RoundRobin,
+            &ring,
+        )
+        .expect("publishing the DNS service");
+    for (frame, what) in [
+        (web_syn(CLIENT_PORT), "a SYN to a service"),
+        (
+            web_frame(CLIENT_PORT, wire::TCP_PSH_ACK, b"GET /"),
+            "an established segment",
+        ),
+        (
+            udp_frame_to(VIP, (CLIENT_PORT, DNS_PORT), b"q"),
+            "UDP to a service",
+        ),
+        (
+            tcp_frame_to(VIP, (CLIENT_PORT, 443), wire::TCP_SYN, &[]),
+            "TCP to a VIP port with no service (lb_xdp drops it)",
+        ),
+    ] {
+        assert_guard(&dataplane, &to_this_host(frame), TC_ACT_SHOT, what);
+    }
+    let mut ip = Ipv4::new(CLIENT_IP, VIP, IPPROTO_TCP);
+    ip.fragment = 0x0004;
+    let later_fragment = wire::ethernet([0; 6], CLIENT_MAC, ETHERTYPE_IPV4, &ip.packet(&[0; 24]));
+    assert_guard(
+        &dataplane,
+        &later_fragment,
+        TC_ACT_SHOT,
+        "a later fragment to a VIP",
+    );
+}
+
+#[test]
+fn the_guard_passes_everything_lb_xdp_hands_to_the_kernel() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let echo = [8, 0, 0xf7, 0xff, 0, 0, 0, 0];
+    let icmp = wire::ethernet(
+        [0; 6],
+        CLIENT_MAC,
+        ETHERTYPE_IPV4,
+        &Ipv4::new(CLIENT_IP, VIP, 1).packet(&echo),
+    );
+    assert_guard(&dataplane, &icmp, TC_ACT_OK, "ICMP to a VIP");
+    let other = tcp_frame_to(OTHER_IP, (CLIENT_PORT, HTTP_PORT), wire::TCP_SYN, &[]);
+    assert_guard(
+        &dataplane,
+        &to_this_host(other),
+        TC_ACT_OK,
+        "TCP to another address",
+    );
+    // Flooded by a switch to every port: the kernel drops it before TCP.
+    let mut flooded = web_syn(CLIENT_PORT);
+    flooded[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
+    assert_guard(
+        &dataplane,
+        &flooded,
+        TC_ACT_OK,
+        "a service frame for another MAC",
+    );
+    let arp = wire::ethernet([0xff; 6], CLIENT_MAC, wire::ETHERTYPE_ARP, &[0; 28]);
+    assert_guard(&dataplane, &arp, TC_ACT_OK, "ARP");
+
+    // lb_xdp passes a service with no serving backend on purpose, so that
+    // the kernel refuses new connections at once: the guard lets it.
+    dataplane
+        .set_service(web_key(), WEB_SERVICE, Scheduler::Maglev, &[])
+        .expect("publishing the web service without backends");
+    assert_guard(
+        &dataplane,
+        &to_this_host(web_syn(CLIENT_PORT)),
+        TC_ACT_OK,
+        "a SYN to a service with no serving backend",
+    );
+}

@@ -24,9 +24,12 @@ pub enum DataplaneError {
     #[error("program {0} not found in the eBPF object")]
     MissingProgram(String),
 
-    /// The program exists but is not an XDP program.
-    #[error("program {program} is not an XDP program")]
-    NotXdp { program: String },
+    /// The program exists but is of another type than expected.
+    #[error("program {program} is not a {expected} program")]
+    ProgramType {
+        program: String,
+        expected: &'static str,
+    },
 
     /// Loading (verifying) a program failed; the message holds the verifier log.
     #[error("loading program {program} into the kernel")]
@@ -58,6 +61,15 @@ pub enum DataplaneError {
         program: &'static str,
         interface: String,
         driver_error: String,
+        #[source]
+        source: Box<ProgramError>,
+    },
+
+    /// Attaching the guard (`lb_guard`) at tc ingress failed.
+    #[error("attaching program {program} at tc ingress of interface {interface}")]
+    AttachGuard {
+        program: &'static str,
+        interface: String,
         #[source]
         source: Box<ProgramError>,
     },

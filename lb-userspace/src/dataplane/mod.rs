@@ -13,6 +13,7 @@
 //! - `fake` (tests only): the maps and counters in memory, with failure
 //!   injection;
 //! - `settings`: the global settings (insert guard, ICMP echo to a VIP);
+//! - `guard`: `lb_guard` at tc ingress beside `lb_xdp`;
 //! - `pinning`, `test_run`: the data path pinned across restarts, and
 //!   `BPF_PROG_TEST_RUN`.
 //!
@@ -23,6 +24,7 @@ mod entries;
 mod error;
 #[cfg(test)]
 pub mod fake;
+mod guard;
 mod map_writer;
 mod pinning;
 mod policy;
@@ -204,11 +206,13 @@ pub struct Dataplane {
     local_interface: Array<MapData, LocalInterface>,
     counters: Arc<CounterMaps>,
     attachments: Vec<Attachment>,
+    guard: Option<guard::GuardAttachment>,
 }
 
 impl Dataplane {
     /// Loads the embedded eBPF object with maps sized by `options` and loads
-    /// (verifies) `lb_xdp`, `xdp_pass` and `xdp_mac_swap` into the kernel.
+    /// (verifies) `lb_xdp`, `lb_guard`, `xdp_pass` and `xdp_mac_swap` into
+    /// the kernel.
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
         Self::load_with_pins(options, None)
     }
@@ -247,6 +251,7 @@ impl Dataplane {
                     source: Box::new(source),
                 })?;
         }
+        guard::load(&mut ebpf)?;
         tracing::debug!(?options, "eBPF programs loaded");
         settings::write_settings(&mut ebpf, options)?;
         if let Some(pins) = pins {
@@ -277,6 +282,7 @@ impl Dataplane {
             policies: SourcePolicies::new(options.max_services),
             options: *options,
             attachments: Vec::new(),
+            guard: None,
             ebpf,
         })
     }
@@ -298,8 +304,11 @@ impl Dataplane {
 
     /// Attaches the load balancer (`lb_xdp`) to `interface` in the mode the
     /// load options ask for; `Auto`: driver mode, or generic mode (with a
-    /// warning) when driver mode is refused.
+    /// warning) when driver mode is refused. Its guard (`lb_guard`) goes to
+    /// the interface's tc ingress first, so that no moment has `lb_xdp`
+    /// without it.
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode, DataplaneError> {
+        self.attach_guard(interface)?;
         self.attach_program(programs::LB, interface)
     }
 
@@ -382,9 +391,9 @@ impl Dataplane {
         Ok(info.id())
     }
 
-    /// Detaches every attached program. Also done when the dataplane is
-    /// dropped. A link pinned by [`Dataplane::attach_pinned`] stays attached
-    /// until its pin is removed too ([`PinDir::remove`]).
+    /// Detaches every attached program, the guard last. Also done when the
+    /// dataplane is dropped. A link pinned by [`Dataplane::attach_pinned`]
+    /// stays attached until its pin is removed too ([`PinDir::remove`]).
     pub fn detach(&mut self) {
         for Attachment {
             program,
@@ -404,6 +413,7 @@ impl Dataplane {
                 Err(error) => tracing::warn!(program, interface, %error, "detaching XDP program"),
             }
         }
+        self.detach_guard();
     }
 
     /// The counter maps, for readers that outlive a borrow of the data path
@@ -434,6 +444,15 @@ impl Dataplane {
         repeat: u32,
     ) -> Result<TestRunOutput, DataplaneError> {
         test_run::run(xdp_program(&self.ebpf, program)?, program, packet, repeat)
+    }
+
+    /// Runs `lb_guard` once on `packet` (from its Ethernet header) with
+    /// `BPF_PROG_TEST_RUN`, against the live maps; the packet arrives on
+    /// `lo`, whose MAC is all zeros, so only a frame to `00:00:00:00:00:00`
+    /// is "to this host". Returns the tc action (`TC_ACT_OK` = 0,
+    /// `TC_ACT_SHOT` = 2).
+    pub fn test_run_guard(&self, packet: &[u8]) -> Result<i32, DataplaneError> {
+        test_run::run_classifier(guard::program(&self.ebpf)?, programs::GUARD, packet)
     }
 }
 
@@ -492,8 +511,9 @@ fn xdp_program<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp, DataplaneError
     ebpf.program(name)
         .ok_or_else(|| DataplaneError::MissingProgram(name.to_owned()))?
         .try_into()
-        .map_err(|_| DataplaneError::NotXdp {
+        .map_err(|_| DataplaneError::ProgramType {
             program: name.to_owned(),
+            expected: "XDP",
         })
 }
 
@@ -501,8 +521,9 @@ fn xdp_program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, Da
     ebpf.program_mut(name)
         .ok_or_else(|| DataplaneError::MissingProgram(name.to_owned()))?
         .try_into()
-        .map_err(|_| DataplaneError::NotXdp {
+        .map_err(|_| DataplaneError::ProgramType {
             program: name.to_owned(),
+            expected: "XDP",
         })
 }
 

@@ -346,7 +346,8 @@ impl Dataplane {
         Self::load_with_pins(options, Some(pins))
     }
 
-    /// Puts `lb_xdp` on `interface` through a pinned link: swaps it onto the
+    /// Puts `lb_xdp` on `interface` through a pinned link (and its guard, not
+    /// pinned, at tc ingress): swaps it onto the
     /// link a previous run pinned for `interface` in one step if that link
     /// is still attached, else attaches it like [`Dataplane::attach`] and
     /// pins the link. Either way the program stays attached after this
@@ -360,6 +361,8 @@ impl Dataplane {
         // previous configuration keep running on their interfaces.
         let stale_links = pins.other_links(interface)?;
         let pin = pins.link(interface);
+        // Before the program it guards, as in `attach`.
+        self.attach_guard(interface)?;
         let outcome = match self.replace_pinned_program(interface, &pin) {
             Some(link) => {
                 self.attachments.push(Attachment {

@@ -10,7 +10,7 @@
 //! (14 bytes), also when they follow XDP metadata; it never hands XDP a
 //! shorter frame either (`bpf_xdp_adjust_head`/`_tail` keep 14 bytes too).
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 
 use super::DataplaneError;
 
@@ -96,4 +96,27 @@ pub(super) fn run(
         data: data_out,
         duration_ns: u32::try_from(result.duration.as_nanos()).unwrap_or(u32::MAX),
     })
+}
+
+/// Runs the tc program `program` (named `name` for errors) once on
+/// `packet` and returns its action.
+pub(super) fn run_classifier(
+    program: &SchedClassifier,
+    name: &str,
+    packet: &[u8],
+) -> Result<i32, DataplaneError> {
+    let mut data_out = vec![0u8; packet.len() + OUTPUT_SLACK];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut data_out),
+            repeat: 1,
+            ..TestRunOptions::new()
+        })
+        .map_err(|source| DataplaneError::TestRun {
+            program: name.to_owned(),
+            source: Box::new(source),
+        })?;
+    // tc actions are small signed numbers (`TC_ACT_UNSPEC` is -1).
+    Ok(result.return_value as i32)
 }

@@ -22,6 +22,17 @@ pub struct StatusReport {
     /// The node's BGP announcer; absent when it has no `[bgp]`.
     #[serde(default)]
     pub bgp: Option<BgpReport>,
+    /// The data path's packet counters by action and reason.
+    #[serde(default)]
+    pub data_path: DataPathReport,
+}
+
+/// The data path's packet counters.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DataPathReport {
+    /// Packets passed or dropped, by reason.
+    #[serde(default)]
+    pub reasons: BTreeMap<String, u64>,
 }
 
 /// The configuration file a node runs, and how its reloads went.
@@ -161,6 +172,11 @@ impl StatusReport {
             .iter()
             .find(|service| service.name == name)
             .unwrap_or_else(|| panic!("no service {name:?} in the status: {self:?}"))
+    }
+
+    /// Packets passed or dropped for `reason` (0 when not listed).
+    pub fn data_path_reason(&self, reason: &str) -> u64 {
+        self.data_path.reasons.get(reason).copied().unwrap_or(0)
     }
 
     /// Every backend of every service.
