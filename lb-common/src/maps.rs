@@ -47,6 +47,9 @@ pub mod names {
     /// `PerCpuArray<InsertWindow>` of one entry: this CPU's flow-table
     /// inserts in the current one-second window.
     pub const INSERT_WINDOW: &str = "INSERT_WINDOW";
+    /// `Array<u32>` of one entry: the controller's coarse clock, in seconds,
+    /// that a flow's entry takes as its last-seen mark ([`super::Flow`]).
+    pub const FLOW_CLOCK: &str = "FLOW_CLOCK";
 }
 
 /// Program names inside the eBPF object.
@@ -188,6 +191,44 @@ pub struct FlowKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Flow {
     pub backend_id: u32,
+    /// When a packet of the flow was last seen, in [`names::FLOW_CLOCK`]
+    /// seconds, or [`Flow::CLOSED`] once the client sent a FIN or RST: what
+    /// tells an active flow (`lb status`, `drain --wait`) from an idle or
+    /// finished one. Written at most once per clock tick per flow.
+    pub last_seen: u32,
+}
+
+impl Flow {
+    /// `last_seen` of a flow whose client sent a FIN or a RST: it stays so
+    /// until a SYN opens the 5-tuple again. The flow clock never reads 0.
+    pub const CLOSED: u32 = 0;
+
+    /// The `last_seen` mark after a packet with TCP flags `tcp_flags` (0 for
+    /// UDP) at flow clock `now`, on an entry marked `previous` (`None`: a
+    /// new entry).
+    #[inline(always)]
+    pub const fn seen(previous: Option<u32>, now: u32, tcp_flags: u8) -> u32 {
+        if tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            return Self::CLOSED;
+        }
+        match previous {
+            Some(Self::CLOSED) if tcp_flags & tcp_flags::SYN == 0 => Self::CLOSED,
+            _ => now,
+        }
+    }
+
+    /// Whether the flow counts as active at flow clock `now`: not closed,
+    /// and seen within `idle_timeout` seconds.
+    pub const fn is_active(&self, now: u32, idle_timeout: u32) -> bool {
+        self.last_seen != Self::CLOSED && now.wrapping_sub(self.last_seen) < idle_timeout
+    }
+}
+
+/// TCP header flags, as in the header's 14th byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
 }
 
 /// Value of [`names::LOCAL_INTERFACE`]: the interface the program serves.
@@ -616,7 +657,7 @@ mod tests {
         assert_eq!(size_of::<Service>(), 16);
         assert_eq!(size_of::<Backend>(), 24);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<Flow>(), 4);
+        assert_eq!(size_of::<Flow>(), 8);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<LocalInterface>(), 8);
         assert_eq!(size_of::<RateLimit>(), 8);
@@ -625,6 +666,33 @@ mod tests {
         assert_eq!(size_of::<TokenBucket>(), 16);
         assert_eq!(size_of::<Settings>(), 8);
         assert_eq!(size_of::<InsertWindow>(), 16);
+    }
+
+    #[test]
+    fn a_flow_is_active_until_idle_or_closed_and_a_syn_reopens_it() {
+        use tcp_flags::{FIN, RST, SYN};
+        const ACK: u8 = 0x10;
+        assert_eq!(Flow::seen(None, 7, SYN), 7);
+        assert_eq!(Flow::seen(Some(5), 7, ACK), 7);
+        assert_eq!(Flow::seen(Some(5), 7, FIN | ACK), Flow::CLOSED);
+        assert_eq!(Flow::seen(Some(5), 7, RST), Flow::CLOSED);
+        // Closed stays closed (the last ACK of the close), until a SYN.
+        assert_eq!(Flow::seen(Some(Flow::CLOSED), 8, ACK), Flow::CLOSED);
+        assert_eq!(Flow::seen(Some(Flow::CLOSED), 8, SYN), 8);
+        // UDP has no flags: always seen.
+        assert_eq!(Flow::seen(Some(Flow::CLOSED), 8, 0), Flow::CLOSED);
+        assert_eq!(Flow::seen(None, 8, 0), 8);
+
+        let seen_at = |last_seen| Flow {
+            backend_id: 1,
+            last_seen,
+        };
+        assert!(seen_at(100).is_active(100, 60));
+        assert!(seen_at(100).is_active(159, 60));
+        assert!(!seen_at(100).is_active(160, 60));
+        assert!(!seen_at(Flow::CLOSED).is_active(1, 60));
+        // Across the clock's wrap.
+        assert!(seen_at(u32::MAX).is_active(3, 60));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext
 use lb_common::{
     hash::flow_hash,
     maps::{
-        backend_state, Backend, FlowKey, Reason, Scheduler, Service, ServiceKey, IPPROTO_TCP,
-        IPPROTO_UDP,
+        backend_state, tcp_flags, Backend, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey,
+        IPPROTO_TCP, IPPROTO_UDP,
     },
 };
 use network_types::{
@@ -18,7 +18,10 @@ use network_types::{
 
 use crate::{
     edge, flood,
-    maps::{BACKENDS, BACKEND_STATS, FLOWS, RR_CURSOR, SCHED_TABLE, SERVICES, SERVICE_STATS, VIPS},
+    maps::{
+        BACKENDS, BACKEND_STATS, FLOWS, FLOW_CLOCK, RR_CURSOR, SCHED_TABLE, SERVICES,
+        SERVICE_STATS, VIPS,
+    },
     packet, stats,
 };
 
@@ -69,9 +72,10 @@ struct Packet {
     flow: FlowKey,
     /// Frame length in bytes.
     frame_len: usize,
-    /// A TCP segment with SYN set: it may open a new connection on a reused
-    /// 5-tuple, so it never stays on a draining backend.
-    syn: bool,
+    /// The TCP flags (0 for UDP). A SYN may open a new connection on a
+    /// reused 5-tuple, so it never stays on a draining backend; a FIN or RST
+    /// marks the flow closed.
+    tcp_flags: u8,
 }
 
 /// Decides what to do with the frame in `ctx`, rewriting it when it is forwarded.
@@ -96,8 +100,12 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
         return Verdict::Drop(Reason::NotAllowed);
     }
 
-    let (backend_id, backend, new_flow) = match established_backend(&packet.flow, packet.syn) {
-        Some((backend_id, backend)) => (backend_id, backend, false),
+    let syn = packet.tcp_flags & tcp_flags::SYN != 0;
+    let (backend_id, backend, new_flow) = match established_backend(&packet.flow, syn) {
+        Some((backend_id, backend, entry)) => {
+            mark_seen(entry, packet.tcp_flags);
+            (backend_id, backend, false)
+        }
         None => {
             let mut clock = flood::Clock::new();
             if flood::over_rate_limit(&service, &packet.flow, &mut clock) {
@@ -105,7 +113,11 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
             }
             match schedule(&service, &packet.flow) {
                 Ok((backend_id, backend)) => {
-                    flood::record_flow(&packet.flow, backend_id, &mut clock);
+                    let entry = Flow {
+                        backend_id,
+                        last_seen: Flow::seen(None, flow_clock(), packet.tcp_flags),
+                    };
+                    flood::record_flow(&packet.flow, entry, &mut clock);
                     (backend_id, backend, true)
                 }
                 Err(verdict) => return verdict,
@@ -152,11 +164,11 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
 
     let l4_offset = EthHdr::LEN + header_len;
     let l4_len = total_len - header_len;
-    let (src_port, dst_port, syn) = match ip.proto {
+    let (src_port, dst_port, tcp_flags) = match ip.proto {
         IPPROTO_TCP => tcp_ports(ctx, l4_offset, l4_len)?,
         IPPROTO_UDP => {
             let (src_port, dst_port) = udp_ports(ctx, l4_offset, l4_len)?;
-            (src_port, dst_port, false)
+            (src_port, dst_port, 0)
         }
         proto => return Err(edge::vip_other_protocol(ctx, eth, proto, l4_offset, l4_len)),
     };
@@ -174,14 +186,14 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
         eth,
         flow,
         frame_len,
-        syn,
+        tcp_flags,
     })
 }
 
 /// Source and destination ports (network order) of the TCP header at
-/// `offset`, whose IP payload is `l4_len` bytes, and whether SYN is set.
+/// `offset`, whose IP payload is `l4_len` bytes, and its flags.
 #[inline(always)]
-fn tcp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16, bool), Verdict> {
+fn tcp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16, u8), Verdict> {
     let truncated = Verdict::Drop(Reason::ShortL4);
     if l4_len < TcpHdr::LEN {
         return Err(truncated);
@@ -194,7 +206,7 @@ fn tcp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16
     Ok((
         u16::from_ne_bytes(tcp.source),
         u16::from_ne_bytes(tcp.dest),
-        tcp.syn() != 0,
+        packet::tcp_flags(tcp),
     ))
 }
 
@@ -212,16 +224,37 @@ fn udp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16
 
 /// The backend of an established flow, if it still serves it: up, or
 /// draining for any packet but a SYN (a SYN on a draining backend's entry is
-/// a new connection on a reused 5-tuple, scheduled afresh).
+/// a new connection on a reused 5-tuple, scheduled afresh); and the flow's
+/// entry.
 #[inline(always)]
-pub fn established_backend(flow: &FlowKey, syn: bool) -> Option<(u32, Backend)> {
-    let entry = FLOWS.get_ptr(flow)?;
+pub fn established_backend(flow: &FlowKey, syn: bool) -> Option<(u32, Backend, *mut Flow)> {
+    let entry = FLOWS.get_ptr_mut(flow)?;
     // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
     let backend_id = unsafe { (*entry).backend_id };
     let backend = *BACKENDS.get(backend_id)?;
     let serving =
         backend.state == backend_state::UP || (backend.state == backend_state::DRAINING && !syn);
-    serving.then_some((backend_id, backend))
+    serving.then_some((backend_id, backend, entry))
+}
+
+/// The controller's flow clock ([`Flow::last_seen`]'s unit).
+#[inline(always)]
+fn flow_clock() -> u32 {
+    FLOW_CLOCK.get(0).copied().unwrap_or(Flow::CLOSED)
+}
+
+/// Marks the flow of `entry` as seen by a packet with `tcp_flags`: written
+/// only when the mark changes (once per clock tick, or on FIN or RST), so a
+/// busy flow's packets only read it.
+#[inline(always)]
+fn mark_seen(entry: *mut Flow, tcp_flags: u8) {
+    // SAFETY: `entry` came from a lookup in this run and is valid for its size.
+    let previous = unsafe { (*entry).last_seen };
+    let seen = Flow::seen(Some(previous), flow_clock(), tcp_flags);
+    if seen != previous {
+        // SAFETY: as above; another CPU may write the same word, and either mark will do.
+        unsafe { (*entry).last_seen = seen };
+    }
 }
 
 /// Picks the backend of a new flow with the service's scheduler.

@@ -99,7 +99,7 @@ pub fn vip_other_protocol(
         return Verdict::Pass(Reason::VipIcmp);
     };
     match balance::established_backend(&flow, false) {
-        Some((_, backend)) => balance::forward(ctx, eth, &backend),
+        Some((_, backend, _)) => balance::forward(ctx, eth, &backend),
         None => Verdict::Pass(Reason::VipIcmp),
     }
 }

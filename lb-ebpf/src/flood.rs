@@ -78,15 +78,15 @@ pub fn over_rate_limit(service: &Service, flow: &FlowKey, clock: &mut Clock) -> 
     false
 }
 
-/// Records `flow` on `backend_id` in the flow table, unless this CPU's
+/// Records `flow` with `entry` in the flow table, unless this CPU's
 /// inserts this second reached `flow_insert_limit_per_cpu`: then the flow is
 /// forwarded without an entry and counted as `insert_skipped`.
 #[inline(always)]
-pub fn record_flow(flow: &FlowKey, backend_id: u32, clock: &mut Clock) {
+pub fn record_flow(flow: &FlowKey, entry: Flow, clock: &mut Clock) {
     if admit_insert(clock) {
         // An LRU insert only fails on allocation failure; the packet is
         // still forwarded and the next one is scheduled again.
-        let _ = FLOWS.insert(flow, Flow { backend_id }, 0);
+        let _ = FLOWS.insert(flow, entry, 0);
     } else {
         stats::count_reason(Reason::InsertSkipped);
     }

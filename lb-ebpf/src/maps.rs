@@ -84,6 +84,11 @@ pub static SOURCE_BUCKETS: LruHashMap<SourceKey, TokenBucket> =
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
+/// The controller's coarse clock in seconds (one entry), copied into a
+/// flow's entry as its last-seen mark.
+#[map]
+pub static FLOW_CLOCK: Array<u32> = Array::with_max_entries(1, 0);
+
 /// This CPU's flow-table inserts in the current second (one entry).
 #[map]
 pub static INSERT_WINDOW: PerCpuArray<InsertWindow> = PerCpuArray::with_max_entries(1, 0);

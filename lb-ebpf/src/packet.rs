@@ -133,3 +133,20 @@ impl Ethernet {
         }
     }
 }
+
+/// Offset of the flags byte (FIN, SYN, RST, PSH, ACK, ...) in a TCP header.
+const TCP_FLAGS_OFFSET: usize = 13;
+const _: () = assert!(size_of::<TcpHdr>() == 20);
+
+/// The flags byte of a TCP header.
+#[inline(always)]
+pub fn tcp_flags(tcp: &TcpHdr) -> u8 {
+    // SAFETY: `TcpHdr` is 20 plain bytes (see its `ByteHeader` impl and the
+    // assertion above), so byte 13 lies inside the referenced header.
+    unsafe {
+        (tcp as *const TcpHdr)
+            .cast::<u8>()
+            .add(TCP_FLAGS_OFFSET)
+            .read()
+    }
+}

@@ -68,6 +68,7 @@ pub struct MapContents {
     source_buckets: BTreeMap<[u8; 8], TokenBucket>,
     settings: Settings,
     insert_window: InsertWindow,
+    flow_clock: u32,
 }
 
 impl MapContents {
@@ -88,6 +89,7 @@ impl MapContents {
             source_buckets: BTreeMap::new(),
             settings: Settings::default(),
             insert_window: InsertWindow::default(),
+            flow_clock: 0,
         }
     }
 
@@ -308,6 +310,15 @@ impl MapContents {
         self.insert_window = window;
     }
 
+    /// The controller's flow clock (`FLOW_CLOCK`).
+    pub fn flow_clock(&self) -> u32 {
+        self.flow_clock
+    }
+
+    pub fn set_flow_clock(&mut self, now: u32) {
+        self.flow_clock = now;
+    }
+
     /// Applies what `decision` wrote: its flow-table change, its cursor
     /// advance and its flood-guard state. (Counters are not map contents the decision reads; callers
     /// that track them add the decision's traffic themselves.)
@@ -316,6 +327,11 @@ impl MapContents {
             FlowChange::Unchanged | FlowChange::Skipped { .. } => {}
             FlowChange::Inserted { key, flow } | FlowChange::Replaced { key, flow, .. } => {
                 self.insert_flow(key, flow);
+            }
+            FlowChange::Marked { key, last_seen } => {
+                if let Some(flow) = self.flows.get_mut(&flow_key_bytes(&key)) {
+                    flow.last_seen = last_seen;
+                }
             }
         }
         if let Some(advance) = decision.cursor_advance {
@@ -454,19 +470,52 @@ mod tests {
     #[test]
     fn keys_differing_only_in_padding_are_different_keys() {
         let mut maps = MapContents::new(SIZES);
-        maps.insert_flow(flow_key(0), Flow { backend_id: 1 });
+        maps.insert_flow(
+            flow_key(0),
+            Flow {
+                backend_id: 1,
+                last_seen: 0,
+            },
+        );
         assert_eq!(maps.flow(&flow_key(1)), None);
-        assert_eq!(maps.flow(&flow_key(0)), Some(Flow { backend_id: 1 }));
         assert_eq!(
-            maps.insert_flow(flow_key(0), Flow { backend_id: 2 }),
-            Some(Flow { backend_id: 1 })
+            maps.flow(&flow_key(0)),
+            Some(Flow {
+                backend_id: 1,
+                last_seen: 0
+            })
+        );
+        assert_eq!(
+            maps.insert_flow(
+                flow_key(0),
+                Flow {
+                    backend_id: 2,
+                    last_seen: 0
+                }
+            ),
+            Some(Flow {
+                backend_id: 1,
+                last_seen: 0
+            })
         );
         assert_eq!(
             maps.flows().collect::<Vec<_>>(),
-            [(flow_key(0), Flow { backend_id: 2 })]
+            [(
+                flow_key(0),
+                Flow {
+                    backend_id: 2,
+                    last_seen: 0
+                }
+            )]
         );
         assert_eq!(maps.remove_flow(&flow_key(1)), None);
-        assert_eq!(maps.remove_flow(&flow_key(0)), Some(Flow { backend_id: 2 }));
+        assert_eq!(
+            maps.remove_flow(&flow_key(0)),
+            Some(Flow {
+                backend_id: 2,
+                last_seen: 0
+            })
+        );
         assert_eq!(maps.flow_count(), 0);
 
         let key = ServiceKey {

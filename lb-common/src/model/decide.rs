@@ -11,14 +11,12 @@ use super::flood::{self, BucketWrite};
 use super::wire::{EthernetFrame, Ipv4Header, TcpHeader, UdpHeader};
 use crate::hash::flow_hash;
 use crate::maps::{
-    backend_state, Backend, Counters, FlowKey, InsertWindow, Reason, Scheduler, Service,
-    ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, tcp_flags, Backend, Counters, Flow, FlowKey, InsertWindow, Reason, Scheduler,
+    Service, ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// Smallest valid TCP data offset, in 32-bit words.
 const TCP_MIN_DATA_OFFSET: u8 = 5;
-/// TCP's SYN flag.
-const TCP_SYN: u8 = 0x02;
 
 /// What `lb_xdp` does with `frame`, arriving on `ingress`, given `maps`.
 ///
@@ -35,8 +33,8 @@ const TCP_SYN: u8 = 0x02;
 /// - bytes are counted as the whole frame, trailing bytes beyond the IPv4
 ///   total length included.
 pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
-    let (eth, flow, syn) = match parse(frame, maps) {
-        Ok(Parsed::Service(eth, flow, syn)) => (eth, flow, syn),
+    let (eth, flow, flags) = match parse(frame, maps) {
+        Ok(Parsed::Service(eth, flow, flags)) => (eth, flow, flags),
         Ok(Parsed::FragNeeded(eth, flow)) => return frag_needed(frame, eth, flow, ingress, maps),
         Err(rejection) => {
             return Decision::unforwarded(rejection.action, rejection.reason, frame, None, None)
@@ -61,11 +59,12 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
         return Decision::unforwarded(XdpAction::Drop, Reason::NotAllowed, frame, Some(flow), None);
     }
 
+    let syn = flags & tcp_flags::SYN != 0;
     let new_flow = match established_backend(&flow, syn, maps) {
-        Some((backend_id, backend)) => NewFlow {
+        Some((backend_id, backend, entry)) => NewFlow {
             backend_id,
             backend,
-            flow_change: FlowChange::Unchanged,
+            flow_change: mark_seen(&flow, entry, flags, maps),
             cursor_advance: None,
             source_bucket: None,
             insert_window: None,
@@ -82,8 +81,11 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
             };
             match schedule(&service, &flow, maps) {
                 (Ok((backend_id, backend)), cursor_advance) => {
-                    let (flow_change, insert_window) =
-                        flood::record(&flow, backend_id, ingress, maps);
+                    let entry = Flow {
+                        backend_id,
+                        last_seen: Flow::seen(None, maps.flow_clock(), flags),
+                    };
+                    let (flow_change, insert_window) = flood::record(&flow, entry, ingress, maps);
                     NewFlow {
                         backend_id,
                         backend,
@@ -124,8 +126,8 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
 /// What a frame parsed into.
 enum Parsed<'a> {
     /// A well-formed, unfragmented TCP/UDP packet to a VIP, its 5-tuple and
-    /// whether TCP's SYN is set.
-    Service(EthernetFrame<'a>, FlowKey, bool),
+    /// its TCP flags (0 for UDP).
+    Service(EthernetFrame<'a>, FlowKey, u8),
     /// An ICMP "fragmentation needed" to a VIP, and the flow it is about.
     FragNeeded(EthernetFrame<'a>, FlowKey),
 }
@@ -166,11 +168,11 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
         return Err(drop(Reason::Fragment));
     }
 
-    let (src_port, dst_port, syn) = match ip.protocol() {
+    let (src_port, dst_port, flags) = match ip.protocol() {
         IPPROTO_TCP => tcp_ports(l4)?,
         IPPROTO_UDP => {
             let (src_port, dst_port) = udp_ports(l4)?;
-            (src_port, dst_port, false)
+            (src_port, dst_port, 0)
         }
         proto => {
             let flow = edge::vip_other_protocol(proto, l4, maps)?;
@@ -185,18 +187,18 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
         proto: ip.protocol(),
         _pad: [0; 3],
     };
-    Ok(Parsed::Service(eth, flow, syn))
+    Ok(Parsed::Service(eth, flow, flags))
 }
 
-/// Ports (network order) of the TCP segment `l4` and whether SYN is set: a
-/// data offset below 5 or beyond the segment is a truncated header.
-fn tcp_ports(l4: &[u8]) -> Result<(u16, u16, bool), Rejection> {
+/// Ports (network order) of the TCP segment `l4` and its flags: a data
+/// offset below 5 or beyond the segment is a truncated header.
+fn tcp_ports(l4: &[u8]) -> Result<(u16, u16, u8), Rejection> {
     let tcp = TcpHeader::new_checked(l4).map_err(|_| drop(Reason::ShortL4))?;
     let data_offset = tcp.data_offset();
     if data_offset < TCP_MIN_DATA_OFFSET || usize::from(data_offset) * 4 > l4.len() {
         return Err(drop(Reason::ShortL4));
     }
-    Ok((tcp.src_port(), tcp.dst_port(), tcp.flags() & TCP_SYN != 0))
+    Ok((tcp.src_port(), tcp.dst_port(), tcp.flags()))
 }
 
 /// Ports (network order) of the UDP datagram `l4`. The UDP length field is
@@ -207,13 +209,32 @@ fn udp_ports(l4: &[u8]) -> Result<(u16, u16), Rejection> {
 }
 
 /// The backend of an established flow, if its entry names a backend that
-/// exists and serves: up, or draining for any packet but a SYN.
-fn established_backend(flow: &FlowKey, syn: bool, maps: &MapContents) -> Option<(u32, Backend)> {
-    let backend_id = maps.flow(flow)?.backend_id;
-    let backend = maps.backend(backend_id)?;
+/// exists and serves: up, or draining for any packet but a SYN; and the
+/// entry.
+fn established_backend(
+    flow: &FlowKey,
+    syn: bool,
+    maps: &MapContents,
+) -> Option<(u32, Backend, Flow)> {
+    let entry = maps.flow(flow)?;
+    let backend = maps.backend(entry.backend_id)?;
     let serving =
         backend.state == backend_state::UP || (backend.state == backend_state::DRAINING && !syn);
-    serving.then_some((backend_id, backend))
+    serving.then_some((entry.backend_id, backend, entry))
+}
+
+/// The write that marks an established flow seen by a packet with `flags`:
+/// none when its mark stays the same.
+fn mark_seen(key: &FlowKey, entry: Flow, flags: u8, maps: &MapContents) -> FlowChange {
+    let last_seen = Flow::seen(Some(entry.last_seen), maps.flow_clock(), flags);
+    if last_seen == entry.last_seen {
+        FlowChange::Unchanged
+    } else {
+        FlowChange::Marked {
+            key: *key,
+            last_seen,
+        }
+    }
 }
 
 /// Picks the backend of a new flow with the service's scheduler, and says
@@ -301,7 +322,7 @@ fn forward(
     let delta = Counters {
         packets: 1,
         bytes: frame.len() as u64,
-        new_flows: u64::from(flow_change != FlowChange::Unchanged),
+        new_flows: u64::from(flow_change.is_new_flow()),
     };
     let reason = matches!(flow_change, FlowChange::Skipped { .. }).then_some(Reason::InsertSkipped);
     Decision {
@@ -355,7 +376,7 @@ fn frag_needed(
     ingress: &Ingress,
     maps: &MapContents,
 ) -> Decision {
-    let Some((backend_id, backend)) = established_backend(&flow, false, maps) else {
+    let Some((backend_id, backend, _)) = established_backend(&flow, false, maps) else {
         return Decision::unforwarded(XdpAction::Pass, Reason::VipIcmp, frame, Some(flow), None);
     };
     Decision {

@@ -71,6 +71,19 @@ pub enum FlowChange {
     /// A new flow forwarded without an entry: this CPU's inserts this second
     /// reached `flow_insert_limit_per_cpu` (`insert_skipped`).
     Skipped { key: FlowKey, flow: Flow },
+    /// An established entry's last-seen mark rewritten (a new clock tick, or
+    /// a FIN or RST): the backend stays.
+    Marked { key: FlowKey, last_seen: u32 },
+}
+
+impl FlowChange {
+    /// Whether the packet opened a new flow (counted in `new_flows`).
+    pub fn is_new_flow(&self) -> bool {
+        matches!(
+            self,
+            FlowChange::Inserted { .. } | FlowChange::Replaced { .. } | FlowChange::Skipped { .. }
+        )
+    }
 }
 
 /// A round-robin cursor moved by the packet (this CPU's).

@@ -38,15 +38,14 @@ pub(super) fn rate_limit(
     }
 }
 
-/// The flow-table change of a new `flow` on `backend_id`, and this CPU's
+/// The flow-table change of a new `flow` with `entry`, and this CPU's
 /// insert window after it (when the guard is on).
 pub(super) fn record(
     flow: &FlowKey,
-    backend_id: u32,
+    entry: Flow,
     ingress: &Ingress,
     maps: &MapContents,
 ) -> (FlowChange, Option<InsertWindow>) {
-    let entry = Flow { backend_id };
     let limit = maps.settings().flow_insert_limit_per_cpu;
     let window = (limit != 0).then(|| maps.insert_window().admit(limit, || ingress.now_ns));
     if let Some((false, _)) = window {

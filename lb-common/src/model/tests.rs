@@ -190,7 +190,8 @@ fn new_maglev_flow_is_recorded_counted_and_bounced() {
             flow_change: FlowChange::Inserted {
                 key: web_flow(40_000),
                 flow: Flow {
-                    backend_id: expected
+                    backend_id: expected,
+                    last_seen: 0,
                 },
             },
             cursor_advance: None,
@@ -247,9 +248,13 @@ fn established_flow_keeps_its_backend_while_it_serves() {
         moved.flow_change,
         FlowChange::Replaced {
             key: web_flow(40_000),
-            flow: Flow { backend_id: other },
+            flow: Flow {
+                backend_id: other,
+                last_seen: 0
+            },
             previous: Flow {
-                backend_id: first_backend
+                backend_id: first_backend,
+                last_seen: 0,
             },
         }
     );
@@ -258,12 +263,21 @@ fn established_flow_keeps_its_backend_while_it_serves() {
 #[test]
 fn flow_naming_a_backend_beyond_the_array_is_rescheduled() {
     let mut maps = web_maps();
-    maps.insert_flow(web_flow(1), Flow { backend_id: 999 });
+    maps.insert_flow(
+        web_flow(1),
+        Flow {
+            backend_id: 999,
+            last_seen: 0,
+        },
+    );
     let decision = decide(&web_frame(1, 0x10), &INGRESS, &maps);
     assert!(matches!(
         decision.flow_change,
         FlowChange::Replaced {
-            previous: Flow { backend_id: 999 },
+            previous: Flow {
+                backend_id: 999,
+                last_seen: 0
+            },
             ..
         }
     ));
@@ -632,7 +646,13 @@ fn frag_needed(client_port: u16, quoted: usize) -> Vec<u8> {
 #[test]
 fn frag_needed_for_a_flow_goes_to_its_backend_unrecorded_and_uncounted() {
     let mut maps = web_maps();
-    maps.insert_flow(web_flow(1), Flow { backend_id: 2 });
+    maps.insert_flow(
+        web_flow(1),
+        Flow {
+            backend_id: 2,
+            last_seen: 0,
+        },
+    );
     let frame = frag_needed(1, 28);
     let decision = decide(&frame, &INGRESS, &maps);
     assert_eq!(decision.action, XdpAction::Tx);
@@ -809,7 +829,8 @@ fn above_the_insert_limit_new_flows_are_forwarded_without_an_entry() {
         FlowChange::Skipped {
             key: web_flow(3),
             flow: Flow {
-                backend_id: expected_backend
+                backend_id: expected_backend,
+                last_seen: 0,
             }
         }
     );
@@ -852,4 +873,47 @@ fn echo_requests_to_a_vip_are_dropped_only_when_configured() {
     dropping.apply(&first);
     let decision = decide(&frag_needed(7, 28), &INGRESS, &dropping);
     assert_eq!(decision.backend_id, first.backend_id);
+}
+
+#[test]
+fn established_flows_are_marked_seen_once_per_tick_and_closed_by_fin_or_rst() {
+    const ACK: u8 = 0x10;
+    const FIN_ACK: u8 = 0x11;
+    let mut maps = web_maps();
+    maps.set_flow_clock(100);
+    let opened = decide(&web_frame(40_000, TCP_SYN), &INGRESS, &maps);
+    let FlowChange::Inserted { flow, .. } = opened.flow_change else {
+        panic!("a new flow is inserted: {:?}", opened.flow_change);
+    };
+    assert_eq!(flow.last_seen, 100);
+    maps.apply(&opened);
+
+    // The same tick: read, not written.
+    let same_tick = decide(&web_frame(40_000, ACK), &INGRESS, &maps);
+    assert_eq!(same_tick.flow_change, FlowChange::Unchanged);
+    maps.set_flow_clock(101);
+    let next_tick = decide(&web_frame(40_000, ACK), &INGRESS, &maps);
+    assert_eq!(
+        next_tick.flow_change,
+        FlowChange::Marked {
+            key: web_flow(40_000),
+            last_seen: 101
+        }
+    );
+    assert_eq!(next_tick.backend_id, opened.backend_id);
+    assert_eq!(next_tick.backend_traffic.unwrap().delta.new_flows, 0);
+    maps.apply(&next_tick);
+    assert_eq!(maps.flow(&web_flow(40_000)).unwrap().last_seen, 101);
+
+    // The client's FIN closes it; the last ACK leaves it closed.
+    let fin = decide(&web_frame(40_000, FIN_ACK), &INGRESS, &maps);
+    maps.apply(&fin);
+    assert_eq!(
+        maps.flow(&web_flow(40_000)).unwrap().last_seen,
+        Flow::CLOSED
+    );
+    maps.set_flow_clock(102);
+    let last_ack = decide(&web_frame(40_000, ACK), &INGRESS, &maps);
+    assert_eq!(last_ack.flow_change, FlowChange::Unchanged);
+    assert_eq!(last_ack.backend_id, opened.backend_id);
 }

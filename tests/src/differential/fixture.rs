@@ -106,7 +106,13 @@ impl Fixture {
         let flow_key = model::decide(&frame, &INGRESS, &contents).flow_key;
         if let Some(key) = flow_key {
             match self.flow_before {
-                Some(backend_id) => kernel.insert_flow(key, Flow { backend_id })?,
+                Some(backend_id) => kernel.insert_flow(
+                    key,
+                    Flow {
+                        backend_id,
+                        last_seen: setup::FLOW_CLOCK_NOW,
+                    },
+                )?,
                 None => kernel.remove_flow(&key)?,
             }
         } else if self.flow_before.is_some() {

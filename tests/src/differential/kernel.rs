@@ -32,6 +32,7 @@ pub struct KernelMaps {
     rate_limits: Array<MapData, RateLimit>,
     settings: Array<MapData, Settings>,
     insert_window: PerCpuArray<MapData, InsertWindow>,
+    flow_clock: Array<MapData, u32>,
 }
 
 impl KernelMaps {
@@ -67,6 +68,7 @@ impl KernelMaps {
             rate_limits: take(names::RATE_LIMITS)?.try_into()?,
             settings: take(names::SETTINGS)?.try_into()?,
             insert_window: take(names::INSERT_WINDOW)?.try_into()?,
+            flow_clock: take(names::FLOW_CLOCK)?.try_into()?,
         })
     }
 
@@ -106,6 +108,7 @@ impl KernelMaps {
             Some(&window) => contents.set_insert_window(window),
             None => bail!("INSERT_WINDOW has no value for CPU {cpu}"),
         }
+        contents.set_flow_clock(self.flow_clock.get(&0, 0)?);
         Ok(contents)
     }
 
@@ -156,6 +159,11 @@ impl KernelMaps {
         };
         let values = PerCpuValues::try_from(vec![full; cpus])?;
         Ok(self.insert_window.set(0, values, 0)?)
+    }
+
+    /// Sets the flow clock (`FLOW_CLOCK`) to `now`.
+    pub fn set_flow_clock(&mut self, now: u32) -> Result<()> {
+        Ok(self.flow_clock.set(0, now, 0)?)
     }
 
     /// Sets the round-robin cursor of service `service_id` on every CPU.

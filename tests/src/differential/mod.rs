@@ -149,6 +149,9 @@ pub struct Report {
     pub flows_skipped: usize,
     /// Forwarded packets of an established flow.
     pub established: usize,
+    /// Of those, packets that rewrote the flow's last-seen mark (a new clock
+    /// tick, a FIN or RST, a SYN reopening a closed flow).
+    pub flows_marked: usize,
     /// Packets that moved a round-robin cursor.
     pub cursor_advances: usize,
     /// ICMP "fragmentation needed" sent on to the backend of its flow.
@@ -180,8 +183,11 @@ impl Report {
             FlowChange::Inserted { .. } => self.flows_inserted += 1,
             FlowChange::Replaced { .. } => self.flows_replaced += 1,
             FlowChange::Skipped { .. } => self.flows_skipped += 1,
-            FlowChange::Unchanged if decision.backend_id.is_some() => self.established += 1,
-            FlowChange::Unchanged => {}
+            FlowChange::Unchanged | FlowChange::Marked { .. } if decision.backend_id.is_some() => {
+                self.established += 1;
+                self.flows_marked += usize::from(decision.flow_change != FlowChange::Unchanged);
+            }
+            FlowChange::Unchanged | FlowChange::Marked { .. } => {}
         }
         self.cursor_advances += usize::from(decision.cursor_advance.is_some());
         self.frag_needed_forwarded +=
@@ -233,12 +239,13 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            "  flows: {} inserted, {} replaced, {} not inserted, {} established; {} round-robin \
-             cursor advances",
+            "  flows: {} inserted, {} replaced, {} not inserted, {} established ({} marked seen); \
+             {} round-robin cursor advances",
             self.flows_inserted,
             self.flows_replaced,
             self.flows_skipped,
             self.established,
+            self.flows_marked,
             self.cursor_advances
         )?;
         if !self.by_mismatch.is_empty() {
@@ -392,7 +399,9 @@ fn fixture_of(setup: &Setup, after_midway: bool, frame: &[u8], stepped: &Stepped
             FlowChange::Inserted { flow, .. } | FlowChange::Replaced { flow, .. } => {
                 Some(flow.backend_id)
             }
-            FlowChange::Unchanged | FlowChange::Skipped { .. } => flow_before,
+            FlowChange::Unchanged | FlowChange::Skipped { .. } | FlowChange::Marked { .. } => {
+                flow_before
+            }
         },
     }
 }

@@ -359,13 +359,29 @@ fn mixed_publications() -> Vec<ServiceSpec> {
     ]
 }
 
+/// The flow clock while a setup's packets run.
+pub const FLOW_CLOCK_NOW: u32 = 1_000;
+
+/// A stale flow's last-seen mark, by its client: closed (FIN or RST seen),
+/// seen a while ago, or seen at this very tick (no write).
+fn last_seen_of(client: u8) -> u32 {
+    match client % 3 {
+        0 => Flow::CLOSED,
+        1 => FLOW_CLOCK_NOW - 5,
+        _ => FLOW_CLOCK_NOW,
+    }
+}
+
 /// Stale and live flow-table entries: on a draining, a down, an unknown-state
 /// and a nonexistent backend, on the empty service, on a removed service.
 fn mixed_flows() -> Vec<(FlowKey, Flow)> {
     let on = |service: ServiceKey, client: u8, backend_id: u32| {
         (
             flow_key(&service, stale_client(client), 40_000 + u16::from(client)),
-            Flow { backend_id },
+            Flow {
+                backend_id,
+                last_seen: last_seen_of(client),
+            },
         )
     };
     vec![
@@ -457,11 +473,17 @@ fn republished() -> Setup {
         Step::Remove(keys::ring_with_down()),
         Step::Flow(
             flow_key(&keys::web(), stale_client(20), 41_000),
-            Flow { backend_id: 1 },
+            Flow {
+                backend_id: 1,
+                last_seen: last_seen_of(20),
+            },
         ),
         Step::Flow(
             flow_key(&keys::web(), stale_client(21), 41_001),
-            Flow { backend_id: 2 },
+            Flow {
+                backend_id: 2,
+                last_seen: last_seen_of(21),
+            },
         ),
         Step::Cursor(1, 5),
         Step::Cursor(3, 1000),
@@ -569,6 +591,7 @@ impl Setup {
     /// Runs the initial steps against a freshly loaded `dataplane`.
     pub fn program(&self, dataplane: &mut Dataplane, kernel: &mut KernelMaps) -> Result<()> {
         dataplane.set_local_interface(LB_MAC)?;
+        kernel.set_flow_clock(FLOW_CLOCK_NOW)?;
         run_steps(&self.steps, dataplane, kernel)
     }
 
