@@ -20,6 +20,7 @@ use crate::controller::layout::Layout;
 use crate::controller::Controller;
 use crate::dataplane::{CounterMaps, CounterReader, Dataplane, PinDir};
 use crate::ha::{self, HaNode};
+use crate::hooks::HookFailures;
 use crate::neighbour::{Interface, Neighbour, Resolver};
 use crate::reload::Reloader;
 use crate::{pin_lock, pinned_restart};
@@ -90,12 +91,21 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
 
     // Before the controller reads the backends' initial health.
     let pins = pinned_restart::prepare(&mut config).context("taking over the pinned data path")?;
+    let hook_failures = HookFailures::default();
     let Started {
         controller,
         pair,
         announcer,
         mode,
-    } = match start_data_path(&config, &interface, neighbours, pins.as_ref()).await {
+    } = match start_data_path(
+        &config,
+        &interface,
+        neighbours,
+        pins.as_ref(),
+        &hook_failures,
+    )
+    .await
+    {
         Ok(started) => started,
         Err(error) => {
             if let Some(pins) = &pins {
@@ -119,6 +129,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         reload: reloader.commands(),
         config: reloader.status(),
         unknown_results: controller.unknown_results(),
+        hook_failures: hook_failures.clone(),
         bgp: announcer.as_ref().map(ha::bgp::BgpNode::status),
         counters: counters.clone(),
         vrrp: config
@@ -203,6 +214,7 @@ async fn start_data_path(
     interface: &Interface,
     neighbours: HashMap<Ipv4Addr, Neighbour>,
     pins: Option<&PinDir>,
+    hook_failures: &HookFailures,
 ) -> anyhow::Result<Started> {
     let dataplane = pinned_restart::load(&pinned_restart::load_options(config), pins)
         .context("loading the XDP data path")?;
@@ -215,6 +227,7 @@ async fn start_data_path(
         interface.index,
         controller.maps(),
         controller.subscribe(),
+        hook_failures.clone(),
     )
     .await
     .context("starting VRRP ([vrrp])")?;

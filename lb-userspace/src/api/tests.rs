@@ -158,6 +158,7 @@ async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
         counters: Arc::new(counters),
         vrrp,
         unknown_results: UnknownResults::default(),
+        hook_failures: crate::hooks::HookFailures::default(),
         bgp: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -17,6 +17,7 @@ use crate::dataplane::fake::FakeCounters;
 use crate::domain::{
     AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, ServiceSnapshot, Snapshot,
 };
+use crate::hooks::HookFailures;
 use crate::vrrp::State;
 
 fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> BackendSnapshot {
@@ -130,6 +131,11 @@ fn config() -> ConfigStatus {
     }
 }
 
+/// One failed VRRP hook, three failed backend hooks.
+fn hook_failures() -> HookFailures {
+    HookFailures::counted(1, 3)
+}
+
 fn rendered(vrrp: Option<VrrpReport>) -> String {
     render(
         Arc::new(snapshot()),
@@ -138,6 +144,7 @@ fn rendered(vrrp: Option<VrrpReport>) -> String {
         vrrp,
         None,
         7,
+        &hook_failures(),
     )
     .unwrap()
 }
@@ -201,6 +208,8 @@ lb_backend_bytes_total{{service="dns",backend="dns1"}} 700
 lb_backend_new_flows_total{{service="web",backend="web1"}} 3
 lb_backend_new_flows_total{{service="web",backend="web2"}} 2
 lb_backend_new_flows_total{{service="dns",backend="dns1"}} 0
+lb_notify_hook_failures_total{{hook="vrrp"}} 1
+lb_notify_hook_failures_total{{hook="backend"}} 3
 lb_vrrp_info{{vrid="51",interface="eth0"}} 1
 lb_vrrp_state{{vrid="51",state="initialize"}} 0
 lb_vrrp_state{{vrid="51",state="backup"}} 0
@@ -256,7 +265,7 @@ fn each_family_is_typed_and_explained() {
     assert!(text.contains("# TYPE lb_backend_state gauge\n"));
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((families, helps), (30, 30));
+    assert_eq!((families, helps), (31, 31));
 }
 
 #[test]
@@ -317,6 +326,7 @@ fn each_vip_of_a_bgp_node_has_its_announcement_gauge() {
         None,
         Some(bgp),
         0,
+        &HookFailures::default(),
     )
     .unwrap();
     let announced: Vec<&str> = series(&text)
