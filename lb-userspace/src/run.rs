@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::api::server::{self as api_server, ApiLimits, ApiState, VrrpFeed};
 use crate::config::{self, Config};
 use crate::controller::layout::Layout;
+use crate::controller::notify::BackendNotifier;
 use crate::controller::Controller;
 use crate::dataplane::{CounterMaps, CounterReader, Dataplane, PinDir};
 use crate::ha::{self, HaNode};
@@ -190,6 +191,9 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         Ok(Err(error)) => tracing::warn!(%error, "control API task failed"),
         Err(_) => tracing::warn!("control API still busy after {API_SHUTDOWN_GRACE:?}; leaving it"),
     }
+    // No more changes: the hooks of those made run to their end, after the
+    // handover, which never waits for them.
+    controller.finish_hooks().await;
     pinned_restart::release(controller.maps_mut(), pins.as_ref());
     log_counters(&counters, controller.layout());
     tracing::info!("lb stopped");
@@ -220,6 +224,10 @@ async fn start_data_path(
         .context("loading the XDP data path")?;
     let mut controller =
         Controller::start(config, neighbours, dataplane).context("programming the data path")?;
+    controller.notify_backends(BackendNotifier::spawn(
+        config.global.notify_backend.clone(),
+        hook_failures.clone(),
+    ));
     // Before attaching, so a VRRP problem stops us with nothing attached;
     // it starts as backup and tracking sees the program once attached.
     let pair = ha::start(

@@ -18,6 +18,9 @@ use crate::health::{CheckTarget, DesiredTarget, HealthEvent, TargetStatus};
 pub struct StateChange {
     pub service: String,
     pub backend: String,
+    pub address: Ipv4Addr,
+    /// The port its packets go to: the service's.
+    pub port: u16,
     pub from: BackendState,
     pub to: BackendState,
     pub reason: String,
@@ -36,6 +39,8 @@ struct Member {
     service: String,
     name: String,
     address: Ipv4Addr,
+    /// The service's port, where the backend's packets go.
+    port: u16,
     configured_weight: u32,
     /// Set through the API; kept across reloads until `lb` restarts.
     admin_weight: Option<u32>,
@@ -101,6 +106,7 @@ impl Member {
             service: service.name.clone(),
             name: backend.name.clone(),
             address: backend.address,
+            port: service.port,
             configured_weight: backend.weight,
             admin_weight: None,
             target,
@@ -141,6 +147,19 @@ impl Member {
         };
     }
 
+    /// Its change from its state now to `to`, for `reason`.
+    fn change_to(&self, to: BackendState, reason: String) -> StateChange {
+        StateChange {
+            service: self.service.clone(),
+            backend: self.name.clone(),
+            address: self.address,
+            port: self.port,
+            from: self.state,
+            to,
+            reason,
+        }
+    }
+
     /// The weight in use.
     fn weight(&self) -> u32 {
         self.admin_weight.unwrap_or(self.configured_weight)
@@ -153,13 +172,7 @@ impl Member {
         if state == self.state {
             return None;
         }
-        let change = StateChange {
-            service: self.service.clone(),
-            backend: self.name.clone(),
-            from: self.state,
-            to: state,
-            reason: reason.clone(),
-        };
+        let change = self.change_to(state, reason.clone());
         self.state = state;
         self.state_change = Change { reason, at };
         Some(change)
@@ -218,6 +231,24 @@ impl DesiredState {
             }
         }
         DesiredState { members }
+    }
+
+    /// The changes of state from `previous` to this state of the
+    /// memberships in both (same id, service, name and address): what a
+    /// reload changed.
+    pub fn changes_from(&self, previous: &DesiredState) -> Vec<StateChange> {
+        self.members
+            .iter()
+            .filter_map(|(id, member)| {
+                let before = previous.members.get(id).filter(|before| {
+                    before.service == member.service
+                        && before.name == member.name
+                        && before.address == member.address
+                })?;
+                (before.state != member.state)
+                    .then(|| before.change_to(member.state, member.state_change.reason.clone()))
+            })
+            .collect()
     }
 
     /// The checks of `config` (ids from `layout`, reassigned from this

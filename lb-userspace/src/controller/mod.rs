@@ -20,7 +20,8 @@
 //! - [`image`]: the bytes of every map entry for that desired state;
 //! - [`apply`]: writing the difference through a [`MapWriter`] (inactive
 //!   half, then the flip) and recording what was really written;
-//! - [`error`]: why publishing failed.
+//! - [`error`]: why publishing failed;
+//! - [`notify`]: the backend hook run on every change of a backend's state.
 //!
 //! Nothing time-critical waits for it: the checks run in their own tasks,
 //! the VRRP instance on its own thread, and the API reads the published
@@ -33,6 +34,7 @@ pub mod desired;
 pub mod error;
 pub mod image;
 pub mod layout;
+pub mod notify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -57,6 +59,7 @@ use desired::{DesiredState, StateChange};
 pub use error::PublishError;
 use image::MapsImage;
 use layout::Layout;
+use notify::BackendNotifier;
 
 /// Admin commands that may wait for the controller before senders wait.
 const COMMAND_QUEUE: usize = 64;
@@ -124,6 +127,9 @@ pub struct Controller<M> {
     retry_at: Option<Instant>,
     /// Per service id, the fingerprint of the table last written.
     fingerprints: BTreeMap<u32, u64>,
+    /// Runs `global.notify_backend`; `None`: no hooks (set by
+    /// [`Controller::notify_backends`]).
+    notifier: Option<BackendNotifier>,
 }
 
 impl<M: MapWriter> Controller<M> {
@@ -178,11 +184,25 @@ impl<M: MapWriter> Controller<M> {
             update_sender,
             retry_at: None,
             fingerprints: BTreeMap::new(),
+            notifier: None,
         };
         controller.publish()?;
         // With the fingerprints of the tables just written.
         controller.publish_snapshot();
         Ok(controller)
+    }
+
+    /// Runs the backend hook of `notifier` on every change of a backend's
+    /// state from now on.
+    pub fn notify_backends(&mut self, notifier: BackendNotifier) {
+        self.notifier = Some(notifier);
+    }
+
+    /// Stops queueing backend hooks and waits for those queued to finish.
+    pub async fn finish_hooks(&mut self) {
+        if let Some(notifier) = self.notifier.take() {
+            notifier.finish().await;
+        }
     }
 
     /// Follows the published snapshot. It is published again when
@@ -277,7 +297,7 @@ impl<M: MapWriter> Controller<M> {
             .iter()
             .flat_map(|event| self.desired.record_health(event))
             .collect();
-        log_changes(&changes);
+        self.report_changes(&changes);
         if !changes.is_empty() {
             let _ = self.publish();
         }
@@ -293,7 +313,7 @@ impl<M: MapWriter> Controller<M> {
         check_weights_fit(&self.layout, service, &proposed, self.table_size)?;
         self.desired = proposed;
         tracing::info!(service, backend, ?action, "admin action");
-        log_changes(change.as_slice());
+        self.report_changes(change.as_slice());
         let published = self.publish();
         self.publish_snapshot();
         published.map_err(|error| AdminCommandError::NotApplied(error_chain(&error)))?;
@@ -338,12 +358,18 @@ impl<M: MapWriter> Controller<M> {
 
         self.checker
             .update(self.desired.reloaded_targets(config, &layout));
-        self.desired = self.desired.reloaded(
+        let reloaded = self.desired.reloaded(
             config,
             &layout,
             |target| self.checker.status(target).cloned(),
             now,
         );
+        let changes = reloaded.changes_from(&self.desired);
+        self.desired = reloaded;
+        if let Some(notifier) = &mut self.notifier {
+            notifier.set_command(config.global.notify_backend.clone());
+        }
+        self.report_changes(&changes);
         self.layout = layout;
         self.neighbours = neighbours;
         let published = self.publish();
@@ -500,6 +526,20 @@ pub fn check_targets(config: &Config) -> Vec<DesiredTarget> {
             })
         })
         .collect()
+}
+
+impl<M> Controller<M> {
+    /// Logs `changes` and queues their backend hooks: the one place every
+    /// change of a backend's state goes through. (`drained`, once the data
+    /// path counts a backend's active flows, is to be queued here too.)
+    fn report_changes(&self, changes: &[StateChange]) {
+        log_changes(changes);
+        if let Some(notifier) = &self.notifier {
+            for change in changes {
+                notifier.state_changed(change);
+            }
+        }
+    }
 }
 
 fn log_changes(changes: &[StateChange]) {

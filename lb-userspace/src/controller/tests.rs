@@ -352,3 +352,45 @@ fn the_snapshot_carries_the_fingerprint_of_the_table_written() {
         fingerprints(&controller.layout, &controller.image().unwrap())[&0]
     );
 }
+
+/// Every change of a backend's state, by its checks, an admin action or a
+/// reload, runs the backend hook with the change in its environment, in
+/// order; a change with no state change (a weight) runs none.
+#[tokio::test]
+async fn each_state_change_runs_the_backend_hook_in_order() {
+    let dir = std::env::temp_dir().join(format!("lb-controller-hook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log");
+    let command = format!(
+        "echo \"$LB_BACKEND $LB_BACKEND_PREVIOUS_STATE $LB_BACKEND_STATE\" >> {}",
+        log.display()
+    );
+    let (config, mut controller) = controller();
+    let failures = crate::hooks::HookFailures::default();
+    controller.notify_backends(BackendNotifier::spawn(Some(command), failures.clone()));
+    controller.record_health(&[health(&config, 1, Health::Down, 1)]);
+    controller.admin("web", "web1", AdminAction::Drain).unwrap();
+    controller
+        .admin("web", "web1", AdminAction::Weight(3))
+        .unwrap();
+    controller
+        .admin("web", "web1", AdminAction::Disable)
+        .unwrap();
+    controller
+        .admin("web", "web1", AdminAction::Enable)
+        .unwrap();
+    // A reload that removes web2 changes no remaining backend's state.
+    let mut reloaded = config.clone();
+    reloaded.services[0].backends.pop();
+    controller
+        .reconfigure(&reloaded, HashMap::new(), at(2))
+        .unwrap();
+    controller.finish_hooks().await;
+    let written = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        written,
+        "web2 up down\nweb1 up draining\nweb1 draining disabled\nweb1 disabled up\n"
+    );
+    assert_eq!(failures.get(crate::hooks::HookKind::Backend), 0);
+}
