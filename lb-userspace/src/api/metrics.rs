@@ -260,6 +260,15 @@ impl Exposition {
                 .iter()
                 .map(|(s, b)| (labels(&s.name, &b.name), i64::from(b.settled))),
         )?;
+        gauge(
+            e,
+            "lb_backend_health_check_duration_seconds",
+            "How long the backend's last completed health check took (checked backends, once checked)",
+            members.iter().filter_map(|(s, b)| {
+                let took = b.last_check.as_ref()?.get()?;
+                Some((labels(&s.name, &b.name), took.as_secs_f64()))
+            }),
+        )?;
         counter(
             e,
             "lb_health_check_results_unknown",

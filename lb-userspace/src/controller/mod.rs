@@ -50,7 +50,7 @@ use crate::config::Config;
 use crate::dataplane::MapWriter;
 use crate::domain::{
     AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminReply,
-    ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
+    BackendSnapshot, ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
 };
 use crate::health::{DesiredTarget, HealthChecker, HealthEvent, UnknownResults};
 use crate::neighbour::Neighbour;
@@ -166,7 +166,12 @@ impl<M: MapWriter> Controller<M> {
             |target| checker.status(target).cloned(),
             now,
         );
-        let (snapshot, _) = watch::channel(Arc::new(snapshot(&layout, &desired, &BTreeMap::new())));
+        let (snapshot, _) = watch::channel(Arc::new(snapshot(
+            &layout,
+            &desired,
+            &neighbours,
+            &BTreeMap::new(),
+        )));
         let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE);
         let (update_sender, updates) = mpsc::channel(UPDATE_QUEUE);
         let mut controller = Controller {
@@ -318,7 +323,7 @@ impl<M: MapWriter> Controller<M> {
         self.publish_snapshot();
         published.map_err(|error| AdminCommandError::NotApplied(error_chain(&error)))?;
         let id = self.desired.find(service, backend)?;
-        Ok(self.desired.backend_snapshot(id))
+        Ok(backend_snapshot(&self.desired, &self.neighbours, id))
     }
 
     /// Applies a reloaded `config` (see the module documentation), with
@@ -431,6 +436,7 @@ impl<M: MapWriter> Controller<M> {
         self.snapshot.send_replace(Arc::new(snapshot(
             &self.layout,
             &self.desired,
+            &self.neighbours,
             &self.fingerprints,
         )));
     }
@@ -482,11 +488,25 @@ fn fingerprints(layout: &Layout, image: &MapsImage) -> BTreeMap<u32, u64> {
         .collect()
 }
 
-/// The snapshot of `desired`, with the ids of `layout` and the tables'
-/// `fingerprints`.
+/// Backend id `id` of `desired`, with its MAC from `neighbours`.
+fn backend_snapshot(
+    desired: &DesiredState,
+    neighbours: &HashMap<Ipv4Addr, Neighbour>,
+    id: u32,
+) -> BackendSnapshot {
+    let mut backend = desired.backend_snapshot(id);
+    backend.mac = neighbours
+        .get(&backend.address)
+        .map(|neighbour| neighbour.mac);
+    backend
+}
+
+/// The snapshot of `desired`, with the ids of `layout`, the MACs of
+/// `neighbours` and the tables' `fingerprints`.
 fn snapshot(
     layout: &Layout,
     desired: &DesiredState,
+    neighbours: &HashMap<Ipv4Addr, Neighbour>,
     fingerprints: &BTreeMap<u32, u64>,
 ) -> Snapshot {
     let services = layout
@@ -504,7 +524,7 @@ fn snapshot(
             backends: service
                 .backends
                 .iter()
-                .map(|backend| desired.backend_snapshot(backend.id))
+                .map(|backend| backend_snapshot(desired, neighbours, backend.id))
                 .collect(),
         })
         .collect();
