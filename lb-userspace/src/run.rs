@@ -1,6 +1,7 @@
 //! `lb run`: validates the configuration, resolves the backends, loads and
 //! programs the data path, attaches it, starts the health checks, the
-//! controller, VRRP or the BGP announcer, the reloader and the control API,
+//! controller, VRRP or the BGP announcer, the reloader, the neighbour watch
+//! (the backends' MACs) and the control API,
 //! serves (reloading on SIGHUP and `lb reload`) until SIGINT or SIGTERM,
 //! then withdraws, detaches and logs the final counters.
 
@@ -22,7 +23,7 @@ use crate::controller::Controller;
 use crate::dataplane::{CounterMaps, CounterReader, Dataplane, PinDir};
 use crate::ha::{self, HaNode};
 use crate::hooks::HookFailures;
-use crate::neighbour::{Interface, Neighbour, Resolver};
+use crate::neighbour::{self, Interface, Neighbour, Resolver};
 use crate::reload::Reloader;
 use crate::{pin_lock, pinned_restart};
 
@@ -72,7 +73,8 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         .resolve_all(&config.backend_addresses())
         .await
         .context("resolving the backends' MAC addresses (dsr-l2)")?;
-    drop(resolver);
+    // Kept by the neighbour watch, which starts with these MACs.
+    let watched = neighbours.clone();
 
     // Held until we return: one lb per pinned data path.
     let _pin_lock = config
@@ -169,10 +171,17 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     }
 
     let reloads = tokio::spawn(reloader.serve(hangups));
+    let neighbour_watch = tokio::spawn(neighbour::watch::run(
+        resolver,
+        watched,
+        controller.subscribe(),
+        controller.mac_updates(),
+    ));
     let (mut controller, signal) = controller.run(shutdown.recv()).await;
     tracing::info!(signal, "shutting down");
     // A reload in progress is dropped: the controller no longer applies one.
     reloads.abort();
+    neighbour_watch.abort();
     // Withdrawn (or priority 0) first, while the data path still forwards.
     if let Some(announcer) = announcer {
         if let Err(error) = announcer.shutdown().await {

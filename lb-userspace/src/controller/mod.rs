@@ -53,7 +53,8 @@ use crate::domain::{
     BackendSnapshot, ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
 };
 use crate::health::{DesiredTarget, HealthChecker, HealthEvent, UnknownResults};
-use crate::neighbour::Neighbour;
+use crate::neighbour::watch::MacUpdate;
+use crate::neighbour::{format_mac, Neighbour};
 use apply::{Applied, Applier};
 use desired::{DesiredState, StateChange};
 pub use error::PublishError;
@@ -65,6 +66,8 @@ use notify::BackendNotifier;
 const COMMAND_QUEUE: usize = 64;
 /// Reloaded configurations that may wait (the reloader sends one at a time).
 const UPDATE_QUEUE: usize = 1;
+/// MAC changes that may wait before the neighbour watch waits.
+const MAC_QUEUE: usize = 64;
 /// Delay before a failed publication is tried again.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -123,6 +126,9 @@ pub struct Controller<M> {
     updates: mpsc::Receiver<ConfigUpdate>,
     /// Handed out by [`Controller::config_updates`].
     update_sender: mpsc::Sender<ConfigUpdate>,
+    macs: mpsc::Receiver<MacUpdate>,
+    /// Handed out by [`Controller::mac_updates`].
+    mac_sender: mpsc::Sender<MacUpdate>,
     /// Set while the maps lag behind the desired state after a failed write.
     retry_at: Option<Instant>,
     /// Per service id, the fingerprint of the table last written.
@@ -174,6 +180,7 @@ impl<M: MapWriter> Controller<M> {
         )));
         let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE);
         let (update_sender, updates) = mpsc::channel(UPDATE_QUEUE);
+        let (mac_sender, macs) = mpsc::channel(MAC_QUEUE);
         let mut controller = Controller {
             desired,
             checker,
@@ -187,6 +194,8 @@ impl<M: MapWriter> Controller<M> {
             command_sender,
             updates,
             update_sender,
+            macs,
+            mac_sender,
             retry_at: None,
             fingerprints: BTreeMap::new(),
             notifier: None,
@@ -235,6 +244,12 @@ impl<M: MapWriter> Controller<M> {
         }
     }
 
+    /// Where the neighbour watch sends the backends' MAC changes; they are
+    /// served by [`Controller::run`].
+    pub fn mac_updates(&self) -> mpsc::Sender<MacUpdate> {
+        self.mac_sender.clone()
+    }
+
     /// The ids of the services and backends.
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -280,6 +295,7 @@ impl<M: MapWriter> Controller<M> {
                     // The requester may have given up: nothing to do then.
                     let _ = command.reply.send(reply);
                 }
+                Some(update) = self.macs.recv() => self.record_mac(update),
                 Some(update) = self.updates.recv() => {
                     let reply = self.reconfigure(&update.config, update.neighbours, SystemTime::now());
                     let _ = update.reply.send(reply);
@@ -304,6 +320,36 @@ impl<M: MapWriter> Controller<M> {
             .collect();
         self.report_changes(&changes);
         if !changes.is_empty() {
+            let _ = self.publish();
+        }
+        self.publish_snapshot();
+    }
+
+    /// Records a backend address's new MAC, or its being unresolved (no new
+    /// flows) or resolved again; writes the maps if anything changed.
+    fn record_mac(&mut self, update: MacUpdate) {
+        let MacUpdate {
+            address,
+            neighbour,
+            unresolved,
+        } = update;
+        // A reload may have removed it meanwhile.
+        if !self.layout.backends().any(|b| b.address == address) {
+            return;
+        }
+        let moved = self.neighbours.get(&address) != Some(&neighbour);
+        if moved {
+            tracing::info!(backend = %address, mac = %format_mac(&neighbour.mac), interface = %neighbour.interface.name, "backend MAC changed");
+        }
+        let reason = unresolved
+            .clone()
+            .unwrap_or_else(|| format!("MAC resolved: {}", format_mac(&neighbour.mac)));
+        self.neighbours.insert(address, neighbour);
+        let changes =
+            self.desired
+                .record_mac(address, unresolved.is_some(), &reason, SystemTime::now());
+        self.report_changes(&changes);
+        if moved || !changes.is_empty() {
             let _ = self.publish();
         }
         self.publish_snapshot();

@@ -394,3 +394,57 @@ async fn each_state_change_runs_the_backend_hook_in_order() {
     );
     assert_eq!(failures.get(crate::hooks::HookKind::Backend), 0);
 }
+
+/// A backend's new MAC reaches its `BACKENDS` entry and the snapshot; an
+/// unresolved one takes it out of the table (down, flows move) until it is
+/// resolved again.
+#[test]
+fn mac_updates_reach_the_maps_and_an_unresolved_backend_leaves_the_table() {
+    let (_, mut controller) = controller();
+    let web2 = Ipv4Addr::new(10, 0, 0, 2);
+    let moved = |mac: [u8; 6], unresolved: Option<&str>| MacUpdate {
+        address: web2,
+        neighbour: Neighbour {
+            mac,
+            ..neighbours()[&web2].clone()
+        },
+        unresolved: unresolved.map(str::to_owned),
+    };
+    let new_mac = [0x02, 0, 0, 0, 0, 0x42];
+    controller.record_mac(moved(new_mac, None));
+    assert_eq!(controller.maps().backend(1).unwrap().mac, new_mac);
+    assert_maps_hold(controller.maps(), &desired_image(&controller));
+    let published = controller.subscribe().borrow().services[0].backends[1].clone();
+    assert_eq!(
+        (published.mac, published.state),
+        (Some(new_mac), BackendState::Up)
+    );
+
+    let reason = "no MAC: neighbour unresolved (no ARP answer)";
+    controller.record_mac(moved(new_mac, Some(reason)));
+    let published = controller.subscribe().borrow().services[0].backends[1].clone();
+    assert_eq!(published.state, BackendState::Down);
+    assert_eq!(published.reason, reason);
+    assert!(published.mac_unresolved);
+    let image = desired_image(&controller);
+    assert!(
+        !image.services[&0].slots.contains(&1),
+        "web2 is out of the table"
+    );
+    assert_maps_hold(controller.maps(), &image);
+    assert_eq!(
+        controller.maps().backend(1).unwrap().state,
+        lb_common::maps::backend_state::DOWN
+    );
+
+    controller.record_mac(moved(new_mac, None));
+    let published = controller.subscribe().borrow().services[0].backends[1].clone();
+    assert_eq!(
+        (published.state, published.mac_unresolved),
+        (BackendState::Up, false)
+    );
+    assert_eq!(
+        published.reason,
+        "MAC resolved: 02:00:00:00:00:42; health up: initial state: up"
+    );
+}
