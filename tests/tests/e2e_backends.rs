@@ -89,7 +89,10 @@ fn a_backend_whose_mac_changes_is_followed_without_a_restart() {
     let web1 = Node::Web(1);
     let address = web1.address().expect("web1 has an address");
     let before = pair.backend(Node::Lb1, web1);
-    let old_mac = before.mac.clone().expect("a resolved backend shows its MAC");
+    let old_mac = before
+        .mac
+        .clone()
+        .expect("a resolved backend shows its MAC");
     let new_mac = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
     let new_mac_text = "02:00:5e:10:00:01";
     assert_ne!(old_mac, new_mac_text);
@@ -99,12 +102,23 @@ fn a_backend_whose_mac_changes_is_followed_without_a_restart() {
         .run(
             web1,
             "ip",
-            &["link", "set", "dev", lab::HOST_INTERFACE, "address", new_mac_text],
+            &[
+                "link",
+                "set",
+                "dev",
+                lab::HOST_INTERFACE,
+                "address",
+                new_mac_text,
+            ],
         )
         .expect("changing web1's MAC");
     let ifindex: u32 = pair
         .lab()
-        .run(web1, "cat", &[&format!("/sys/class/net/{}/ifindex", lab::HOST_INTERFACE)])
+        .run(
+            web1,
+            "cat",
+            &[&format!("/sys/class/net/{}/ifindex", lab::HOST_INTERFACE)],
+        )
         .expect("web1's interface index")
         .trim()
         .parse()
@@ -199,7 +213,11 @@ fn the_backend_hook_sees_every_state_change_in_order() {
         .run(
             Node::Lb1,
             "curl",
-            &["-sS", "--fail", &format!("http://{}/metrics", lb::config::DEFAULT_API)],
+            &[
+                "-sS",
+                "--fail",
+                &format!("http://{}/metrics", lb::config::DEFAULT_API),
+            ],
         )
         .expect("GET /metrics");
     assert!(
