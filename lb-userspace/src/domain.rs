@@ -9,15 +9,19 @@
 //!
 //! The state a backend serves with is the first that applies of:
 //! 1. admin `disabled`: out of the table, its established flows move;
-//! 2. admin `draining`: out of the table, its established flows stay, even if
+//! 2. its MAC cannot be resolved (its neighbour entry failed): `down`, out
+//!    of the table, its established flows move, since frames to its last
+//!    known MAC would reach nobody;
+//! 3. admin `draining`: out of the table, its established flows stay, even if
 //!    its checks fail meanwhile: the operator asked to let them finish;
-//! 3. health `down`: out of the table, its established flows move;
-//! 4. health `up`, or a service without checks: in the table.
+//! 4. health `down`: out of the table, its established flows move;
+//! 5. health `up`, or a service without checks: in the table.
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use lb_common::maps::backend_state;
 use serde::{Deserialize, Serialize};
@@ -87,11 +91,13 @@ pub enum BackendState {
 }
 
 impl BackendState {
-    /// The state of a backend with override `admin` and health `health`
-    /// (`None`: not checked), by the rules in this module's documentation.
-    pub fn of(admin: AdminState, health: Option<Health>) -> BackendState {
+    /// The state of a backend with override `admin`, health `health`
+    /// (`None`: not checked) and whose MAC is resolved or not
+    /// (`mac_unresolved`), by the rules in this module's documentation.
+    pub fn of(admin: AdminState, health: Option<Health>, mac_unresolved: bool) -> BackendState {
         match (admin, health) {
             (AdminState::Disabled, _) => BackendState::Disabled,
+            _ if mac_unresolved => BackendState::Down,
             (AdminState::Draining, _) => BackendState::Draining,
             (AdminState::Enabled, Some(Health::Down)) => BackendState::Down,
             (AdminState::Enabled, Some(Health::Up) | None) => BackendState::Up,
@@ -371,7 +377,49 @@ pub struct BackendSnapshot {
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,
     pub configured_weight: u32,
+    /// The duration of its check's last completed run, live; `None`: not
+    /// checked.
+    pub last_check: Option<LastCheckDuration>,
+    /// The MAC its frames are sent to: the neighbour table's, or the last
+    /// one known while `mac_unresolved`; `None` before it is known.
+    pub mac: Option<[u8; 6]>,
+    /// Its neighbour entry failed and probing did not resolve it: `down`
+    /// until its MAC is known again.
+    pub mac_unresolved: bool,
 }
+
+/// How long a target's last completed health check took: written by the
+/// check's task after each check, read live by `/status` and `/metrics`
+/// (like the traffic counters, so a check's duration never republishes the
+/// snapshot). Clones share the value; two are equal when they are the same
+/// cell.
+#[derive(Debug, Clone, Default)]
+pub struct LastCheckDuration(Arc<AtomicU64>);
+
+impl LastCheckDuration {
+    /// Records the duration of a check that just completed.
+    pub fn record(&self, took: Duration) {
+        // 0 means "none yet": a check of 0 ns is stored as 1 ns.
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.0.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The last recorded duration; `None` before the first check completed.
+    pub fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+impl PartialEq for LastCheckDuration {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LastCheckDuration {}
 
 #[cfg(test)]
 mod tests {
@@ -382,21 +430,26 @@ mod tests {
         use AdminState as A;
         use BackendState as S;
         let cases = [
-            (A::Enabled, Some(Health::Up), S::Up),
-            (A::Enabled, None, S::Up),
-            (A::Enabled, Some(Health::Down), S::Down),
-            (A::Draining, Some(Health::Up), S::Draining),
-            (A::Draining, Some(Health::Down), S::Draining),
-            (A::Draining, None, S::Draining),
-            (A::Disabled, Some(Health::Up), S::Disabled),
-            (A::Disabled, Some(Health::Down), S::Disabled),
-            (A::Disabled, None, S::Disabled),
+            (A::Enabled, Some(Health::Up), false, S::Up),
+            (A::Enabled, None, false, S::Up),
+            (A::Enabled, Some(Health::Down), false, S::Down),
+            (A::Draining, Some(Health::Up), false, S::Draining),
+            (A::Draining, Some(Health::Down), false, S::Draining),
+            (A::Draining, None, false, S::Draining),
+            (A::Disabled, Some(Health::Up), false, S::Disabled),
+            (A::Disabled, Some(Health::Down), false, S::Disabled),
+            (A::Disabled, None, false, S::Disabled),
+            // No MAC: down, unless disabled.
+            (A::Enabled, Some(Health::Up), true, S::Down),
+            (A::Enabled, None, true, S::Down),
+            (A::Draining, Some(Health::Up), true, S::Down),
+            (A::Disabled, Some(Health::Up), true, S::Disabled),
         ];
-        for (admin, health, expected) in cases {
+        for (admin, health, mac_unresolved, expected) in cases {
             assert_eq!(
-                BackendState::of(admin, health),
+                BackendState::of(admin, health, mac_unresolved),
                 expected,
-                "{admin} {health:?}"
+                "{admin} {health:?} {mac_unresolved}"
             );
         }
     }
@@ -432,6 +485,19 @@ mod tests {
         }
         assert_eq!(serde_json::to_string(&Health::Down).unwrap(), "\"down\"");
         assert_eq!(Health::Up.opposite(), Health::Down);
+    }
+
+    #[test]
+    fn a_check_duration_is_none_until_recorded_and_shared_by_clones() {
+        let duration = LastCheckDuration::default();
+        assert_eq!(duration.get(), None);
+        let writer = duration.clone();
+        writer.record(Duration::from_millis(12));
+        assert_eq!(duration.get(), Some(Duration::from_millis(12)));
+        writer.record(Duration::ZERO);
+        assert_eq!(duration.get(), Some(Duration::from_nanos(1)));
+        assert_eq!(duration, writer);
+        assert_ne!(duration, LastCheckDuration::default());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod domain;
 pub mod ha;
 pub mod health;
+pub mod hooks;
 pub mod neighbour;
 pub mod netlink;
 pub mod pin_lock;

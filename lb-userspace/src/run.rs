@@ -1,6 +1,7 @@
 //! `lb run`: validates the configuration, resolves the backends, loads and
 //! programs the data path, attaches it, starts the health checks, the
-//! controller, VRRP or the BGP announcer, the reloader and the control API,
+//! controller, VRRP or the BGP announcer, the reloader, the neighbour watch
+//! (the backends' MACs) and the control API,
 //! serves (reloading on SIGHUP and `lb reload`) until SIGINT or SIGTERM,
 //! then withdraws, detaches and logs the final counters.
 
@@ -17,10 +18,12 @@ use tokio::sync::oneshot;
 use crate::api::server::{self as api_server, ApiLimits, ApiState, VrrpFeed};
 use crate::config::{self, Config};
 use crate::controller::layout::Layout;
+use crate::controller::notify::BackendNotifier;
 use crate::controller::Controller;
 use crate::dataplane::{CounterMaps, CounterReader, Dataplane, PinDir};
 use crate::ha::{self, HaNode};
-use crate::neighbour::{Interface, Neighbour, Resolver};
+use crate::hooks::HookFailures;
+use crate::neighbour::{self, Interface, Neighbour, Resolver};
 use crate::reload::Reloader;
 use crate::{pin_lock, pinned_restart};
 
@@ -70,7 +73,8 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         .resolve_all(&config.backend_addresses())
         .await
         .context("resolving the backends' MAC addresses (dsr-l2)")?;
-    drop(resolver);
+    // Kept by the neighbour watch, which starts with these MACs.
+    let watched = neighbours.clone();
 
     // Held until we return: one lb per pinned data path.
     let _pin_lock = config
@@ -90,12 +94,21 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
 
     // Before the controller reads the backends' initial health.
     let pins = pinned_restart::prepare(&mut config).context("taking over the pinned data path")?;
+    let hook_failures = HookFailures::default();
     let Started {
         controller,
         pair,
         announcer,
         mode,
-    } = match start_data_path(&config, &interface, neighbours, pins.as_ref()).await {
+    } = match start_data_path(
+        &config,
+        &interface,
+        neighbours,
+        pins.as_ref(),
+        &hook_failures,
+    )
+    .await
+    {
         Ok(started) => started,
         Err(error) => {
             if let Some(pins) = &pins {
@@ -119,6 +132,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         reload: reloader.commands(),
         config: reloader.status(),
         unknown_results: controller.unknown_results(),
+        hook_failures: hook_failures.clone(),
         bgp: announcer.as_ref().map(ha::bgp::BgpNode::status),
         counters: counters.clone(),
         vrrp: config
@@ -157,10 +171,17 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     }
 
     let reloads = tokio::spawn(reloader.serve(hangups));
+    let neighbour_watch = tokio::spawn(neighbour::watch::run(
+        resolver,
+        watched,
+        controller.subscribe(),
+        controller.mac_updates(),
+    ));
     let (mut controller, signal) = controller.run(shutdown.recv()).await;
     tracing::info!(signal, "shutting down");
     // A reload in progress is dropped: the controller no longer applies one.
     reloads.abort();
+    neighbour_watch.abort();
     // Withdrawn (or priority 0) first, while the data path still forwards.
     if let Some(announcer) = announcer {
         if let Err(error) = announcer.shutdown().await {
@@ -179,6 +200,9 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         Ok(Err(error)) => tracing::warn!(%error, "control API task failed"),
         Err(_) => tracing::warn!("control API still busy after {API_SHUTDOWN_GRACE:?}; leaving it"),
     }
+    // No more changes: the hooks of those made run to their end, after the
+    // handover, which never waits for them.
+    controller.finish_hooks().await;
     pinned_restart::release(controller.maps_mut(), pins.as_ref());
     log_counters(&counters, controller.layout());
     tracing::info!("lb stopped");
@@ -203,11 +227,16 @@ async fn start_data_path(
     interface: &Interface,
     neighbours: HashMap<Ipv4Addr, Neighbour>,
     pins: Option<&PinDir>,
+    hook_failures: &HookFailures,
 ) -> anyhow::Result<Started> {
     let dataplane = pinned_restart::load(&pinned_restart::load_options(config), pins)
         .context("loading the XDP data path")?;
     let mut controller =
         Controller::start(config, neighbours, dataplane).context("programming the data path")?;
+    controller.notify_backends(BackendNotifier::spawn(
+        config.global.notify_backend.clone(),
+        hook_failures.clone(),
+    ));
     // Before attaching, so a VRRP problem stops us with nothing attached;
     // it starts as backup and tracking sees the program once attached.
     let pair = ha::start(
@@ -215,6 +244,7 @@ async fn start_data_path(
         interface.index,
         controller.maps(),
         controller.subscribe(),
+        hook_failures.clone(),
     )
     .await
     .context("starting VRRP ([vrrp])")?;

@@ -414,6 +414,9 @@ mod tests {
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
+            health_check_duration_seconds: None,
+            mac: None,
+            mac_unresolved: false,
             counters: Traffic {
                 packets: 12,
                 bytes: 1200,
@@ -514,6 +517,9 @@ mod tests {
                         admin: AdminState::Enabled,
                         weight: 1,
                         configured_weight: 1,
+                        health_check_duration_seconds: None,
+                        mac: None,
+                        mac_unresolved: false,
                         counters,
                     }],
                 }],
@@ -572,6 +578,9 @@ mod tests {
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
+            health_check_duration_seconds: None,
+            mac: None,
+            mac_unresolved: false,
             counters: Traffic::default(),
         };
         assert_eq!(health_cell(&backend), "up, checking");

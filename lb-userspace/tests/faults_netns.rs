@@ -522,9 +522,14 @@ fn a_refused_vip_is_reported_and_retried_while_the_master_keeps_advertising() {
     let statuses = block_on_in(&netns, move || async move {
         let mut config = VrrpConfig::new("lbflt-a", 52, 255, vec![VIP]);
         config.advert_interval = AdvertInterval::from_duration(Duration::from_millis(100)).unwrap();
-        let instance = vrrp::spawn_with_vips(config, Ipv4Addr::new(10, 99, 9, 1), table)
-            .await
-            .expect("start VRRP");
+        let instance = vrrp::spawn_with_vips(
+            config,
+            Ipv4Addr::new(10, 99, 9, 1),
+            table,
+            lb::hooks::HookFailures::default(),
+        )
+        .await
+        .expect("start VRRP");
         let status = instance.status();
         tokio::time::sleep(Duration::from_millis(250)).await;
         let refused = status.borrow().clone();

@@ -263,7 +263,9 @@ impl Node {
                 .build()
                 .expect("runtime");
             let leftover = runtime.block_on(async move {
-                let handle = vrrp::spawn(config, address).await.expect("start VRRP");
+                let handle = vrrp::spawn(config, address, lb::hooks::HookFailures::default())
+                    .await
+                    .expect("start VRRP");
                 status_sender.send(handle.status()).expect("send status");
                 match stop_receiver.await {
                     Ok(Stop::Crash) => Some(handle),

@@ -142,6 +142,7 @@ impl Node {
             counters: Arc::new(FakeCounters::default()),
             vrrp: None,
             unknown_results: controller.unknown_results(),
+            hook_failures: crate::hooks::HookFailures::default(),
             bgp: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();

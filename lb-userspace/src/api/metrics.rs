@@ -28,6 +28,7 @@ use prometheus_client::registry::Registry;
 use super::model::{BgpReport, VrrpReport};
 use crate::dataplane::{CounterReader, DataplaneError};
 use crate::domain::{BackendState, ConfigStatus, Health, Snapshot};
+use crate::hooks::{HookFailures, HookKind};
 use crate::vrrp::State;
 
 /// The `Content-Type` of what [`render`] returns.
@@ -55,7 +56,8 @@ const VRRP_STATES: [State; 4] = [
 /// The exposition of `snapshot`, with the traffic read from `counters` now,
 /// the running configuration and its reloads (`config`), the VRRP
 /// instance's `vrrp` report and the BGP announcer's `bgp` report if there
-/// are, and the count of health check results set aside as unknown.
+/// are, the count of health check results set aside as unknown and the
+/// notify hooks' failures.
 pub fn render(
     snapshot: Arc<Snapshot>,
     counters: Arc<dyn CounterReader>,
@@ -63,6 +65,7 @@ pub fn render(
     vrrp: Option<VrrpReport>,
     bgp: Option<BgpReport>,
     unknown_results: u64,
+    hook_failures: &HookFailures,
 ) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Exposition {
@@ -72,6 +75,7 @@ pub fn render(
         vrrp,
         bgp,
         unknown_results,
+        hook_failures: hook_failures.clone(),
     }));
     let mut text = String::new();
     prometheus_text::encode(&mut text, &registry)?;
@@ -86,6 +90,7 @@ struct Exposition {
     vrrp: Option<VrrpReport>,
     bgp: Option<BgpReport>,
     unknown_results: u64,
+    hook_failures: HookFailures,
 }
 
 impl fmt::Debug for Exposition {
@@ -109,6 +114,13 @@ impl Collector for Exposition {
         self.encode_config(e)?;
         self.encode_services(e)?;
         self.encode_backends(e)?;
+        counter(
+            e,
+            "lb_notify_hook_failures",
+            "Notify hooks that failed (could not start, exited non-zero, were killed after their timeout, or found the queue full), by hook: vrrp (notify_master, notify_backup, notify_fault) or backend (notify_backend)",
+            HookKind::ALL
+                .map(|kind| (vec![("hook", kind.name().to_owned())], self.hook_failures.get(kind))),
+        )?;
         if let Some(vrrp) = &self.vrrp {
             encode_vrrp(e, vrrp)?;
         }
@@ -247,6 +259,15 @@ impl Exposition {
             members
                 .iter()
                 .map(|(s, b)| (labels(&s.name, &b.name), i64::from(b.settled))),
+        )?;
+        gauge(
+            e,
+            "lb_backend_health_check_duration_seconds",
+            "How long the backend's last completed health check took (checked backends, once checked)",
+            members.iter().filter_map(|(s, b)| {
+                let took = b.last_check.as_ref()?.get()?;
+                Some((labels(&s.name, &b.name), took.as_secs_f64()))
+            }),
         )?;
         counter(
             e,

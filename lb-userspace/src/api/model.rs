@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AdminState, BackendSnapshot, BackendState, ConfigStatus, Health};
+use crate::domain::{
+    AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, LastCheckDuration,
+};
 use crate::ha::bgp::BgpStatus;
+use crate::neighbour::format_mac;
 use crate::vrrp::State;
 
 /// `GET /status`: every service and backend, as the controller sees them
@@ -166,6 +169,18 @@ pub struct BackendStatus {
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,
     pub configured_weight: u32,
+    /// How long its check's last completed run took, in seconds; `null`
+    /// before the first one and for a backend that is not checked.
+    #[serde(default, with = "seconds")]
+    pub health_check_duration_seconds: Option<Duration>,
+    /// The MAC its frames are sent to (`02:00:00:00:00:01`), the last one
+    /// known while `mac_unresolved`.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Its neighbour entry failed and could not be resolved again: `down`
+    /// (reason `no MAC: neighbour unresolved ...`) until it is.
+    #[serde(default)]
+    pub mac_unresolved: bool,
     /// Traffic forwarded to it, from the data path's counters.
     pub counters: Traffic,
 }
@@ -188,6 +203,12 @@ impl BackendStatus {
             admin: backend.admin,
             weight: backend.weight,
             configured_weight: backend.configured_weight,
+            health_check_duration_seconds: backend
+                .last_check
+                .as_ref()
+                .and_then(LastCheckDuration::get),
+            mac: backend.mac.as_ref().map(format_mac),
+            mac_unresolved: backend.mac_unresolved,
             counters,
         }
     }
@@ -279,6 +300,31 @@ mod rfc3339 {
     }
 }
 
+/// `Option<Duration>` as a number of seconds, or `null`.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => serializer.serialize_f64(duration.as_secs_f64()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(deserializer)?
+            .map(|seconds| Duration::try_from_secs_f64(seconds).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
 /// `Option<Health>` as `"up"`, `"down"` or `"unchecked"` (`None`).
 mod health_or_unchecked {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
@@ -359,6 +405,9 @@ mod tests {
             admin: AdminState::Draining,
             weight: 2,
             configured_weight: 1,
+            health_check_duration_seconds: Some(Duration::from_micros(1_500)),
+            mac: Some("02:00:00:00:00:01".into()),
+            mac_unresolved: false,
             counters: Traffic {
                 packets: 10,
                 bytes: 1000,
@@ -406,6 +455,10 @@ mod tests {
         );
         assert!(json.contains(r#""state":"draining""#), "{json}");
         assert!(json.contains(r#""health":"up""#), "{json}");
+        assert!(
+            json.contains(r#""health_check_duration_seconds":0.0015,"mac":"02:00:00:00:00:01","mac_unresolved":false"#),
+            "{json}"
+        );
         assert!(!json.contains("vrrp"), "absent without [vrrp]: {json}");
         assert!(
             json.contains(r#""config":{"hash":"0123456789abcdef","applied_at":"1970-01-01T00:00:00.000Z","reloads":{"ok":2,"failed":1}"#),

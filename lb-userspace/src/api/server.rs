@@ -63,6 +63,7 @@ use crate::domain::{
 };
 use crate::ha::bgp::BgpStatus;
 use crate::health::UnknownResults;
+use crate::hooks::HookFailures;
 use crate::vrrp::VrrpStatus;
 
 /// What the API serves from.
@@ -82,6 +83,8 @@ pub struct ApiState {
     pub vrrp: Option<VrrpFeed>,
     /// Health check results set aside as unknown (this node's own faults).
     pub unknown_results: UnknownResults,
+    /// Failed notify hooks, by hook.
+    pub hook_failures: HookFailures,
     /// The BGP announcer, if `[bgp]` is configured.
     pub bgp: Option<watch::Receiver<BgpStatus>>,
 }
@@ -323,6 +326,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         vrrp,
         bgp,
         unknown_results,
+        &state.hook_failures,
     ) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(fmt::Error) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),

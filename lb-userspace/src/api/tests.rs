@@ -27,7 +27,7 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         id,
         name: name.into(),
         address: Ipv4Addr::new(10, 0, 0, 1 + id as u8),
-        state: BackendState::of(AdminState::Enabled, Some(health)),
+        state: BackendState::of(AdminState::Enabled, Some(health), false),
         reason: format!("initial state: {health}"),
         since: SystemTime::UNIX_EPOCH,
         health: Some(health),
@@ -39,6 +39,9 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         admin: AdminState::Enabled,
         weight: 1,
         configured_weight: 1,
+        last_check: None,
+        mac: None,
+        mac_unresolved: false,
     }
 }
 
@@ -90,7 +93,7 @@ async fn stand_in_controller(
                     AdminAction::Enable => backend.admin = AdminState::Enabled,
                     AdminAction::Weight(weight) => backend.weight = weight,
                 }
-                backend.state = BackendState::of(backend.admin, backend.health);
+                backend.state = BackendState::of(backend.admin, backend.health, false);
                 Ok(backend.clone())
             }
         };
@@ -158,6 +161,7 @@ async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
         counters: Arc::new(counters),
         vrrp,
         unknown_results: UnknownResults::default(),
+        hook_failures: crate::hooks::HookFailures::default(),
         bgp: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -94,6 +94,9 @@ pub struct Global {
     pub allow_table_size: u32,
     /// What the data path does with ICMP echo requests to a VIP.
     pub vip_icmp_echo: VipIcmpEcho,
+    /// `global.notify_backend`: run with `sh -c` when a backend's state
+    /// changes (see [`crate::controller::notify`]); `None`: no hook.
+    pub notify_backend: Option<String>,
 }
 
 /// A virtual service: VIP, port and protocol, and the backends behind it.

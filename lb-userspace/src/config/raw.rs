@@ -36,6 +36,8 @@ pub(super) struct RawGlobal {
     // source policies
     pub allow_table_size: Option<Spanned<i64>>,
     pub vip_icmp_echo: Option<Spanned<String>>,
+    // hooks
+    pub notify_backend: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

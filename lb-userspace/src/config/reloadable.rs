@@ -2,8 +2,9 @@
 //! restart.
 //!
 //! Taken at runtime: every `[[service]]` (added, removed or changed: its
-//! backends, weights, checks, scheduler, VIP, port) and where the probes
-//! leave from (`global.health_source`, `global.health_interface`).
+//! backends, weights, checks, scheduler, VIP, port), where the probes
+//! leave from (`global.health_source`, `global.health_interface`) and the
+//! backend hook (`global.notify_backend`).
 //!
 //! Fixed while `lb` runs, so a file that changes them is refused as a
 //! whole: what the maps were sized or the program attached with
@@ -77,10 +78,12 @@ fn global_change(a: &Global, b: &Global) -> Option<&'static str> {
         ("global.vip_icmp_echo", a.vip_icmp_echo != b.vip_icmp_echo),
     ])
     .or_else(|| {
-        // Any other difference but the probes' source: a setting added to
-        // the model later is fixed until it is listed above.
+        // Any other difference but the probes' source and the backend
+        // hook: a setting added to the model later is fixed until it is
+        // listed above.
         let runtime_only = Global {
             health_source: a.health_source.clone(),
+            notify_backend: a.notify_backend.clone(),
             ..b.clone()
         };
         (runtime_only != *a).then_some("global")

@@ -10,7 +10,9 @@ use std::time::SystemTime;
 use super::image::BackendPlan;
 use super::layout::Layout;
 use crate::config::{Backend, Config, Service, WEIGHT_RANGE};
-use crate::domain::{AdminAction, AdminError, AdminState, BackendSnapshot, BackendState, Health};
+use crate::domain::{
+    AdminAction, AdminError, AdminState, BackendSnapshot, BackendState, Health, LastCheckDuration,
+};
 use crate::health::{CheckTarget, DesiredTarget, HealthEvent, TargetStatus};
 
 /// A change of the state a backend serves with.
@@ -18,6 +20,9 @@ use crate::health::{CheckTarget, DesiredTarget, HealthEvent, TargetStatus};
 pub struct StateChange {
     pub service: String,
     pub backend: String,
+    pub address: Ipv4Addr,
+    /// The port its packets go to: the service's.
+    pub port: u16,
     pub from: BackendState,
     pub to: BackendState,
     pub reason: String,
@@ -36,6 +41,8 @@ struct Member {
     service: String,
     name: String,
     address: Ipv4Addr,
+    /// The service's port, where the backend's packets go.
+    port: u16,
     configured_weight: u32,
     /// Set through the API; kept across reloads until `lb` restarts.
     admin_weight: Option<u32>,
@@ -50,6 +57,10 @@ struct Member {
     /// See [`BackendSnapshot::joining`].
     joining: bool,
     admin: AdminState,
+    /// See [`BackendSnapshot::mac_unresolved`].
+    mac_unresolved: bool,
+    /// Its check's, as the checker reports it; `None`: not checked.
+    last_check: Option<LastCheckDuration>,
     state: BackendState,
     state_change: Change,
 }
@@ -66,6 +77,7 @@ impl Member {
     ) -> Self {
         let target = service.check_target(backend);
         let mut health_unknown = None;
+        let mut last_check = None;
         let (health, health_change, settled) = match &target {
             None => (
                 None,
@@ -78,6 +90,7 @@ impl Member {
             Some(target) => match status_of(target) {
                 Some(status) => {
                     health_unknown = status.unknown;
+                    last_check = Some(status.last_check);
                     (
                         Some(status.health),
                         Change {
@@ -101,10 +114,11 @@ impl Member {
             service: service.name.clone(),
             name: backend.name.clone(),
             address: backend.address,
+            port: service.port,
             configured_weight: backend.weight,
             admin_weight: None,
             target,
-            state: BackendState::of(AdminState::Enabled, health),
+            state: BackendState::of(AdminState::Enabled, health, false),
             state_change: health_change.clone(),
             health,
             health_change,
@@ -112,6 +126,8 @@ impl Member {
             health_unknown,
             joining: false,
             admin: AdminState::Enabled,
+            mac_unresolved: false,
+            last_check,
         }
     }
 
@@ -121,6 +137,7 @@ impl Member {
     fn carry_over(&mut self, previous: &Member, now: SystemTime) {
         self.admin = previous.admin;
         self.admin_weight = previous.admin_weight;
+        self.mac_unresolved = previous.mac_unresolved;
         if self.target == previous.target {
             self.health = previous.health;
             self.health_change = previous.health_change.clone();
@@ -130,7 +147,7 @@ impl Member {
         } else {
             self.joining = !self.settled;
         }
-        self.state = BackendState::of(self.admin, self.health);
+        self.state = BackendState::of(self.admin, self.health, self.mac_unresolved);
         self.state_change = if self.state == previous.state {
             previous.state_change.clone()
         } else {
@@ -141,6 +158,19 @@ impl Member {
         };
     }
 
+    /// Its change from its state now to `to`, for `reason`.
+    fn change_to(&self, to: BackendState, reason: String) -> StateChange {
+        StateChange {
+            service: self.service.clone(),
+            backend: self.name.clone(),
+            address: self.address,
+            port: self.port,
+            from: self.state,
+            to,
+            reason,
+        }
+    }
+
     /// The weight in use.
     fn weight(&self) -> u32 {
         self.admin_weight.unwrap_or(self.configured_weight)
@@ -149,17 +179,11 @@ impl Member {
     /// Recomputes the serving state after a change explained by `reason`;
     /// returns the change of state, if any.
     fn settle(&mut self, reason: String, at: SystemTime) -> Option<StateChange> {
-        let state = BackendState::of(self.admin, self.health);
+        let state = BackendState::of(self.admin, self.health, self.mac_unresolved);
         if state == self.state {
             return None;
         }
-        let change = StateChange {
-            service: self.service.clone(),
-            backend: self.name.clone(),
-            from: self.state,
-            to: state,
-            reason: reason.clone(),
-        };
+        let change = self.change_to(state, reason.clone());
         self.state = state;
         self.state_change = Change { reason, at };
         Some(change)
@@ -220,6 +244,24 @@ impl DesiredState {
         DesiredState { members }
     }
 
+    /// The changes of state from `previous` to this state of the
+    /// memberships in both (same id, service, name and address): what a
+    /// reload changed.
+    pub fn changes_from(&self, previous: &DesiredState) -> Vec<StateChange> {
+        self.members
+            .iter()
+            .filter_map(|(id, member)| {
+                let before = previous.members.get(id).filter(|before| {
+                    before.service == member.service
+                        && before.name == member.name
+                        && before.address == member.address
+                })?;
+                (before.state != member.state)
+                    .then(|| before.change_to(member.state, member.state_change.reason.clone()))
+            })
+            .collect()
+    }
+
     /// The checks of `config` (ids from `layout`, reassigned from this
     /// state's). A membership that remains but whose check changed starts
     /// that check from its health now, so a new check does not take a
@@ -273,6 +315,37 @@ impl DesiredState {
             };
             let reason = format!("health {}: {}", event.health, event.reason);
             changes.extend(member.settle(reason, event.at));
+        }
+        changes
+    }
+
+    /// Records whether the MAC of `address` is unresolved (its neighbour
+    /// entry failed), for every membership of that address; `reason`
+    /// explains the change. Returns the resulting changes of state.
+    pub fn record_mac(
+        &mut self,
+        address: Ipv4Addr,
+        unresolved: bool,
+        reason: &str,
+        now: SystemTime,
+    ) -> Vec<StateChange> {
+        let mut changes = Vec::new();
+        for member in self.members.values_mut() {
+            if member.address != address || member.mac_unresolved == unresolved {
+                continue;
+            }
+            member.mac_unresolved = unresolved;
+            let reason = if unresolved {
+                reason.to_owned()
+            } else {
+                match member.health {
+                    Some(health) => {
+                        format!("{reason}; health {health}: {}", member.health_change.reason)
+                    }
+                    None => format!("{reason}; {}", member.health_change.reason),
+                }
+            };
+            changes.extend(member.settle(reason, now));
         }
         changes
     }
@@ -347,7 +420,8 @@ impl DesiredState {
             .collect()
     }
 
-    /// Backend id `id` as the controller publishes it.
+    /// Backend id `id` as the controller publishes it, but for its `mac`
+    /// (the controller's neighbours know it).
     ///
     /// # Panics
     ///
@@ -370,6 +444,9 @@ impl DesiredState {
             admin: member.admin,
             weight: member.weight(),
             configured_weight: member.configured_weight,
+            last_check: member.last_check.clone(),
+            mac: None,
+            mac_unresolved: member.mac_unresolved,
         }
     }
 }
@@ -445,6 +522,7 @@ mod tests {
                 since: at(0),
                 settled: false,
                 unknown: None,
+                last_check: Default::default(),
             })
         };
         let desired = DesiredState::new(&config, &layout, initial, at(0));
@@ -618,6 +696,39 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn an_unresolved_mac_takes_every_membership_of_the_address_down_until_resolved() {
+        let (config, mut desired) = desired();
+        for backend in [0, 1] {
+            desired.record_health(&event(&config, 0, backend, Health::Up, 1));
+        }
+        desired
+            .admin("web", "web2", AdminAction::Drain, at(2))
+            .unwrap();
+        assert_eq!(states(&desired), [Up, Draining, Up, Up]);
+        let web2 = Ipv4Addr::new(10, 0, 0, 2);
+        let changes = desired.record_mac(web2, true, "no MAC: neighbour unresolved", at(3));
+        // web/web2 (draining: its flows cannot reach it either) and api/web2.
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(states(&desired), [Up, Down, Down, Up]);
+        let status = desired.backend_snapshot(2);
+        assert!(status.mac_unresolved);
+        assert_eq!(status.reason, "no MAC: neighbour unresolved");
+        // Health changes meanwhile are kept for later; the state stays down.
+        assert!(desired
+            .record_health(&event(&config, 0, 1, Health::Up, 4))
+            .is_empty());
+        // Unresolved twice changes nothing.
+        assert!(desired.record_mac(web2, true, "again", at(5)).is_empty());
+        let changes = desired.record_mac(web2, false, "MAC 02:00:00:00:00:02", at(6));
+        assert_eq!(states(&desired), [Up, Draining, Up, Up]);
+        assert_eq!(
+            changes[1].reason,
+            "MAC 02:00:00:00:00:02; health up: HTTP status 200"
+        );
+        assert!(!desired.backend_snapshot(2).mac_unresolved);
     }
 
     #[test]

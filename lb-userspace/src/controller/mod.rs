@@ -20,7 +20,8 @@
 //! - [`image`]: the bytes of every map entry for that desired state;
 //! - [`apply`]: writing the difference through a [`MapWriter`] (inactive
 //!   half, then the flip) and recording what was really written;
-//! - [`error`]: why publishing failed.
+//! - [`error`]: why publishing failed;
+//! - [`notify`]: the backend hook run on every change of a backend's state.
 //!
 //! Nothing time-critical waits for it: the checks run in their own tasks,
 //! the VRRP instance on its own thread, and the API reads the published
@@ -33,6 +34,7 @@ pub mod desired;
 pub mod error;
 pub mod image;
 pub mod layout;
+pub mod notify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -48,20 +50,24 @@ use crate::config::Config;
 use crate::dataplane::MapWriter;
 use crate::domain::{
     AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminReply,
-    ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
+    BackendSnapshot, ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
 };
 use crate::health::{DesiredTarget, HealthChecker, HealthEvent, UnknownResults};
-use crate::neighbour::Neighbour;
+use crate::neighbour::watch::MacUpdate;
+use crate::neighbour::{format_mac, Neighbour};
 use apply::{Applied, Applier};
 use desired::{DesiredState, StateChange};
 pub use error::PublishError;
 use image::MapsImage;
 use layout::Layout;
+use notify::BackendNotifier;
 
 /// Admin commands that may wait for the controller before senders wait.
 const COMMAND_QUEUE: usize = 64;
 /// Reloaded configurations that may wait (the reloader sends one at a time).
 const UPDATE_QUEUE: usize = 1;
+/// MAC changes that may wait before the neighbour watch waits.
+const MAC_QUEUE: usize = 64;
 /// Delay before a failed publication is tried again.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -120,10 +126,16 @@ pub struct Controller<M> {
     updates: mpsc::Receiver<ConfigUpdate>,
     /// Handed out by [`Controller::config_updates`].
     update_sender: mpsc::Sender<ConfigUpdate>,
+    macs: mpsc::Receiver<MacUpdate>,
+    /// Handed out by [`Controller::mac_updates`].
+    mac_sender: mpsc::Sender<MacUpdate>,
     /// Set while the maps lag behind the desired state after a failed write.
     retry_at: Option<Instant>,
     /// Per service id, the fingerprint of the table last written.
     fingerprints: BTreeMap<u32, u64>,
+    /// Runs `global.notify_backend`; `None`: no hooks (set by
+    /// [`Controller::notify_backends`]).
+    notifier: Option<BackendNotifier>,
 }
 
 impl<M: MapWriter> Controller<M> {
@@ -160,9 +172,15 @@ impl<M: MapWriter> Controller<M> {
             |target| checker.status(target).cloned(),
             now,
         );
-        let (snapshot, _) = watch::channel(Arc::new(snapshot(&layout, &desired, &BTreeMap::new())));
+        let (snapshot, _) = watch::channel(Arc::new(snapshot(
+            &layout,
+            &desired,
+            &neighbours,
+            &BTreeMap::new(),
+        )));
         let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE);
         let (update_sender, updates) = mpsc::channel(UPDATE_QUEUE);
+        let (mac_sender, macs) = mpsc::channel(MAC_QUEUE);
         let mut controller = Controller {
             desired,
             checker,
@@ -176,13 +194,29 @@ impl<M: MapWriter> Controller<M> {
             command_sender,
             updates,
             update_sender,
+            macs,
+            mac_sender,
             retry_at: None,
             fingerprints: BTreeMap::new(),
+            notifier: None,
         };
         controller.publish()?;
         // With the fingerprints of the tables just written.
         controller.publish_snapshot();
         Ok(controller)
+    }
+
+    /// Runs the backend hook of `notifier` on every change of a backend's
+    /// state from now on.
+    pub fn notify_backends(&mut self, notifier: BackendNotifier) {
+        self.notifier = Some(notifier);
+    }
+
+    /// Stops queueing backend hooks and waits for those queued to finish.
+    pub async fn finish_hooks(&mut self) {
+        if let Some(notifier) = self.notifier.take() {
+            notifier.finish().await;
+        }
     }
 
     /// Follows the published snapshot. It is published again when
@@ -208,6 +242,12 @@ impl<M: MapWriter> Controller<M> {
         ConfigUpdates {
             sender: self.update_sender.clone(),
         }
+    }
+
+    /// Where the neighbour watch sends the backends' MAC changes; they are
+    /// served by [`Controller::run`].
+    pub fn mac_updates(&self) -> mpsc::Sender<MacUpdate> {
+        self.mac_sender.clone()
     }
 
     /// The ids of the services and backends.
@@ -255,6 +295,7 @@ impl<M: MapWriter> Controller<M> {
                     // The requester may have given up: nothing to do then.
                     let _ = command.reply.send(reply);
                 }
+                Some(update) = self.macs.recv() => self.record_mac(update),
                 Some(update) = self.updates.recv() => {
                     let reply = self.reconfigure(&update.config, update.neighbours, SystemTime::now());
                     let _ = update.reply.send(reply);
@@ -277,8 +318,38 @@ impl<M: MapWriter> Controller<M> {
             .iter()
             .flat_map(|event| self.desired.record_health(event))
             .collect();
-        log_changes(&changes);
+        self.report_changes(&changes);
         if !changes.is_empty() {
+            let _ = self.publish();
+        }
+        self.publish_snapshot();
+    }
+
+    /// Records a backend address's new MAC, or its being unresolved (no new
+    /// flows) or resolved again; writes the maps if anything changed.
+    fn record_mac(&mut self, update: MacUpdate) {
+        let MacUpdate {
+            address,
+            neighbour,
+            unresolved,
+        } = update;
+        // A reload may have removed it meanwhile.
+        if !self.layout.backends().any(|b| b.address == address) {
+            return;
+        }
+        let moved = self.neighbours.get(&address) != Some(&neighbour);
+        if moved {
+            tracing::info!(backend = %address, mac = %format_mac(&neighbour.mac), interface = %neighbour.interface.name, "backend MAC changed");
+        }
+        let reason = unresolved
+            .clone()
+            .unwrap_or_else(|| format!("MAC resolved: {}", format_mac(&neighbour.mac)));
+        self.neighbours.insert(address, neighbour);
+        let changes =
+            self.desired
+                .record_mac(address, unresolved.is_some(), &reason, SystemTime::now());
+        self.report_changes(&changes);
+        if moved || !changes.is_empty() {
             let _ = self.publish();
         }
         self.publish_snapshot();
@@ -293,12 +364,12 @@ impl<M: MapWriter> Controller<M> {
         check_weights_fit(&self.layout, service, &proposed, self.table_size)?;
         self.desired = proposed;
         tracing::info!(service, backend, ?action, "admin action");
-        log_changes(change.as_slice());
+        self.report_changes(change.as_slice());
         let published = self.publish();
         self.publish_snapshot();
         published.map_err(|error| AdminCommandError::NotApplied(error_chain(&error)))?;
         let id = self.desired.find(service, backend)?;
-        Ok(self.desired.backend_snapshot(id))
+        Ok(backend_snapshot(&self.desired, &self.neighbours, id))
     }
 
     /// Applies a reloaded `config` (see the module documentation), with
@@ -338,12 +409,18 @@ impl<M: MapWriter> Controller<M> {
 
         self.checker
             .update(self.desired.reloaded_targets(config, &layout));
-        self.desired = self.desired.reloaded(
+        let reloaded = self.desired.reloaded(
             config,
             &layout,
             |target| self.checker.status(target).cloned(),
             now,
         );
+        let changes = reloaded.changes_from(&self.desired);
+        self.desired = reloaded;
+        if let Some(notifier) = &mut self.notifier {
+            notifier.set_command(config.global.notify_backend.clone());
+        }
+        self.report_changes(&changes);
         self.layout = layout;
         self.neighbours = neighbours;
         let published = self.publish();
@@ -405,6 +482,7 @@ impl<M: MapWriter> Controller<M> {
         self.snapshot.send_replace(Arc::new(snapshot(
             &self.layout,
             &self.desired,
+            &self.neighbours,
             &self.fingerprints,
         )));
     }
@@ -456,11 +534,25 @@ fn fingerprints(layout: &Layout, image: &MapsImage) -> BTreeMap<u32, u64> {
         .collect()
 }
 
-/// The snapshot of `desired`, with the ids of `layout` and the tables'
-/// `fingerprints`.
+/// Backend id `id` of `desired`, with its MAC from `neighbours`.
+fn backend_snapshot(
+    desired: &DesiredState,
+    neighbours: &HashMap<Ipv4Addr, Neighbour>,
+    id: u32,
+) -> BackendSnapshot {
+    let mut backend = desired.backend_snapshot(id);
+    backend.mac = neighbours
+        .get(&backend.address)
+        .map(|neighbour| neighbour.mac);
+    backend
+}
+
+/// The snapshot of `desired`, with the ids of `layout`, the MACs of
+/// `neighbours` and the tables' `fingerprints`.
 fn snapshot(
     layout: &Layout,
     desired: &DesiredState,
+    neighbours: &HashMap<Ipv4Addr, Neighbour>,
     fingerprints: &BTreeMap<u32, u64>,
 ) -> Snapshot {
     let services = layout
@@ -478,7 +570,7 @@ fn snapshot(
             backends: service
                 .backends
                 .iter()
-                .map(|backend| desired.backend_snapshot(backend.id))
+                .map(|backend| backend_snapshot(desired, neighbours, backend.id))
                 .collect(),
         })
         .collect();
@@ -500,6 +592,20 @@ pub fn check_targets(config: &Config) -> Vec<DesiredTarget> {
             })
         })
         .collect()
+}
+
+impl<M> Controller<M> {
+    /// Logs `changes` and queues their backend hooks: the one place every
+    /// change of a backend's state goes through. (`drained`, once the data
+    /// path counts a backend's active flows, is to be queued here too.)
+    fn report_changes(&self, changes: &[StateChange]) {
+        log_changes(changes);
+        if let Some(notifier) = &self.notifier {
+            for change in changes {
+                notifier.state_changed(change);
+            }
+        }
+    }
 }
 
 fn log_changes(changes: &[StateChange]) {

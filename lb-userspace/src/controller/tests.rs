@@ -352,3 +352,99 @@ fn the_snapshot_carries_the_fingerprint_of_the_table_written() {
         fingerprints(&controller.layout, &controller.image().unwrap())[&0]
     );
 }
+
+/// Every change of a backend's state, by its checks, an admin action or a
+/// reload, runs the backend hook with the change in its environment, in
+/// order; a change with no state change (a weight) runs none.
+#[tokio::test]
+async fn each_state_change_runs_the_backend_hook_in_order() {
+    let dir = std::env::temp_dir().join(format!("lb-controller-hook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log");
+    let command = format!(
+        "echo \"$LB_BACKEND $LB_BACKEND_PREVIOUS_STATE $LB_BACKEND_STATE\" >> {}",
+        log.display()
+    );
+    let (config, mut controller) = controller();
+    let failures = crate::hooks::HookFailures::default();
+    controller.notify_backends(BackendNotifier::spawn(Some(command), failures.clone()));
+    controller.record_health(&[health(&config, 1, Health::Down, 1)]);
+    controller.admin("web", "web1", AdminAction::Drain).unwrap();
+    controller
+        .admin("web", "web1", AdminAction::Weight(3))
+        .unwrap();
+    controller
+        .admin("web", "web1", AdminAction::Disable)
+        .unwrap();
+    controller
+        .admin("web", "web1", AdminAction::Enable)
+        .unwrap();
+    // A reload that removes web2 changes no remaining backend's state.
+    let mut reloaded = config.clone();
+    reloaded.services[0].backends.pop();
+    controller
+        .reconfigure(&reloaded, HashMap::new(), at(2))
+        .unwrap();
+    controller.finish_hooks().await;
+    let written = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        written,
+        "web2 up down\nweb1 up draining\nweb1 draining disabled\nweb1 disabled up\n"
+    );
+    assert_eq!(failures.get(crate::hooks::HookKind::Backend), 0);
+}
+
+/// A backend's new MAC reaches its `BACKENDS` entry and the snapshot; an
+/// unresolved one takes it out of the table (down, flows move) until it is
+/// resolved again.
+#[test]
+fn mac_updates_reach_the_maps_and_an_unresolved_backend_leaves_the_table() {
+    let (_, mut controller) = controller();
+    let web2 = Ipv4Addr::new(10, 0, 0, 2);
+    let moved = |mac: [u8; 6], unresolved: Option<&str>| MacUpdate {
+        address: web2,
+        neighbour: Neighbour {
+            mac,
+            ..neighbours()[&web2].clone()
+        },
+        unresolved: unresolved.map(str::to_owned),
+    };
+    let new_mac = [0x02, 0, 0, 0, 0, 0x42];
+    controller.record_mac(moved(new_mac, None));
+    assert_eq!(controller.maps().backend(1).unwrap().mac, new_mac);
+    assert_maps_hold(controller.maps(), &desired_image(&controller));
+    let published = controller.subscribe().borrow().services[0].backends[1].clone();
+    assert_eq!(
+        (published.mac, published.state),
+        (Some(new_mac), BackendState::Up)
+    );
+
+    let reason = "no MAC: neighbour unresolved (no ARP answer)";
+    controller.record_mac(moved(new_mac, Some(reason)));
+    let published = controller.subscribe().borrow().services[0].backends[1].clone();
+    assert_eq!(published.state, BackendState::Down);
+    assert_eq!(published.reason, reason);
+    assert!(published.mac_unresolved);
+    let image = desired_image(&controller);
+    assert!(
+        !image.services[&0].slots.contains(&1),
+        "web2 is out of the table"
+    );
+    assert_maps_hold(controller.maps(), &image);
+    assert_eq!(
+        controller.maps().backend(1).unwrap().state,
+        lb_common::maps::backend_state::DOWN
+    );
+
+    controller.record_mac(moved(new_mac, None));
+    let published = controller.subscribe().borrow().services[0].backends[1].clone();
+    assert_eq!(
+        (published.state, published.mac_unresolved),
+        (BackendState::Up, false)
+    );
+    assert_eq!(
+        published.reason,
+        "MAC resolved: 02:00:00:00:00:42; health up: initial state: up"
+    );
+}

@@ -743,6 +743,9 @@ mod tests {
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
+            last_check: None,
+            mac: None,
+            mac_unresolved: false,
         };
         let service = |vip: Ipv4Addr, backends: Vec<BackendSnapshot>| ServiceSnapshot {
             id: 0,

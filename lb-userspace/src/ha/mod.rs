@@ -32,6 +32,7 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 use crate::config::{Config, VrrpPair};
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::domain::SnapshotReceiver;
+use crate::hooks::HookFailures;
 use crate::vrrp::{self, State, VrrpError, VrrpHandle, VrrpStatus};
 use probe::{Probe, ProbeError};
 use tracking::Tracker;
@@ -66,12 +67,14 @@ pub enum HaError {
 
 /// Starts the pair member of `config` if it has a `[vrrp]` section;
 /// tracking expects `dataplane`'s program on interface `xdp_ifindex` and
-/// follows the controller's `services` snapshot.
+/// follows the controller's `services` snapshot; failed notify hooks are
+/// counted in `hook_failures`.
 pub async fn start(
     config: &Config,
     xdp_ifindex: u32,
     dataplane: &Dataplane,
     services: SnapshotReceiver,
+    hook_failures: HookFailures,
 ) -> Result<Option<HaNode>, HaError> {
     let Some(settings) = &config.vrrp else {
         return Ok(None);
@@ -80,7 +83,9 @@ pub async fn start(
         ifindex: xdp_ifindex,
         program_id: dataplane.program_id().map_err(HaError::ProgramId)?,
     };
-    HaNode::start(settings, xdp, services).await.map(Some)
+    HaNode::start(settings, xdp, services, hook_failures)
+        .await
+        .map(Some)
 }
 
 /// The XDP program that tracking (and the BGP announcer) look for on the
@@ -114,6 +119,7 @@ impl HaNode {
         settings: &VrrpPair,
         xdp: XdpAttachment,
         services: SnapshotReceiver,
+        hook_failures: HookFailures,
     ) -> Result<HaNode, HaError> {
         let (started, started_receiver) = oneshot::channel();
         let (stop, stop_receiver) = oneshot::channel();
@@ -125,7 +131,14 @@ impl HaNode {
                     .enable_all()
                     .build()
                     .map_err(HaError::Runtime)?;
-                runtime.block_on(serve(task_settings, xdp, services, started, stop_receiver))
+                runtime.block_on(serve(
+                    task_settings,
+                    xdp,
+                    services,
+                    hook_failures,
+                    started,
+                    stop_receiver,
+                ))
             })
             .map_err(HaError::Thread)?;
         match started_receiver.await {
@@ -184,6 +197,7 @@ async fn serve(
     settings: VrrpPair,
     xdp: XdpAttachment,
     mut services: SnapshotReceiver,
+    hook_failures: HookFailures,
     started: oneshot::Sender<watch::Receiver<VrrpStatus>>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), HaError> {
@@ -218,7 +232,7 @@ async fn serve(
     let mut config = settings.instance.clone();
     config.priority = tracker.priority();
     log_start(&settings, primary_address, &tracker);
-    let instance = vrrp::spawn(config, primary_address)
+    let instance = vrrp::spawn(config, primary_address, hook_failures)
         .await
         .map_err(|source| HaError::Vrrp {
             interface: settings.instance.interface.clone(),

@@ -210,6 +210,9 @@ mod tests {
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
+            last_check: None,
+            mac: None,
+            mac_unresolved: false,
         };
         Snapshot {
             services: (0..)

@@ -21,7 +21,7 @@ use super::probe;
 use super::result::CheckResult;
 use super::spec::CheckTarget;
 use super::state::HealthState;
-use crate::domain::Health;
+use crate::domain::{Health, LastCheckDuration};
 
 /// Events that may wait for the controller before the checks themselves wait.
 const EVENT_QUEUE: usize = 256;
@@ -64,6 +64,8 @@ pub struct TargetStatus {
     pub settled: bool,
     /// See [`HealthEvent::unknown`].
     pub unknown: Option<String>,
+    /// How long its last completed check took, written by its task.
+    pub last_check: LastCheckDuration,
 }
 
 /// What [`HealthChecker::update`] did.
@@ -208,6 +210,7 @@ impl HealthChecker {
                         since: SystemTime::now(),
                         settled: state.is_settled(),
                         unknown: None,
+                        last_check: LastCheckDuration::default(),
                     };
                     let task = self.probing.then(|| {
                         tokio::spawn(run_checks(
@@ -218,6 +221,7 @@ impl HealthChecker {
                                 events: self.events_tx.clone(),
                                 local_faults: self.local_faults.clone(),
                                 unknown_results: self.unknown_results.clone(),
+                                last_check: status.last_check.clone(),
                             },
                         ))
                     });
@@ -260,6 +264,7 @@ impl HealthChecker {
                         since: event.at,
                         settled: event.settled,
                         unknown: event.unknown.clone(),
+                        last_check: running.status.last_check.clone(),
                     };
                     return event;
                 }
@@ -300,6 +305,7 @@ struct Reporting {
     events: mpsc::Sender<TaggedEvent>,
     local_faults: Arc<watch::Sender<u64>>,
     unknown_results: UnknownResults,
+    last_check: LastCheckDuration,
 }
 
 /// What the controller sees of a [`HealthState`]: an event is sent when it changes.
@@ -319,7 +325,9 @@ async fn run_checks(target: CheckTarget, mut state: HealthState, reporting: Repo
         let before = view(&state);
         let change = tokio::select! {
             () = time::sleep_until(time::Instant::from_std(state.next_check_at())) => {
+                let started = time::Instant::now();
                 let result = probe::check(&target).await;
+                reporting.last_check.record(started.elapsed());
                 tracing::trace!(check = %target, %result, "health check");
                 let turned_unknown =
                     matches!(result, CheckResult::Unknown(_)) && state.unknown().is_none();
@@ -524,6 +532,9 @@ mod tests {
         let down = next_event(&mut checker).await;
         assert_eq!(down.health, Health::Down);
         assert_eq!(down.reason, "connection refused");
+        // Each completed check records how long it took.
+        let last_check = &checker.status(&target).unwrap().last_check;
+        assert!(last_check.get().is_some());
     }
 
     #[tokio::test]

@@ -43,6 +43,11 @@ pub enum NetlinkError {
         #[source]
         source: RequestError,
     },
+    #[error("reading the neighbour table failed")]
+    NeighbourTable {
+        #[source]
+        source: RequestError,
+    },
     #[error("cannot {change} the route {destination}/32 in table {table}")]
     TableRoute {
         change: Change,

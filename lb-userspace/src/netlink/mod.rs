@@ -11,8 +11,10 @@
 //! - `table_route`: the /32 routes this program keeps in a table of its own
 //!   for a routing daemon to announce ([`Netlink::add_route`],
 //!   [`Netlink::remove_route`], [`Netlink::routes_in_table`]);
-//! - `neighbour`: a neighbour table entry's MAC ([`Netlink::neighbour_mac`]);
-//! - `monitor`: link change notifications ([`LinkEvents`]);
+//! - `neighbour`: a neighbour table entry's MAC ([`Netlink::neighbour_mac`],
+//!   [`NeighbourEntry`]);
+//! - `monitor`: link and neighbour change notifications ([`LinkEvents`],
+//!   [`NeighbourEvents`]);
 //! - `error`: [`NetlinkError`].
 //!
 //! What the answers mean for the program (a backend must be on-link, the
@@ -29,7 +31,8 @@ mod table_route;
 
 pub use error::{Change, NetlinkError, RequestError};
 pub use link::{Link, LinkQuery};
-pub use monitor::{LinkEvent, LinkEvents};
+pub use monitor::{LinkEvent, LinkEvents, NeighbourEvents};
+pub use neighbour::NeighbourEntry;
 pub use route::{Route, RouteKind};
 pub use table_route::{TableRoute, TABLE_ROUTE_PROTOCOL};
 

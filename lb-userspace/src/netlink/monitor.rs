@@ -1,5 +1,6 @@
-//! Link notifications: the kernel's messages when an interface changes or
-//! goes away (`ip monitor link`).
+//! Link and neighbour notifications: the kernel's messages when an
+//! interface changes or goes away (`ip monitor link`), and when a neighbour
+//! (ARP) entry changes or goes away (`ip monitor neigh`).
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::StreamExt as _;
@@ -10,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::error::NetlinkError;
 use super::link::Link;
+use super::neighbour::NeighbourEntry;
 
 /// One change the kernel announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,58 @@ impl LinkEvents {
 }
 
 impl Drop for LinkEvents {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// A netlink connection subscribed to the neighbour notifications
+/// (`RTM_NEWNEIGH`, `RTM_DELNEIGH`) of every interface; its task runs on
+/// the current tokio runtime.
+#[derive(Debug)]
+pub struct NeighbourEvents {
+    messages: UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+    connection: JoinHandle<()>,
+}
+
+impl NeighbourEvents {
+    /// Subscribes; a change that happens after this returns is reported.
+    /// Must be called inside a tokio runtime.
+    pub fn subscribe() -> Result<Self, NetlinkError> {
+        let (connection, _, messages) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Neigh])
+                .map_err(NetlinkError::Open)?;
+        Ok(NeighbourEvents {
+            messages,
+            connection: tokio::spawn(connection),
+        })
+    }
+
+    /// The next IPv4 neighbour entry changed or deleted, or `None` once the
+    /// connection closed. Cancel-safe.
+    pub async fn next(&mut self) -> Option<NeighbourEntry> {
+        while let Some((message, _)) = self.messages.next().await {
+            let entry = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(entry)) => {
+                    NeighbourEntry::from_message(&entry, false)
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(entry)) => {
+                    NeighbourEntry::from_message(&entry, true)
+                }
+                _ => None,
+            };
+            if entry.is_some() {
+                return entry;
+            }
+        }
+        None
+    }
+}
+
+impl Drop for NeighbourEvents {
     fn drop(&mut self) {
         self.connection.abort();
     }

@@ -43,6 +43,68 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// Every IPv4 entry of the neighbour table, in one dump.
+    pub async fn neighbour_entries(&self) -> Result<Vec<NeighbourEntry>, NetlinkError> {
+        let mut entries = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        let mut found = Vec::new();
+        while let Some(entry) =
+            entries
+                .try_next()
+                .await
+                .map_err(|error| NetlinkError::NeighbourTable {
+                    source: RequestError(error),
+                })?
+        {
+            found.extend(NeighbourEntry::from_message(&entry, false));
+        }
+        Ok(found)
+    }
+}
+
+/// What the neighbour table (or a notification) says about one IPv4
+/// neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourEntry {
+    pub address: Ipv4Addr,
+    /// The interface of the entry.
+    pub index: u32,
+    /// Its MAC, if the entry is in a state whose MAC can be used (confirmed,
+    /// or known and being rechecked: `STALE`, `DELAY`, `PROBE`); `None`
+    /// while unresolved (`INCOMPLETE`, `FAILED`) or once deleted.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl NeighbourEntry {
+    /// The entry `message` announces (`deleted`: by `RTM_DELNEIGH`), if it
+    /// is an IPv4 neighbour.
+    pub(super) fn from_message(message: &NeighbourMessage, deleted: bool) -> Option<Self> {
+        let address = message
+            .attributes
+            .iter()
+            .find_map(|attribute| match attribute {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(address)) => Some(*address),
+                _ => None,
+            })?;
+        let index = message.header.ifindex;
+        let mac = if deleted {
+            None
+        } else {
+            usable_mac(message, address, index)
+        };
+        Some(NeighbourEntry {
+            address,
+            index,
+            mac,
+        })
+    }
+}
+
 /// The MAC of `entry` if it is `address` on `index` and in a state whose
 /// link-layer address can be used.
 fn usable_mac(entry: &NeighbourMessage, address: Ipv4Addr, index: u32) -> Option<[u8; 6]> {
@@ -117,6 +179,32 @@ mod tests {
                 "{state:?}"
             );
         }
+    }
+
+    #[test]
+    fn notifications_give_the_entry_and_its_usable_mac() {
+        let stale = entry(3, NeighbourState::Stale, BACKEND, &MAC);
+        assert_eq!(
+            NeighbourEntry::from_message(&stale, false),
+            Some(NeighbourEntry {
+                address: BACKEND,
+                index: 3,
+                mac: Some(MAC)
+            })
+        );
+        assert_eq!(
+            NeighbourEntry::from_message(&stale, true).map(|e| e.mac),
+            Some(None),
+            "deleted"
+        );
+        let failed = entry(3, NeighbourState::Failed, BACKEND, &MAC);
+        assert_eq!(
+            NeighbourEntry::from_message(&failed, false).map(|e| e.mac),
+            Some(None)
+        );
+        let mut no_address = stale.clone();
+        no_address.attributes.remove(0);
+        assert_eq!(NeighbourEntry::from_message(&no_address, false), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use super::packet::Advert;
 use super::receive::{receive, Reception};
 use super::socket::AdvertSocket;
 use super::status::VrrpStatus;
+use crate::hooks::HookFailures;
 use crate::netlink::{LinkEvent, LinkEvents, LinkQuery, Netlink, NetlinkError};
 
 /// Large enough for any IPv4 datagram a raw socket can deliver.
@@ -147,9 +148,14 @@ impl VrrpHandle {
 /// Resolves the interface, opens the sockets and starts the instance in a task
 /// of its own on the current tokio runtime, advertising from
 /// `primary_address`. The instance starts in Backup (or Master for priority
-/// 255), or in Fault if the interface is down.
-pub async fn spawn(config: VrrpConfig, primary_address: Ipv4Addr) -> Result<VrrpHandle, VrrpError> {
-    spawn_with_vips(config, primary_address, Netlink::connect()?).await
+/// 255), or in Fault if the interface is down. Failed notify hooks are
+/// counted in `hook_failures`.
+pub async fn spawn(
+    config: VrrpConfig,
+    primary_address: Ipv4Addr,
+    hook_failures: HookFailures,
+) -> Result<VrrpHandle, VrrpError> {
+    spawn_with_vips(config, primary_address, Netlink::connect()?, hook_failures).await
 }
 
 /// [`spawn`], with the VIPs added to and removed from `vips`.
@@ -157,6 +163,7 @@ pub async fn spawn_with_vips(
     config: VrrpConfig,
     primary_address: Ipv4Addr,
     vips: impl VipTable,
+    hook_failures: HookFailures,
 ) -> Result<VrrpHandle, VrrpError> {
     if !config.accepts_primary_address(primary_address) {
         return Err(VrrpError::PrimaryAddress(primary_address));
@@ -187,7 +194,12 @@ pub async fn spawn_with_vips(
     let garp = GarpSender::open(link.index, mac).map_err(socket_error)?;
     let (status_sender, status) = watch::channel(VrrpStatus::new(config.priority));
     let (commands, command_receiver) = mpsc::unbounded_channel();
-    let notifier = Notifier::spawn(config.notify.clone(), config.vrid, config.interface.clone());
+    let notifier = Notifier::spawn(
+        config.notify.clone(),
+        config.vrid,
+        config.interface.clone(),
+        hook_failures,
+    );
     let driver = Driver {
         machine,
         advert_interval,

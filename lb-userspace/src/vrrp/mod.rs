@@ -14,11 +14,13 @@
 //! ```no_run
 //! # async fn example() -> Result<(), lb::vrrp::VrrpError> {
 //! use std::net::Ipv4Addr;
+//! use lb::hooks::HookFailures;
 //! use lb::vrrp::{self, VrrpConfig};
 //!
 //! let config = VrrpConfig::new("eth0", 51, 150, vec![Ipv4Addr::new(10, 0, 0, 100)]);
 //! // This node's address on eth0: the adverts' source.
-//! let instance = vrrp::spawn(config, Ipv4Addr::new(10, 0, 0, 2)).await?;
+//! let hook_failures = HookFailures::default();
+//! let instance = vrrp::spawn(config, Ipv4Addr::new(10, 0, 0, 2), hook_failures).await?;
 //! let status = instance.status();
 //! println!("{}", status.borrow().state);
 //! instance.set_priority(50); // tracking: hand over

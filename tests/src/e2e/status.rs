@@ -102,6 +102,15 @@ pub struct BackendReport {
     pub weight: u32,
     #[serde(default)]
     pub configured_weight: u32,
+    /// How long its last completed check took, in seconds.
+    #[serde(default)]
+    pub health_check_duration_seconds: Option<f64>,
+    /// The MAC its frames are sent to.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Its neighbour entry failed and could not be resolved again.
+    #[serde(default)]
+    pub mac_unresolved: bool,
     pub counters: Counters,
 }
 

@@ -15,8 +15,10 @@ use super::render;
 use crate::api::model::VrrpReport;
 use crate::dataplane::fake::FakeCounters;
 use crate::domain::{
-    AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, ServiceSnapshot, Snapshot,
+    AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, LastCheckDuration,
+    ServiceSnapshot, Snapshot,
 };
+use crate::hooks::HookFailures;
 use crate::vrrp::State;
 
 fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> BackendSnapshot {
@@ -24,7 +26,7 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         id,
         name: name.into(),
         address: Ipv4Addr::new(10, 0, 0, 10 + id as u8),
-        state: BackendState::of(admin, health),
+        state: BackendState::of(admin, health, false),
         reason: String::new(),
         since: SystemTime::UNIX_EPOCH,
         health,
@@ -33,6 +35,9 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         admin,
         weight: 1 + id,
         configured_weight: 1,
+        last_check: None,
+        mac: None,
+        mac_unresolved: false,
         settled: true,
         health_unknown: None,
         joining: false,
@@ -45,6 +50,15 @@ fn snapshot() -> Snapshot {
     let mut web1 = backend(1, "web1", AdminState::Enabled, Some(Health::Up));
     web1.settled = false;
     web1.health_unknown = Some("this node cannot reach the backend: Network is unreachable".into());
+    let checked = |took: Duration| {
+        let last_check = LastCheckDuration::default();
+        last_check.record(took);
+        Some(last_check)
+    };
+    web1.last_check = checked(Duration::from_micros(12_500));
+    let mut web2 = backend(2, "web2", AdminState::Enabled, Some(Health::Down));
+    web2.last_check = checked(Duration::from_millis(300));
+
     Snapshot {
         services: vec![
             ServiceSnapshot {
@@ -56,10 +70,7 @@ fn snapshot() -> Snapshot {
                 scheduler: "maglev".into(),
                 forwarding: "dsr-l2".into(),
                 table_fingerprint: 0x1234,
-                backends: vec![
-                    web1,
-                    backend(2, "web2", AdminState::Enabled, Some(Health::Down)),
-                ],
+                backends: vec![web1, web2],
             },
             ServiceSnapshot {
                 id: 1,
@@ -130,6 +141,11 @@ fn config() -> ConfigStatus {
     }
 }
 
+/// One failed VRRP hook, three failed backend hooks.
+fn hook_failures() -> HookFailures {
+    HookFailures::counted(1, 3)
+}
+
 fn rendered(vrrp: Option<VrrpReport>) -> String {
     render(
         Arc::new(snapshot()),
@@ -138,6 +154,7 @@ fn rendered(vrrp: Option<VrrpReport>) -> String {
         vrrp,
         None,
         7,
+        &hook_failures(),
     )
     .unwrap()
 }
@@ -188,6 +205,8 @@ lb_backend_health_unknown{{service="web",backend="web2"}} 0
 lb_backend_health_settled{{service="web",backend="web1"}} 0
 lb_backend_health_settled{{service="web",backend="web2"}} 1
 lb_backend_health_settled{{service="dns",backend="dns1"}} 1
+lb_backend_health_check_duration_seconds{{service="web",backend="web1"}} 0.0125
+lb_backend_health_check_duration_seconds{{service="web",backend="web2"}} 0.3
 lb_health_check_results_unknown_total 7
 lb_backend_weight{{service="web",backend="web1"}} 2
 lb_backend_weight{{service="web",backend="web2"}} 3
@@ -201,6 +220,8 @@ lb_backend_bytes_total{{service="dns",backend="dns1"}} 700
 lb_backend_new_flows_total{{service="web",backend="web1"}} 3
 lb_backend_new_flows_total{{service="web",backend="web2"}} 2
 lb_backend_new_flows_total{{service="dns",backend="dns1"}} 0
+lb_notify_hook_failures_total{{hook="vrrp"}} 1
+lb_notify_hook_failures_total{{hook="backend"}} 3
 lb_vrrp_info{{vrid="51",interface="eth0"}} 1
 lb_vrrp_state{{vrid="51",state="initialize"}} 0
 lb_vrrp_state{{vrid="51",state="backup"}} 0
@@ -257,7 +278,7 @@ fn each_family_is_typed_and_explained() {
     assert!(text.contains("# TYPE lb_backend_state gauge\n"));
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((families, helps), (30, 30));
+    assert_eq!((families, helps), (32, 32));
 }
 
 #[test]
@@ -318,6 +339,7 @@ fn each_vip_of_a_bgp_node_has_its_announcement_gauge() {
         None,
         Some(bgp),
         0,
+        &HookFailures::default(),
     )
     .unwrap();
     let announced: Vec<&str> = series(&text)

@@ -122,6 +122,7 @@ fn every_bad_config_gets_its_exact_message() {
         (edited(&[(3, "flow_insert_limit_per_cpu = -1")]), "lb.toml:3:29: global.flow_insert_limit_per_cpu: -1 is out of range (0..=100000000)"),
         (edited(&[(3, "vip_icmp_echo = \"reply\"")]), "lb.toml:3:17: global.vip_icmp_echo: \"reply\" is not supported yet (expected \"pass\" or \"drop\")"),
         (edited(&[(3, "vip_icmp_echo = \"ignore\"")]), "lb.toml:3:17: global.vip_icmp_echo: unknown value \"ignore\" (expected \"pass\" or \"drop\")"),
+        (edited(&[(3, "notify_backend = \" \"")]), "lb.toml:3:18: global.notify_backend: the command is empty (leave the key out for no hook)"),
         // Source policies.
         (edited(&[(3, "allow_table_size = 0")]), "lb.toml:3:20: global.allow_table_size: 0 is out of range (1..=16777216)"),
         (edited(&[(9, "allow = []")]), "lb.toml:9:9: service[web].allow: an empty list would drop every source; leave allow out to take every source"),

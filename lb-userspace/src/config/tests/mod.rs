@@ -94,6 +94,7 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             flow_insert_limit_per_cpu: DEFAULT_FLOW_INSERT_LIMIT_PER_CPU,
             allow_table_size: lb_common::maps::defaults::ALLOW_TABLE_SIZE,
             vip_icmp_echo: VipIcmpEcho::Pass,
+            notify_backend: None,
         }
     );
     assert_eq!(
@@ -151,6 +152,7 @@ fn global_settings_are_read() {
         "flow_insert_limit_per_cpu = 0",
         "allow_table_size = 10",
         "vip_icmp_echo = \"drop\"",
+        r#"notify_backend = 'logger -t lb "$LB_BACKEND_STATE"'"#,
     ]);
     let config = parse(&text, "lb.toml").unwrap();
     assert_eq!(
@@ -172,6 +174,7 @@ fn global_settings_are_read() {
             flow_insert_limit_per_cpu: 0,
             allow_table_size: 10,
             vip_icmp_echo: VipIcmpEcho::Drop,
+            notify_backend: Some("logger -t lb \"$LB_BACKEND_STATE\"".into()),
         }
     );
     assert!(config.services.is_empty());

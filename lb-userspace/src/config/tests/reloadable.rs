@@ -30,7 +30,13 @@ const VRRP: &str = "[vrrp]\nvrid = 51\npriority = 150\n";
 #[test]
 fn services_and_the_probes_source_change_at_runtime() {
     let running = config(&[], "");
-    let mut proposed = config(&[r#"health_source = "10.0.0.10""#], "");
+    let mut proposed = config(
+        &[
+            r#"health_source = "10.0.0.10""#,
+            r#"notify_backend = "logger backend""#,
+        ],
+        "",
+    );
     proposed.services[0].backends[0].weight = 5;
     proposed.services.pop();
     assert_eq!(check_reloadable(&running, &proposed), Ok(()));

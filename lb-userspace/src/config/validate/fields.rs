@@ -239,6 +239,24 @@ pub(super) fn source_prefix(
     })
 }
 
+/// A hook's shell command (`sh -c`); `None` when the key is left out, an
+/// error when it is blank.
+pub(super) fn command(
+    value: &Option<Spanned<String>>,
+    field: &str,
+    site: &ErrorSite<'_>,
+) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(command) if command.get_ref().trim().is_empty() => Err(site.invalid(
+            command.span(),
+            field,
+            "the command is empty (leave the key out for no hook)",
+        )),
+        Some(command) => Ok(Some(command.get_ref().clone())),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{DurationRange, Short};

@@ -7,7 +7,7 @@ use lb_common::maglev::is_prime;
 use lb_common::maps::defaults;
 use toml::Spanned;
 
-use super::fields::{integer_in, interface_name, unicast_address};
+use super::fields::{command, integer_in, interface_name, unicast_address};
 use super::pin_dir;
 use crate::config::error::{quote, ConfigError, ErrorSite};
 use crate::config::model::{Global, Service, DEFAULT_API, DEFAULT_FLOW_INSERT_LIMIT_PER_CPU};
@@ -160,6 +160,7 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
         },
     };
     Ok(Global {
+        notify_backend: command(&raw.notify_backend, "global.notify_backend", site)?,
         rate_limit_table_size,
         flow_insert_limit_per_cpu,
         allow_table_size,

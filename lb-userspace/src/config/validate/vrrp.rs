@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::fields::{duration_in, integer_in, interface_name, unicast_address, DurationRange};
+use super::fields::{
+    command, duration_in, integer_in, interface_name, unicast_address, DurationRange,
+};
 use crate::config::error::{quote, ConfigError, ErrorSite};
 use crate::config::model::{Global, Service, Tracking, VrrpPair};
 use crate::config::raw::RawVrrp;
@@ -311,20 +313,4 @@ fn tracking(
         service_weight,
         services,
     })
-}
-
-fn command(
-    value: &Option<Spanned<String>>,
-    field: &str,
-    site: &ErrorSite<'_>,
-) -> Result<Option<String>, ConfigError> {
-    match value {
-        Some(command) if command.get_ref().trim().is_empty() => Err(site.invalid(
-            command.span(),
-            field,
-            "the command is empty (leave the key out for no hook)",
-        )),
-        Some(command) => Ok(Some(command.get_ref().clone())),
-        None => Ok(None),
-    }
 }

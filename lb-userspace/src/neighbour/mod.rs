@@ -5,6 +5,14 @@
 //! which must be on-link, for that interface's MAC, and for the backend's MAC
 //! in the neighbour table; when the table has no usable entry yet, a UDP
 //! datagram to the backend's discard port makes the kernel ARP for it.
+//!
+//! While `lb` runs, [`watch`] follows the backends' MACs (neighbour
+//! notifications, and a read of the table every [`watch::REFRESH_PERIOD`])
+//! and tells the controller when one changes or cannot be resolved; what
+//! counts as a change is decided in [`tracker`].
+
+pub mod tracker;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
@@ -147,6 +155,11 @@ impl Resolver {
             backend,
             interface: interface.name,
         })
+    }
+
+    /// Every IPv4 entry of the kernel's neighbour table.
+    pub async fn entries(&self) -> Result<Vec<crate::netlink::NeighbourEntry>, NeighbourError> {
+        Ok(self.netlink.neighbour_entries().await?)
     }
 
     /// The interface of the kernel's route to `backend`, which must be direct.
