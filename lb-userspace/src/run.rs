@@ -25,7 +25,7 @@ use crate::ha::{self, HaNode};
 use crate::hooks::HookFailures;
 use crate::neighbour::{self, Interface, Neighbour, Resolver};
 use crate::reload::Reloader;
-use crate::{pin_lock, pinned_restart};
+use crate::{flows, pin_lock, pinned_restart};
 
 /// How long the API gets to finish the requests in flight at shutdown.
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -118,6 +118,8 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         }
     };
     let counters = controller.maps().counters().clone();
+    let (census, flows) = flows::census_channel();
+    let flow_census = tokio::spawn(flows::run(controller.maps().flow_table().clone(), census));
     let reloader = Reloader::new(
         config_path,
         pin_dir.map(Path::to_owned),
@@ -135,6 +137,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
         hook_failures: hook_failures.clone(),
         bgp: announcer.as_ref().map(ha::bgp::BgpNode::status),
         counters: counters.clone(),
+        flows,
         vrrp: config
             .vrrp
             .as_ref()
@@ -182,6 +185,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     // A reload in progress is dropped: the controller no longer applies one.
     reloads.abort();
     neighbour_watch.abort();
+    flow_census.abort();
     // Withdrawn (or priority 0) first, while the data path still forwards.
     if let Some(announcer) = announcer {
         if let Err(error) = announcer.shutdown().await {

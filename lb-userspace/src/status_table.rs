@@ -251,6 +251,7 @@ fn tables(report: &StatusReport, rates: Option<&Rates>, now: SystemTime) -> Stri
                     health_cell(backend),
                     age(backend.since, now),
                     backend.weight.to_string(),
+                    backend.active_flows.to_string(),
                     backend.counters.packets.to_string(),
                     backend.counters.bytes.to_string(),
                     backend.counters.new_flows.to_string(),
@@ -298,6 +299,7 @@ fn tables(report: &StatusReport, rates: Option<&Rates>, now: SystemTime) -> Stri
             "HEALTH",
             "SINCE",
             "WEIGHT",
+            "ACTIVE",
             "PACKETS",
             "BYTES",
             "NEW FLOWS",
@@ -417,6 +419,7 @@ mod tests {
             health_check_duration_seconds: None,
             mac: None,
             mac_unresolved: false,
+            active_flows: 2,
             counters: Traffic {
                 packets: 12,
                 bytes: 1200,
@@ -444,6 +447,7 @@ mod tests {
                 ],
             }],
             data_path: DataPathReport::default(),
+            flows: Default::default(),
             vrrp: None,
             bgp: None,
         };
@@ -469,7 +473,7 @@ mod tests {
         assert_eq!(
             lines[5].split_whitespace().collect::<Vec<_>>(),
             [
-                "web", "web2", "10.0.0.1", "draining", "up", "1m05s", "1", "12", "1200", "3",
+                "web", "web2", "10.0.0.1", "draining", "up", "1m05s", "1", "2", "12", "1200", "3",
                 "drained", "by", "admin"
             ]
         );
@@ -520,10 +524,12 @@ mod tests {
                         health_check_duration_seconds: None,
                         mac: None,
                         mac_unresolved: false,
+                        active_flows: 0,
                         counters,
                     }],
                 }],
                 data_path: DataPathReport::default(),
+                flows: Default::default(),
                 vrrp: None,
                 bgp: None,
                 config: config(now),
@@ -541,7 +547,7 @@ mod tests {
         let service: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(service[service.len() - 3..], ["100", "20000", "10"]);
         let backend: Vec<&str> = lines[4].split_whitespace().collect();
-        assert_eq!(backend[10..13], ["100", "20000", "10"], "{text}");
+        assert_eq!(backend[11..14], ["100", "20000", "10"], "{text}");
         // A daemon that restarted (counters back to 0) shows 0, not a wrap.
         let restarted = Rates::between(&later, &earlier, Duration::from_secs(2));
         let last_three = |text: &str| -> Vec<String> {
@@ -581,6 +587,7 @@ mod tests {
             health_check_duration_seconds: None,
             mac: None,
             mac_unresolved: false,
+            active_flows: 0,
             counters: Traffic::default(),
         };
         assert_eq!(health_cell(&backend), "up, checking");
@@ -637,6 +644,7 @@ mod tests {
             config: config(now),
             services: Vec::new(),
             data_path: DataPathReport::default(),
+            flows: Default::default(),
             vrrp: Some(vrrp.clone()),
             bgp: None,
         };

@@ -140,6 +140,7 @@ impl Node {
             })
             .1,
             counters: Arc::new(FakeCounters::default()),
+            flows: crate::flows::census_channel().1,
             vrrp: None,
             unknown_results: controller.unknown_results(),
             hook_failures: crate::hooks::HookFailures::default(),

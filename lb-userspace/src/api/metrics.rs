@@ -28,6 +28,7 @@ use prometheus_client::registry::Registry;
 use super::model::{BgpReport, VrrpReport};
 use crate::dataplane::{CounterReader, DataplaneError};
 use crate::domain::{BackendState, ConfigStatus, Health, Snapshot};
+use crate::flows::FlowCensus;
 use crate::hooks::{HookFailures, HookKind};
 use crate::vrrp::State;
 
@@ -53,56 +54,42 @@ const VRRP_STATES: [State; 4] = [
     State::Fault,
 ];
 
-/// The exposition of `snapshot`, with the traffic read from `counters` now,
-/// the running configuration and its reloads (`config`), the VRRP
-/// instance's `vrrp` report and the BGP announcer's `bgp` report if there
-/// are, the count of health check results set aside as unknown and the
-/// notify hooks' failures.
-pub fn render(
-    snapshot: Arc<Snapshot>,
-    counters: Arc<dyn CounterReader>,
-    config: &ConfigStatus,
-    vrrp: Option<VrrpReport>,
-    bgp: Option<BgpReport>,
-    unknown_results: u64,
-    hook_failures: &HookFailures,
-) -> Result<String, fmt::Error> {
+/// The exposition of one scrape (see [`Scrape`]).
+pub fn render(scrape: Scrape) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exposition {
-        snapshot,
-        counters,
-        config: config.clone(),
-        vrrp,
-        bgp,
-        unknown_results,
-        hook_failures: hook_failures.clone(),
-    }));
+    registry.register_collector(Box::new(scrape));
     let mut text = String::new();
     prometheus_text::encode(&mut text, &registry)?;
     Ok(text)
 }
 
-/// What one scrape shows, as a [`Collector`] of const metrics.
-struct Exposition {
-    snapshot: Arc<Snapshot>,
-    counters: Arc<dyn CounterReader>,
-    config: ConfigStatus,
-    vrrp: Option<VrrpReport>,
-    bgp: Option<BgpReport>,
-    unknown_results: u64,
-    hook_failures: HookFailures,
+/// What one scrape shows, as a [`Collector`] of const metrics: the
+/// controller's `snapshot`, with the traffic read from `counters` now, the
+/// running configuration and its reloads (`config`), the VRRP instance's
+/// report and the BGP announcer's if there are, the count of health check
+/// results set aside as unknown, the notify hooks' failures and the last
+/// census of active flows.
+pub struct Scrape {
+    pub snapshot: Arc<Snapshot>,
+    pub counters: Arc<dyn CounterReader>,
+    pub config: ConfigStatus,
+    pub vrrp: Option<VrrpReport>,
+    pub bgp: Option<BgpReport>,
+    pub unknown_results: u64,
+    pub hook_failures: HookFailures,
+    pub census: Arc<FlowCensus>,
 }
 
-impl fmt::Debug for Exposition {
+impl fmt::Debug for Scrape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Exposition").finish_non_exhaustive()
+        f.debug_struct("Scrape").finish_non_exhaustive()
     }
 }
 
 /// The labels of one series.
 type Labels = Vec<(&'static str, String)>;
 
-impl Collector for Exposition {
+impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let e = &mut encoder;
         gauge(
@@ -138,7 +125,7 @@ impl Collector for Exposition {
     }
 }
 
-impl Exposition {
+impl Scrape {
     fn encode_config(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let config = &self.config;
         gauge(
@@ -282,6 +269,24 @@ impl Exposition {
             members
                 .iter()
                 .map(|(s, b)| (labels(&s.name, &b.name), i64::from(b.weight))),
+        )?;
+        gauge(
+            e,
+            "lb_backend_active_flows",
+            "The backend's flows seen within the idle timeout whose client sent no FIN or RST, at the last census of the flow table",
+            members.iter().map(|(s, b)| {
+                let active = i64::try_from(self.census.active_flows(b.id)).unwrap_or(i64::MAX);
+                (labels(&s.name, &b.name), active)
+            }),
+        )?;
+        gauge(
+            e,
+            "lb_flow_table_entries",
+            "Entries in the flow table, active or not, at its last census",
+            [(
+                Labels::new(),
+                i64::try_from(self.census.entries).unwrap_or(i64::MAX),
+            )],
         )?;
         let traffic: Vec<(Labels, Counters)> = members
             .iter()

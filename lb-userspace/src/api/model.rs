@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, LastCheckDuration,
 };
+use crate::flows::FlowCensus;
 use crate::ha::bgp::BgpStatus;
 use crate::neighbour::format_mac;
 use crate::vrrp::State;
@@ -24,6 +25,9 @@ pub struct StatusReport {
     /// Packets of the data path by action and by pass/drop reason.
     #[serde(default)]
     pub data_path: DataPathReport,
+    /// The flow table's last census.
+    #[serde(default)]
+    pub flows: FlowsReport,
     /// Absent without `[vrrp]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vrrp: Option<VrrpReport>,
@@ -181,13 +185,40 @@ pub struct BackendStatus {
     /// (reason `no MAC: neighbour unresolved ...`) until it is.
     #[serde(default)]
     pub mac_unresolved: bool,
+    /// Its flows seen within the idle timeout whose client sent no FIN or
+    /// RST, at the last census (`flows.counted_at`).
+    #[serde(default)]
+    pub active_flows: u64,
     /// Traffic forwarded to it, from the data path's counters.
     pub counters: Traffic,
 }
 
+/// The last census of the flow table (see [`crate::flows`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FlowsReport {
+    /// When the active flows were last counted; `null` before the first census.
+    #[serde(default, with = "optional_rfc3339")]
+    pub counted_at: Option<SystemTime>,
+    /// Entries in the flow table, active or not.
+    pub entries: u64,
+    /// A flow idle this long no longer counts as active.
+    pub idle_timeout_seconds: u64,
+}
+
+impl FlowsReport {
+    pub fn new(census: &FlowCensus) -> Self {
+        FlowsReport {
+            counted_at: census.taken_at,
+            entries: census.entries,
+            idle_timeout_seconds: crate::flows::IDLE_TIMEOUT.as_secs(),
+        }
+    }
+}
+
 impl BackendStatus {
-    /// `backend` as the controller published it, with its `counters`.
-    pub fn new(backend: &BackendSnapshot, counters: Traffic) -> Self {
+    /// `backend` as the controller published it, with its `counters` and
+    /// its active flows at the last census.
+    pub fn new(backend: &BackendSnapshot, counters: Traffic, census: &FlowCensus) -> Self {
         BackendStatus {
             name: backend.name.clone(),
             address: backend.address,
@@ -209,6 +240,7 @@ impl BackendStatus {
                 .and_then(LastCheckDuration::get),
             mac: backend.mac.as_ref().map(format_mac),
             mac_unresolved: backend.mac_unresolved,
+            active_flows: census.active_flows(backend.id),
             counters,
         }
     }
@@ -297,6 +329,31 @@ mod rfc3339 {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
         let text = String::deserialize(deserializer)?;
         humantime::parse_rfc3339(&text).map_err(D::Error::custom)
+    }
+}
+
+/// Optional times as RFC 3339 strings, or `null`.
+mod optional_rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        time: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => super::rfc3339::serialize(time, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        let text = Option::<String>::deserialize(deserializer)?;
+        text.map(|text| humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -408,6 +465,7 @@ mod tests {
             health_check_duration_seconds: Some(Duration::from_micros(1_500)),
             mac: Some("02:00:00:00:00:01".into()),
             mac_unresolved: false,
+            active_flows: 0,
             counters: Traffic {
                 packets: 10,
                 bytes: 1000,
@@ -439,6 +497,7 @@ mod tests {
                 actions: [("tx".to_owned(), 5)].into(),
                 reasons: [("not_for_us".to_owned(), 2)].into(),
             },
+            flows: FlowsReport::default(),
             vrrp,
             bgp: None,
         }

@@ -53,14 +53,15 @@ use tokio::task::JoinSet;
 
 use super::metrics;
 use super::model::{
-    BackendStatus, BgpReport, ConfigReport, DataPathReport, ErrorBody, ServiceStatus, StatusReport,
-    Traffic, VrrpReport, WeightRequest,
+    BackendStatus, BgpReport, ConfigReport, DataPathReport, ErrorBody, FlowsReport, ServiceStatus,
+    StatusReport, Traffic, VrrpReport, WeightRequest,
 };
 use crate::dataplane::{CounterReader, DataplaneError};
 use crate::domain::{
     AdminAction, AdminCommandError, AdminCommands, AdminError, ConfigStatusReceiver,
     ReloadCommands, ReloadError, ReloadOutcome, SnapshotReceiver,
 };
+use crate::flows::FlowCensusReceiver;
 use crate::ha::bgp::BgpStatus;
 use crate::health::UnknownResults;
 use crate::hooks::HookFailures;
@@ -79,6 +80,8 @@ pub struct ApiState {
     pub config: ConfigStatusReceiver,
     /// The data path's traffic counters.
     pub counters: Arc<dyn CounterReader>,
+    /// The latest census of active flows.
+    pub flows: FlowCensusReceiver,
     /// The VRRP instance, if `[vrrp]` is configured.
     pub vrrp: Option<VrrpFeed>,
     /// Health check results set aside as unknown (this node's own faults).
@@ -319,15 +322,16 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .map(|status| BgpReport::new(&status.borrow()));
     let unknown_results = state.unknown_results.get();
     let config = state.config.borrow().clone();
-    match metrics::render(
+    match metrics::render(metrics::Scrape {
         snapshot,
-        state.counters.clone(),
-        &config,
+        counters: state.counters.clone(),
+        config,
         vrrp,
         bgp,
         unknown_results,
-        &state.hook_failures,
-    ) {
+        hook_failures: state.hook_failures.clone(),
+        census: state.flows.borrow().clone(),
+    }) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(fmt::Error) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -363,6 +367,7 @@ impl ApiState {
     /// The status of every service and backend, and of VRRP.
     fn report(&self) -> StatusReport {
         let snapshot = self.snapshot.borrow().clone();
+        let census = self.flows.borrow().clone();
         let services = snapshot
             .services
             .iter()
@@ -380,7 +385,7 @@ impl ApiState {
                     .iter()
                     .map(|backend| {
                         let counters = traffic(self.counters.backend_counters(backend.id));
-                        BackendStatus::new(backend, counters)
+                        BackendStatus::new(backend, counters, &census)
                     })
                     .collect(),
             })
@@ -389,6 +394,7 @@ impl ApiState {
             config: ConfigReport::new(&self.config.borrow()),
             services,
             data_path: self.data_path(),
+            flows: FlowsReport::new(&census),
             vrrp: self.vrrp.as_ref().map(VrrpFeed::report),
             bgp: self
                 .bgp
@@ -425,7 +431,8 @@ impl ApiState {
     async fn act(&self, Path((service, backend)): Names, action: AdminAction) -> ActionResult {
         let snapshot = self.admin.send(&service, &backend, action).await?;
         let counters = traffic(self.counters.backend_counters(snapshot.id));
-        Ok(Json(BackendStatus::new(&snapshot, counters)))
+        let census = self.flows.borrow().clone();
+        Ok(Json(BackendStatus::new(&snapshot, counters, &census)))
     }
 }
 

@@ -159,6 +159,7 @@ async fn api_with(vrrp: Option<VrrpFeed>) -> ApiClient {
         reload: ReloadCommands::new(reload_sender),
         config,
         counters: Arc::new(counters),
+        flows: crate::flows::census_channel().1,
         vrrp,
         unknown_results: UnknownResults::default(),
         hook_failures: crate::hooks::HookFailures::default(),

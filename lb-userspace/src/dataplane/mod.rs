@@ -13,6 +13,8 @@
 //! - `fake` (tests only): the maps and counters in memory, with failure
 //!   injection;
 //! - `settings`: the global settings (insert guard, ICMP echo to a VIP);
+//! - `flows`: the flow table and its clock ([`FlowTable`]), shared with the
+//!   census of active flows;
 //! - `guard`: `lb_guard` at tc ingress beside `lb_xdp`;
 //! - `pinning`, `test_run`: the data path pinned across restarts, and
 //!   `BPF_PROG_TEST_RUN`.
@@ -24,6 +26,7 @@ mod entries;
 mod error;
 #[cfg(test)]
 pub mod fake;
+mod flows;
 mod guard;
 mod map_writer;
 mod pinning;
@@ -36,18 +39,19 @@ use std::fmt;
 use std::sync::Arc;
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData},
+    maps::{Array, Map, MapData},
     programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use lb_common::maps::{
-    defaults, names, programs, Backend, Flow, FlowKey, LocalInterface, RateLimit, Scheduler,
-    ServiceKey, SourcePrefix,
+    defaults, names, programs, Backend, LocalInterface, RateLimit, Scheduler, ServiceKey,
+    SourcePrefix,
 };
 
 pub use counters::{CounterMaps, CounterReader};
 use error::map_error;
 pub use error::DataplaneError;
+pub use flows::{clock_now as flow_clock_now, ActiveFlows, FlowTable};
 pub use map_writer::MapWriter;
 pub use pinning::{PinDir, PinnedAttach, PinnedFlows, PinningError};
 pub use test_run::{TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
@@ -202,7 +206,7 @@ pub struct Dataplane {
     maps: KernelMaps,
     tables: ServiceTables,
     policies: SourcePolicies,
-    flows: HashMap<MapData, FlowKey, Flow>,
+    flows: Arc<FlowTable>,
     local_interface: Array<MapData, LocalInterface>,
     counters: Arc<CounterMaps>,
     attachments: Vec<Attachment>,
@@ -270,7 +274,10 @@ impl Dataplane {
                 allow_lists: take_map(&mut ebpf, names::ALLOW_LISTS)?,
                 max_backends: options.max_backends,
             },
-            flows: take_map(&mut ebpf, names::FLOWS)?,
+            flows: Arc::new(FlowTable {
+                flows: take_map(&mut ebpf, names::FLOWS)?,
+                clock: std::sync::Mutex::new(take_map(&mut ebpf, names::FLOW_CLOCK)?),
+            }),
             local_interface: take_map(&mut ebpf, names::LOCAL_INTERFACE)?,
             counters: Arc::new(CounterMaps {
                 service_stats: take_map(&mut ebpf, names::SERVICE_STATS)?,
@@ -284,6 +291,11 @@ impl Dataplane {
             attachments: Vec::new(),
             guard: None,
             ebpf,
+        })
+        .and_then(|dataplane: Self| {
+            // Before any packet, so that new flows get a real mark.
+            dataplane.flows.tick()?;
+            Ok(dataplane)
         })
     }
 
@@ -424,7 +436,13 @@ impl Dataplane {
 
     /// Number of flows in the flow table. Walks the table: O(flows) syscalls.
     pub fn flow_count(&self) -> usize {
-        self.flows.keys().filter(Result::is_ok).count()
+        self.flows.len()
+    }
+
+    /// The flow table and its clock, for the task that ticks the clock and
+    /// counts active flows.
+    pub fn flow_table(&self) -> &Arc<FlowTable> {
+        &self.flows
     }
 
     /// Runs `program` once on `packet` with `BPF_PROG_TEST_RUN`, against the

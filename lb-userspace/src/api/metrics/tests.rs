@@ -11,13 +11,14 @@ use std::time::{Duration, SystemTime};
 
 use lb_common::maps::{Counters, Reason};
 
-use super::render;
+use super::{render, Scrape};
 use crate::api::model::VrrpReport;
 use crate::dataplane::fake::FakeCounters;
 use crate::domain::{
     AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, LastCheckDuration,
     ServiceSnapshot, Snapshot,
 };
+use crate::flows::FlowCensus;
 use crate::hooks::HookFailures;
 use crate::vrrp::State;
 
@@ -141,21 +142,31 @@ fn config() -> ConfigStatus {
     }
 }
 
+/// Four active flows on backend 1 (web1), none elsewhere; 9 entries.
+fn census() -> FlowCensus {
+    FlowCensus {
+        taken_at: Some(SystemTime::UNIX_EPOCH),
+        active: [(1, 4)].into(),
+        entries: 9,
+    }
+}
+
 /// One failed VRRP hook, three failed backend hooks.
 fn hook_failures() -> HookFailures {
     HookFailures::counted(1, 3)
 }
 
 fn rendered(vrrp: Option<VrrpReport>) -> String {
-    render(
-        Arc::new(snapshot()),
-        Arc::new(counters()),
-        &config(),
+    render(Scrape {
+        snapshot: Arc::new(snapshot()),
+        counters: Arc::new(counters()),
+        config: config(),
         vrrp,
-        None,
-        7,
-        &hook_failures(),
-    )
+        bgp: None,
+        unknown_results: 7,
+        hook_failures: hook_failures(),
+        census: Arc::new(census()),
+    })
     .unwrap()
 }
 
@@ -211,6 +222,10 @@ lb_health_check_results_unknown_total 7
 lb_backend_weight{{service="web",backend="web1"}} 2
 lb_backend_weight{{service="web",backend="web2"}} 3
 lb_backend_weight{{service="dns",backend="dns1"}} 4
+lb_backend_active_flows{{service="web",backend="web1"}} 4
+lb_backend_active_flows{{service="web",backend="web2"}} 0
+lb_backend_active_flows{{service="dns",backend="dns1"}} 0
+lb_flow_table_entries 9
 lb_backend_packets_total{{service="web",backend="web1"}} 30
 lb_backend_packets_total{{service="web",backend="web2"}} 20
 lb_backend_packets_total{{service="dns",backend="dns1"}} 7
@@ -278,7 +293,7 @@ fn each_family_is_typed_and_explained() {
     assert!(text.contains("# TYPE lb_backend_state gauge\n"));
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((families, helps), (32, 32));
+    assert_eq!((families, helps), (34, 34));
 }
 
 #[test]
@@ -332,15 +347,16 @@ fn each_vip_of_a_bgp_node_has_its_announcement_gauge() {
             },
         ],
     };
-    let text = render(
-        Arc::new(snapshot()),
-        Arc::new(counters()),
-        &config(),
-        None,
-        Some(bgp),
-        0,
-        &HookFailures::default(),
-    )
+    let text = render(Scrape {
+        snapshot: Arc::new(snapshot()),
+        counters: Arc::new(counters()),
+        config: config(),
+        vrrp: None,
+        bgp: Some(bgp),
+        unknown_results: 0,
+        hook_failures: HookFailures::default(),
+        census: Arc::new(census()),
+    })
     .unwrap();
     let announced: Vec<&str> = series(&text)
         .into_iter()
