@@ -101,8 +101,21 @@ struct PinsArgs {
 
 #[derive(Debug, Subcommand)]
 enum BackendCommand {
-    /// No new flows; established flows stay on it until they end.
-    Drain(BackendName),
+    /// No new flows; established flows stay on it until they end. Returns
+    /// at once, or with --wait once its last active flow has ended.
+    Drain {
+        #[command(flatten)]
+        name: BackendName,
+        /// Wait until it has no active flow left (flows seen within the
+        /// idle timeout whose client sent no FIN or RST), printing the count
+        /// as it falls.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (`30s`, `10m`) and exit
+        /// non-zero; default: wait as long as it takes.
+        #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
     /// No new flows; established flows move to a serving backend.
     Disable(BackendName),
     /// Undo drain or disable: its health checks decide again.
@@ -260,8 +273,17 @@ fn reload(api: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn backend(api: SocketAddr, command: BackendCommand) -> anyhow::Result<()> {
+    let mut wait = None;
     let (name, action) = match command {
-        BackendCommand::Drain(name) => (name, AdminAction::Drain),
+        BackendCommand::Drain {
+            name,
+            wait: true,
+            timeout,
+        } => {
+            wait = Some(timeout);
+            (name, AdminAction::Drain)
+        }
+        BackendCommand::Drain { name, .. } => (name, AdminAction::Drain),
         BackendCommand::Disable(name) => (name, AdminAction::Disable),
         BackendCommand::Enable(name) => (name, AdminAction::Enable),
         BackendCommand::Weight { name, weight } => (name, AdminAction::Weight(weight)),
@@ -276,5 +298,74 @@ fn backend(api: SocketAddr, command: BackendCommand) -> anyhow::Result<()> {
         status.weight,
         status.reason
     );
-    Ok(())
+    match wait {
+        Some(timeout) => call(wait_until_drained(api, &name, timeout))?,
+        None => Ok(()),
+    }
+}
+
+/// How often `drain --wait` reads the status.
+const DRAIN_POLL: Duration = Duration::from_secs(1);
+
+/// Polls the status until `name` has no active flow at a census taken after
+/// the drain, printing each new count; fails once `timeout` has passed, or
+/// if the backend stops draining.
+async fn wait_until_drained(
+    api: SocketAddr,
+    name: &BackendName,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let client = ApiClient::new(api);
+    let drained_at = SystemTime::now();
+    let started = tokio::time::Instant::now();
+    let mut shown = None;
+    loop {
+        let report = client.status().await?;
+        let backend = report
+            .services
+            .iter()
+            .filter(|service| service.name == name.service)
+            .flat_map(|service| &service.backends)
+            .find(|backend| backend.name == name.backend)
+            .with_context(|| format!("{}/{} is gone", name.service, name.backend))?;
+        anyhow::ensure!(
+            backend.state == lb::domain::BackendState::Draining,
+            "{}/{} is no longer draining: {} ({})",
+            name.service,
+            name.backend,
+            backend.state,
+            backend.reason
+        );
+        let counted_after_drain = report
+            .flows
+            .counted_at
+            .is_some_and(|counted| counted >= drained_at);
+        if counted_after_drain {
+            if backend.active_flows == 0 {
+                println!(
+                    "{}/{}: drained, no active flow left",
+                    name.service, name.backend
+                );
+                return Ok(());
+            }
+            if shown != Some(backend.active_flows) {
+                println!(
+                    "{}/{}: {} active flows",
+                    name.service, name.backend, backend.active_flows
+                );
+                shown = Some(backend.active_flows);
+            }
+        }
+        if let Some(timeout) = timeout {
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "{}/{}: still {} active flows after {}",
+                name.service,
+                name.backend,
+                backend.active_flows,
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
 }

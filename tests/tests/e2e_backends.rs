@@ -20,7 +20,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use lb::vrrp::garp::GarpSender;
-use lb_tests::e2e::{in_namespace, one_at_a_time, BackendState, Pair, Setup};
+use lb_tests::e2e::{in_namespace, one_at_a_time, BackendState, LongLived, Pair, Setup};
 use xtask::lab::{self, Node};
 
 const SERVICE: &str = lab::SERVICE_NAME;
@@ -234,4 +234,77 @@ fn the_backend_hook_sees_every_state_change_in_order() {
     assert!(status.health_check_duration_seconds.is_some(), "{status:?}");
     pair.down();
     let _ = std::fs::remove_file(&log);
+}
+
+/// (d): `lb backend drain --wait` returns only once the last long-lived
+/// connection on the backend has closed, and `--timeout` gives up while one
+/// is open. Meanwhile the draining backend keeps serving them.
+#[test]
+fn drain_wait_returns_once_the_last_connection_on_the_backend_has_closed() {
+    let _serial = one_at_a_time();
+    let pair = Pair::start("lbn-d-", Setup::Single(config_toml(None)));
+    let web2 = Node::Web(2);
+    // Two keep-alive connections on web2, 5 requests a second: one for
+    // about 3 s, one for about 9 s.
+    let short = LongLived::open_on(pair.lab(), web2, 15, 5);
+    let long = LongLived::open_on(pair.lab(), web2, 45, 5);
+    let active = eventually("lb1 counting web2's two connections", || {
+        let backend = pair.backend(Node::Lb1, web2);
+        (backend.active_flows >= 2).then_some(backend.active_flows)
+    });
+
+    let gave_up = pair.try_lb(
+        Node::Lb1,
+        &[
+            "backend",
+            "drain",
+            SERVICE,
+            "web2",
+            "--wait",
+            "--timeout",
+            "1s",
+        ],
+    );
+    assert!(
+        gave_up.is_err(),
+        "drain --wait --timeout 1s returned while connections were open: {gave_up:?}"
+    );
+    let mut waiting = pair.spawn_lb(
+        Node::Lb1,
+        &["backend", "drain", SERVICE, "web2", "--wait"],
+        "drain-wait.log",
+    );
+    let short = short.finish_within(PATIENCE);
+    // The short one has closed, the long one still runs: still waiting.
+    sleep(Duration::from_secs(2));
+    assert_eq!(
+        waiting.try_exit_status().expect("polling lb"),
+        None,
+        "drain --wait returned while a connection was open: {}",
+        waiting.log_tail(5)
+    );
+    assert!(pair.backend(Node::Lb1, web2).active_flows >= 1);
+    let long = long.finish_within(PATIENCE);
+    let closed_at = Instant::now();
+    let exit = eventually("drain --wait returning", || {
+        waiting.try_exit_status().expect("polling lb")
+    });
+    println!(
+        "(d) web2 had {active} active flows; drain --wait returned {:?} after the last closed",
+        closed_at.elapsed()
+    );
+    assert!(
+        exit.success(),
+        "drain --wait failed: {}",
+        waiting.log_tail(5)
+    );
+    // Draining kept both connections on web2 to their end.
+    short.assert_all_survived();
+    long.assert_all_survived();
+    let backend = pair.backend(Node::Lb1, web2);
+    assert_eq!(
+        (backend.state, backend.active_flows),
+        (BackendState::Draining, 0)
+    );
+    pair.down();
 }

@@ -488,6 +488,16 @@ impl Pair {
             .unwrap_or_else(|error| panic!("lb {}: {error}", args.join(" ")))
     }
 
+    /// Starts `lb ARGS` inside `node` in the background (its output in the
+    /// lab's `log_name`); dropping the result stops it.
+    pub fn spawn_lb(&self, node: Node, args: &[&str], log_name: &str) -> NsProcess {
+        let mut command = self.lab.command(node, &self.binary);
+        command.args(args);
+        self.lab
+            .spawn(&format!("lb {}", args.join(" ")), &mut command, log_name)
+            .unwrap_or_else(|error| panic!("starting lb {}: {error}", args.join(" ")))
+    }
+
     /// [`Pair::lb`], or the error with what `lb` printed when it fails.
     pub fn try_lb(&self, node: Node, args: &[&str]) -> Result<String, LabError> {
         let binary = self.binary.to_string_lossy();

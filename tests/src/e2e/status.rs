@@ -111,6 +111,9 @@ pub struct BackendReport {
     /// Its neighbour entry failed and could not be resolved again.
     #[serde(default)]
     pub mac_unresolved: bool,
+    /// Its active flows at the last census.
+    #[serde(default)]
+    pub active_flows: u64,
     pub counters: Counters,
 }
 
