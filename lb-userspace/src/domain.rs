@@ -371,6 +371,13 @@ pub struct BackendSnapshot {
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,
     pub configured_weight: u32,
+    /// Configured `backup = true`: takes new flows only while no other
+    /// backend of the service is up.
+    pub backup: bool,
+    /// A backup that is up while another backend of its service is up: out
+    /// of the table, its established flows stay (the data path sees it
+    /// draining). Always `false` for a backend that is not a backup.
+    pub standby: bool,
 }
 
 #[cfg(test)]

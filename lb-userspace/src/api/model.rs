@@ -166,6 +166,12 @@ pub struct BackendStatus {
     /// The weight in use (set by the API, or the configured one).
     pub weight: u32,
     pub configured_weight: u32,
+    /// See [`BackendSnapshot::backup`].
+    #[serde(default)]
+    pub backup: bool,
+    /// See [`BackendSnapshot::standby`].
+    #[serde(default)]
+    pub standby: bool,
     /// Traffic forwarded to it, from the data path's counters.
     pub counters: Traffic,
 }
@@ -188,6 +194,8 @@ impl BackendStatus {
             admin: backend.admin,
             weight: backend.weight,
             configured_weight: backend.configured_weight,
+            backup: backend.backup,
+            standby: backend.standby,
             counters,
         }
     }
@@ -359,6 +367,8 @@ mod tests {
             admin: AdminState::Draining,
             weight: 2,
             configured_weight: 1,
+            backup: false,
+            standby: false,
             counters: Traffic {
                 packets: 10,
                 bytes: 1000,
@@ -418,6 +428,25 @@ mod tests {
             Some(BackendState::Draining)
         );
         assert!(back.backend("web", "web9").is_none());
+    }
+
+    #[test]
+    fn a_backup_says_so_and_a_report_without_the_fields_still_reads() {
+        let mut standby = backend(Some(Health::Up), SystemTime::UNIX_EPOCH);
+        standby.backup = true;
+        standby.standby = true;
+        let json = serde_json::to_value(&standby).unwrap();
+        assert_eq!(
+            (&json["backup"], &json["standby"]),
+            (&true.into(), &true.into())
+        );
+        // From an lb that predates backups.
+        let mut older = json;
+        let object = older.as_object_mut().unwrap();
+        object.remove("backup");
+        object.remove("standby");
+        let back: BackendStatus = serde_json::from_value(older).unwrap();
+        assert!(!back.backup && !back.standby);
     }
 
     #[test]

@@ -39,6 +39,8 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         admin: AdminState::Enabled,
         weight: 1,
         configured_weight: 1,
+        backup: false,
+        standby: false,
     }
 }
 

@@ -219,6 +219,10 @@ pub struct Backend {
     /// `rise` checks pass, or [`Health::Up`] if configured `initial = "up"`.
     /// Backends of a service that is not checked are always up.
     pub initial: Health,
+    /// `backup = true`: takes new flows only while no other (non-backup)
+    /// backend of the service is up (HAProxy's `backup`, with `option
+    /// allbackups`: every backup in use then, by weight).
+    pub backup: bool,
 }
 
 /// `[vrrp]`: this node's part in the active-passive pair.

@@ -63,6 +63,7 @@ pub(super) struct RawBackend {
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
     pub initial: Option<Spanned<String>>,
+    pub backup: Option<Spanned<bool>>,
 }
 
 /// `[service.health]`: durations are strings like `"2s"` or `"500ms"`.

@@ -743,6 +743,8 @@ mod tests {
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
+            backup: false,
+            standby: false,
         };
         let service = |vip: Ipv4Addr, backends: Vec<BackendSnapshot>| ServiceSnapshot {
             id: 0,

@@ -210,6 +210,8 @@ mod tests {
             admin: AdminState::Enabled,
             weight: 1,
             configured_weight: 1,
+            backup: false,
+            standby: false,
         };
         Snapshot {
             services: (0..)

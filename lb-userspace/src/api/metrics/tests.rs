@@ -33,6 +33,8 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         admin,
         weight: 1 + id,
         configured_weight: 1,
+        backup: false,
+        standby: false,
         settled: true,
         health_unknown: None,
         joining: false,

@@ -121,12 +121,14 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
                     address: Ipv4Addr::new(10, 0, 0, 1),
                     weight: 2,
                     initial: Health::Down,
+                    backup: false,
                 },
                 Backend {
                     name: "web2".into(),
                     address: Ipv4Addr::new(10, 0, 0, 2),
                     weight: 1,
                     initial: Health::Down,
+                    backup: false,
                 },
             ],
         }]

@@ -254,6 +254,7 @@ impl<'a> ServicesValidator<'a> {
             address,
             weight,
             initial,
+            backup,
         } in &raw.backends
         {
             fields::name(name, &format!("service[{service}].backend.name"), site)?;
@@ -338,6 +339,7 @@ impl<'a> ServicesValidator<'a> {
                 address: parsed,
                 weight,
                 initial,
+                backup: backup.as_ref().is_some_and(|backup| *backup.get_ref()),
             });
         }
         Ok(backends)
