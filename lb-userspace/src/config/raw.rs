@@ -83,6 +83,14 @@ pub(super) struct RawHealth {
     pub timeout: Option<Spanned<String>>,
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
+    // type = "exec"
+    pub command: Option<Spanned<String>>,
+    // type = "mysql"
+    pub user: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub database: Option<Spanned<String>>,
+    pub expect_role: Option<Spanned<String>>,
+    pub max_lag: Option<Spanned<String>>,
 }
 
 /// `[vrrp]`.

@@ -637,6 +637,73 @@ fn an_http_check_defaults_to_the_root_path_and_the_service_port() {
 }
 
 #[test]
+fn an_exec_check_runs_its_command_for_its_service() {
+    let check = only_check(&with_health(&[
+        "type = \"exec\"",
+        "command = \"/usr/local/bin/check-web $LB_BACKEND_ADDRESS\"",
+        "port = 8080",
+    ]));
+    assert_eq!(check.port, 8080);
+    let ProbeKind::Exec(exec) = check.spec.probe.kind() else {
+        panic!("an exec check")
+    };
+    assert_eq!(
+        exec.command(),
+        "/usr/local/bin/check-web $LB_BACKEND_ADDRESS"
+    );
+    assert_eq!(exec.service(), "web");
+}
+
+#[test]
+fn a_mysql_check_reads_its_password_file_without_the_line_break() {
+    let file = std::env::temp_dir().join(format!("lb-config-mysql-{}", std::process::id()));
+    std::fs::write(&file, "s3cret-pw\n").unwrap();
+    let path = format!("password_file = \"{}\"", file.display());
+    let replica = only_check(&with_health(&[
+        "type = \"mysql\"",
+        "user = \"lbcheck\"",
+        &path,
+        "database = \"app\"",
+        "expect_role = \"replica\"",
+        "max_lag = \"5s\"",
+    ]));
+    let any = only_check(&with_health(&[
+        "type = \"mysql\"",
+        "user = \"lbcheck\"",
+        &path,
+    ]));
+    std::fs::remove_file(&file).unwrap();
+    let ProbeKind::Mysql(mysql) = replica.spec.probe.kind() else {
+        panic!("a mysql check")
+    };
+    assert_eq!(mysql.password().expose(), "s3cret-pw");
+    assert_eq!((mysql.user(), mysql.database()), ("lbcheck", Some("app")));
+    assert_eq!(mysql.expect_role(), crate::health::ExpectRole::Replica);
+    assert_eq!(mysql.max_lag(), Some(Duration::from_secs(5)));
+    assert_eq!(replica.port, 80, "the service port unless configured");
+    let ProbeKind::Mysql(mysql) = any.spec.probe.kind() else {
+        panic!("a mysql check")
+    };
+    assert_eq!(
+        (mysql.expect_role(), mysql.max_lag()),
+        (crate::health::ExpectRole::Any, None)
+    );
+    // The whole configuration prints no password.
+    assert!(!format!("{replica:?}").contains("s3cret-pw"));
+}
+
+#[test]
+fn backup_defaults_to_false() {
+    let config = parse(&valid_with(15, "backup = true"), "lb.toml").unwrap();
+    let backups: Vec<bool> = config.services[0]
+        .backends
+        .iter()
+        .map(|b| b.backup)
+        .collect();
+    assert_eq!(backups, [true, false]);
+}
+
+#[test]
 fn a_table_without_type_is_a_tcp_check_for_a_tcp_service() {
     let check = only_check(&with_health(&["interval = \"1s\"", "rise = 1"]));
     assert_eq!(check.spec.probe.kind(), &ProbeKind::Tcp);
