@@ -11,7 +11,7 @@
 //! and interface the kernel's routes choose, not `health_source` and
 //! `health_interface`. A connect that fails before leaving this node
 //! (`ENETUNREACH`, ...) is this node's fault, as for the TCP and HTTP
-//! checks ([`super::probe::is_local_fault`]).
+//! checks ([`super::result::is_local_fault`]).
 //!
 //! Failure reasons never hold the password: the server's messages name
 //! the user and host only, and the password is only handed to the client.
@@ -22,8 +22,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Error, IoError, OptsBuilder, Row};
 use tokio::time::{self, Instant};
 
-use super::probe::is_local_fault;
-use super::result::{CheckFailure, CheckPass, CheckResult, LocalFault, ServerRole};
+use super::result::{is_local_fault, CheckFailure, CheckPass, CheckResult, LocalFault, ServerRole};
 use super::spec::{CheckTarget, ExpectRole, MysqlProbe};
 
 /// Characters of a server or client message kept in a reason.

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{self, Instant};
 
-use super::result::{CheckFailure, CheckPass, CheckResult, LocalFault};
+use super::result::{is_local_fault, CheckFailure, CheckPass, CheckResult, LocalFault};
 use super::spec::{CheckTarget, HttpProbe, ProbeKind, ProbeSource, ProbeSpec};
 
 /// The body prefix searched for `expect_body`; the rest of a longer body is not read.
@@ -89,19 +89,6 @@ async fn connect(
         .set_zero_linger()
         .map_err(|error| local(LocalFault::Socket(format!("SO_LINGER: {error}"))))?;
     Ok(stream)
-}
-
-/// Whether a failed connect never left this node: its link is down
-/// (`ENETDOWN`, or `ENETUNREACH` once the link's routes are gone), it has
-/// no route to the backend (`ENETUNREACH`), or the source address is gone
-/// (`EADDRNOTAVAIL`). `EHOSTUNREACH` is not among them: it is also what a
-/// dead backend on the node's own link gives (no ARP reply). The `mysql`
-/// check's connect is judged by it too.
-pub(super) fn is_local_fault(error: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    [Errno::NETUNREACH, Errno::NETDOWN, Errno::ADDRNOTAVAIL]
-        .iter()
-        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// A TCP socket bound to `source`'s interface and address, if configured.

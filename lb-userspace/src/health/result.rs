@@ -1,5 +1,6 @@
 //! What one check found: a pass, the reason it failed, or why this node
-//! could not check at all, worded for operators.
+//! could not check at all, worded for operators; and which connect errors
+//! are this node's own fault ([`is_local_fault`]), for every probe that connects.
 
 use std::fmt;
 use std::time::Duration;
@@ -77,6 +78,19 @@ impl fmt::Display for ServerRole {
 /// `: line` for a failed command's first line of output, nothing without one.
 fn output_suffix(line: Option<&str>) -> String {
     line.map(|line| format!(": {line}")).unwrap_or_default()
+}
+
+/// Whether a failed connect never left this node: its link is down
+/// (`ENETDOWN`, or `ENETUNREACH` once the link's routes are gone), it has
+/// no route to the backend (`ENETUNREACH`), or the source address is gone
+/// (`EADDRNOTAVAIL`). `EHOSTUNREACH` is not among them: it is also what a
+/// dead backend on the node's own link gives (no ARP reply). The TCP, HTTP
+/// and `mysql` checks' connects are judged by it.
+pub(super) fn is_local_fault(error: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::NETUNREACH, Errno::NETDOWN, Errno::ADDRNOTAVAIL]
+        .iter()
+        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// Why this node could not probe: its own link, routes or addresses, not
