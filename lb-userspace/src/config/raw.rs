@@ -64,6 +64,8 @@ pub(super) struct RawBackend {
     pub weight: Option<Spanned<i64>>,
     pub initial: Option<Spanned<String>>,
     pub backup: Option<Spanned<bool>>,
+    /// Overrides the service's `mysql` check's `expect_role` for this backend.
+    pub expect_role: Option<Spanned<String>>,
 }
 
 /// `[service.health]`: durations are strings like `"2s"` or `"500ms"`.

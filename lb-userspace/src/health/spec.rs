@@ -249,6 +249,11 @@ impl ProbeSpec {
         ProbeSpec { source, ..self }
     }
 
+    /// The same probe schedule and source with another `kind`.
+    pub fn with_kind(self, kind: ProbeKind) -> Self {
+        ProbeSpec { kind, ..self }
+    }
+
     pub fn kind(&self) -> &ProbeKind {
         &self.kind
     }
@@ -439,10 +444,13 @@ impl MysqlProbe {
         })
     }
 
-    /// Passes only a server of role `expect_role`.
+    /// Passes only a server of role `expect_role`; a `max_lag` set before
+    /// stays only if it is [`ExpectRole::Replica`].
     pub fn with_expect_role(self, expect_role: ExpectRole) -> Self {
+        let max_lag = self.max_lag.filter(|_| expect_role == ExpectRole::Replica);
         MysqlProbe {
             expect_role,
+            max_lag,
             ..self
         }
     }

@@ -329,6 +329,11 @@ fn bad_backup_exec_and_mysql_settings_name_the_field_and_what_is_allowed() {
         (with_mysql(&good, &["expect_role = \"replica\"", "max_lag = \"2d\""]), "lb.toml:14:11: service[web].health.max_lag: \"2d\" is out of range (0s..=24h)".to_owned()),
         (with_mysql(&good, &["database = \"a/b\""]), "lb.toml:13:12: service[web].health.database: `database` must be a MySQL database name of 1 to 64 characters without NUL or '/'".to_owned()),
         (with_health("type = \"http\"\nexpect_role = \"primary\""), "lb.toml:11:15: service[web].health.expect_role: only applies to checks of type = \"mysql\"".to_owned()),
+        (edited(&[(13, "expect_role = \"primary\"")]), "lb.toml:13:15: service[web].backend[web1].expect_role: only applies to a service whose check is type = \"mysql\"".to_owned()),
+        (
+            with_mysql(&good, &[]).replace("weight = 2", "expect_role = \"leader\""),
+            "lb.toml:16:15: service[web].backend[web1].expect_role: unknown role \"leader\" (expected \"primary\", \"replica\" or \"any\")".to_owned(),
+        ),
         (with_health("type = \"none\"\nuser = \"lbcheck\""), "lb.toml:11:8: service[web].health.user: only applies to checks of type = \"mysql\"".to_owned()),
     ];
     let mismatches: Vec<String> = cases
