@@ -136,11 +136,12 @@ struct Mariadb {
 }
 
 impl Mariadb {
-    /// A fresh data directory under `root/name` (no network needed).
-    fn install(root: &Path, name: &'static str) -> (PathBuf, Child) {
+    /// A fresh data directory under `root/name` (no network needed); the
+    /// installer has exited when this returns.
+    fn install(root: &Path, name: &'static str) -> PathBuf {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("mariadb-install-db")
+        let output = Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .args([
@@ -148,11 +149,16 @@ impl Mariadb {
                 "--skip-test-db",
                 "--user=root",
             ])
-            .stdout(File::create(dir.join("install.log")).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
+            .stdin(Stdio::null())
+            .output()
             .expect("mariadb-install-db (install mariadb-server)");
-        (dir, child)
+        assert!(
+            output.status.success(),
+            "mariadb-install-db for the {name}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        dir
     }
 
     /// Starts the server of `dir` in `netns` on `address`; `ip netns exec`
@@ -314,14 +320,8 @@ fn the_mysql_check_tells_primary_and_replica_apart_and_fails_with_its_reason() {
     // the directory.
     let root = TempDir::new();
     let netns = Netns::new();
-    let (primary_dir, mut primary_install) = Mariadb::install(&root.0, "primary");
-    let (replica_dir, mut replica_install) = Mariadb::install(&root.0, "replica");
-    for install in [&mut primary_install, &mut replica_install] {
-        assert!(
-            install.wait().unwrap().success(),
-            "mariadb-install-db failed"
-        );
-    }
+    let primary_dir = Mariadb::install(&root.0, "primary");
+    let replica_dir = Mariadb::install(&root.0, "replica");
     let mut primary = Mariadb::start(&netns, primary_dir, "primary", PRIMARY, 1, false);
     let replica = Mariadb::start(&netns, replica_dir, "replica", REPLICA, 2, true);
     create_check_user(&primary);
