@@ -386,6 +386,13 @@ pub struct BackendSnapshot {
     /// Its neighbour entry failed and probing did not resolve it: `down`
     /// until its MAC is known again.
     pub mac_unresolved: bool,
+    /// Configured `backup = true`: takes new flows only while no other
+    /// backend of the service is up.
+    pub backup: bool,
+    /// A backup that is up while another backend of its service is up: out
+    /// of the table, its established flows stay (the data path sees it
+    /// draining). Always `false` for a backend that is not a backup.
+    pub standby: bool,
 }
 
 /// How long a target's last completed health check took: written by the

@@ -196,6 +196,16 @@ pub fn health(health: Option<Health>) -> &'static str {
     }
 }
 
+/// The STATE cell: the state, and for a backup whether it is in use
+/// (`up, backup`) or on standby while a primary serves (`up, backup standby`).
+fn state_cell(backend: &BackendStatus) -> String {
+    match (backend.backup, backend.standby) {
+        (false, _) => backend.state.to_string(),
+        (true, false) => format!("{}, backup", backend.state),
+        (true, true) => format!("{}, backup standby", backend.state),
+    }
+}
+
 /// The HEALTH cell: the health, marked while this node cannot check
 /// ("unknown, was up") or awaits fresh results ("up, checking").
 fn health_cell(backend: &BackendStatus) -> String {
@@ -247,7 +257,7 @@ fn tables(report: &StatusReport, rates: Option<&Rates>, now: SystemTime) -> Stri
                     service.name.clone(),
                     backend.name.clone(),
                     backend.address.to_string(),
-                    backend.state.to_string(),
+                    state_cell(backend),
                     health_cell(backend),
                     age(backend.since, now),
                     backend.weight.to_string(),
@@ -420,6 +430,8 @@ mod tests {
             mac: None,
             mac_unresolved: false,
             active_flows: 2,
+            backup: false,
+            standby: false,
             counters: Traffic {
                 packets: 12,
                 bytes: 1200,
@@ -488,6 +500,41 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_shows_whether_it_is_in_use_or_on_standby() {
+        let mut backend = BackendStatus {
+            name: "db3".into(),
+            address: Ipv4Addr::new(10, 0, 0, 3),
+            state: BackendState::Up,
+            reason: "health up".into(),
+            since: SystemTime::UNIX_EPOCH,
+            health: Some(Health::Up),
+            health_reason: "role replica".into(),
+            health_since: SystemTime::UNIX_EPOCH,
+            settled: true,
+            health_unknown: None,
+            joining: false,
+            admin: AdminState::Enabled,
+            weight: 1,
+            configured_weight: 1,
+            health_check_duration_seconds: None,
+            mac: None,
+            mac_unresolved: false,
+            active_flows: 0,
+            backup: false,
+            standby: false,
+            counters: Traffic::default(),
+        };
+        assert_eq!(state_cell(&backend), "up");
+        backend.backup = true;
+        assert_eq!(state_cell(&backend), "up, backup");
+        backend.standby = true;
+        assert_eq!(state_cell(&backend), "up, backup standby");
+        backend.standby = false;
+        backend.state = BackendState::Down;
+        assert_eq!(state_cell(&backend), "down, backup");
+    }
+
+    #[test]
     fn watch_shows_the_rates_since_the_previous_report() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let report = |packets: u64, bytes: u64, new_flows: u64| {
@@ -525,6 +572,8 @@ mod tests {
                         mac: None,
                         mac_unresolved: false,
                         active_flows: 0,
+                        backup: false,
+                        standby: false,
                         counters,
                     }],
                 }],
@@ -588,6 +637,8 @@ mod tests {
             mac: None,
             mac_unresolved: false,
             active_flows: 0,
+            backup: false,
+            standby: false,
             counters: Traffic::default(),
         };
         assert_eq!(health_cell(&backend), "up, checking");

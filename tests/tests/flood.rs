@@ -557,6 +557,7 @@ fn apply_config(
             let plan = BackendPlan {
                 state: lb::domain::BackendState::Up,
                 weight: backend.weight,
+                standby: false,
             };
             (backend.id, plan)
         })

@@ -21,7 +21,9 @@ use crate::paths;
 /// links against, the lab's web server and tools, the routing daemons of
 /// the active-active lab and its config checks, the benchmarks' peers and
 /// the font of their charts, and Prometheus (with `promtool`), which the
-/// metrics tests scrape the lab with and check the alert rules with.
+/// metrics tests scrape the lab with and check the alert rules with, and
+/// MariaDB (server and client), whose servers the `mysql` check's test runs
+/// in a namespace of its own.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -43,6 +45,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "frr",
     "fonts-dejavu-core",
     "prometheus",
+    "mariadb-server",
+    "mariadb-client",
 ];
 
 /// A system service that installing its package starts in the root namespace.
@@ -81,6 +85,11 @@ const SYSTEM_SERVICES: &[SystemService] = &[
         package: "frr",
         name: "frr",
         pid_file: "/run/frr/watchfrr.pid",
+    },
+    SystemService {
+        package: "mariadb-server",
+        name: "mariadb",
+        pid_file: "/run/mysqld/mysqld.pid",
     },
 ];
 

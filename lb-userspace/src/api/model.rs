@@ -189,6 +189,12 @@ pub struct BackendStatus {
     /// RST, at the last census (`flows.counted_at`).
     #[serde(default)]
     pub active_flows: u64,
+    /// See [`BackendSnapshot::backup`].
+    #[serde(default)]
+    pub backup: bool,
+    /// See [`BackendSnapshot::standby`].
+    #[serde(default)]
+    pub standby: bool,
     /// Traffic forwarded to it, from the data path's counters.
     pub counters: Traffic,
 }
@@ -241,6 +247,8 @@ impl BackendStatus {
             mac: backend.mac.as_ref().map(format_mac),
             mac_unresolved: backend.mac_unresolved,
             active_flows: census.active_flows(backend.id),
+            backup: backend.backup,
+            standby: backend.standby,
             counters,
         }
     }
@@ -466,6 +474,8 @@ mod tests {
             mac: Some("02:00:00:00:00:01".into()),
             mac_unresolved: false,
             active_flows: 0,
+            backup: false,
+            standby: false,
             counters: Traffic {
                 packets: 10,
                 bytes: 1000,
@@ -530,6 +540,25 @@ mod tests {
             Some(BackendState::Draining)
         );
         assert!(back.backend("web", "web9").is_none());
+    }
+
+    #[test]
+    fn a_backup_says_so_and_a_report_without_the_fields_still_reads() {
+        let mut standby = backend(Some(Health::Up), SystemTime::UNIX_EPOCH);
+        standby.backup = true;
+        standby.standby = true;
+        let json = serde_json::to_value(&standby).unwrap();
+        assert_eq!(
+            (&json["backup"], &json["standby"]),
+            (&true.into(), &true.into())
+        );
+        // From an lb that predates backups.
+        let mut older = json;
+        let object = older.as_object_mut().unwrap();
+        object.remove("backup");
+        object.remove("standby");
+        let back: BackendStatus = serde_json::from_value(older).unwrap();
+        assert!(!back.backup && !back.standby);
     }
 
     #[test]

@@ -42,6 +42,8 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         last_check: None,
         mac: None,
         mac_unresolved: false,
+        backup: false,
+        standby: false,
     }
 }
 

@@ -12,7 +12,7 @@ use lb_common::maps::RateLimit;
 pub use lb_common::maps::SourcePrefix;
 
 use crate::dataplane::{VipIcmpEcho, XdpModePreference};
-use crate::health::{CheckSpec, CheckTarget, Health, ProbeSource};
+use crate::health::{CheckSpec, CheckTarget, ExpectRole, Health, ProbeKind, ProbeSource};
 use crate::vrrp::VrrpConfig;
 
 /// Backend weights accepted in the file.
@@ -138,9 +138,20 @@ impl Service {
     /// The check of `backend`, `None` if the service is not checked.
     pub fn check_target(&self, backend: &Backend) -> Option<CheckTarget> {
         let health = self.health.as_ref()?;
+        let spec = match (backend.expect_role, health.spec.probe.kind()) {
+            (Some(role), ProbeKind::Mysql(mysql)) => Arc::new(CheckSpec {
+                probe: health
+                    .spec
+                    .probe
+                    .clone()
+                    .with_kind(ProbeKind::Mysql(mysql.clone().with_expect_role(role))),
+                params: health.spec.params,
+            }),
+            _ => Arc::clone(&health.spec),
+        };
         // The port was validated as 1..=65535.
         Some(
-            CheckTarget::new(backend.address, health.port, Arc::clone(&health.spec))
+            CheckTarget::new(backend.address, health.port, spec)
                 .expect("a validated check port is not 0"),
         )
     }
@@ -222,6 +233,14 @@ pub struct Backend {
     /// `rise` checks pass, or [`Health::Up`] if configured `initial = "up"`.
     /// Backends of a service that is not checked are always up.
     pub initial: Health,
+    /// `backup = true`: takes new flows only while no other (non-backup)
+    /// backend of the service is up (HAProxy's `backup`, with `option
+    /// allbackups`: every backup in use then, by weight).
+    pub backup: bool,
+    /// The role this backend's `mysql` check expects instead of the
+    /// service's (e.g. the primary as the backup of a read service of
+    /// replicas); `None`: the service's. Only with a `mysql` check.
+    pub expect_role: Option<ExpectRole>,
 }
 
 /// `[vrrp]`: this node's part in the active-passive pair.

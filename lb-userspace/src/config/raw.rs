@@ -65,6 +65,9 @@ pub(super) struct RawBackend {
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
     pub initial: Option<Spanned<String>>,
+    pub backup: Option<Spanned<bool>>,
+    /// Overrides the service's `mysql` check's `expect_role` for this backend.
+    pub expect_role: Option<Spanned<String>>,
 }
 
 /// `[service.health]`: durations are strings like `"2s"` or `"500ms"`.
@@ -84,6 +87,14 @@ pub(super) struct RawHealth {
     pub timeout: Option<Spanned<String>>,
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
+    // type = "exec"
+    pub command: Option<Spanned<String>>,
+    // type = "mysql"
+    pub user: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub database: Option<Spanned<String>>,
+    pub expect_role: Option<Spanned<String>>,
+    pub max_lag: Option<Spanned<String>>,
 }
 
 /// `[vrrp]`.

@@ -336,6 +336,7 @@ pub(super) mod tests {
                 let plan = BackendPlan {
                     state: Up,
                     weight: 1,
+                    standby: false,
                 };
                 (id, plan)
             })

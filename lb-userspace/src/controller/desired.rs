@@ -2,8 +2,21 @@
 //! admin overrides), combined by the rules of [`BackendState::of`] into what
 //! the data path does. Pure: the clock is passed in, the controller does the
 //! IO.
+//!
+//! # Backup backends
+//!
+//! A backend configured `backup = true` takes new flows only while no other
+//! backend of its service is up (enabled and healthy; draining and disabled
+//! ones do not count). Then every up backup is in the table, by weight
+//! (HAProxy's `backup` with `option allbackups`; not only the first, whose
+//! choice would depend on the order of the file, which nodes of an
+//! active-active fleet must not depend on). While a primary is up, an up
+//! backup is on *standby*: out of the table, and written `draining` to the
+//! data path, so the flows it took meanwhile stay on it and only new flows
+//! go to the primary; a standby backup that goes down or is disabled moves
+//! its flows like any other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
@@ -43,6 +56,8 @@ struct Member {
     address: Ipv4Addr,
     /// The service's port, where the backend's packets go.
     port: u16,
+    /// `backup = true`: in the table only while no other backend is up.
+    backup: bool,
     configured_weight: u32,
     /// Set through the API; kept across reloads until `lb` restarts.
     admin_weight: Option<u32>,
@@ -115,6 +130,7 @@ impl Member {
             name: backend.name.clone(),
             address: backend.address,
             port: service.port,
+            backup: backend.backup,
             configured_weight: backend.weight,
             admin_weight: None,
             target,
@@ -169,6 +185,14 @@ impl Member {
             to,
             reason,
         }
+    }
+
+    /// Whether it is an up backup kept out of the table because a primary
+    /// of its service is up (`with_primary_up`).
+    fn is_standby(&self, with_primary_up: &HashSet<&str>) -> bool {
+        self.backup
+            && self.state == BackendState::Up
+            && with_primary_up.contains(self.service.as_str())
     }
 
     /// The weight in use.
@@ -408,15 +432,27 @@ impl DesiredState {
 
     /// What the data path should do with each backend id.
     pub fn plans(&self) -> BTreeMap<u32, BackendPlan> {
+        let with_primary_up = self.services_with_a_primary_up();
         self.members
             .iter()
             .map(|(&id, member)| {
                 let plan = BackendPlan {
                     state: member.state,
                     weight: member.weight(),
+                    standby: member.is_standby(&with_primary_up),
                 };
                 (id, plan)
             })
+            .collect()
+    }
+
+    /// The services with a backend up that is not a backup: their backups
+    /// are on standby (see the module documentation).
+    fn services_with_a_primary_up(&self) -> HashSet<&str> {
+        self.members
+            .values()
+            .filter(|member| !member.backup && member.state == BackendState::Up)
+            .map(|member| member.service.as_str())
             .collect()
     }
 
@@ -428,6 +464,7 @@ impl DesiredState {
     /// If no membership has that id.
     pub fn backend_snapshot(&self, id: u32) -> BackendSnapshot {
         let member = &self.members[&id];
+        let standby = member.is_standby(&self.services_with_a_primary_up());
         BackendSnapshot {
             id,
             name: member.name.clone(),
@@ -447,6 +484,8 @@ impl DesiredState {
             last_check: member.last_check.clone(),
             mac: None,
             mac_unresolved: member.mac_unresolved,
+            backup: member.backup,
+            standby,
         }
     }
 }

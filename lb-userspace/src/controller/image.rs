@@ -20,6 +20,27 @@ pub struct BackendPlan {
     pub state: BackendState,
     /// Share of the service's new flows while up.
     pub weight: u32,
+    /// An up backup while a primary of its service is up: out of the
+    /// table, written draining so its established flows stay
+    /// ([`crate::controller::desired`]).
+    pub standby: bool,
+}
+
+impl BackendPlan {
+    /// The `state` byte of the backend's `BACKENDS` entry: a standby
+    /// backup's is draining.
+    fn map_state(self) -> u8 {
+        if self.standby {
+            BackendState::Draining.map_value()
+        } else {
+            self.state.map_value()
+        }
+    }
+
+    /// Whether the backend is in its service's table.
+    fn takes_new_flows(self) -> bool {
+        self.state == BackendState::Up && !self.standby
+    }
 }
 
 /// A service's entry and scheduling table as the data path should see them.
@@ -106,11 +127,11 @@ impl MapsImage {
                         ifindex: neighbour.interface.index,
                         mac: neighbour.mac,
                         src_mac: neighbour.interface.mac,
-                        state: plan.state.map_value(),
+                        state: plan.map_state(),
                         _pad: [0; 3],
                     },
                 );
-                if plan.state == BackendState::Up {
+                if plan.takes_new_flows() {
                     serving.push(Serving {
                         slot: backend,
                         weight: plan.weight,
@@ -220,6 +241,7 @@ pub(super) mod tests {
                 let plan = BackendPlan {
                     state,
                     weight: backend.weight,
+                    standby: false,
                 };
                 (backend.id, plan)
             })
@@ -285,6 +307,7 @@ pub(super) mod tests {
         let mut plans = by_id(layout.backends().map(|backend| BackendPlan {
             state: Up,
             weight: backend.weight,
+            standby: false,
         }));
         let before = image_of(&plans);
         plans.get_mut(&3).unwrap().weight = 1;
@@ -303,6 +326,7 @@ pub(super) mod tests {
         let up = BackendPlan {
             state: Up,
             weight: 1,
+            standby: false,
         };
         let error = MapsImage::build(&layout, &by_id([up; 4]), &partial, TABLE_SIZE).unwrap_err();
         assert_eq!(
@@ -330,7 +354,11 @@ pub(super) mod tests {
             ));
         }
         let layout = Layout::new(&config::parse(&text, "test.toml").unwrap());
-        let plans = by_id(states.iter().map(|&state| BackendPlan { state, weight: 1 }));
+        let plans = by_id(states.iter().map(|&state| BackendPlan {
+            state,
+            weight: 1,
+            standby: false,
+        }));
         MapsImage::build(&layout, &plans, &neighbours_of(count), 251).unwrap()
     }
 

@@ -644,6 +644,8 @@ fn without_stalling_other_tasks<T>(work: impl FnOnce() -> T) -> T {
 }
 
 #[cfg(test)]
+mod backup_tests;
+#[cfg(test)]
 mod reload_tests;
 #[cfg(test)]
 mod tests;

@@ -294,6 +294,7 @@ fn fingerprints_of(text: &str) -> BTreeMap<String, u64> {
     let up = image::BackendPlan {
         state: BackendState::Up,
         weight: 1,
+        standby: false,
     };
     let plans = layout.backends().map(|backend| (backend.id, up)).collect();
     let mut neighbours = neighbours();

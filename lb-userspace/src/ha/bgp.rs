@@ -746,6 +746,8 @@ mod tests {
             last_check: None,
             mac: None,
             mac_unresolved: false,
+            backup: false,
+            standby: false,
         };
         let service = |vip: Ipv4Addr, backends: Vec<BackendSnapshot>| ServiceSnapshot {
             id: 0,

@@ -213,6 +213,8 @@ mod tests {
             last_check: None,
             mac: None,
             mac_unresolved: false,
+            backup: false,
+            standby: false,
         };
         Snapshot {
             services: (0..)

@@ -1,9 +1,12 @@
-//! Backend health checks: TCP and HTTP probes with HAProxy's rise/fall/fastinter
-//! semantics, one check per distinct target, reporting changes of health.
+//! Backend health checks: TCP, HTTP, exec and MySQL probes with HAProxy's
+//! rise/fall/fastinter semantics, one check per distinct target, reporting
+//! changes of health.
 //!
 //! - [`spec`]: the validated check definition ([`CheckSpec`], [`CheckTarget`]).
 //! - [`state`]: the pure rise/fall state machine and its schedule ([`HealthState`]).
-//! - [`probe`]: one TCP or HTTP probe, bounded by the check's timeout.
+//! - [`probe`]: one probe of any type, bounded by the check's timeout; the
+//!   TCP and HTTP ones itself, `exec` (a command, keepalived's `MISC_CHECK`)
+//!   and `mysql` (login and role) in modules of their own.
 //! - [`checker`]: the tokio tasks, one per target ([`HealthChecker`]).
 //!
 //! # Health and admin state
@@ -15,6 +18,8 @@
 //! state a backend serves with is [`crate::domain::BackendState::of`].
 
 pub mod checker;
+mod exec;
+mod mysql;
 pub mod probe;
 pub mod result;
 pub mod spec;
@@ -27,9 +32,9 @@ pub use crate::domain::Health;
 pub use checker::{
     DesiredTarget, HealthChecker, HealthEvent, TargetStatus, UnknownResults, UpdateSummary,
 };
-pub use result::{CheckFailure, CheckPass, CheckResult, LocalFault};
+pub use result::{CheckFailure, CheckPass, CheckResult, LocalFault, ServerRole};
 pub use spec::{
-    CheckSpec, CheckTarget, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec, SpecError,
-    StatusRange,
+    CheckSpec, CheckTarget, ExecProbe, ExpectRole, HealthParams, HttpProbe, MysqlProbe, Password,
+    ProbeKind, ProbeSource, ProbeSpec, SpecError, StatusRange,
 };
 pub use state::{HealthState, Transition};

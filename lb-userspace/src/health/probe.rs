@@ -1,7 +1,9 @@
 //! One probe of one target: a TCP connect, or an HTTP/1.1 GET over a fresh
 //! connection (no reuse, like HAProxy), the whole exchange bounded by the
-//! check's timeout. Probes leave from the LB node's own network namespace,
-//! bound to the configured source address and interface.
+//! check's timeout; or an `exec` or `mysql` check ([`super::exec`],
+//! [`super::mysql`]). Probes leave from the LB node's own network
+//! namespace, TCP and HTTP ones bound to the configured source address and
+//! interface.
 //!
 //! A target that misbehaves costs one probe no more than the timeout and a
 //! bounded buffer: a response head longer than [`MAX_RESPONSE_HEAD`] fails
@@ -22,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{self, Instant};
 
-use super::result::{CheckFailure, CheckPass, CheckResult, LocalFault};
+use super::result::{is_local_fault, CheckFailure, CheckPass, CheckResult, LocalFault};
 use super::spec::{CheckTarget, HttpProbe, ProbeKind, ProbeSource, ProbeSpec};
 
 /// The body prefix searched for `expect_body`; the rest of a longer body is not read.
@@ -35,20 +37,29 @@ const USER_AGENT_VALUE: &str = "lb-health-check";
 /// Probes `target` once; the result arrives within the check's timeout.
 pub async fn check(target: &CheckTarget) -> CheckResult {
     let probe = &target.spec().probe;
+    match probe.kind() {
+        ProbeKind::Tcp => connect_check(target, None).await,
+        ProbeKind::Http(http) => connect_check(target, Some(http)).await,
+        ProbeKind::Exec(exec) => super::exec::check(exec, target, probe.timeout()).await,
+        ProbeKind::Mysql(mysql) => super::mysql::check(mysql, target, probe.timeout()).await,
+    }
+}
+
+/// A TCP connect to `target`, then the GET of `http` if given.
+async fn connect_check(target: &CheckTarget, http: Option<&HttpProbe>) -> CheckResult {
+    let probe = &target.spec().probe;
     let deadline = Instant::now() + probe.timeout();
     let address = SocketAddr::from((target.address(), target.port()));
     let stream = match connect(address, probe, deadline).await {
         Ok(stream) => stream,
         Err(result) => return result,
     };
-    match probe.kind() {
-        ProbeKind::Tcp => CheckResult::Pass(CheckPass::TcpConnected),
-        ProbeKind::Http(http) => {
-            match time::timeout_at(deadline, http_get(stream, http, target)).await {
-                Ok(result) => result,
-                Err(_) => CheckResult::Fail(CheckFailure::ResponseTimeout(probe.timeout())),
-            }
-        }
+    let Some(http) = http else {
+        return CheckResult::Pass(CheckPass::TcpConnected);
+    };
+    match time::timeout_at(deadline, http_get(stream, http, target)).await {
+        Ok(result) => result,
+        Err(_) => CheckResult::Fail(CheckFailure::ResponseTimeout(probe.timeout())),
     }
 }
 
@@ -78,18 +89,6 @@ async fn connect(
         .set_zero_linger()
         .map_err(|error| local(LocalFault::Socket(format!("SO_LINGER: {error}"))))?;
     Ok(stream)
-}
-
-/// Whether a failed connect never left this node: its link is down
-/// (`ENETDOWN`, or `ENETUNREACH` once the link's routes are gone), it has
-/// no route to the backend (`ENETUNREACH`), or the source address is gone
-/// (`EADDRNOTAVAIL`). `EHOSTUNREACH` is not among them: it is also what a
-/// dead backend on the node's own link gives (no ARP reply).
-fn is_local_fault(error: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    [Errno::NETUNREACH, Errno::NETDOWN, Errno::ADDRNOTAVAIL]
-        .iter()
-        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// A TCP socket bound to `source`'s interface and address, if configured.

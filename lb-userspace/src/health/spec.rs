@@ -28,6 +28,12 @@ pub const DEFAULT_EXPECT_STATUS: StatusRange = StatusRange {
 };
 /// Longest interface name the kernel accepts (`IFNAMSIZ` minus the NUL).
 const MAX_INTERFACE_NAME: usize = 15;
+/// Longest exec check command accepted.
+const MAX_COMMAND: usize = 4096;
+/// Longest MySQL user name: MariaDB's limit (MySQL's is 32).
+const MAX_MYSQL_USER: usize = 80;
+/// Longest MySQL database name (both servers).
+const MAX_MYSQL_DATABASE: usize = 64;
 
 /// A health-check setting that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +58,20 @@ pub enum SpecError {
     EmptyExpectBody,
     #[error("`interface` must be an interface name of 1 to 15 characters without '/', spaces or NUL, got {value:?}")]
     Interface { value: String },
+    #[error("`command` must be a non-empty shell command of at most 4096 bytes without NUL")]
+    Command,
+    #[error("`user` must be a MySQL user name of 1 to 80 characters without NUL")]
+    User,
+    #[error("`database` must be a MySQL database name of 1 to 64 characters without NUL or '/'")]
+    Database,
+    #[error("`password_file` holds an empty password (a check user needs a password)")]
+    EmptyPassword,
+    #[error("`expect_role` must be \"primary\", \"replica\" or \"any\", got {value:?}")]
+    ExpectRole { value: String },
+    #[error(
+        "`max_lag` only applies to expect_role = \"replica\" (a primary has no replication lag)"
+    )]
+    MaxLagWithoutReplica,
 }
 
 impl SpecError {
@@ -65,6 +85,12 @@ impl SpecError {
             SpecError::Host { .. } => "host",
             SpecError::EmptyExpectBody => "expect_body",
             SpecError::Interface { .. } => "interface",
+            SpecError::Command => "command",
+            SpecError::User => "user",
+            SpecError::Database => "database",
+            SpecError::EmptyPassword => "password_file",
+            SpecError::ExpectRole { .. } => "expect_role",
+            SpecError::MaxLagWithoutReplica => "max_lag",
         }
     }
 }
@@ -223,6 +249,11 @@ impl ProbeSpec {
         ProbeSpec { source, ..self }
     }
 
+    /// The same probe schedule and source with another `kind`.
+    pub fn with_kind(self, kind: ProbeKind) -> Self {
+        ProbeSpec { kind, ..self }
+    }
+
     pub fn kind(&self) -> &ProbeKind {
         &self.kind
     }
@@ -247,21 +278,213 @@ impl Default for ProbeSpec {
     }
 }
 
-/// What a probe does once connected.
+/// What a probe does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
     /// The TCP connection alone passes.
     Tcp,
     /// An HTTP/1.1 GET whose response must match.
     Http(HttpProbe),
+    /// A command of this node whose exit status 0 passes.
+    Exec(ExecProbe),
+    /// A MySQL/MariaDB login whose server must have the expected role.
+    Mysql(MysqlProbe),
 }
 
 impl fmt::Display for ProbeKind {
+    /// Logged with every check: never the command (it may hold secrets) nor
+    /// the password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProbeKind::Tcp => f.write_str("tcp connect"),
             ProbeKind::Http(http) => write!(f, "http GET {}", http.path),
+            ProbeKind::Exec(exec) => write!(f, "exec command of service {}", exec.service),
+            ProbeKind::Mysql(mysql) => write!(
+                f,
+                "mysql as {}, expect_role {}",
+                mysql.user, mysql.expect_role
+            ),
         }
+    }
+}
+
+/// keepalived's `MISC_CHECK`: `command` run with `sh -c` on this node,
+/// with the backend in its environment (`LB_BACKEND_ADDRESS`,
+/// `LB_BACKEND_PORT`, `LB_SERVICE`). The service is part of the check, so
+/// a backend in two services with the same command is checked once per
+/// service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExecProbe {
+    command: String,
+    service: String,
+}
+
+impl ExecProbe {
+    /// Runs `command` for the backends of service `service`.
+    pub fn new(command: &str, service: &str) -> Result<Self, SpecError> {
+        if command.trim().is_empty() || command.len() > MAX_COMMAND || command.contains('\0') {
+            return Err(SpecError::Command);
+        }
+        Ok(ExecProbe {
+            command: command.to_owned(),
+            service: service.to_owned(),
+        })
+    }
+
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+/// The role a MySQL check expects of its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ExpectRole {
+    /// Writable: `@@global.read_only = 0`.
+    Primary,
+    /// Read-only, with both replication threads running (and within
+    /// `max_lag`, if set).
+    Replica,
+    /// Any server that takes the login and answers.
+    #[default]
+    Any,
+}
+
+impl FromStr for ExpectRole {
+    type Err = SpecError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "primary" => Ok(ExpectRole::Primary),
+            "replica" => Ok(ExpectRole::Replica),
+            "any" => Ok(ExpectRole::Any),
+            other => Err(SpecError::ExpectRole {
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ExpectRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExpectRole::Primary => "primary",
+            ExpectRole::Replica => "replica",
+            ExpectRole::Any => "any",
+        })
+    }
+}
+
+/// A MySQL password, read from `password_file`: compared and hashed (so a
+/// changed password restarts the check), never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Password(String);
+
+impl Password {
+    /// The password `text`, which must not be empty.
+    pub fn new(text: String) -> Result<Self, SpecError> {
+        if text.is_empty() {
+            return Err(SpecError::EmptyPassword);
+        }
+        Ok(Password(text))
+    }
+
+    /// The password itself, for the login only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// A MySQL/MariaDB login as `user`, then the server's role
+/// (`@@global.read_only`, and `SHOW REPLICA STATUS` for a replica).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MysqlProbe {
+    user: String,
+    password: Password,
+    database: Option<String>,
+    expect_role: ExpectRole,
+    max_lag: Option<Duration>,
+}
+
+impl MysqlProbe {
+    /// Logs in as `user` with `password`, expecting any role.
+    pub fn new(user: &str, password: Password) -> Result<Self, SpecError> {
+        if user.is_empty() || user.chars().count() > MAX_MYSQL_USER || user.contains('\0') {
+            return Err(SpecError::User);
+        }
+        Ok(MysqlProbe {
+            user: user.to_owned(),
+            password,
+            database: None,
+            expect_role: ExpectRole::Any,
+            max_lag: None,
+        })
+    }
+
+    /// Logs in to `database` (which the user must be allowed to use).
+    pub fn with_database(self, database: &str) -> Result<Self, SpecError> {
+        let valid = !database.is_empty()
+            && database.chars().count() <= MAX_MYSQL_DATABASE
+            && !database.contains(['\0', '/']);
+        if !valid {
+            return Err(SpecError::Database);
+        }
+        Ok(MysqlProbe {
+            database: Some(database.to_owned()),
+            ..self
+        })
+    }
+
+    /// Passes only a server of role `expect_role`; a `max_lag` set before
+    /// stays only if it is [`ExpectRole::Replica`].
+    pub fn with_expect_role(self, expect_role: ExpectRole) -> Self {
+        let max_lag = self.max_lag.filter(|_| expect_role == ExpectRole::Replica);
+        MysqlProbe {
+            expect_role,
+            max_lag,
+            ..self
+        }
+    }
+
+    /// Fails a replica more than `max_lag` behind its primary; only for
+    /// [`ExpectRole::Replica`] (set the role first).
+    pub fn with_max_lag(self, max_lag: Duration) -> Result<Self, SpecError> {
+        if self.expect_role != ExpectRole::Replica {
+            return Err(SpecError::MaxLagWithoutReplica);
+        }
+        Ok(MysqlProbe {
+            max_lag: Some(max_lag),
+            ..self
+        })
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn password(&self) -> &Password {
+        &self.password
+    }
+
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    pub fn expect_role(&self) -> ExpectRole {
+        self.expect_role
+    }
+
+    pub fn max_lag(&self) -> Option<Duration> {
+        self.max_lag
     }
 }
 
@@ -551,6 +774,63 @@ mod tests {
         }
         let source = ProbeSource::default().with_interface("veth-lb1").unwrap();
         assert_eq!(source.interface(), Some("veth-lb1"));
+    }
+
+    #[test]
+    fn exec_and_mysql_probes_validate_their_settings() {
+        for command in ["", "  ", "a\0b"] {
+            assert_eq!(
+                ExecProbe::new(command, "web").unwrap_err().field(),
+                "command"
+            );
+        }
+        assert_eq!(
+            ExecProbe::new(&"x".repeat(4097), "web")
+                .unwrap_err()
+                .field(),
+            "command"
+        );
+        let exec = ExecProbe::new("exit 0", "web").unwrap();
+        assert_eq!((exec.command(), exec.service()), ("exit 0", "web"));
+
+        assert_eq!(
+            Password::new(String::new()).unwrap_err().field(),
+            "password_file"
+        );
+        let password = || Password::new("s3cret-pw".to_owned()).unwrap();
+        assert_eq!(MysqlProbe::new("", password()).unwrap_err().field(), "user");
+        let probe = MysqlProbe::new("lbcheck", password()).unwrap();
+        assert_eq!(probe.expect_role(), ExpectRole::Any);
+        for database in ["", "a/b", &"d".repeat(65)] {
+            let error = probe.clone().with_database(database).unwrap_err();
+            assert_eq!(error.field(), "database", "{database:?}");
+        }
+        let error = "leader".parse::<ExpectRole>().unwrap_err();
+        assert_eq!(error.field(), "expect_role");
+        for role in [ExpectRole::Primary, ExpectRole::Any] {
+            let error = probe
+                .clone()
+                .with_expect_role(role)
+                .with_max_lag(Duration::from_secs(5))
+                .unwrap_err();
+            assert_eq!(error.field(), "max_lag", "{role}");
+        }
+        let replica = probe
+            .with_expect_role("replica".parse().unwrap())
+            .with_max_lag(Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(replica.max_lag(), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn the_password_is_never_printed() {
+        let probe =
+            MysqlProbe::new("lbcheck", Password::new("s3cret-pw".to_owned()).unwrap()).unwrap();
+        let kind = ProbeKind::Mysql(probe);
+        for text in [format!("{kind:?}"), kind.to_string()] {
+            assert!(!text.contains("s3cret-pw"), "{text}");
+        }
+        assert!(format!("{kind:?}").contains("<redacted>"));
     }
 
     #[test]

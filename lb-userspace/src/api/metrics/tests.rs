@@ -39,6 +39,8 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         last_check: None,
         mac: None,
         mac_unresolved: false,
+        backup: false,
+        standby: false,
         settled: true,
         health_unknown: None,
         joining: false,

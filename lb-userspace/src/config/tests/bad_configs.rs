@@ -263,3 +263,97 @@ fn every_bad_config_gets_its_exact_message() {
         .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// A directory of password files for the `mysql` cases, removed on drop.
+struct PasswordFiles {
+    dir: std::path::PathBuf,
+}
+
+impl PasswordFiles {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("lb-bad-configs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("good"), "s3cret-pw\n").unwrap();
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        PasswordFiles { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+impl Drop for PasswordFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `type = "mysql"` as user `lbcheck` with the password in `file`, then
+/// `keys` from line 13 on (line 10 type, 11 user, 12 password_file).
+fn with_mysql(file: &str, keys: &[&str]) -> String {
+    let mut health = vec![
+        "type = \"mysql\"".to_owned(),
+        "user = \"lbcheck\"".to_owned(),
+        format!("password_file = \"{file}\""),
+    ];
+    health.extend(keys.iter().map(|key| (*key).to_owned()));
+    with_health(&health.join("\n"))
+}
+
+#[test]
+fn bad_backup_exec_and_mysql_settings_name_the_field_and_what_is_allowed() {
+    let files = PasswordFiles::new();
+    let good = files.path("good");
+    let missing = files.path("missing");
+    let missing_error = format!(
+        "lb.toml:12:17: service[web].health.password_file: cannot read \"{missing}\": No such file or directory (os error 2)"
+    );
+    let empty_error = "lb.toml:12:17: service[web].health.password_file: `password_file` holds an empty password (a check user needs a password)".to_owned();
+    let cases: Vec<(String, String)> = vec![
+        (edited(&[(13, "backup = \"yes\"")]), "lb.toml:13:10: invalid type: string \"yes\", expected a boolean (in `backup = \"yes\"`)".to_owned()),
+        (with_health("type = \"exec\""), "lb.toml:9:1: service[web].health.command: type = \"exec\" needs a command (run with sh -c; exit status 0 passes)".to_owned()),
+        (with_health("type = \"exec\"\ncommand = \"\""), "lb.toml:11:11: service[web].health.command: `command` must be a non-empty shell command of at most 4096 bytes without NUL".to_owned()),
+        (with_health("type = \"tcp\"\ncommand = \"true\""), "lb.toml:11:11: service[web].health.command: only applies to checks of type = \"exec\"".to_owned()),
+        (with_health("type = \"exec\"\ncommand = \"true\"\npath = \"/\""), "lb.toml:12:8: service[web].health.path: only applies to checks of type = \"http\"".to_owned()),
+        (with_health("type = \"ping\""), "lb.toml:10:8: service[web].health.type: unknown check type \"ping\" (expected \"tcp\", \"http\", \"exec\", \"mysql\" or \"none\")".to_owned()),
+        (with_health("type = \"mysql\"\nuser = \"lbcheck\""), "lb.toml:9:1: service[web].health.password_file: type = \"mysql\" needs user and password_file (a file holding the check user's password)".to_owned()),
+        (with_health(&format!("type = \"mysql\"\npassword_file = \"{good}\"")), "lb.toml:9:1: service[web].health.user: type = \"mysql\" needs user and password_file (a file holding the check user's password)".to_owned()),
+        (with_mysql(&missing, &[]), missing_error),
+        (with_mysql(&files.path("empty"), &[]), empty_error),
+        (with_mysql(&files.dir.display().to_string(), &[]), format!("lb.toml:12:17: service[web].health.password_file: cannot read \"{}\": not a regular file", files.dir.display())),
+        (with_mysql("db.pass", &[]), "lb.toml:12:17: service[web].health.password_file: \"db.pass\" must be an absolute path".to_owned()),
+        (with_mysql(&good, &["expect_role = \"leader\""]), "lb.toml:13:15: service[web].health.expect_role: `expect_role` must be \"primary\", \"replica\" or \"any\", got \"leader\"".to_owned()),
+        (with_mysql(&good, &["expect_role = \"primary\"", "max_lag = \"5s\""]), "lb.toml:14:11: service[web].health.max_lag: `max_lag` only applies to expect_role = \"replica\" (a primary has no replication lag)".to_owned()),
+        (with_mysql(&good, &["max_lag = \"5s\""]), "lb.toml:13:11: service[web].health.max_lag: `max_lag` only applies to expect_role = \"replica\" (a primary has no replication lag)".to_owned()),
+        (with_mysql(&good, &["expect_role = \"replica\"", "max_lag = \"1500ms\""]), "lb.toml:14:11: service[web].health.max_lag: \"1500ms\" is not whole seconds (the server reports the lag in seconds)".to_owned()),
+        (with_mysql(&good, &["expect_role = \"replica\"", "max_lag = \"2d\""]), "lb.toml:14:11: service[web].health.max_lag: \"2d\" is out of range (0s..=24h)".to_owned()),
+        (with_mysql(&good, &["database = \"a/b\""]), "lb.toml:13:12: service[web].health.database: `database` must be a MySQL database name of 1 to 64 characters without NUL or '/'".to_owned()),
+        (with_health("type = \"http\"\nexpect_role = \"primary\""), "lb.toml:11:15: service[web].health.expect_role: only applies to checks of type = \"mysql\"".to_owned()),
+        (edited(&[(13, "expect_role = \"primary\"")]), "lb.toml:13:15: service[web].backend[web1].expect_role: only applies to a service whose check is type = \"mysql\"".to_owned()),
+        (
+            with_mysql(&good, &[]).replace("weight = 2", "expect_role = \"leader\""),
+            "lb.toml:16:15: service[web].backend[web1].expect_role: unknown role \"leader\" (expected \"primary\", \"replica\" or \"any\")".to_owned(),
+        ),
+        (with_health("type = \"none\"\nuser = \"lbcheck\""), "lb.toml:11:8: service[web].health.user: only applies to checks of type = \"mysql\"".to_owned()),
+    ];
+    let mismatches: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .filter_map(|(index, (text, expected))| {
+            let actual = match parse(text, "lb.toml") {
+                Ok(_) => "accepted".to_owned(),
+                Err(error) => error.to_string(),
+            };
+            (actual != *expected)
+                .then(|| format!("case {index}:\n  expected {expected:?}\n  actual   {actual:?}"))
+        })
+        .collect();
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    // The password itself is in no message.
+    for (text, _) in &cases {
+        if let Err(error) = parse(text, "lb.toml") {
+            assert!(!error.to_string().contains("s3cret-pw"), "{error}");
+        }
+    }
+}

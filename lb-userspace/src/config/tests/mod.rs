@@ -122,12 +122,16 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
                     address: Ipv4Addr::new(10, 0, 0, 1),
                     weight: 2,
                     initial: Health::Down,
+                    backup: false,
+                    expect_role: None,
                 },
                 Backend {
                     name: "web2".into(),
                     address: Ipv4Addr::new(10, 0, 0, 2),
                     weight: 1,
                     initial: Health::Down,
+                    backup: false,
+                    expect_role: None,
                 },
             ],
         }]
@@ -635,6 +639,145 @@ fn an_http_check_defaults_to_the_root_path_and_the_service_port() {
     };
     assert_eq!(http.path().as_str(), "/");
     assert_eq!(check.spec.params, HealthParams::default());
+}
+
+#[test]
+fn an_exec_check_runs_its_command_for_its_service() {
+    let check = only_check(&with_health(&[
+        "type = \"exec\"",
+        "command = \"/usr/local/bin/check-web $LB_BACKEND_ADDRESS\"",
+        "port = 8080",
+    ]));
+    assert_eq!(check.port, 8080);
+    let ProbeKind::Exec(exec) = check.spec.probe.kind() else {
+        panic!("an exec check")
+    };
+    assert_eq!(
+        exec.command(),
+        "/usr/local/bin/check-web $LB_BACKEND_ADDRESS"
+    );
+    assert_eq!(exec.service(), "web");
+}
+
+#[test]
+fn a_mysql_check_reads_its_password_file_without_the_line_break() {
+    let file = std::env::temp_dir().join(format!("lb-config-mysql-{}", std::process::id()));
+    std::fs::write(&file, "s3cret-pw\n").unwrap();
+    let path = format!("password_file = \"{}\"", file.display());
+    let replica = only_check(&with_health(&[
+        "type = \"mysql\"",
+        "user = \"lbcheck\"",
+        &path,
+        "database = \"app\"",
+        "expect_role = \"replica\"",
+        "max_lag = \"5s\"",
+    ]));
+    let any = only_check(&with_health(&[
+        "type = \"mysql\"",
+        "user = \"lbcheck\"",
+        &path,
+    ]));
+    std::fs::remove_file(&file).unwrap();
+    let ProbeKind::Mysql(mysql) = replica.spec.probe.kind() else {
+        panic!("a mysql check")
+    };
+    assert_eq!(mysql.password().expose(), "s3cret-pw");
+    assert_eq!((mysql.user(), mysql.database()), ("lbcheck", Some("app")));
+    assert_eq!(mysql.expect_role(), crate::health::ExpectRole::Replica);
+    assert_eq!(mysql.max_lag(), Some(Duration::from_secs(5)));
+    assert_eq!(replica.port, 80, "the service port unless configured");
+    let ProbeKind::Mysql(mysql) = any.spec.probe.kind() else {
+        panic!("a mysql check")
+    };
+    assert_eq!(
+        (mysql.expect_role(), mysql.max_lag()),
+        (crate::health::ExpectRole::Any, None)
+    );
+    // The whole configuration prints no password.
+    assert!(!format!("{replica:?}").contains("s3cret-pw"));
+}
+
+/// The write and read services of the README's `mysql` example.
+#[test]
+fn a_read_service_of_replicas_checks_its_backup_primary_as_a_primary() {
+    let file = std::env::temp_dir().join(format!("lb-config-rw-{}", std::process::id()));
+    std::fs::write(&file, "s3cret-pw\n").unwrap();
+    let text = format!(
+        r#"
+        [global]
+        interface = "eth0"
+
+        [[service]]
+        name = "db-write"
+        vip = "10.0.0.110"
+        port = 3306
+        protocol = "tcp"
+        [service.health]
+        type = "mysql"
+        user = "lbcheck"
+        password_file = "{file}"
+        expect_role = "primary"
+        [[service.backend]]
+        name = "db1"
+        address = "10.0.0.21"
+        [[service.backend]]
+        name = "db2"
+        address = "10.0.0.22"
+
+        [[service]]
+        name = "db-read"
+        vip = "10.0.0.111"
+        port = 3306
+        protocol = "tcp"
+        [service.health]
+        type = "mysql"
+        user = "lbcheck"
+        password_file = "{file}"
+        expect_role = "replica"
+        max_lag = "5s"
+        [[service.backend]]
+        name = "db2"
+        address = "10.0.0.22"
+        [[service.backend]]
+        name = "db1"
+        address = "10.0.0.21"
+        backup = true
+        expect_role = "primary"
+        "#,
+        file = file.display()
+    );
+    let config = parse(&text, "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&file).unwrap();
+    let role_of = |service: usize, backend: usize| {
+        let service = &config.services[service];
+        let target = service.check_target(&service.backends[backend]).unwrap();
+        let ProbeKind::Mysql(mysql) = target.spec().probe.kind() else {
+            panic!("a mysql check")
+        };
+        (mysql.expect_role(), mysql.max_lag())
+    };
+    use crate::health::ExpectRole::{Primary, Replica};
+    assert_eq!(role_of(1, 0), (Replica, Some(Duration::from_secs(5))));
+    assert_eq!(role_of(1, 1), (Primary, None), "the backup primary");
+    assert!(config.services[1].backends[1].backup);
+    // db1 is checked as a primary by both services: one check.
+    let write = &config.services[0];
+    let read = &config.services[1];
+    assert_eq!(
+        write.check_target(&write.backends[0]),
+        read.check_target(&read.backends[1])
+    );
+}
+
+#[test]
+fn backup_defaults_to_false() {
+    let config = parse(&valid_with(15, "backup = true"), "lb.toml").unwrap();
+    let backups: Vec<bool> = config.services[0]
+        .backends
+        .iter()
+        .map(|b| b.backup)
+        .collect();
+    assert_eq!(backups, [true, false]);
 }
 
 #[test]

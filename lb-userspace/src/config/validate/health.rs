@@ -15,7 +15,8 @@ use crate::config::model::{HealthCheck, Protocol};
 use crate::config::raw::RawHealth;
 use crate::health::spec::{DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT};
 use crate::health::{
-    CheckSpec, HealthParams, HttpProbe, ProbeKind, ProbeSource, ProbeSpec, SpecError, StatusRange,
+    CheckSpec, ExecProbe, ExpectRole, HealthParams, HttpProbe, MysqlProbe, Password, ProbeKind,
+    ProbeSource, ProbeSpec, SpecError, StatusRange,
 };
 
 /// Accepted values of `rise` and `fall`.
@@ -34,6 +35,13 @@ const TIMEOUT_RANGE: DurationRange = DurationRange {
     min: Duration::from_millis(10),
     max: Duration::from_secs(60),
 };
+/// Accepted `max_lag` of a MySQL replica, in whole seconds (the server's unit).
+const MAX_LAG_RANGE: DurationRange = DurationRange {
+    min: Duration::ZERO,
+    max: Duration::from_secs(86_400),
+};
+/// Largest `password_file` read.
+const MAX_PASSWORD_FILE: u64 = 4096;
 
 /// The service whose check is validated.
 pub(super) struct CheckedService<'a> {
@@ -49,6 +57,8 @@ pub(super) struct CheckedService<'a> {
 enum CheckType {
     Tcp,
     Http,
+    Exec,
+    Mysql,
     None,
 }
 
@@ -103,6 +113,8 @@ impl HealthValidator<'_> {
             CheckType::None => return Ok(None),
             CheckType::Tcp => ProbeKind::Tcp,
             CheckType::Http => ProbeKind::Http(self.http_probe()?),
+            CheckType::Exec => ProbeKind::Exec(self.exec_probe()?),
+            CheckType::Mysql => ProbeKind::Mysql(self.mysql_probe()?),
         };
         let port = match &self.raw.port {
             Some(port) => integer_in(
@@ -131,11 +143,13 @@ impl HealthValidator<'_> {
             Some(kind) => match kind.get_ref().as_str() {
                 "tcp" => Ok(CheckType::Tcp),
                 "http" => Ok(CheckType::Http),
+                "exec" => Ok(CheckType::Exec),
+                "mysql" => Ok(CheckType::Mysql),
                 "none" => Ok(CheckType::None),
                 other => Err(self.invalid(
                     kind.span(),
                     "type",
-                    format!("unknown check type {} (expected \"tcp\", \"http\" or \"none\")", quote(other)),
+                    format!("unknown check type {} (expected \"tcp\", \"http\", \"exec\", \"mysql\" or \"none\")", quote(other)),
                 )),
             },
             None => match self.service.protocol {
@@ -158,13 +172,32 @@ impl HealthValidator<'_> {
             ("expect_status", &raw.expect_status),
             ("expect_body", &raw.expect_body),
         ];
-        if check_type != CheckType::Http {
-            if let Some((leaf, value)) = http_only.iter().find_map(|(l, v)| Some((l, v.as_ref()?)))
-            {
+        let mysql_only = [
+            ("user", &raw.user),
+            ("password_file", &raw.password_file),
+            ("database", &raw.database),
+            ("expect_role", &raw.expect_role),
+            ("max_lag", &raw.max_lag),
+        ];
+        let exec_only = [("command", &raw.command)];
+        for (only, keys) in [
+            (CheckType::Http, &http_only[..]),
+            (CheckType::Mysql, &mysql_only[..]),
+            (CheckType::Exec, &exec_only[..]),
+        ] {
+            if check_type == only {
+                continue;
+            }
+            if let Some((leaf, value)) = keys.iter().find_map(|(l, v)| Some((l, v.as_ref()?))) {
+                let name = match only {
+                    CheckType::Http => "http",
+                    CheckType::Mysql => "mysql",
+                    _ => "exec",
+                };
                 return Err(self.invalid(
                     value.span(),
                     leaf,
-                    "only applies to checks of type = \"http\"",
+                    format!("only applies to checks of type = \"{name}\""),
                 ));
             }
         }
@@ -208,6 +241,101 @@ impl HealthValidator<'_> {
                 .map_err(|e| self.spec_error(&e))?;
         }
         Ok(probe)
+    }
+
+    /// `command`, required.
+    fn exec_probe(&self) -> Result<ExecProbe, ConfigError> {
+        let Some(command) = &self.raw.command else {
+            return Err(self.invalid(
+                self.table.clone(),
+                "command",
+                "type = \"exec\" needs a command (run with sh -c; exit status 0 passes)",
+            ));
+        };
+        ExecProbe::new(command.get_ref(), self.service.name).map_err(|e| self.spec_error(&e))
+    }
+
+    /// `user` and `password_file`, required; `database`, `expect_role`
+    /// and `max_lag` (a replica's only).
+    fn mysql_probe(&self) -> Result<MysqlProbe, ConfigError> {
+        let raw = self.raw;
+        let (Some(user), Some(password_file)) = (&raw.user, &raw.password_file) else {
+            let leaf = if raw.user.is_none() {
+                "user"
+            } else {
+                "password_file"
+            };
+            return Err(self.invalid(
+                self.table.clone(),
+                leaf,
+                "type = \"mysql\" needs user and password_file (a file holding the check user's password)",
+            ));
+        };
+        let password = self.password(password_file)?;
+        let mut probe =
+            MysqlProbe::new(user.get_ref(), password).map_err(|e| self.spec_error(&e))?;
+        if let Some(database) = &raw.database {
+            probe = probe
+                .with_database(database.get_ref())
+                .map_err(|e| self.spec_error(&e))?;
+        }
+        if let Some(role) = &raw.expect_role {
+            let role: ExpectRole = role.get_ref().parse().map_err(|e| self.spec_error(&e))?;
+            probe = probe.with_expect_role(role);
+        }
+        if let Some(max_lag) = self.duration(&raw.max_lag, "max_lag", MAX_LAG_RANGE)? {
+            if max_lag.subsec_nanos() != 0 {
+                return Err(self.invalid(
+                    raw.max_lag.as_ref().map_or(0..0, Spanned::span),
+                    "max_lag",
+                    format!(
+                        "{} is not whole seconds (the server reports the lag in seconds)",
+                        quote(raw.max_lag.as_ref().map_or("", |v| v.get_ref().as_str()))
+                    ),
+                ));
+            }
+            probe = probe
+                .with_max_lag(max_lag)
+                .map_err(|e| self.spec_error(&e))?;
+        }
+        Ok(probe)
+    }
+
+    /// The password in the file `path` names: an absolute path to a regular
+    /// file of at most [`MAX_PASSWORD_FILE`] bytes of UTF-8, without its
+    /// final line break. Errors name the path, never the content.
+    fn password(&self, path: &Spanned<String>) -> Result<Password, ConfigError> {
+        let span = path.span();
+        let shown = quote(path.get_ref());
+        let file = std::path::Path::new(path.get_ref());
+        if !file.is_absolute() {
+            return Err(self.invalid(
+                span,
+                "password_file",
+                format!("{shown} must be an absolute path"),
+            ));
+        }
+        let unreadable = |problem: String| {
+            self.invalid(
+                span.clone(),
+                "password_file",
+                format!("cannot read {shown}: {problem}"),
+            )
+        };
+        let metadata = std::fs::metadata(file).map_err(|e| unreadable(e.to_string()))?;
+        if !metadata.is_file() {
+            return Err(unreadable("not a regular file".to_owned()));
+        }
+        if metadata.len() > MAX_PASSWORD_FILE {
+            return Err(unreadable(format!("larger than {MAX_PASSWORD_FILE} bytes")));
+        }
+        let text = std::fs::read(file).map_err(|e| unreadable(e.to_string()))?;
+        let text = String::from_utf8(text).map_err(|_| unreadable("not UTF-8".to_owned()))?;
+        let password = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        Password::new(password.to_owned()).map_err(|e| self.spec_error(&e))
     }
 
     fn params(&self) -> Result<HealthParams, ConfigError> {
@@ -260,6 +388,12 @@ impl HealthValidator<'_> {
             ("fastinter", &raw.fastinter),
             ("downinter", &raw.downinter),
             ("timeout", &raw.timeout),
+            ("command", &raw.command),
+            ("user", &raw.user),
+            ("password_file", &raw.password_file),
+            ("database", &raw.database),
+            ("expect_role", &raw.expect_role),
+            ("max_lag", &raw.max_lag),
         ];
         let counts = [
             ("rise", &raw.rise),
@@ -282,7 +416,8 @@ impl HealthValidator<'_> {
             SpecError::StatusRange { value }
             | SpecError::Path { value }
             | SpecError::Host { value }
-            | SpecError::Interface { value } => error
+            | SpecError::Interface { value }
+            | SpecError::ExpectRole { value } => error
                 .to_string()
                 .replace(&format!("{value:?}"), &quote(value)),
             _ => error.to_string(),

@@ -12,11 +12,11 @@ use super::fields::{self, integer_in, source_prefix, unicast_address};
 use super::health::{self, CheckedService};
 use crate::config::error::{quote, ConfigError, ErrorSite, Location};
 use crate::config::model::{
-    Backend, Forwarding, Global, Protocol, Scheduler, Service, SourcePrefix, SourceRateLimit,
-    NEW_FLOWS_BURST_RANGE, NEW_FLOWS_PER_SECOND_RANGE, WEIGHT_RANGE,
+    Backend, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service, SourcePrefix,
+    SourceRateLimit, NEW_FLOWS_BURST_RANGE, NEW_FLOWS_PER_SECOND_RANGE, WEIGHT_RANGE,
 };
 use crate::config::raw::{RawBackend, RawService};
-use crate::health::Health;
+use crate::health::{ExpectRole, Health, ProbeKind};
 
 /// Validates services one by one, remembering what earlier ones claimed.
 pub(super) struct ServicesValidator<'a> {
@@ -161,7 +161,7 @@ impl<'a> ServicesValidator<'a> {
             },
             site,
         )?;
-        let backends = self.backends(raw, vip, health.is_some())?;
+        let backends = self.backends(raw, vip, health.as_ref())?;
         let service = Service {
             name: name.clone(),
             vip,
@@ -235,8 +235,10 @@ impl<'a> ServicesValidator<'a> {
         &mut self,
         raw: &RawService,
         vip: Ipv4Addr,
-        checked: bool,
+        health: Option<&HealthCheck>,
     ) -> Result<Vec<Backend>, ConfigError> {
+        let checked = health.is_some();
+        let mysql = health.is_some_and(|h| matches!(h.spec.probe.kind(), ProbeKind::Mysql(_)));
         let site = self.site;
         let service = raw.name.get_ref();
         if raw.backends.is_empty() {
@@ -254,6 +256,8 @@ impl<'a> ServicesValidator<'a> {
             address,
             weight,
             initial,
+            backup,
+            expect_role,
         } in &raw.backends
         {
             fields::name(name, &format!("service[{service}].backend.name"), site)?;
@@ -333,11 +337,33 @@ impl<'a> ServicesValidator<'a> {
                     }
                 },
             };
+            let expect_role = match expect_role {
+                None => None,
+                Some(role) if !mysql => {
+                    return Err(site.invalid(
+                        role.span(),
+                        field("expect_role"),
+                        "only applies to a service whose check is type = \"mysql\"",
+                    ))
+                }
+                Some(role) => Some(role.get_ref().parse::<ExpectRole>().map_err(|_| {
+                    site.invalid(
+                        role.span(),
+                        field("expect_role"),
+                        format!(
+                            "unknown role {} (expected \"primary\", \"replica\" or \"any\")",
+                            quote(role.get_ref())
+                        ),
+                    )
+                })?),
+            };
             backends.push(Backend {
                 name: name.get_ref().clone(),
                 address: parsed,
                 weight,
                 initial,
+                backup: backup.as_ref().is_some_and(|backup| *backup.get_ref()),
+                expect_role,
             });
         }
         Ok(backends)

@@ -153,6 +153,7 @@ pub fn publish(runs: usize) -> Result<Vec<PublishTiming>> {
                         BackendState::Up
                     },
                     weight: 1,
+                    standby: false,
                 })
                 .collect();
             let serving: Vec<MaglevBackend> = (0..backends)

@@ -131,6 +131,7 @@ pub fn programmed(config: &Config) -> Result<(Dataplane, Publisher)> {
         .map(|backend| BackendPlan {
             state: BackendState::Up,
             weight: backend.weight,
+            standby: false,
         })
         .collect();
     let mut publisher = Publisher {
