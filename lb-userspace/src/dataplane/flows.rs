@@ -79,7 +79,7 @@ impl FlowTable {
     }
 
     /// Number of entries in the table. Walks the keys: O(entries) system calls.
-    pub fn len(&self) -> usize {
+    pub fn entries(&self) -> usize {
         self.flows.keys().filter(Result::is_ok).count()
     }
 }
