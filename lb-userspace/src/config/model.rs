@@ -108,6 +108,8 @@ pub struct Service {
     pub protocol: Protocol,
     pub scheduler: Scheduler,
     pub forwarding: Forwarding,
+    /// What a backend's established flows do when its checks mark it down.
+    pub on_down: OnDown,
     /// `allow`: the only sources the service takes packets from, distinct
     /// prefixes in file order (never empty); `None`: every source.
     pub allow: Option<Vec<SourcePrefix>>,
@@ -203,6 +205,29 @@ impl fmt::Display for Scheduler {
         f.write_str(match self {
             Scheduler::Maglev => "maglev",
             Scheduler::RoundRobin => "round-robin",
+        })
+    }
+}
+
+/// What a backend's established flows do when its checks mark it down
+/// (`on_down`). Admin `disable` and an unresolved MAC always move them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDown {
+    /// Moved to a serving backend on their next packet, which resets them
+    /// (no socket there): clients fail fast and reconnect.
+    #[default]
+    Reset,
+    /// They stay on the backend; only new flows avoid it (HAProxy's
+    /// default): right when a check can fail while the server still
+    /// serves its open connections.
+    Keep,
+}
+
+impl fmt::Display for OnDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnDown::Reset => "reset",
+            OnDown::Keep => "keep",
         })
     }
 }

@@ -49,6 +49,7 @@ pub(super) struct RawService {
     pub protocol: Spanned<String>,
     pub scheduler: Option<Spanned<String>>,
     pub forwarding: Option<Spanned<String>>,
+    pub on_down: Option<Spanned<String>>,
     // source policies
     pub allow: Option<Spanned<Vec<Spanned<String>>>>,
     pub new_flows_per_second_per_source: Option<Spanned<i64>>,

@@ -337,6 +337,7 @@ pub(super) mod tests {
                     state: Up,
                     weight: 1,
                     standby: false,
+                    keeps_flows: false,
                 };
                 (id, plan)
             })

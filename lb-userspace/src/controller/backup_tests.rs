@@ -250,3 +250,32 @@ fn a_reload_that_changes_backup_rebuilds_the_table_and_keeps_the_ids() {
     );
     assert_maps_hold(controller.maps(), &controller.image().unwrap());
 }
+
+/// `on_down` (not about backups, but on the same maps): "keep" writes a
+/// backend its checks failed as draining, so its established flows stay
+/// and only new ones avoid it; "reset" (the default) writes it down, so its
+/// flows move. Disabling it moves them either way.
+#[test]
+fn on_down_keep_leaves_a_failed_backends_flows_on_it_and_reset_moves_them() {
+    for (on_down, state) in [
+        ("keep", backend_state::DRAINING),
+        ("reset", backend_state::DOWN),
+    ] {
+        let text = config_text(|_| false).replace(
+            "protocol = \"tcp\"\n",
+            &format!("protocol = \"tcp\"\non_down = \"{on_down}\"\n"),
+        );
+        let config = parse(&text);
+        let mut controller = controller_of(&config);
+        controller.record_health(&[health(&config, "db1", Health::Down, 1)]);
+        assert_eq!(entry_state(&controller, DB1), state, "on_down = {on_down}");
+        assert!(
+            !live_table(&controller).contains_key(&DB1),
+            "no new flows for db1 (on_down = {on_down})"
+        );
+        assert_eq!(published(&controller, "db1").2, BackendState::Down);
+        controller.admin("db", "db1", AdminAction::Disable).unwrap();
+        assert_eq!(entry_state(&controller, DB1), backend_state::DOWN);
+        assert_maps_hold(controller.maps(), &controller.image().unwrap());
+    }
+}

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use super::image::BackendPlan;
 use super::layout::Layout;
-use crate::config::{Backend, Config, Service, WEIGHT_RANGE};
+use crate::config::{Backend, Config, OnDown, Service, WEIGHT_RANGE};
 use crate::domain::{
     AdminAction, AdminError, AdminState, BackendSnapshot, BackendState, Health, LastCheckDuration,
 };
@@ -58,6 +58,8 @@ struct Member {
     port: u16,
     /// `backup = true`: in the table only while no other backend is up.
     backup: bool,
+    /// The service's `on_down`.
+    on_down: OnDown,
     configured_weight: u32,
     /// Set through the API; kept across reloads until `lb` restarts.
     admin_weight: Option<u32>,
@@ -131,6 +133,7 @@ impl Member {
             address: backend.address,
             port: service.port,
             backup: backend.backup,
+            on_down: service.on_down,
             configured_weight: backend.weight,
             admin_weight: None,
             target,
@@ -193,6 +196,17 @@ impl Member {
         self.backup
             && self.state == BackendState::Up
             && with_primary_up.contains(self.service.as_str())
+    }
+
+    /// Whether it is down by its checks in a service with `on_down =
+    /// "keep"`: its established flows stay (the data path sees it
+    /// draining). A down backend whose MAC is unresolved moves them all the
+    /// same: frames to its old MAC reach nobody.
+    fn keeps_flows_while_down(&self) -> bool {
+        self.on_down == OnDown::Keep
+            && self.state == BackendState::Down
+            && self.admin == AdminState::Enabled
+            && !self.mac_unresolved
     }
 
     /// The weight in use.
@@ -440,6 +454,7 @@ impl DesiredState {
                     state: member.state,
                     weight: member.weight(),
                     standby: member.is_standby(&with_primary_up),
+                    keeps_flows: member.keeps_flows_while_down(),
                 };
                 (id, plan)
             })

@@ -24,13 +24,16 @@ pub struct BackendPlan {
     /// table, written draining so its established flows stay
     /// ([`crate::controller::desired`]).
     pub standby: bool,
+    /// Down by its checks with `on_down = "keep"`: written draining, so its
+    /// established flows stay.
+    pub keeps_flows: bool,
 }
 
 impl BackendPlan {
     /// The `state` byte of the backend's `BACKENDS` entry: a standby
-    /// backup's is draining.
+    /// backup's, and a down backend's that keeps its flows, is draining.
     fn map_state(self) -> u8 {
-        if self.standby {
+        if self.standby || self.keeps_flows {
             BackendState::Draining.map_value()
         } else {
             self.state.map_value()
@@ -242,6 +245,7 @@ pub(super) mod tests {
                     state,
                     weight: backend.weight,
                     standby: false,
+                    keeps_flows: false,
                 };
                 (backend.id, plan)
             })
@@ -308,6 +312,7 @@ pub(super) mod tests {
             state: Up,
             weight: backend.weight,
             standby: false,
+            keeps_flows: false,
         }));
         let before = image_of(&plans);
         plans.get_mut(&3).unwrap().weight = 1;
@@ -327,6 +332,7 @@ pub(super) mod tests {
             state: Up,
             weight: 1,
             standby: false,
+            keeps_flows: false,
         };
         let error = MapsImage::build(&layout, &by_id([up; 4]), &partial, TABLE_SIZE).unwrap_err();
         assert_eq!(
@@ -358,6 +364,7 @@ pub(super) mod tests {
             state,
             weight: 1,
             standby: false,
+            keeps_flows: false,
         }));
         MapsImage::build(&layout, &plans, &neighbours_of(count), 251).unwrap()
     }

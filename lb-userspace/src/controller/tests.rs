@@ -295,6 +295,7 @@ fn fingerprints_of(text: &str) -> BTreeMap<String, u64> {
         state: BackendState::Up,
         weight: 1,
         standby: false,
+        keeps_flows: false,
     };
     let plans = layout.backends().map(|backend| (backend.id, up)).collect();
     let mut neighbours = neighbours();

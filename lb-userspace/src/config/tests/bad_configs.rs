@@ -125,6 +125,7 @@ fn every_bad_config_gets_its_exact_message() {
         (edited(&[(3, "notify_backend = \" \"")]), "lb.toml:3:18: global.notify_backend: the command is empty (leave the key out for no hook)"),
         // Source policies.
         (edited(&[(3, "allow_table_size = 0")]), "lb.toml:3:20: global.allow_table_size: 0 is out of range (1..=16777216)"),
+        (edited(&[(9, "on_down = \"drop\"")]), "lb.toml:9:11: service[web].on_down: unknown value \"drop\" (expected \"reset\" or \"keep\")"),
         (edited(&[(9, "allow = []")]), "lb.toml:9:9: service[web].allow: an empty list would drop every source; leave allow out to take every source"),
         (
             edited(&[(9, "allow = [\"203.0.113.7/24\"]")]),

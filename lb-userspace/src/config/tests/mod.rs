@@ -106,6 +106,7 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
             protocol: Protocol::Tcp,
             scheduler: Scheduler::Maglev,
             forwarding: Forwarding::DsrL2,
+            on_down: crate::config::OnDown::Reset,
             allow: None,
             rate_limit: None,
             health: Some(HealthCheck {

@@ -12,7 +12,7 @@ use super::fields::{self, integer_in, source_prefix, unicast_address};
 use super::health::{self, CheckedService};
 use crate::config::error::{quote, ConfigError, ErrorSite, Location};
 use crate::config::model::{
-    Backend, Forwarding, Global, HealthCheck, Protocol, Scheduler, Service, SourcePrefix,
+    Backend, Forwarding, Global, HealthCheck, OnDown, Protocol, Scheduler, Service, SourcePrefix,
     SourceRateLimit, NEW_FLOWS_BURST_RANGE, NEW_FLOWS_PER_SECOND_RANGE, WEIGHT_RANGE,
 };
 use crate::config::raw::{RawBackend, RawService};
@@ -139,6 +139,20 @@ impl<'a> ServicesValidator<'a> {
                 ));
             }
         };
+        let on_down = match raw.on_down.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("reset") => OnDown::Reset,
+            Some("keep") => OnDown::Keep,
+            Some(other) => {
+                return Err(site.invalid(
+                    raw.on_down.as_ref().map_or(0..0, Spanned::span),
+                    field("on_down"),
+                    format!(
+                        "unknown value {} (expected \"reset\" or \"keep\")",
+                        quote(other)
+                    ),
+                ))
+            }
+        };
         let endpoint = (vip, port, protocol);
         if let Some((other, line)) = self.endpoints.get(&endpoint) {
             return Err(site.invalid(
@@ -169,6 +183,7 @@ impl<'a> ServicesValidator<'a> {
             protocol,
             scheduler,
             forwarding,
+            on_down,
             allow,
             rate_limit,
             health,
