@@ -96,7 +96,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     let pins = pinned_restart::prepare(&mut config).context("taking over the pinned data path")?;
     let hook_failures = HookFailures::default();
     let Started {
-        controller,
+        mut controller,
         pair,
         announcer,
         mode,
@@ -120,6 +120,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     let counters = controller.maps().counters().clone();
     let (census, flows) = flows::census_channel();
     let flow_census = tokio::spawn(flows::run(controller.maps().flow_table().clone(), census));
+    controller.follow_flows(flows.clone());
     let reloader = Reloader::new(
         config_path,
         pin_dir.map(Path::to_owned),

@@ -558,6 +558,7 @@ fn apply_config(
                 state: lb::domain::BackendState::Up,
                 weight: backend.weight,
                 standby: false,
+                keeps_flows: false,
             };
             (backend.id, plan)
         })

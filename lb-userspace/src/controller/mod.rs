@@ -50,8 +50,9 @@ use crate::config::Config;
 use crate::dataplane::MapWriter;
 use crate::domain::{
     AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminReply,
-    BackendSnapshot, ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
+    BackendSnapshot, BackendState, ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
 };
+use crate::flows::FlowCensusReceiver;
 use crate::health::{DesiredTarget, HealthChecker, HealthEvent, UnknownResults};
 use crate::neighbour::watch::MacUpdate;
 use crate::neighbour::{format_mac, Neighbour};
@@ -136,6 +137,12 @@ pub struct Controller<M> {
     /// Runs `global.notify_backend`; `None`: no hooks (set by
     /// [`Controller::notify_backends`]).
     notifier: Option<BackendNotifier>,
+    /// The census of active flows, for the `drained` hook; `None`: not
+    /// followed (set by [`Controller::follow_flows`]).
+    flows: Option<FlowCensusReceiver>,
+    /// The draining backends whose `drained` hook ran, by id, with the time
+    /// they entered `draining`: once per drain.
+    drained: BTreeMap<u32, SystemTime>,
 }
 
 impl<M: MapWriter> Controller<M> {
@@ -199,6 +206,8 @@ impl<M: MapWriter> Controller<M> {
             retry_at: None,
             fingerprints: BTreeMap::new(),
             notifier: None,
+            flows: None,
+            drained: BTreeMap::new(),
         };
         controller.publish()?;
         // With the fingerprints of the tables just written.
@@ -210,6 +219,13 @@ impl<M: MapWriter> Controller<M> {
     /// state from now on.
     pub fn notify_backends(&mut self, notifier: BackendNotifier) {
         self.notifier = Some(notifier);
+    }
+
+    /// Follows the census of active flows from now on: a draining backend
+    /// with no active flow left at a census taken after its drain gets the
+    /// `drained` hook, once.
+    pub fn follow_flows(&mut self, flows: FlowCensusReceiver) {
+        self.flows = Some(flows);
     }
 
     /// Stops queueing backend hooks and waits for those queued to finish.
@@ -296,6 +312,11 @@ impl<M: MapWriter> Controller<M> {
                     let _ = command.reply.send(reply);
                 }
                 Some(update) = self.macs.recv() => self.record_mac(update),
+                counted = census_changed(&mut self.flows) => match counted {
+                    Ok(()) => self.record_census(),
+                    // The census task is gone (shutting down): stop following.
+                    Err(_) => self.flows = None,
+                },
                 Some(update) = self.updates.recv() => {
                     let reply = self.reconfigure(&update.config, update.neighbours, SystemTime::now());
                     let _ = update.reply.send(reply);
@@ -596,8 +617,8 @@ pub fn check_targets(config: &Config) -> Vec<DesiredTarget> {
 
 impl<M> Controller<M> {
     /// Logs `changes` and queues their backend hooks: the one place every
-    /// change of a backend's state goes through. (`drained`, once the data
-    /// path counts a backend's active flows, is to be queued here too.)
+    /// change of a backend's state goes through, with [`Self::record_census`]
+    /// for `drained`.
     fn report_changes(&self, changes: &[StateChange]) {
         log_changes(changes);
         if let Some(notifier) = &self.notifier {
@@ -605,6 +626,55 @@ impl<M> Controller<M> {
                 notifier.state_changed(change);
             }
         }
+    }
+
+    /// Queues the `drained` hook of each draining backend that the latest
+    /// census, taken after its drain began, finds without an active flow.
+    fn record_census(&mut self) {
+        let Some(census) = self
+            .flows
+            .as_mut()
+            .map(|flows| flows.borrow_and_update().clone())
+        else {
+            return;
+        };
+        let Some(counted_at) = census.taken_at else {
+            return;
+        };
+        let snapshot = self.snapshot.borrow().clone();
+        let draining: BTreeMap<u32, (&ServiceSnapshot, &BackendSnapshot)> = snapshot
+            .services
+            .iter()
+            .flat_map(|service| service.backends.iter().map(move |b| (b.id, (service, b))))
+            .filter(|(_, (_, backend))| backend.state == BackendState::Draining)
+            .collect();
+        // A drain that ended (or began again) may report again.
+        self.drained
+            .retain(|id, since| draining.get(id).is_some_and(|(_, b)| b.since == *since));
+        for (id, (service, backend)) in draining {
+            if self.drained.contains_key(&id)
+                || counted_at < backend.since
+                || census.active_flows(id) > 0
+            {
+                continue;
+            }
+            tracing::info!(service = %service.name, backend = %backend.name, "drained: no active flow left");
+            if let Some(notifier) = &self.notifier {
+                notifier.drained(service, backend);
+            }
+            self.drained.insert(id, backend.since);
+        }
+    }
+}
+
+/// Resolves when `flows` has a new census (`Err` once its task is gone);
+/// never while it is not followed.
+async fn census_changed(
+    flows: &mut Option<FlowCensusReceiver>,
+) -> Result<(), watch::error::RecvError> {
+    match flows {
+        Some(flows) => flows.changed().await,
+        None => std::future::pending().await,
     }
 }
 

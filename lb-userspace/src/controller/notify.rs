@@ -10,12 +10,12 @@
 //! to: the service's, as dsr-l2 keeps it), `LB_BACKEND_STATE`,
 //! `LB_BACKEND_PREVIOUS_STATE` and `LB_BACKEND_REASON` in its environment.
 //!
-//! `drained` (a draining backend whose last established flow ended) is not
-//! emitted yet: the data path has no per-backend active-flow count so far.
-//! When it has, the controller's `report_changes` is the one place that
-//! will queue it, through [`BackendNotifier::state_changed`].
+//! `drained` (`LB_BACKEND_STATE=drained`, previous `draining`) runs once per
+//! drain, when a census of active flows taken after the drain began finds
+//! none left on the backend ([`BackendNotifier::drained`]).
 
 use super::desired::StateChange;
+use crate::domain::{BackendSnapshot, BackendState, ServiceSnapshot};
 use crate::hooks::{Hook, HookFailures, HookKind, HookRunner, HOOK_TIMEOUT};
 
 /// Queues the backend hook of every state change, while one is configured.
@@ -50,6 +50,34 @@ impl BackendNotifier {
         if let Some(command) = &self.command {
             self.runner.queue(hook(command, change));
         }
+    }
+
+    /// Queues the `drained` hook of `backend` of `service`, if a command is
+    /// configured.
+    pub fn drained(&self, service: &ServiceSnapshot, backend: &BackendSnapshot) {
+        let Some(command) = &self.command else {
+            return;
+        };
+        let change = StateChange {
+            service: service.name.clone(),
+            backend: backend.name.clone(),
+            address: backend.address,
+            port: service.port,
+            from: BackendState::Draining,
+            to: BackendState::Draining,
+            reason: "no active flow left".to_owned(),
+        };
+        let mut hook = hook(command, &change);
+        for (name, value) in &mut hook.env {
+            if *name == "LB_BACKEND_STATE" {
+                *value = "drained".to_owned();
+            }
+        }
+        hook.about = format!(
+            "backend {}/{} draining -> drained",
+            service.name, backend.name
+        );
+        self.runner.queue(hook);
     }
 
     /// Waits until every queued hook has finished (or timed out).

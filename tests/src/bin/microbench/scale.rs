@@ -154,6 +154,7 @@ pub fn publish(runs: usize) -> Result<Vec<PublishTiming>> {
                     },
                     weight: 1,
                     standby: false,
+                    keeps_flows: false,
                 })
                 .collect();
             let serving: Vec<MaglevBackend> = (0..backends)

@@ -132,6 +132,7 @@ pub fn programmed(config: &Config) -> Result<(Dataplane, Publisher)> {
             state: BackendState::Up,
             weight: backend.weight,
             standby: false,
+            keeps_flows: false,
         })
         .collect();
     let mut publisher = Publisher {
