@@ -393,6 +393,8 @@ pub struct BackendSnapshot {
     /// of the table, its established flows stay (the data path sees it
     /// draining). Always `false` for a backend that is not a backup.
     pub standby: bool,
+    /// Changes of `state` since `lb` started (reloads included).
+    pub state_changes: u64,
 }
 
 /// How long a target's last completed health check took: written by the

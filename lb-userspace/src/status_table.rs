@@ -432,6 +432,7 @@ mod tests {
             active_flows: 2,
             backup: false,
             standby: false,
+            state_changes: 0,
             counters: Traffic {
                 packets: 12,
                 bytes: 1200,
@@ -522,6 +523,7 @@ mod tests {
             active_flows: 0,
             backup: false,
             standby: false,
+            state_changes: 0,
             counters: Traffic::default(),
         };
         assert_eq!(state_cell(&backend), "up");
@@ -574,6 +576,7 @@ mod tests {
                         active_flows: 0,
                         backup: false,
                         standby: false,
+                        state_changes: 0,
                         counters,
                     }],
                 }],
@@ -639,6 +642,7 @@ mod tests {
             active_flows: 0,
             backup: false,
             standby: false,
+            state_changes: 0,
             counters: Traffic::default(),
         };
         assert_eq!(health_cell(&backend), "up, checking");

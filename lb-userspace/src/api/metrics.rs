@@ -270,6 +270,14 @@ impl Scrape {
                 .iter()
                 .map(|(s, b)| (labels(&s.name, &b.name), i64::from(b.weight))),
         )?;
+        counter(
+            e,
+            "lb_backend_state_changes",
+            "Changes of the backend's state (up, down, draining, disabled) since lb started",
+            members
+                .iter()
+                .map(|(s, b)| (labels(&s.name, &b.name), b.state_changes)),
+        )?;
         gauge(
             e,
             "lb_backend_active_flows",

@@ -195,6 +195,9 @@ pub struct BackendStatus {
     /// See [`BackendSnapshot::standby`].
     #[serde(default)]
     pub standby: bool,
+    /// Changes of `state` since `lb` started.
+    #[serde(default)]
+    pub state_changes: u64,
     /// Traffic forwarded to it, from the data path's counters.
     pub counters: Traffic,
 }
@@ -249,6 +252,7 @@ impl BackendStatus {
             active_flows: census.active_flows(backend.id),
             backup: backend.backup,
             standby: backend.standby,
+            state_changes: backend.state_changes,
             counters,
         }
     }
@@ -476,6 +480,7 @@ mod tests {
             active_flows: 0,
             backup: false,
             standby: false,
+            state_changes: 0,
             counters: Traffic {
                 packets: 10,
                 bytes: 1000,

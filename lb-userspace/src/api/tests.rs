@@ -44,6 +44,7 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         mac_unresolved: false,
         backup: false,
         standby: false,
+        state_changes: 0,
     }
 }
 

@@ -80,6 +80,8 @@ struct Member {
     last_check: Option<LastCheckDuration>,
     state: BackendState,
     state_change: Change,
+    /// Changes of `state` since `lb` started (reloads included).
+    state_changes: u64,
 }
 
 impl Member {
@@ -147,6 +149,7 @@ impl Member {
             admin: AdminState::Enabled,
             mac_unresolved: false,
             last_check,
+            state_changes: 0,
         }
     }
 
@@ -167,6 +170,7 @@ impl Member {
             self.joining = !self.settled;
         }
         self.state = BackendState::of(self.admin, self.health, self.mac_unresolved);
+        self.state_changes = previous.state_changes + u64::from(self.state != previous.state);
         self.state_change = if self.state == previous.state {
             previous.state_change.clone()
         } else {
@@ -224,6 +228,7 @@ impl Member {
         let change = self.change_to(state, reason.clone());
         self.state = state;
         self.state_change = Change { reason, at };
+        self.state_changes += 1;
         Some(change)
     }
 }
@@ -501,6 +506,7 @@ impl DesiredState {
             mac_unresolved: member.mac_unresolved,
             backup: member.backup,
             standby,
+            state_changes: member.state_changes,
         }
     }
 }
@@ -713,6 +719,8 @@ mod tests {
             .unwrap();
         assert_eq!(change.to, BackendState::Up);
         assert_eq!(states(&desired)[0], Up);
+        // up, disabled, up; the health changes while disabled were none.
+        assert_eq!(desired.backend_snapshot(0).state_changes, 3);
     }
 
     #[test]
@@ -727,6 +735,8 @@ mod tests {
         let again = desired.admin("api", "web2", AdminAction::Drain, at(3));
         assert_eq!(again, Ok(None));
         assert_eq!(desired.backend_snapshot(2).since, at(2));
+        // Down (initial) to up, up to draining.
+        assert_eq!(desired.backend_snapshot(2).state_changes, 2);
     }
 
     #[test]

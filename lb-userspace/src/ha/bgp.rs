@@ -748,6 +748,7 @@ mod tests {
             mac_unresolved: false,
             backup: false,
             standby: false,
+            state_changes: 0,
         };
         let service = |vip: Ipv4Addr, backends: Vec<BackendSnapshot>| ServiceSnapshot {
             id: 0,

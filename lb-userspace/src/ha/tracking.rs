@@ -215,6 +215,7 @@ mod tests {
             mac_unresolved: false,
             backup: false,
             standby: false,
+            state_changes: 0,
         };
         Snapshot {
             services: (0..)

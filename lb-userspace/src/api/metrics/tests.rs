@@ -41,6 +41,7 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         mac_unresolved: false,
         backup: false,
         standby: false,
+        state_changes: 3,
         settled: true,
         health_unknown: None,
         joining: false,
@@ -224,6 +225,9 @@ lb_health_check_results_unknown_total 7
 lb_backend_weight{{service="web",backend="web1"}} 2
 lb_backend_weight{{service="web",backend="web2"}} 3
 lb_backend_weight{{service="dns",backend="dns1"}} 4
+lb_backend_state_changes_total{{service="web",backend="web1"}} 3
+lb_backend_state_changes_total{{service="web",backend="web2"}} 3
+lb_backend_state_changes_total{{service="dns",backend="dns1"}} 3
 lb_backend_active_flows{{service="web",backend="web1"}} 4
 lb_backend_active_flows{{service="web",backend="web2"}} 0
 lb_backend_active_flows{{service="dns",backend="dns1"}} 0
@@ -295,7 +299,7 @@ fn each_family_is_typed_and_explained() {
     assert!(text.contains("# TYPE lb_backend_state gauge\n"));
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((families, helps), (34, 34));
+    assert_eq!((families, helps), (35, 35));
 }
 
 #[test]
