@@ -32,7 +32,7 @@ pub use crate::domain::Health;
 pub use checker::{
     DesiredTarget, HealthChecker, HealthEvent, TargetStatus, UnknownResults, UpdateSummary,
 };
-pub use result::{CheckFailure, CheckPass, CheckResult, LocalFault, ServerRole};
+pub use result::{is_local_fault, CheckFailure, CheckPass, CheckResult, LocalFault, ServerRole};
 pub use spec::{
     CheckSpec, CheckTarget, ExecProbe, ExpectRole, HealthParams, HttpProbe, MysqlProbe, Password,
     ProbeKind, ProbeSource, ProbeSpec, SpecError, StatusRange,

@@ -85,8 +85,9 @@ fn output_suffix(line: Option<&str>) -> String {
 /// no route to the backend (`ENETUNREACH`), or the source address is gone
 /// (`EADDRNOTAVAIL`). `EHOSTUNREACH` is not among them: it is also what a
 /// dead backend on the node's own link gives (no ARP reply). The TCP, HTTP
-/// and `mysql` checks' connects are judged by it.
-pub(super) fn is_local_fault(error: &std::io::Error) -> bool {
+/// and `mysql` checks' connects are judged by it, and the probe datagram
+/// of a backend's MAC resolution (`crate::neighbour`).
+pub fn is_local_fault(error: &std::io::Error) -> bool {
     use rustix::io::Errno;
     [Errno::NETUNREACH, Errno::NETDOWN, Errno::ADDRNOTAVAIL]
         .iter()

@@ -86,6 +86,26 @@ pub enum NeighbourError {
     },
 }
 
+impl NeighbourError {
+    /// Whether resolving failed because of this node's own state (its link
+    /// or interface down, no route, its netlink socket), not the backend's:
+    /// the backend then keeps its last MAC and state, as a check failing for
+    /// such a reason is "unknown", not a failure against the backend.
+    pub fn is_local_fault(&self) -> bool {
+        match self {
+            NeighbourError::Netlink(_)
+            | NeighbourError::NoSuchInterface { .. }
+            | NeighbourError::NoInterfaceMac { .. }
+            | NeighbourError::NoRoute { .. }
+            | NeighbourError::NoOutputInterface { .. } => true,
+            NeighbourError::Probe { source, .. } => crate::health::is_local_fault(source),
+            NeighbourError::Local { .. }
+            | NeighbourError::NotOnLink { .. }
+            | NeighbourError::Unresolved { .. } => false,
+        }
+    }
+}
+
 /// `mac` as `02:00:00:00:00:01`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     let octets: Vec<String> = mac.iter().map(|octet| format!("{octet:02x}")).collect();
@@ -250,5 +270,37 @@ mod tests {
             format_mac(&[0x02, 0, 0xab, 0, 0x10, 0xff]),
             "02:00:ab:00:10:ff"
         );
+    }
+
+    #[test]
+    fn only_failures_of_this_nodes_own_state_are_local_faults() {
+        let backend = Ipv4Addr::new(10, 0, 0, 2);
+        let probe = |errno: rustix::io::Errno| NeighbourError::Probe {
+            backend,
+            source: std::io::Error::from_raw_os_error(errno.raw_os_error()),
+        };
+        for local in [
+            NeighbourError::NoRoute { backend },
+            NeighbourError::NoSuchInterface {
+                interface: "eth0".into(),
+            },
+            probe(rustix::io::Errno::NETUNREACH),
+            probe(rustix::io::Errno::NETDOWN),
+        ] {
+            assert!(local.is_local_fault(), "{local}");
+        }
+        for backends in [
+            NeighbourError::Unresolved {
+                backend,
+                interface: "eth0".into(),
+            },
+            NeighbourError::NotOnLink {
+                backend,
+                gateway: Ipv4Addr::new(10, 0, 0, 254).into(),
+            },
+            probe(rustix::io::Errno::HOSTUNREACH),
+        ] {
+            assert!(!backends.is_local_fault(), "{backends}");
+        }
     }
 }

@@ -260,6 +260,12 @@ impl Watch {
                     decision => (decision, None),
                 }
             }
+            // Not a verdict on the backend: its MAC and state stay, and
+            // the next notification or refresh tries again.
+            Err(error) if error.is_local_fault() => {
+                tracing::info!(backend = %address, error = %error_chain(&error), "cannot resolve the backend now (this node's own state); keeping its MAC");
+                (Decision::Keep, None)
+            }
             Err(error) => (watched.tracker.attempt_ended(None), Some(error)),
         };
         self.decided(address, decision, failure).await
