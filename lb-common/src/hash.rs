@@ -44,6 +44,18 @@ pub const fn flow_hash(key: &FlowKey) -> u32 {
     fmix32(h ^ 16)
 }
 
+/// Seed of [`source_hash`]: another than the flow hash's, so the two
+/// spread independently.
+pub const SOURCE_HASH_SEED: u32 = 0x85eb_ca77;
+
+/// Hash of a flow's client address alone (the `source` scheduler): every
+/// connection of a client lands on the same slot, whatever its ports, on
+/// every LB node.
+#[inline(always)]
+pub const fn source_hash(key: &FlowKey) -> u32 {
+    fmix32(mix(SOURCE_HASH_SEED, key.src_ip) ^ 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +153,22 @@ mod tests {
             flow([172, 16, hi, lo], 40000)
         });
         assert_spreads_evenly(flows, 7, 0.05);
+    }
+
+    #[test]
+    fn the_source_hash_follows_the_client_address_only_and_spreads_clients() {
+        let a = flow([203, 0, 113, 7], 40_000);
+        let mut same_client = flow([203, 0, 113, 7], 51_234);
+        same_client.dst_port = 443u16.to_be();
+        assert_eq!(source_hash(&a), source_hash(&same_client));
+        assert_ne!(source_hash(&a), source_hash(&flow([203, 0, 113, 8], 40_000)));
+        let mut counts = [0u32; 3];
+        for client in 0..3_000u32 {
+            let key = flow((0x0a00_0000 + client).to_be_bytes(), 40_000);
+            counts[source_hash(&key) as usize % 3] += 1;
+        }
+        for count in counts {
+            assert!((900..=1100).contains(&count), "{counts:?}");
+        }
     }
 }

@@ -107,6 +107,9 @@ pub enum Scheduler {
     Maglev = 0,
     /// Per-CPU cursor over a weight-expanded ring.
     RoundRobin = 1,
+    /// `table[source_hash(client address) % table_len]`: the Maglev table,
+    /// by client (HAProxy's `balance source`, IPVS's `sh`).
+    Source = 2,
 }
 
 /// Value of [`names::SERVICES`].

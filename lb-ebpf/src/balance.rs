@@ -3,7 +3,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    hash::flow_hash,
+    hash::{flow_hash, source_hash},
     maps::{
         backend_state, tcp_flags, Backend, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey,
         IPPROTO_TCP, IPPROTO_UDP,
@@ -266,6 +266,8 @@ fn schedule(service: &Service, flow: &FlowKey) -> Result<(u32, Backend), Verdict
     let bad_backend = Verdict::Drop(Reason::BadBackend);
     let slot = if service.scheduler == Scheduler::RoundRobin as u8 {
         next_round_robin_slot(service).ok_or(bad_backend)?
+    } else if service.scheduler == Scheduler::Source as u8 {
+        source_hash(flow) % service.table_len
     } else {
         flow_hash(flow) % service.table_len
     };

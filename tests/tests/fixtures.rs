@@ -15,7 +15,7 @@ use lb::dataplane::{
     TEST_RUN_INGRESS_IFINDEX,
 };
 use lb_common::{
-    hash::flow_hash,
+    hash::{flow_hash, source_hash},
     maglev::{build_table, MaglevBackend},
     maps::{
         backend_state, programs, Backend, Counters, FlowKey, Reason, Scheduler, ServiceKey,
@@ -1182,5 +1182,49 @@ fn the_guard_passes_everything_lb_xdp_hands_to_the_kernel() {
         &to_this_host(web_syn(CLIENT_PORT)),
         TC_ACT_OK,
         "a SYN to a service with no serving backend",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The source scheduler
+// ---------------------------------------------------------------------------
+
+/// `scheduler = "source"`: the Maglev table, indexed by the client address
+/// alone. Every connection of one client, whatever its port, lands on the
+/// same backend (the one lb-common's source hash picks); many clients spread
+/// over every backend.
+#[test]
+fn the_source_scheduler_keeps_a_client_on_one_backend_and_spreads_clients() {
+    let mut dataplane = load();
+    let table = maglev_table(&BACKENDS, TABLE_SIZE);
+    dataplane
+        .set_service(web_key(), WEB_SERVICE, Scheduler::Source, &table)
+        .expect("publishing the web service");
+    let expected = table[(source_hash(&web_flow(0)) % TABLE_SIZE) as usize];
+    for port in 0..50u16 {
+        assert_eq!(
+            forward(&dataplane, &web_syn(40_000 + port)),
+            expected,
+            "client port {port}"
+        );
+    }
+    let mut by_backend = [0u32; 3];
+    for client in 0..300u16 {
+        let [high, low] = client.to_be_bytes();
+        let source = [10, 1, high, low];
+        let frame = from_source(web_syn(40_000), source);
+        let backend = forward(&dataplane, &frame);
+        let mut flow = web_flow(40_000);
+        flow.src_ip = u32::from_ne_bytes(source);
+        assert_eq!(
+            backend,
+            table[(source_hash(&flow) % TABLE_SIZE) as usize],
+            "client {source:?}"
+        );
+        by_backend[backend as usize] += 1;
+    }
+    assert!(
+        by_backend.iter().all(|&count| count > 60),
+        "300 clients over three backends: {by_backend:?}"
     );
 }

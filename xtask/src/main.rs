@@ -108,6 +108,7 @@ enum LabAction {
 enum SchedulerArg {
     Maglev,
     RoundRobin,
+    Source,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -130,6 +131,7 @@ impl From<SchedulerArg> for lab::Scheduler {
         match arg {
             SchedulerArg::Maglev => lab::Scheduler::Maglev,
             SchedulerArg::RoundRobin => lab::Scheduler::RoundRobin,
+            SchedulerArg::Source => lab::Scheduler::Source,
         }
     }
 }

@@ -9,7 +9,7 @@ use super::decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, Xdp
 use super::edge::{self, drop, pass, Rejection};
 use super::flood::{self, BucketWrite};
 use super::wire::{EthernetFrame, Ipv4Header, TcpHeader, UdpHeader};
-use crate::hash::flow_hash;
+use crate::hash::{flow_hash, source_hash};
 use crate::maps::{
     backend_state, tcp_flags, Backend, Counters, Flow, FlowKey, InsertWindow, Reason, Scheduler,
     Service, ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
@@ -247,12 +247,14 @@ fn schedule(
     if service.table_len == 0 {
         return (Err(pass(Reason::NoBackend)), None);
     }
-    // Any scheduler value other than round-robin is Maglev.
+    // Any scheduler value other than round-robin and source is Maglev.
     let (slot, cursor_advance) = if service.scheduler == Scheduler::RoundRobin as u8 {
         match next_round_robin_slot(service, maps) {
             Some((slot, advance)) => (slot, Some(advance)),
             None => return (Err(drop(Reason::BadBackend)), None),
         }
+    } else if service.scheduler == Scheduler::Source as u8 {
+        (source_hash(flow) % service.table_len, None)
     } else {
         (flow_hash(flow) % service.table_len, None)
     };

@@ -198,6 +198,9 @@ impl fmt::Display for Protocol {
 pub enum Scheduler {
     Maglev,
     RoundRobin,
+    /// Maglev over the client address alone: a client's connections stick
+    /// to one backend.
+    Source,
 }
 
 impl fmt::Display for Scheduler {
@@ -205,6 +208,7 @@ impl fmt::Display for Scheduler {
         f.write_str(match self {
             Scheduler::Maglev => "maglev",
             Scheduler::RoundRobin => "round-robin",
+            Scheduler::Source => "source",
         })
     }
 }

@@ -48,7 +48,7 @@ impl Scheduler {
     /// `table_size` long ([`ring::check_weights`]).
     pub fn check_weights(self, weights: &[u32], table_size: u32) -> Result<(), TableFitError> {
         match self {
-            Scheduler::Maglev => {
+            Scheduler::Maglev | Scheduler::Source => {
                 maglev::check_weights(weights, table_size).map_err(TableFitError::Maglev)
             }
             Scheduler::RoundRobin => {

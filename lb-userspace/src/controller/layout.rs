@@ -255,6 +255,10 @@ impl ServiceSlot {
                 maps::Scheduler::Maglev,
                 self.maglev_table(serving, table_size)?,
             )),
+            Scheduler::Source => Ok((
+                maps::Scheduler::Source,
+                self.maglev_table(serving, table_size)?,
+            )),
             Scheduler::RoundRobin => {
                 Ok((maps::Scheduler::RoundRobin, self.ring(serving, table_size)?))
             }

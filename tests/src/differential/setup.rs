@@ -448,7 +448,8 @@ fn mixed() -> Setup {
 
 /// [`mixed`] after a round of changes: backends 1 down and 2 draining with
 /// the web table rebuilt without them (in its other half), the TLS ring
-/// reweighted, the ring with a down backend removed, flows left on the
+/// reweighted, the ring with a down backend removed, DNS scheduled by
+/// client address (`source`), flows left on the
 /// backends that changed, and cursors beyond the end of their rings; its
 /// data path drops ICMP echo requests to the VIPs.
 fn republished() -> Setup {
@@ -471,6 +472,13 @@ fn republished() -> Setup {
             slots: ring(&[(4, 1), (6, 1)]),
         }),
         Step::Remove(keys::ring_with_down()),
+        // DNS keeps its backends, scheduled by client address instead.
+        Step::Publish(ServiceSpec {
+            key: keys::dns(),
+            id: 2,
+            scheduler: Scheduler::Source,
+            slots: maglev(&[(7, 1), (8, 1)]),
+        }),
         Step::Flow(
             flow_key(&keys::web(), stale_client(20), 41_000),
             Flow {

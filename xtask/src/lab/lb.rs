@@ -21,6 +21,8 @@ pub enum Scheduler {
     Maglev,
     /// Round-robin.
     RoundRobin,
+    /// Maglev by client address (affinity).
+    Source,
 }
 
 impl Scheduler {
@@ -29,6 +31,7 @@ impl Scheduler {
         match self {
             Scheduler::Maglev => "maglev",
             Scheduler::RoundRobin => "round-robin",
+            Scheduler::Source => "source",
         }
     }
 }

@@ -40,7 +40,7 @@ use crate::paths;
 pub use active_active::active_active_config_toml;
 pub use bird::{session_name, Bird, ANNOUNCE_TABLE, LB_AS, ROUTER_AS, UPSTREAM_SESSION};
 pub use http::{tally, HttpReply, REQUEST_TIMEOUT_SECS};
-pub use lb::{config_toml as lb_config_toml, vip_url, Scheduler, SERVICE_NAME};
+pub use lb::{config_toml as lb_config_toml, vip_url, Scheduler, HEALTH_SECTION, SERVICE_NAME};
 pub use netns::exec as netns_exec;
 pub use nginx::{index_body, HEALTH_BODY};
 pub use pair::{pair_config_toml, priority, PairOptions, VRID};

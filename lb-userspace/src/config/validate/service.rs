@@ -107,12 +107,13 @@ impl<'a> ServicesValidator<'a> {
         let scheduler = match raw.scheduler.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("maglev") => Scheduler::Maglev,
             Some("round-robin") => Scheduler::RoundRobin,
+            Some("source") => Scheduler::Source,
             Some(other) => {
                 return Err(site.invalid(
                     raw.scheduler.as_ref().map_or(0..0, Spanned::span),
                     field("scheduler"),
                     format!(
-                        "unknown scheduler {} (expected \"maglev\" or \"round-robin\")",
+                        "unknown scheduler {} (expected \"maglev\", \"round-robin\" or \"source\")",
                         quote(other)
                     ),
                 ))

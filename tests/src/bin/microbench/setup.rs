@@ -59,6 +59,7 @@ pub fn config(services: &[ServiceSpec]) -> Result<Config> {
         let scheduler = match spec.scheduler {
             Scheduler::Maglev => "maglev",
             Scheduler::RoundRobin => "round-robin",
+            Scheduler::Source => "source",
         };
         let _ = write!(
             text,
