@@ -161,7 +161,10 @@ mod tests {
         let mut same_client = flow([203, 0, 113, 7], 51_234);
         same_client.dst_port = 443u16.to_be();
         assert_eq!(source_hash(&a), source_hash(&same_client));
-        assert_ne!(source_hash(&a), source_hash(&flow([203, 0, 113, 8], 40_000)));
+        assert_ne!(
+            source_hash(&a),
+            source_hash(&flow([203, 0, 113, 8], 40_000))
+        );
         let mut counts = [0u32; 3];
         for client in 0..3_000u32 {
             let key = flow((0x0a00_0000 + client).to_be_bytes(), 40_000);

@@ -42,7 +42,15 @@ fn answers(pair: &Pair) -> BTreeMap<Ipv4Addr, Vec<String>> {
                         .run(
                             Node::Client,
                             "curl",
-                            &["-sS", "--fail", "-m", "2", "--interface", &source, &lab::vip_url()],
+                            &[
+                                "-sS",
+                                "--fail",
+                                "-m",
+                                "2",
+                                "--interface",
+                                &source,
+                                &lab::vip_url(),
+                            ],
                         )
                         .unwrap_or_else(|error| panic!("a request from {source}: {error}"))
                         .trim()
@@ -80,7 +88,13 @@ fn a_client_sticks_to_one_backend_and_clients_spread_over_all() {
             .run(
                 Node::Client,
                 "ip",
-                &["addr", "add", &format!("{}/24", client(last)), "dev", lab::HOST_INTERFACE],
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", client(last)),
+                    "dev",
+                    lab::HOST_INTERFACE,
+                ],
             )
             .expect("adding a client address");
     }
