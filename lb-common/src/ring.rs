@@ -124,6 +124,17 @@ const fn gcd(mut a: u32, mut b: u32) -> u32 {
     a
 }
 
+/// Where CPU `cpu` of `cpus` starts its round-robin cursor on a ring of
+/// `ring_len` slots: the CPUs' starts spread evenly over the ring, so the
+/// first new flows of every CPU do not all go to slot 0.
+pub fn cursor_start(cpu: usize, cpus: usize, ring_len: u32) -> u32 {
+    if cpus == 0 {
+        return 0;
+    }
+    // cpu < cpus, so the quotient is below ring_len: it fits a u32.
+    (cpu as u64 * u64::from(ring_len) / cpus as u64) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +304,16 @@ mod tests {
         assert_eq!(gcd(0, 9), 9);
         assert_eq!(gcd(12, 18), 6);
         assert_eq!(gcd(17, 5), 1);
+    }
+
+    #[test]
+    fn cursors_start_spread_over_the_ring() {
+        let starts: Vec<u32> = (0..4).map(|cpu| cursor_start(cpu, 4, 12)).collect();
+        assert_eq!(starts, [0, 3, 6, 9]);
+        let starts: Vec<u32> = (0..2).map(|cpu| cursor_start(cpu, 2, 3)).collect();
+        assert_eq!(starts, [0, 1]);
+        // More CPUs than slots: every start is still on the ring.
+        assert!((0..64).all(|cpu| cursor_start(cpu, 64, 3) < 3));
+        assert_eq!(cursor_start(0, 0, 5), 0);
     }
 }

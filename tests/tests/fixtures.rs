@@ -196,10 +196,15 @@ fn pin_to_current_cpu() {
         "sched_getcpu: {}",
         std::io::Error::last_os_error()
     );
+    pin_to(cpu as usize);
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` is a valid CPU number, below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
     let result = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
     assert_eq!(
@@ -511,6 +516,48 @@ fn round_robin_spreads_300_new_flows_exactly_evenly() {
         );
     }
     assert_eq!(service_counters(&dataplane, WEB_SERVICE).new_flows, 300);
+}
+
+/// Each CPU's cursor starts at its own part of the ring (published with
+/// it), so the first new flows of every CPU do not all go to slot 0: the
+/// first pick on CPU `c` is `ring[cursor_start(c)]`.
+#[test]
+fn each_cpu_starts_round_robin_at_its_own_part_of_the_ring() {
+    let cpus = aya::util::nr_cpus().expect("the number of CPUs");
+    let allowed = allowed_cpus();
+    // Four slots each, in runs: a start other than 0 picks another backend.
+    let ring: Vec<u32> = (0..12).map(|slot| slot / 4).collect();
+    for cpu in allowed {
+        pin_to(cpu);
+        let mut dataplane = load();
+        dataplane
+            .set_service(web_key(), WEB_SERVICE, Scheduler::RoundRobin, &ring)
+            .expect("publishing the web service");
+        let start = lb_common::ring::cursor_start(cpu, cpus, ring.len() as u32);
+        assert_eq!(
+            forward(&dataplane, &web_syn(10_000)),
+            ring[start as usize],
+            "the first new flow on CPU {cpu} of {cpus}"
+        );
+    }
+}
+
+/// The CPUs this thread may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let result = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(
+        result,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
 }
 
 #[test]

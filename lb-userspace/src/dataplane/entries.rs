@@ -4,10 +4,12 @@
 //! `bpf_map_delete_elem`.
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::util::nr_cpus;
 use lb_common::maps::{
     names, AllowedSource, Backend, RateLimit, Service, ServiceKey, SourcePrefix, ALLOWED,
 };
+use lb_common::ring::cursor_start;
 
 use super::error::{map_error, DataplaneError};
 use super::map_writer::EntryWriter;
@@ -20,6 +22,7 @@ pub(super) struct KernelMaps {
     pub(super) sched_table: Array<MapData, u32>,
     pub(super) rate_limits: Array<MapData, RateLimit>,
     pub(super) allow_lists: LpmTrie<MapData, AllowedSource, u8>,
+    pub(super) rr_cursor: PerCpuArray<MapData, u32>,
     pub(super) max_backends: u32,
 }
 
@@ -83,6 +86,17 @@ impl EntryWriter for KernelMaps {
     fn delete_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError> {
         absent_is_deleted(self.allow_lists.remove(&allow_key(id, prefix)))
             .map_err(map_error(names::ALLOW_LISTS))
+    }
+
+    fn write_cursors(&mut self, id: u32, ring_len: u32) -> Result<(), DataplaneError> {
+        let cpus = nr_cpus().map_err(|(_, source)| DataplaneError::Cpus(source))?;
+        let starts: Vec<u32> = (0..cpus)
+            .map(|cpu| cursor_start(cpu, cpus, ring_len))
+            .collect();
+        let values = PerCpuValues::try_from(starts).map_err(DataplaneError::Cpus)?;
+        self.rr_cursor
+            .set(id, values, 0)
+            .map_err(map_error(names::RR_CURSOR))
     }
 }
 

@@ -65,6 +65,10 @@ pub enum DataplaneError {
         source: Box<ProgramError>,
     },
 
+    /// The number of possible CPUs could not be read.
+    #[error("reading the number of possible CPUs")]
+    Cpus(#[source] std::io::Error),
+
     /// Attaching the guard (`lb_guard`) at tc ingress failed.
     #[error("attaching program {program} at tc ingress of interface {interface}")]
     AttachGuard {

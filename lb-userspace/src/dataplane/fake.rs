@@ -33,6 +33,7 @@ pub enum FakeWrite {
     RateLimit { id: u32, limit: RateLimit },
     Allowed { id: u32, prefix: SourcePrefix },
     RemoveAllowed { id: u32, prefix: SourcePrefix },
+    Cursors { id: u32, ring_len: u32 },
 }
 
 /// The maps the controller writes, in memory.
@@ -279,6 +280,12 @@ impl EntryWriter for FakeEntries {
         self.attempt(names::ALLOW_LISTS)?;
         self.allowed.remove(&(id, prefix));
         self.log.push(FakeWrite::RemoveAllowed { id, prefix });
+        Ok(())
+    }
+
+    fn write_cursors(&mut self, id: u32, ring_len: u32) -> Result<(), DataplaneError> {
+        self.attempt(names::RR_CURSOR)?;
+        self.log.push(FakeWrite::Cursors { id, ring_len });
         Ok(())
     }
 }

@@ -88,4 +88,7 @@ pub(super) trait EntryWriter {
     fn write_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError>;
     /// Deletes `prefix` from service `id`'s entries in `ALLOW_LISTS`.
     fn delete_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError>;
+    /// `RR_CURSOR[id]` on every CPU at its [`lb_common::ring::cursor_start`]
+    /// on a ring of `ring_len` slots.
+    fn write_cursors(&mut self, id: u32, ring_len: u32) -> Result<(), DataplaneError>;
 }

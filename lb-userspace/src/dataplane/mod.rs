@@ -272,6 +272,7 @@ impl Dataplane {
                 sched_table: take_map(&mut ebpf, names::SCHED_TABLE)?,
                 rate_limits: take_map(&mut ebpf, names::RATE_LIMITS)?,
                 allow_lists: take_map(&mut ebpf, names::ALLOW_LISTS)?,
+                rr_cursor: take_map(&mut ebpf, names::RR_CURSOR)?,
                 max_backends: options.max_backends,
             },
             flows: Arc::new(FlowTable {

@@ -108,6 +108,10 @@ impl ServiceTables {
         let services_on_vip = self.record(key, service);
         // Written on every publication, so a failed write is repaired by the next one.
         maps.write_vip(key.vip, services_on_vip)?;
+        // A ring that changed starts its CPUs' cursors spread over it again.
+        if scheduler == Scheduler::RoundRobin && !stale.is_empty() {
+            maps.write_cursors(id, service.table_len)?;
+        }
         tracing::debug!(
             ?key,
             id,

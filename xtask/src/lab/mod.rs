@@ -320,7 +320,38 @@ impl Lab {
             "sh",
             &["-c", &http::client_script(), "sh", url, &count.to_string()],
         )?;
-        let replies = http::parse_replies(&output);
+        Self::replies(&output, count)
+    }
+
+    /// [`Lab::http_get_many`] with the client pinned to CPU `cpu`
+    /// (`taskset`), so that every new flow meets the LB's data path on that
+    /// CPU, with that CPU's round-robin cursor.
+    pub fn http_get_many_on_cpu(
+        &self,
+        url: &str,
+        count: usize,
+        cpu: usize,
+    ) -> Result<Vec<HttpReply>, LabError> {
+        let output = self.run(
+            Node::Client,
+            "taskset",
+            &[
+                "-c",
+                &cpu.to_string(),
+                "sh",
+                "-c",
+                &http::client_script(),
+                "sh",
+                url,
+                &count.to_string(),
+            ],
+        )?;
+        Self::replies(&output, count)
+    }
+
+    /// The `count` replies in the client script's `output`.
+    fn replies(output: &str, count: usize) -> Result<Vec<HttpReply>, LabError> {
+        let replies = http::parse_replies(output);
         if replies.len() != count {
             return Err(LabError::ClientOutput {
                 expected: count,
