@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod dataplane;
 pub mod domain;
+pub mod error_chain;
 pub mod flows;
 pub mod ha;
 pub mod health;

@@ -52,6 +52,7 @@ use crate::domain::{
     AdminAction, AdminCommand, AdminCommandError, AdminCommands, AdminError, AdminReply,
     BackendSnapshot, BackendState, ReloadError, ServiceSnapshot, Snapshot, SnapshotReceiver,
 };
+use crate::error_chain::error_chain;
 use crate::flows::FlowCensusReceiver;
 use crate::health::{DesiredTarget, HealthChecker, HealthEvent, UnknownResults};
 use crate::neighbour::watch::MacUpdate;
@@ -689,18 +690,6 @@ fn log_changes(changes: &[StateChange]) {
             "backend state changed"
         );
     }
-}
-
-/// `error` and its causes, outermost first.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 /// Runs the blocking `work` (map writes) so that the tasks queued on this

@@ -12,7 +12,6 @@
 //! reset when the probe ends, whatever the server is still sending.
 
 use std::convert::Infallible;
-use std::error::Error;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -26,6 +25,7 @@ use tokio::time::{self, Instant};
 
 use super::result::{is_local_fault, CheckFailure, CheckPass, CheckResult, LocalFault};
 use super::spec::{CheckTarget, HttpProbe, ProbeKind, ProbeSource, ProbeSpec};
+use crate::error_chain::error_chain;
 
 /// The body prefix searched for `expect_body`; the rest of a longer body is not read.
 pub const MAX_BODY_SEARCHED: usize = 64 * 1024;
@@ -115,13 +115,13 @@ async fn http_get(stream: TcpStream, http: &HttpProbe, target: &CheckTarget) -> 
         .await
     {
         Ok(parts) => parts,
-        Err(error) => return CheckResult::Fail(CheckFailure::Http(describe(&error))),
+        Err(error) => return CheckResult::Fail(CheckFailure::Http(error_chain(&error))),
     };
     let exchange = async {
         let response = sender
             .send_request(request(http, target))
             .await
-            .map_err(|error| CheckFailure::Http(describe(&error)))?;
+            .map_err(|error| CheckFailure::Http(error_chain(&error)))?;
         let status = response.status().as_u16();
         if !http.expect_status().contains(status) {
             return Err(CheckFailure::Status {
@@ -132,7 +132,7 @@ async fn http_get(stream: TcpStream, http: &HttpProbe, target: &CheckTarget) -> 
         if let Some(needle) = http.expect_body() {
             let found = body_contains(response.into_body(), needle.as_bytes())
                 .await
-                .map_err(|error| CheckFailure::Http(describe(&error)))?;
+                .map_err(|error| CheckFailure::Http(error_chain(&error)))?;
             if !found {
                 return Err(CheckFailure::BodyMismatch {
                     expected: needle.to_owned(),
@@ -201,18 +201,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
-}
-
-/// `error` and its causes, outermost first: hyper's own message is often generic.
-fn describe(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

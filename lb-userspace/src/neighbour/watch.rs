@@ -25,6 +25,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use super::tracker::{Decision, MacTracker, Observation};
 use super::{format_mac, Interface, Neighbour, NeighbourError, ProbeSocket, Resolver};
 use crate::domain::SnapshotReceiver;
+use crate::error_chain::error_chain;
 use crate::netlink::{NeighbourEntry, NeighbourEvents};
 
 /// How often the table is read and every backend probed. The kernel
@@ -312,16 +313,4 @@ impl Watch {
         };
         self.updates.send(update).await.is_ok()
     }
-}
-
-/// `error` and its causes, outermost first.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }

@@ -29,6 +29,7 @@ use super::packet::Advert;
 use super::receive::{receive, Reception};
 use super::socket::AdvertSocket;
 use super::status::VrrpStatus;
+use crate::error_chain::error_chain;
 use crate::hooks::HookFailures;
 use crate::netlink::{LinkEvent, LinkEvents, LinkQuery, Netlink, NetlinkError};
 
@@ -447,16 +448,4 @@ async fn next_carrier_change(events: &mut LinkEvents, index: u32) -> Option<bool
             _ => {}
         }
     }
-}
-
-/// `error` and its sources, joined by ": ".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
