@@ -255,9 +255,10 @@ fn drain_wait_returns_once_the_last_connection_on_the_backend_has_closed() {
     let pair = Pair::start("lbn-d-", Setup::Single(config_toml(Some(&log))));
     let web2 = Node::Web(2);
     // Two keep-alive connections on web2, 5 requests a second: one for
-    // about 3 s, one for about 9 s.
-    let short = LongLived::open_on(pair.lab(), web2, 15, 5);
-    let long = LongLived::open_on(pair.lab(), web2, 45, 5);
+    // about 15 s, opened first, then one for about 5 s (opening one on web2
+    // may take a few tries, so the short one must start last).
+    let long = LongLived::open_on(pair.lab(), web2, 75, 5);
+    let short = LongLived::open_on(pair.lab(), web2, 25, 5);
     let active = eventually("lb1 counting web2's two connections", || {
         let backend = pair.backend(Node::Lb1, web2);
         (backend.active_flows >= 2).then_some(backend.active_flows)
