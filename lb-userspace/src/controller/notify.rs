@@ -14,6 +14,8 @@
 //! drain, when a census of active flows taken after the drain began finds
 //! none left on the backend ([`BackendNotifier::drained`]).
 
+use std::net::Ipv4Addr;
+
 use super::desired::StateChange;
 use crate::domain::{BackendSnapshot, BackendState, ServiceSnapshot};
 use crate::hooks::{Hook, HookFailures, HookKind, HookRunner, HOOK_TIMEOUT};
@@ -47,37 +49,35 @@ impl BackendNotifier {
 
     /// Queues the hook of `change`, if a command is configured.
     pub fn state_changed(&self, change: &StateChange) {
-        if let Some(command) = &self.command {
-            self.runner.queue(hook(command, change));
-        }
+        self.queue(&Transition {
+            service: &change.service,
+            backend: &change.backend,
+            address: change.address,
+            port: change.port,
+            from: &change.from.to_string(),
+            to: &change.to.to_string(),
+            reason: &change.reason,
+        });
     }
 
     /// Queues the `drained` hook of `backend` of `service`, if a command is
     /// configured.
     pub fn drained(&self, service: &ServiceSnapshot, backend: &BackendSnapshot) {
-        let Some(command) = &self.command else {
-            return;
-        };
-        let change = StateChange {
-            service: service.name.clone(),
-            backend: backend.name.clone(),
+        self.queue(&Transition {
+            service: &service.name,
+            backend: &backend.name,
             address: backend.address,
             port: service.port,
-            from: BackendState::Draining,
-            to: BackendState::Draining,
-            reason: "no active flow left".to_owned(),
-        };
-        let mut hook = hook(command, &change);
-        for (name, value) in &mut hook.env {
-            if *name == "LB_BACKEND_STATE" {
-                *value = "drained".to_owned();
-            }
+            from: &BackendState::Draining.to_string(),
+            to: "drained",
+            reason: "no active flow left",
+        });
+    }
+
+    fn queue(&self, transition: &Transition<'_>) {
+        if let Some(command) = &self.command {
+            self.runner.queue(transition.hook(command));
         }
-        hook.about = format!(
-            "backend {}/{} draining -> drained",
-            service.name, backend.name
-        );
-        self.runner.queue(hook);
     }
 
     /// Waits until every queued hook has finished (or timed out).
@@ -86,23 +86,37 @@ impl BackendNotifier {
     }
 }
 
-/// The run of `command` for `change`.
-fn hook(command: &str, change: &StateChange) -> Hook {
-    Hook {
-        command: command.to_owned(),
-        env: vec![
-            ("LB_SERVICE", change.service.clone()),
-            ("LB_BACKEND", change.backend.clone()),
-            ("LB_BACKEND_ADDRESS", change.address.to_string()),
-            ("LB_BACKEND_PORT", change.port.to_string()),
-            ("LB_BACKEND_STATE", change.to.to_string()),
-            ("LB_BACKEND_PREVIOUS_STATE", change.from.to_string()),
-            ("LB_BACKEND_REASON", change.reason.clone()),
-        ],
-        about: format!(
-            "backend {}/{} {} -> {}",
-            change.service, change.backend, change.from, change.to
-        ),
+/// What a backend hook is about: the membership, the state it left and the
+/// one it entered (a [`BackendState`], or `drained`), and why.
+struct Transition<'a> {
+    service: &'a str,
+    backend: &'a str,
+    address: Ipv4Addr,
+    port: u16,
+    from: &'a str,
+    to: &'a str,
+    reason: &'a str,
+}
+
+impl Transition<'_> {
+    /// The run of `command` for it.
+    fn hook(&self, command: &str) -> Hook {
+        Hook {
+            command: command.to_owned(),
+            env: vec![
+                ("LB_SERVICE", self.service.to_owned()),
+                ("LB_BACKEND", self.backend.to_owned()),
+                ("LB_BACKEND_ADDRESS", self.address.to_string()),
+                ("LB_BACKEND_PORT", self.port.to_string()),
+                ("LB_BACKEND_STATE", self.to.to_owned()),
+                ("LB_BACKEND_PREVIOUS_STATE", self.from.to_owned()),
+                ("LB_BACKEND_REASON", self.reason.to_owned()),
+            ],
+            about: format!(
+                "backend {}/{} {} -> {}",
+                self.service, self.backend, self.from, self.to
+            ),
+        }
     }
 }
 
