@@ -1,5 +1,5 @@
 //! Shared between the XDP program (`lb-ebpf`) and the controller (`lb-userspace`):
-//! the BPF map layouts, the flow hash, the Internet checksum, the Maglev
+//! the BPF map layouts, the flow hash, passive health's handshake record, the Internet checksum, the Maglev
 //! table and round-robin ring builders, and the reference model of the data
 //! path's decision.
 //!
@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod checksum;
+pub mod handshake;
 pub mod hash;
 #[cfg(feature = "alloc")]
 pub mod maglev;

@@ -50,6 +50,13 @@ pub mod names {
     /// `Array<u32>` of one entry: the controller's coarse clock, in seconds,
     /// that a flow's entry takes as its last-seen mark ([`super::Flow`]).
     pub const FLOW_CLOCK: &str = "FLOW_CLOCK";
+    // passive health
+    /// `Array<HandshakeWatch>` indexed by backend id, shared by every CPU:
+    /// the handshakes watched and the failures in a row
+    /// ([`crate::handshake`]).
+    pub const HANDSHAKES: &str = "HANDSHAKES";
+    /// `PerCpuArray<HandshakeCounters>` indexed by backend id.
+    pub const HANDSHAKE_STATS: &str = "HANDSHAKE_STATS";
 }
 
 /// Program names inside the eBPF object.
@@ -131,9 +138,15 @@ pub struct Service {
     pub scheduler: u8,
     /// Which half (0 or 1) is active; informative, `table_base` already encodes it.
     pub table_half: u8,
-    /// [`service_flags`]: the source policies the data path applies.
+    /// [`service_flags`]: the source policies and passive health the data
+    /// path applies.
     pub flags: u8,
-    pub _pad: u8,
+    /// With [`service_flags::OBSERVE`]: failed handshakes in a row (from two
+    /// clients at least) that eject a backend ([`crate::handshake`]).
+    pub error_limit: u8,
+    /// With [`service_flags::OBSERVE`]: how long a handshake may take to
+    /// complete, in ticks of [`crate::handshake::clock`].
+    pub handshake_timeout: u32,
 }
 
 /// Bits of [`Service::flags`]: which per-service source policies apply. A
@@ -146,6 +159,11 @@ pub mod service_flags {
     /// Only sources in the service's allow-list get through (the others are
     /// dropped, `not_allowed`): [`super::names::ALLOW_LISTS`] holds it.
     pub const ALLOW_LIST: u8 = 1 << 1;
+    /// Passive health (`observe = "layer4"`): TCP handshakes are watched
+    /// per backend, a retransmitted SYN of an incomplete handshake goes to
+    /// the next backend, and an ejected backend gets no new flows
+    /// ([`crate::handshake`]).
+    pub const OBSERVE: u8 = 1 << 2;
 }
 
 /// Backend states as seen by the data path.
@@ -197,7 +215,8 @@ pub struct Flow {
     /// When a packet of the flow was last seen, in [`names::FLOW_CLOCK`]
     /// seconds, or [`Flow::CLOSED`] once the client sent a FIN or RST: what
     /// tells an active flow (`lb status`, `drain --wait`) from an idle or
-    /// finished one. Written at most once per clock tick per flow.
+    /// finished one. Written at most once per clock tick per flow. Its top
+    /// bit is [`Flow::HANDSHAKE_PENDING`].
     pub last_seen: u32,
 }
 
@@ -205,10 +224,30 @@ impl Flow {
     /// `last_seen` of a flow whose client sent a FIN or a RST: it stays so
     /// until a SYN opens the 5-tuple again. The flow clock never reads 0.
     pub const CLOSED: u32 = 0;
+    /// Bit of `last_seen` of a flow opened by a SYN to a service with
+    /// passive health whose completing ACK has not arrived yet (the flow
+    /// clock, in seconds since boot, never reaches it).
+    pub const HANDSHAKE_PENDING: u32 = 1 << 31;
+
+    /// The `last_seen` mark of a new entry opened by a SYN at flow clock
+    /// `now`, its handshake watched.
+    #[inline(always)]
+    pub const fn opened(now: u32) -> u32 {
+        now | Self::HANDSHAKE_PENDING
+    }
+
+    /// Whether the flow's handshake is pending (see [`Flow::HANDSHAKE_PENDING`]).
+    #[inline(always)]
+    pub const fn handshake_pending(&self) -> bool {
+        self.last_seen & Self::HANDSHAKE_PENDING != 0
+    }
 
     /// The `last_seen` mark after a packet with TCP flags `tcp_flags` (0 for
     /// UDP) at flow clock `now`, on an entry marked `previous` (`None`: a
     /// new entry).
+    ///
+    /// A pending handshake stays pending until a packet with ACK and
+    /// without SYN completes it (or a FIN or RST closes the flow).
     #[inline(always)]
     pub const fn seen(previous: Option<u32>, now: u32, tcp_flags: u8) -> u32 {
         if tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
@@ -216,6 +255,9 @@ impl Flow {
         }
         match previous {
             Some(Self::CLOSED) if tcp_flags & tcp_flags::SYN == 0 => Self::CLOSED,
+            Some(previous) if tcp_flags & (tcp_flags::ACK | tcp_flags::SYN) != tcp_flags::ACK => {
+                now | (previous & Self::HANDSHAKE_PENDING)
+            }
             _ => now,
         }
     }
@@ -223,7 +265,8 @@ impl Flow {
     /// Whether the flow counts as active at flow clock `now`: not closed,
     /// and seen within `idle_timeout` seconds.
     pub const fn is_active(&self, now: u32, idle_timeout: u32) -> bool {
-        self.last_seen != Self::CLOSED && now.wrapping_sub(self.last_seen) < idle_timeout
+        let last_seen = self.last_seen & !Self::HANDSHAKE_PENDING;
+        last_seen != Self::CLOSED && now.wrapping_sub(last_seen) < idle_timeout
     }
 }
 
@@ -232,6 +275,7 @@ pub mod tcp_flags {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
     pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
 }
 
 /// Value of [`names::LOCAL_INTERFACE`]: the interface the program serves.
@@ -622,7 +666,7 @@ mod pod {
 
     // SAFETY: `#[repr(C)]` u32, u16, u8 and an explicit `_pad: u8`; see above.
     unsafe impl aya::Pod for super::ServiceKey {}
-    // SAFETY: `#[repr(C)]` three u32, three u8 and an explicit `_pad: u8`.
+    // SAFETY: `#[repr(C)]` three u32, four u8 and a u32, 4-aligned: no padding.
     unsafe impl aya::Pod for super::Service {}
     // SAFETY: `#[repr(C)]` two u32, two `[u8; 6]`, a u8 and `_pad: [u8; 3]`.
     unsafe impl aya::Pod for super::Backend {}
@@ -647,6 +691,12 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     // SAFETY: `#[repr(C)]` two u64.
     unsafe impl aya::Pod for super::InsertWindow {}
+    // passive health
+    // SAFETY: `#[repr(C)]` two u32 and four `PendingHandshake` (u32, u16,
+    // an explicit `_pad: u16`, u32).
+    unsafe impl aya::Pod for crate::handshake::HandshakeWatch {}
+    // SAFETY: `#[repr(C)]` three u64.
+    unsafe impl aya::Pod for crate::handshake::HandshakeCounters {}
 }
 
 #[cfg(test)]
@@ -657,7 +707,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ServiceKey>(), 8);
-        assert_eq!(size_of::<Service>(), 16);
+        assert_eq!(size_of::<Service>(), 20);
         assert_eq!(size_of::<Backend>(), 24);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Flow>(), 8);
@@ -669,6 +719,8 @@ mod tests {
         assert_eq!(size_of::<TokenBucket>(), 16);
         assert_eq!(size_of::<Settings>(), 8);
         assert_eq!(size_of::<InsertWindow>(), 16);
+        assert_eq!(size_of::<crate::handshake::HandshakeWatch>(), 56);
+        assert_eq!(size_of::<crate::handshake::HandshakeCounters>(), 24);
     }
 
     #[test]

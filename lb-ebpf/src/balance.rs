@@ -1,5 +1,6 @@
 //! The per-packet decision of `lb_xdp`: parse the headers, match a service,
-//! keep or pick the flow's backend, rewrite the MACs and forward.
+//! keep or pick the flow's backend (watching its handshake, see
+//! [`passive`]), rewrite the MACs and forward.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
@@ -17,7 +18,7 @@ use network_types::{
 };
 
 use crate::{
-    edge, flood,
+    edge, flood, passive,
     maps::{
         BACKENDS, BACKEND_STATS, FLOWS, FLOW_CLOCK, RR_CURSOR, SCHED_TABLE, SERVICES,
         SERVICE_STATS, VIPS,
@@ -101,21 +102,52 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
     }
 
     let syn = packet.tcp_flags & tcp_flags::SYN != 0;
+    let mut clock = flood::Clock::new();
     let (backend_id, backend, new_flow) = match established_backend(&packet.flow, syn) {
         Some((backend_id, backend, entry)) => {
-            mark_seen(entry, packet.tcp_flags);
-            (backend_id, backend, false)
+            // SAFETY: `entry` came from a lookup in this run and is valid for its size.
+            let pending = unsafe { (*entry).handshake_pending() };
+            let moved = if pending && passive::observes(&service) {
+                passive::on_pending(
+                    &service,
+                    &packet.flow,
+                    packet.tcp_flags,
+                    backend_id,
+                    entry,
+                    &mut clock,
+                )
+            } else {
+                None
+            };
+            match moved {
+                Some((next_id, next)) => (next_id, next, true),
+                None => {
+                    mark_seen(entry, packet.tcp_flags);
+                    (backend_id, backend, false)
+                }
+            }
         }
         None => {
-            let mut clock = flood::Clock::new();
             if flood::over_rate_limit(&service, &packet.flow, &mut clock) {
                 return Verdict::Drop(Reason::RateLimited);
             }
             match schedule(&service, &packet.flow) {
-                Ok((backend_id, backend)) => {
+                Ok(scheduled) => {
+                    let watched =
+                        passive::observes(&service) && passive::is_opening_syn(packet.tcp_flags);
+                    let ((backend_id, backend), last_seen) = if watched {
+                        let chosen =
+                            passive::choose_for_syn(&service, &packet.flow, scheduled, &mut clock);
+                        (chosen, Flow::opened(flow_clock()))
+                    } else {
+                        (
+                            scheduled,
+                            Flow::seen(None, flow_clock(), packet.tcp_flags),
+                        )
+                    };
                     let entry = Flow {
                         backend_id,
-                        last_seen: Flow::seen(None, flow_clock(), packet.tcp_flags),
+                        last_seen,
                     };
                     flood::record_flow(&packet.flow, entry, &mut clock);
                     (backend_id, backend, true)
@@ -239,7 +271,7 @@ pub fn established_backend(flow: &FlowKey, syn: bool) -> Option<(u32, Backend, *
 
 /// The controller's flow clock ([`Flow::last_seen`]'s unit).
 #[inline(always)]
-fn flow_clock() -> u32 {
+pub fn flow_clock() -> u32 {
     FLOW_CLOCK.get(0).copied().unwrap_or(Flow::CLOSED)
 }
 

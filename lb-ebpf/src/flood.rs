@@ -27,7 +27,7 @@ impl Clock {
 
     /// The packet's time, read now if not yet.
     #[inline(always)]
-    fn now_ns(&mut self) -> u64 {
+    pub fn now_ns(&mut self) -> u64 {
         match self.now_ns {
             Some(now_ns) => now_ns,
             None => {

@@ -4,8 +4,8 @@
 //!
 //! Program and map names are the contract in `lb_common::maps`; the per-packet
 //! logic lives in [`balance`], edge filtering (MACs, VIP ports and protocols,
-//! source allow-lists, ICMP) in [`edge`], flood protection in [`flood`], the
-//! guard in [`guard`],
+//! source allow-lists, ICMP) in [`edge`], flood protection in [`flood`],
+//! passive health in [`passive`], the guard in [`guard`],
 //! header access in [`packet`], counters in [`stats`], the MAC-swap floor in
 //! [`mac_swap`].
 //!
@@ -23,6 +23,7 @@ mod guard;
 mod mac_swap;
 mod maps;
 mod packet;
+mod passive;
 mod stats;
 
 use aya_ebpf::{

@@ -7,6 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
+use lb_common::handshake::{HandshakeCounters, HandshakeWatch};
 use lb_common::maps::{
     defaults, AllowedSource, Backend, Counters, Flow, FlowKey, InsertWindow, LocalInterface,
     RateLimit, Reason, Service, ServiceKey, Settings, SourceKey, TokenBucket, XDP_ACTION_COUNT,
@@ -92,3 +93,15 @@ pub static FLOW_CLOCK: Array<u32> = Array::with_max_entries(1, 0);
 /// This CPU's flow-table inserts in the current second (one entry).
 #[map]
 pub static INSERT_WINDOW: PerCpuArray<InsertWindow> = PerCpuArray::with_max_entries(1, 0);
+
+// passive health
+
+/// Each backend's watched handshakes and failures in a row, by backend id,
+/// shared by every CPU (`lb_common::handshake`).
+#[map]
+pub static HANDSHAKES: Array<HandshakeWatch> = Array::with_max_entries(defaults::MAX_BACKENDS, 0);
+
+/// Handshake counters per backend id.
+#[map]
+pub static HANDSHAKE_STATS: PerCpuArray<HandshakeCounters> =
+    PerCpuArray::with_max_entries(defaults::MAX_BACKENDS, 0);

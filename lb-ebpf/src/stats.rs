@@ -1,12 +1,15 @@
 //! Per-CPU counters: per XDP action, per pass/drop reason, per service and per
-//! backend.
+//! backend, and each backend's handshakes.
 
 use aya_ebpf::maps::PerCpuArray;
-use lb_common::maps::{Counters, Reason};
+use lb_common::{
+    handshake::HandshakeDelta,
+    maps::{Counters, Reason},
+};
 
 use crate::{
     balance::Verdict,
-    maps::{ACTION_STATS, REASON_STATS},
+    maps::{ACTION_STATS, HANDSHAKE_STATS, REASON_STATS},
 };
 
 /// Counts a packet under its action and, when passed or dropped, its reason.
@@ -37,6 +40,17 @@ pub fn count_traffic(map: &PerCpuArray<Counters>, index: u32, bytes: u64, new_fl
     counters.packets += 1;
     counters.bytes += bytes;
     counters.new_flows += u64::from(new_flow);
+}
+
+/// Adds what one packet counted to backend `backend_id`'s handshake counters.
+#[inline(always)]
+pub fn count_handshakes(backend_id: u32, delta: HandshakeDelta) {
+    let Some(counters) = HANDSHAKE_STATS.get_ptr_mut(backend_id) else {
+        return;
+    };
+    // SAFETY: a per-CPU map value, valid during this run and used by this CPU only.
+    let counters = unsafe { &mut *counters };
+    *counters = counters.plus(delta);
 }
 
 #[inline(always)]

@@ -55,6 +55,26 @@ impl fmt::Display for Health {
     }
 }
 
+/// Which mechanism set a backend's health: its active checks, or passive
+/// health (`observe = "layer4"`: handshakes the data path saw fail), which
+/// can only mark it down; the checks bring it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthSource {
+    #[default]
+    Checks,
+    Passive,
+}
+
+impl fmt::Display for HealthSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthSource::Checks => "checks",
+            HealthSource::Passive => "passive",
+        })
+    }
+}
+
 /// The operator's override of a backend, set through the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -360,6 +380,8 @@ pub struct BackendSnapshot {
     /// The result that set `health`, or why it is not checked.
     pub health_reason: String,
     pub health_since: SystemTime,
+    /// The mechanism that set `health`.
+    pub health_by: HealthSource,
     /// Whether `health` is a fresh verdict of the checks: not checked,
     /// started up, or checked `rise` times since it was added, and checked
     /// again since this node's last own fault. Until every backend of a

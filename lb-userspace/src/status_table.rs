@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::api::model::{
     BackendStatus, BgpReport, ConfigReport, DataPathReport, StatusReport, Traffic, VrrpReport,
 };
-use crate::domain::{BackendState, Health};
+use crate::domain::{BackendState, Health, HealthSource};
 
 /// Traffic per second of each service and backend between two reports.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -207,16 +207,28 @@ fn state_cell(backend: &BackendStatus) -> String {
 }
 
 /// The HEALTH cell: the health, marked while this node cannot check
-/// ("unknown, was up") or awaits fresh results ("up, checking").
+/// ("unknown, was up") or awaits fresh results ("up, checking"), or set by
+/// passive health ("down, passive").
 fn health_cell(backend: &BackendStatus) -> String {
     let known = health(backend.health);
-    if backend.health_unknown.is_some() {
+    if backend.health_by == HealthSource::Passive {
+        format!("{known}, passive")
+    } else if backend.health_unknown.is_some() {
         format!("unknown, was {known}")
     } else if !backend.settled {
         format!("{known}, checking")
     } else {
         known.to_owned()
     }
+}
+
+/// The HANDSHAKES cell: completed/retransmitted/failed (passive health).
+fn handshakes_cell(backend: &BackendStatus) -> String {
+    let handshakes = backend.handshakes;
+    format!(
+        "{}/{}/{}",
+        handshakes.completed, handshakes.retransmitted, handshakes.failed
+    )
 }
 
 /// The services table and the backends table, with rate columns if
@@ -265,6 +277,7 @@ fn tables(report: &StatusReport, rates: Option<&Rates>, now: SystemTime) -> Stri
                     backend.counters.packets.to_string(),
                     backend.counters.bytes.to_string(),
                     backend.counters.new_flows.to_string(),
+                    handshakes_cell(backend),
                 ];
                 if let Some(rates) = rates {
                     let key = (service.name.clone(), backend.name.clone());
@@ -313,6 +326,7 @@ fn tables(report: &StatusReport, rates: Option<&Rates>, now: SystemTime) -> Stri
             "PACKETS",
             "BYTES",
             "NEW FLOWS",
+            "HANDSHAKES",
         ][..],
         rate_headers,
         &["REASON"],
@@ -366,7 +380,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::api::model::{ReloadCounts, ServiceStatus};
+    use crate::api::model::{Handshakes, ReloadCounts, ServiceStatus};
     use crate::domain::AdminState;
     use crate::vrrp::State;
 
@@ -438,6 +452,8 @@ mod tests {
                 bytes: 1200,
                 new_flows: 3,
             },
+            health_by: crate::domain::HealthSource::Checks,
+            handshakes: Default::default(),
         };
         let report = StatusReport {
             config: config(now),
@@ -464,6 +480,12 @@ mod tests {
             vrrp: None,
             bgp: None,
         };
+        let mut report = report;
+        report.services[0].backends[1].handshakes = Handshakes {
+            completed: 12,
+            retransmitted: 0,
+            failed: 1,
+        };
         let text = render(&report, now);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0].split_whitespace().next(), Some("SERVICE"));
@@ -487,7 +509,7 @@ mod tests {
             lines[5].split_whitespace().collect::<Vec<_>>(),
             [
                 "web", "web2", "10.0.0.1", "draining", "up", "1m05s", "1", "2", "12", "1200", "3",
-                "drained", "by", "admin"
+                "12/0/1", "drained", "by", "admin"
             ]
         );
         // Columns line up: every backend line has its state where the header says.
@@ -525,6 +547,8 @@ mod tests {
             standby: false,
             state_changes: 0,
             counters: Traffic::default(),
+            health_by: crate::domain::HealthSource::Checks,
+            handshakes: Default::default(),
         };
         assert_eq!(state_cell(&backend), "up");
         backend.backup = true;
@@ -578,6 +602,8 @@ mod tests {
                         standby: false,
                         state_changes: 0,
                         counters,
+                        health_by: crate::domain::HealthSource::Checks,
+                        handshakes: Default::default(),
                     }],
                 }],
                 data_path: DataPathReport::default(),
@@ -599,7 +625,7 @@ mod tests {
         let service: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(service[service.len() - 3..], ["100", "20000", "10"]);
         let backend: Vec<&str> = lines[4].split_whitespace().collect();
-        assert_eq!(backend[11..14], ["100", "20000", "10"], "{text}");
+        assert_eq!(backend[12..15], ["100", "20000", "10"], "{text}");
         // A daemon that restarted (counters back to 0) shows 0, not a wrap.
         let restarted = Rates::between(&later, &earlier, Duration::from_secs(2));
         let last_three = |text: &str| -> Vec<String> {
@@ -644,6 +670,8 @@ mod tests {
             standby: false,
             state_changes: 0,
             counters: Traffic::default(),
+            health_by: crate::domain::HealthSource::Checks,
+            handshakes: Default::default(),
         };
         assert_eq!(health_cell(&backend), "up, checking");
         backend.health_unknown =

@@ -90,6 +90,7 @@ impl Node {
                 params: HealthParams::new(CHECK_INTERVAL, 1, 1).unwrap(),
             }),
             port: health.port(),
+            observe: None,
         });
         // TCP services are checked by default: "api" must not be, so that
         // no probe leaves for its (unreachable) 10.0.0.x backends.

@@ -5,7 +5,7 @@
 //!
 //! Conventions: base units (`_bytes`), `_total` on counters, and only
 //! low-cardinality labels (`service`, `backend`, `vrid`, and the fixed sets
-//! `state`, `health`, `action`, `reason`). A service's VIP, port, protocol
+//! `state`, `health`, `action`, `reason`, `outcome`). A service's VIP, port, protocol
 //! and scheduler, and a backend's address, are labels of the `*_info`
 //! gauges (value 1) only, to be joined in queries. States are enum-style
 //! gauges: one series per state name, 1 for the current one, 0 for the
@@ -15,6 +15,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use lb_common::handshake::HandshakeCounters;
 use lb_common::maps::{Counters, Reason, XDP_ACTION_NAMES};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -27,7 +28,7 @@ use prometheus_client::registry::Registry;
 
 use super::model::{BgpReport, VrrpReport};
 use crate::dataplane::{CounterReader, DataplaneError};
-use crate::domain::{BackendState, ConfigStatus, Health, Snapshot};
+use crate::domain::{BackendState, ConfigStatus, Health, HealthSource, Snapshot};
 use crate::flows::FlowCensus;
 use crate::hooks::{HookFailures, HookKind};
 use crate::vrrp::State;
@@ -232,6 +233,18 @@ impl Scrape {
         )?;
         gauge(
             e,
+            "lb_backend_health_passive",
+            "1 while the backend's health was set by passive health (its handshakes failed), 0 while by its checks (checked backends only)",
+            members
+                .iter()
+                .filter(|(_, b)| b.health.is_some())
+                .map(|(s, b)| {
+                    let passive = b.health_by == HealthSource::Passive;
+                    (labels(&s.name, &b.name), i64::from(passive))
+                }),
+        )?;
+        gauge(
+            e,
             "lb_backend_health_unknown",
             "1 while this node cannot check the backend (its own link, route or source address); lb_backend_health is then the last health it knew",
             members
@@ -303,7 +316,31 @@ impl Scrape {
                 Some((labels(&s.name, &b.name), counters))
             })
             .collect();
-        encode_traffic(e, "lb_backend", "backend", &traffic)
+        encode_traffic(e, "lb_backend", "backend", &traffic)?;
+        let handshakes: Vec<(Labels, HandshakeCounters)> = members
+            .iter()
+            .filter_map(|(s, b)| {
+                let counters = readable(self.counters.handshake_counters(b.id), "handshake")?;
+                Some((labels(&s.name, &b.name), counters))
+            })
+            .collect();
+        counter(
+            e,
+            "lb_backend_handshakes",
+            "TCP handshakes the data path saw for the backend (passive health), by outcome: completed, retransmitted (the SYN was sent again, and given to the next backend), failed (retransmitted, or not completed within handshake_timeout)",
+            handshakes.iter().flat_map(|(labels, counters)| {
+                [
+                    ("completed", counters.completed),
+                    ("retransmitted", counters.retransmitted),
+                    ("failed", counters.failed),
+                ]
+                .map(|(outcome, count)| {
+                    let mut labels = labels.clone();
+                    labels.push(("outcome", outcome.to_owned()));
+                    (labels, count)
+                })
+            }),
+        )
     }
 
     fn encode_xdp(&self, e: &mut DescriptorEncoder) -> fmt::Result {

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, LastCheckDuration,
+    AdminState, BackendSnapshot, BackendState, ConfigStatus, Health, HealthSource,
+    LastCheckDuration,
 };
 use crate::flows::FlowCensus;
 use crate::ha::bgp::BgpStatus;
@@ -161,6 +162,10 @@ pub struct BackendStatus {
     pub health_reason: String,
     #[serde(with = "rfc3339")]
     pub health_since: SystemTime,
+    /// The mechanism that set `health`: `checks`, or `passive` (its
+    /// handshakes failed, see `observe`).
+    #[serde(default)]
+    pub health_by: HealthSource,
     /// Whether `health` is a fresh verdict of this node's checks (see
     /// [`BackendSnapshot::settled`]).
     pub settled: bool,
@@ -198,8 +203,25 @@ pub struct BackendStatus {
     /// Changes of `state` since `lb` started.
     #[serde(default)]
     pub state_changes: u64,
+    /// Its TCP handshakes as the data path saw them (passive health).
+    #[serde(default)]
+    pub handshakes: Handshakes,
     /// Traffic forwarded to it, from the data path's counters.
     pub counters: Traffic,
+}
+
+/// A backend's TCP handshakes seen by the data path (services with
+/// `observe = "layer4"`), summed over CPUs since the program was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Handshakes {
+    /// Completed: the client's ACK after the SYN arrived.
+    pub completed: u64,
+    /// SYNs retransmitted on an incomplete handshake (each one sent to the
+    /// next backend instead).
+    pub retransmitted: u64,
+    /// Seen to fail: retransmitted, or not completed within
+    /// `handshake_timeout` (a watched sample under a high rate).
+    pub failed: u64,
 }
 
 /// The last census of the flow table (see [`crate::flows`]).
@@ -225,9 +247,14 @@ impl FlowsReport {
 }
 
 impl BackendStatus {
-    /// `backend` as the controller published it, with its `counters` and
-    /// its active flows at the last census.
-    pub fn new(backend: &BackendSnapshot, counters: Traffic, census: &FlowCensus) -> Self {
+    /// `backend` as the controller published it, with its `counters`, its
+    /// `handshakes` and its active flows at the last census.
+    pub fn new(
+        backend: &BackendSnapshot,
+        counters: Traffic,
+        handshakes: Handshakes,
+        census: &FlowCensus,
+    ) -> Self {
         BackendStatus {
             name: backend.name.clone(),
             address: backend.address,
@@ -237,6 +264,7 @@ impl BackendStatus {
             health: backend.health,
             health_reason: backend.health_reason.clone(),
             health_since: backend.health_since,
+            health_by: backend.health_by,
             settled: backend.settled,
             health_unknown: backend.health_unknown.clone(),
             joining: backend.joining,
@@ -253,6 +281,7 @@ impl BackendStatus {
             backup: backend.backup,
             standby: backend.standby,
             state_changes: backend.state_changes,
+            handshakes,
             counters,
         }
     }
@@ -486,6 +515,8 @@ mod tests {
                 bytes: 1000,
                 new_flows: 2,
             },
+            health_by: crate::domain::HealthSource::Checks,
+            handshakes: Default::default(),
         }
     }
 

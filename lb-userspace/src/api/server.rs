@@ -53,15 +53,15 @@ use tokio::task::JoinSet;
 
 use super::metrics;
 use super::model::{
-    BackendStatus, BgpReport, ConfigReport, DataPathReport, ErrorBody, FlowsReport, ServiceStatus,
-    StatusReport, Traffic, VrrpReport, WeightRequest,
+    BackendStatus, BgpReport, ConfigReport, DataPathReport, ErrorBody, FlowsReport, Handshakes,
+    ServiceStatus, StatusReport, Traffic, VrrpReport, WeightRequest,
 };
 use crate::dataplane::{CounterReader, DataplaneError};
 use crate::domain::{
-    AdminAction, AdminCommandError, AdminCommands, AdminError, ConfigStatusReceiver,
-    ReloadCommands, ReloadError, ReloadOutcome, SnapshotReceiver,
+    AdminAction, AdminCommandError, AdminCommands, AdminError, BackendSnapshot,
+    ConfigStatusReceiver, ReloadCommands, ReloadError, ReloadOutcome, SnapshotReceiver,
 };
-use crate::flows::FlowCensusReceiver;
+use crate::flows::{FlowCensus, FlowCensusReceiver};
 use crate::ha::bgp::BgpStatus;
 use crate::health::UnknownResults;
 use crate::hooks::HookFailures;
@@ -383,10 +383,7 @@ impl ApiState {
                 backends: service
                     .backends
                     .iter()
-                    .map(|backend| {
-                        let counters = traffic(self.counters.backend_counters(backend.id));
-                        BackendStatus::new(backend, counters, &census)
-                    })
+                    .map(|backend| self.backend_status(backend, &census))
                     .collect(),
             })
             .collect();
@@ -430,9 +427,26 @@ impl ApiState {
 
     async fn act(&self, Path((service, backend)): Names, action: AdminAction) -> ActionResult {
         let snapshot = self.admin.send(&service, &backend, action).await?;
-        let counters = traffic(self.counters.backend_counters(snapshot.id));
         let census = self.flows.borrow().clone();
-        Ok(Json(BackendStatus::new(&snapshot, counters, &census)))
+        Ok(Json(self.backend_status(&snapshot, &census)))
+    }
+
+    /// `backend` with its counters read now; a read error is logged and
+    /// shown as zeros.
+    fn backend_status(&self, backend: &BackendSnapshot, census: &FlowCensus) -> BackendStatus {
+        let counters = traffic(self.counters.backend_counters(backend.id));
+        let handshakes = match self.counters.handshake_counters(backend.id) {
+            Ok(c) => Handshakes {
+                completed: c.completed,
+                retransmitted: c.retransmitted,
+                failed: c.failed,
+            },
+            Err(error) => {
+                tracing::warn!(%error, "reading handshake counters");
+                Handshakes::default()
+            }
+        };
+        BackendStatus::new(backend, counters, handshakes, census)
     }
 }
 

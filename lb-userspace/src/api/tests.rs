@@ -45,6 +45,7 @@ fn backend(id: u32, name: &str, health: Health) -> BackendSnapshot {
         backup: false,
         standby: false,
         state_changes: 0,
+        health_by: crate::domain::HealthSource::Checks,
     }
 }
 

@@ -21,8 +21,8 @@ use std::path::Path;
 use error::MAX_FILE_BYTES;
 pub use error::{ConfigError, Location};
 pub use model::{
-    Backend, BgpNode, Config, Forwarding, Global, HealthCheck, OnDown, Protocol, Scheduler,
-    Service, SourcePrefix, SourceRateLimit, Tracking, VrrpPair, DEFAULT_API,
+    Backend, BgpNode, Config, Forwarding, Global, HealthCheck, OnDown, PassiveHealth, Protocol,
+    Scheduler, Service, SourcePrefix, SourceRateLimit, Tracking, VrrpPair, DEFAULT_API,
     DEFAULT_FLOW_INSERT_LIMIT_PER_CPU, NEW_FLOWS_BURST_RANGE, NEW_FLOWS_PER_SECOND_RANGE,
     WEIGHT_RANGE,
 };

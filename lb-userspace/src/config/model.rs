@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lb_common::handshake::{self, Observe};
 use lb_common::maps::RateLimit;
 pub use lb_common::maps::SourcePrefix;
 
@@ -165,6 +166,31 @@ pub struct HealthCheck {
     pub spec: Arc<CheckSpec>,
     /// The port probed on each backend (default: the service port).
     pub port: u16,
+    /// Passive health (`observe = "layer4"`); `None`: `observe = "none"`.
+    pub observe: Option<PassiveHealth>,
+}
+
+/// `observe = "layer4"`: the data path watches each backend's TCP
+/// handshakes (HAProxy's `observe layer4` with `on-error mark-down`); see
+/// `lb_common::handshake`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Failed handshakes in a row, from two clients at least, that mark a
+    /// backend down.
+    pub error_limit: u8,
+    /// How long the client's completing ACK may take after the SYN.
+    pub handshake_timeout: Duration,
+}
+
+impl PassiveHealth {
+    /// The settings as the data path holds them (in the service's entry).
+    pub fn map_value(self) -> Observe {
+        let nanos = u64::try_from(self.handshake_timeout.as_nanos()).unwrap_or(u64::MAX);
+        Observe {
+            error_limit: self.error_limit,
+            handshake_timeout: handshake::ticks(nanos),
+        }
+    }
 }
 
 /// Transport protocol of a service.

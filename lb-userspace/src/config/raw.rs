@@ -96,6 +96,10 @@ pub(super) struct RawHealth {
     pub database: Option<Spanned<String>>,
     pub expect_role: Option<Spanned<String>>,
     pub max_lag: Option<Spanned<String>>,
+    // passive health
+    pub observe: Option<Spanned<String>>,
+    pub error_limit: Option<Spanned<i64>>,
+    pub handshake_timeout: Option<Spanned<String>>,
 }
 
 /// `[vrrp]`.

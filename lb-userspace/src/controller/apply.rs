@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 
 use lb_common::maps::{self, backend_state, ServiceKey};
 
-use super::image::{MapsImage, ServiceTable, SourcePolicy};
+use super::image::{MapsImage, ServicePolicy, ServiceTable};
 use crate::dataplane::{DataplaneError, MapWriter};
 
 /// One write to the data path's maps.
@@ -41,7 +41,7 @@ pub enum MapWrite {
     /// A service id's rate limit and allow-list.
     Policy {
         id: u32,
-        policy: SourcePolicy,
+        policy: ServicePolicy,
     },
     /// The policies of a service id no longer in use, cleared.
     RemovePolicy {
@@ -113,8 +113,19 @@ impl Applier {
         match write {
             MapWrite::Backend { id, backend } => {
                 let entry = Entry::Backend(id);
+                let was_up = self
+                    .written
+                    .backends
+                    .get(&id)
+                    .is_some_and(|written| written.state == backend_state::UP);
                 self.written.backends.insert(id, backend);
                 self.unknown.insert(entry);
+                // A backend that takes new flows again starts with a clean
+                // handshake record: an ejection the controller acted on
+                // must not outlive the verdict.
+                if backend.state == backend_state::UP && !was_up {
+                    maps.clear_handshakes(id)?;
+                }
                 maps.set_backend(id, &backend)?;
                 self.unknown.remove(&entry);
                 Ok(0)
@@ -149,7 +160,7 @@ impl Applier {
             MapWrite::RemovePolicy { id } => {
                 let entry = Entry::Policy(id);
                 self.unknown.insert(entry);
-                write_policy(maps, id, &SourcePolicy::default())?;
+                write_policy(maps, id, &ServicePolicy::default())?;
                 self.written.policies.remove(&id);
                 self.unknown.remove(&entry);
                 Ok(0)
@@ -216,14 +227,15 @@ impl Applier {
     }
 }
 
-/// Writes both of a service id's source policies.
+/// Writes each of a service id's policies.
 fn write_policy(
     maps: &mut (impl MapWriter + ?Sized),
     id: u32,
-    policy: &SourcePolicy,
+    policy: &ServicePolicy,
 ) -> Result<(), DataplaneError> {
     maps.set_rate_limit(id, policy.rate_limit)?;
-    maps.set_allow_list(id, policy.allow.as_deref())
+    maps.set_allow_list(id, policy.allow.as_deref())?;
+    maps.set_observe(id, policy.observe)
 }
 
 #[cfg(test)]
@@ -289,6 +301,9 @@ pub(super) mod tests {
             }
             if policy.allow.is_some() {
                 flags |= service_flags::ALLOW_LIST;
+            }
+            if policy.observe.is_some() {
+                flags |= service_flags::OBSERVE;
             }
             assert_eq!(service.flags, flags, "flags of service {id}");
         }

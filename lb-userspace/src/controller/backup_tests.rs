@@ -83,6 +83,7 @@ fn health(config: &Config, backend: &str, health: Health, seconds: u64) -> Healt
         at: at(seconds),
         settled: true,
         unknown: None,
+        by: crate::domain::HealthSource::Checks,
     }
 }
 

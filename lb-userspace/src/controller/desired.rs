@@ -24,7 +24,8 @@ use super::image::BackendPlan;
 use super::layout::Layout;
 use crate::config::{Backend, Config, OnDown, Service, WEIGHT_RANGE};
 use crate::domain::{
-    AdminAction, AdminError, AdminState, BackendSnapshot, BackendState, Health, LastCheckDuration,
+    AdminAction, AdminError, AdminState, BackendSnapshot, BackendState, Health, HealthSource,
+    LastCheckDuration,
 };
 use crate::health::{CheckTarget, DesiredTarget, HealthEvent, TargetStatus};
 
@@ -67,6 +68,8 @@ struct Member {
     target: Option<CheckTarget>,
     health: Option<Health>,
     health_change: Change,
+    /// Who set `health`.
+    health_by: HealthSource,
     /// See [`BackendSnapshot::settled`].
     settled: bool,
     /// See [`BackendSnapshot::health_unknown`].
@@ -97,6 +100,7 @@ impl Member {
         let target = service.check_target(backend);
         let mut health_unknown = None;
         let mut last_check = None;
+        let mut health_by = HealthSource::Checks;
         let (health, health_change, settled) = match &target {
             None => (
                 None,
@@ -110,6 +114,7 @@ impl Member {
                 Some(status) => {
                     health_unknown = status.unknown;
                     last_check = Some(status.last_check);
+                    health_by = status.by;
                     (
                         Some(status.health),
                         Change {
@@ -145,6 +150,7 @@ impl Member {
             health_change,
             settled,
             health_unknown,
+            health_by,
             joining: false,
             admin: AdminState::Enabled,
             mac_unresolved: false,
@@ -165,6 +171,7 @@ impl Member {
             self.health_change = previous.health_change.clone();
             self.settled = previous.settled;
             self.health_unknown = previous.health_unknown.clone();
+            self.health_by = previous.health_by;
             self.joining = previous.joining;
         } else {
             self.joining = !self.settled;
@@ -203,11 +210,12 @@ impl Member {
     }
 
     /// Whether it is down by its checks in a service with `on_down =
-    /// "keep"`: its established flows stay (the data path sees it
-    /// draining). A down backend whose MAC is unresolved moves them all the
-    /// same: frames to its old MAC reach nobody.
+    /// "keep"`, or by passive health (which judges new connections only):
+    /// its established flows stay (the data path sees it draining). A down
+    /// backend whose MAC is unresolved moves them all the same: frames to
+    /// its old MAC reach nobody.
     fn keeps_flows_while_down(&self) -> bool {
-        self.on_down == OnDown::Keep
+        (self.on_down == OnDown::Keep || self.health_by == HealthSource::Passive)
             && self.state == BackendState::Down
             && self.admin == AdminState::Enabled
             && !self.mac_unresolved
@@ -336,6 +344,16 @@ impl DesiredState {
         })
     }
 
+    /// The check target of membership `id` while its health is up: what a
+    /// passive verdict marks down.
+    pub fn up_target(&self, id: u32) -> Option<&CheckTarget> {
+        let member = self.members.get(&id)?;
+        member
+            .target
+            .as_ref()
+            .filter(|_| member.health == Some(Health::Up))
+    }
+
     /// Records a change of health of `event.target` (or its settling), for
     /// every membership checked by it; returns the resulting changes of state.
     pub fn record_health(&mut self, event: &HealthEvent) -> Vec<StateChange> {
@@ -352,11 +370,16 @@ impl DesiredState {
                 continue;
             }
             member.health = Some(event.health);
+            member.health_by = event.by;
             member.health_change = Change {
                 reason: event.reason.clone(),
                 at: event.at,
             };
-            let reason = format!("health {}: {}", event.health, event.reason);
+            // A passive verdict names itself ("passive: ...").
+            let reason = match event.by {
+                HealthSource::Checks => format!("health {}: {}", event.health, event.reason),
+                HealthSource::Passive => event.reason.clone(),
+            };
             changes.extend(member.settle(reason, event.at));
         }
         changes
@@ -495,6 +518,7 @@ impl DesiredState {
             health: member.health,
             health_reason: member.health_change.reason.clone(),
             health_since: member.health_change.at,
+            health_by: member.health_by,
             settled: member.settled,
             health_unknown: member.health_unknown.clone(),
             joining: member.joining,
@@ -583,6 +607,7 @@ mod tests {
                 settled: false,
                 unknown: None,
                 last_check: Default::default(),
+                by: crate::domain::HealthSource::Checks,
             })
         };
         let desired = DesiredState::new(&config, &layout, initial, at(0));
@@ -607,6 +632,7 @@ mod tests {
             at: at(s),
             settled: true,
             unknown: None,
+            by: crate::domain::HealthSource::Checks,
         }
     }
 

@@ -7,10 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
+use lb_common::handshake::Observe;
 use lb_common::maps::{self, RateLimit, ServiceKey, SourcePrefix};
 
 use super::error::PublishError;
 use super::layout::{network_order, Layout, Serving};
+use crate::config::PassiveHealth;
 use crate::domain::BackendState;
 use crate::neighbour::Neighbour;
 
@@ -74,13 +76,16 @@ impl ServiceTable {
     }
 }
 
-/// A service's source policies as the data path should hold them.
+/// A service's policies as the data path should hold them: its source
+/// policies and its passive health.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourcePolicy {
+pub struct ServicePolicy {
     /// The per-source new-flow limit (`RateLimit::default()`: none).
     pub rate_limit: RateLimit,
     /// The allow-list; `None`: every source.
     pub allow: Option<Vec<SourcePrefix>>,
+    /// Passive health; `None`: off.
+    pub observe: Option<Observe>,
 }
 
 /// The content of the maps that the controller owns, keyed by id.
@@ -88,8 +93,8 @@ pub struct SourcePolicy {
 pub struct MapsImage {
     pub backends: BTreeMap<u32, maps::Backend>,
     pub services: BTreeMap<u32, ServiceTable>,
-    /// Every service's source policies, by service id.
-    pub policies: BTreeMap<u32, SourcePolicy>,
+    /// Every service's policies, by service id.
+    pub policies: BTreeMap<u32, ServicePolicy>,
 }
 
 impl MapsImage {
@@ -143,11 +148,12 @@ impl MapsImage {
             }
             image.policies.insert(
                 service.id,
-                SourcePolicy {
+                ServicePolicy {
                     rate_limit: service
                         .rate_limit
                         .map_or_else(RateLimit::default, |limit| limit.map_value()),
                     allow: service.allow.clone(),
+                    observe: service.observe.map(PassiveHealth::map_value),
                 },
             );
             let (scheduler, slots) = service.table(&serving, table_size)?;

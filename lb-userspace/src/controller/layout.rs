@@ -17,7 +17,8 @@ use lb_common::ring::round_robin_ring;
 
 use super::error::PublishError;
 use crate::config::{
-    Backend, Config, Forwarding, Protocol, Scheduler, Service, SourcePrefix, SourceRateLimit,
+    Backend, Config, Forwarding, PassiveHealth, Protocol, Scheduler, Service, SourcePrefix,
+    SourceRateLimit,
 };
 
 /// The ids the data path knows services and backends by: at start,
@@ -80,6 +81,8 @@ pub struct ServiceSlot {
     pub allow: Option<Vec<SourcePrefix>>,
     /// The per-source new-flow limit; `None`: none.
     pub rate_limit: Option<SourceRateLimit>,
+    /// Passive health; `None`: off.
+    pub observe: Option<PassiveHealth>,
     pub backends: Vec<BackendSlot>,
 }
 
@@ -96,6 +99,7 @@ impl ServiceSlot {
             forwarding: service.forwarding,
             allow: service.allow.clone(),
             rate_limit: service.rate_limit,
+            observe: service.health.as_ref().and_then(|health| health.observe),
             backends,
         }
     }

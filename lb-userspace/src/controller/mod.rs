@@ -23,6 +23,13 @@
 //! - [`error`]: why publishing failed;
 //! - [`notify`]: the backend hook run on every change of a backend's state.
 //!
+//! Passive health: every [`PASSIVE_POLL`] the controller reads the
+//! handshake records of the backends of services with `observe =
+//! "layer4"`; a backend the data path ejected (failed handshakes in a row,
+//! from two clients at least) is marked down through its checks' task,
+//! whose checks bring it back (see `lb_common::handshake`). The record is
+//! cleared when the backend takes new flows again ([`apply`]).
+//!
 //! Nothing time-critical waits for it: the checks run in their own tasks,
 //! the VRRP instance on its own thread, and the API reads the published
 //! snapshot. Map writes run under [`tokio::task::block_in_place`], so the
@@ -72,6 +79,10 @@ const UPDATE_QUEUE: usize = 1;
 const MAC_QUEUE: usize = 64;
 /// Delay before a failed publication is tried again.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often the handshake records are read: the data path already keeps
+/// new flows off an ejected backend, so this only bounds how long it stays
+/// in the table (and in `/status`) as up.
+pub const PASSIVE_POLL: Duration = Duration::from_millis(100);
 
 /// A reloaded configuration for the controller, with the neighbours of the
 /// backend addresses it adds; answered once applied, or refused with
@@ -289,7 +300,10 @@ impl<M: MapWriter> Controller<M> {
     pub async fn run<T>(mut self, shutdown: impl Future<Output = T>) -> (Self, T) {
         tokio::pin!(shutdown);
         self.publish_snapshot();
+        let mut passive_poll = time::interval(PASSIVE_POLL);
+        passive_poll.set_missed_tick_behavior(time::MissedTickBehavior::Delay);
         let stopped_by = loop {
+            let observing = self.layout.services.iter().any(|s| s.observe.is_some());
             let retry_at = self.retry_at;
             let retry = async move {
                 match retry_at {
@@ -322,6 +336,7 @@ impl<M: MapWriter> Controller<M> {
                     let reply = self.reconfigure(&update.config, update.neighbours, SystemTime::now());
                     let _ = update.reply.send(reply);
                 }
+                _ = passive_poll.tick(), if observing => self.check_handshakes(),
                 () = retry => {
                     // A failure is logged and retried again.
                     if self.publish().is_ok() {
@@ -345,6 +360,36 @@ impl<M: MapWriter> Controller<M> {
             let _ = self.publish();
         }
         self.publish_snapshot();
+    }
+
+    /// Marks down, through its checks, every up backend that the data path
+    /// ejected for failed handshakes (passive health); the resulting health
+    /// event publishes the change.
+    fn check_handshakes(&mut self) {
+        for service in &self.layout.services {
+            let Some(observe) = service.observe else {
+                continue;
+            };
+            for backend in &service.backends {
+                let Some(target) = self.desired.up_target(backend.id) else {
+                    continue;
+                };
+                let watch = match self.maps.handshakes(backend.id) {
+                    Ok(watch) => watch,
+                    Err(error) => {
+                        tracing::debug!(backend = backend.id, error = %error_chain(&error), "cannot read a handshake record");
+                        continue;
+                    }
+                };
+                if !watch.is_ejected(observe.error_limit) {
+                    continue;
+                }
+                let reason = format!("passive: {} handshakes not completed", watch.failed_in_row);
+                if self.checker.mark_down(target, reason.clone()) {
+                    tracing::warn!(service = %service.name, backend = %backend.name, %reason, "backend marked down by passive health");
+                }
+            }
+        }
     }
 
     /// Records a backend address's new MAC, or its being unresolved (no new

@@ -115,6 +115,7 @@ fn web_health(config: &Config, backend: &str, health: Health, seconds: u64) -> H
         at: at(seconds),
         settled: true,
         unknown: None,
+        by: crate::domain::HealthSource::Checks,
     }
 }
 
@@ -167,7 +168,7 @@ fn an_unchanged_service_keeps_its_table_ids_and_health_and_nothing_of_it_is_writ
     let dns = key_of(&controller, "dns");
     assert!(
         writes.iter().all(|write| match write {
-            FakeWrite::Backend { id, .. } => *id == 3,
+            FakeWrite::Backend { id, .. } | FakeWrite::Handshakes { id, .. } => *id == 3,
             FakeWrite::Service { key, .. } => *key == dns,
             FakeWrite::Slot { index, .. } => (*index as usize) >= 2 * 13,
             FakeWrite::Vip { .. } => true,

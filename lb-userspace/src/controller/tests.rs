@@ -82,6 +82,7 @@ fn health(config: &Config, backend: usize, health: Health, seconds: u64) -> Heal
         at: at(seconds),
         settled: true,
         unknown: None,
+        by: crate::domain::HealthSource::Checks,
     }
 }
 

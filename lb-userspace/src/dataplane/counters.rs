@@ -1,11 +1,13 @@
 //! The data path's per-CPU counters, read-only: per service, per backend,
-//! per XDP action and per pass/drop reason, each summed over CPUs.
+//! per XDP action and per pass/drop reason, and each backend's handshakes,
+//! each summed over CPUs.
 //!
 //! [`CounterMaps`] is shared (`Arc`) between the controller's owner and the
 //! control API, which reads counters when a request asks for them, so they
 //! are always current and the controller never waits on a status request.
 
 use aya::maps::{MapData, PerCpuArray};
+use lb_common::handshake::HandshakeCounters;
 use lb_common::maps::{names, Counters, Reason, XDP_ACTION_COUNT};
 
 use super::error::{map_error, DataplaneError};
@@ -22,6 +24,8 @@ pub trait CounterReader: Send + Sync {
     fn action_counters(&self) -> Result<[u64; XDP_ACTION_COUNT as usize], DataplaneError>;
     /// Passed or dropped packets per [`Reason`] (index = reason), summed over CPUs.
     fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError>;
+    /// Handshakes of backend `id` (passive health), summed over CPUs.
+    fn handshake_counters(&self, id: u32) -> Result<HandshakeCounters, DataplaneError>;
 }
 
 /// The counter maps of a loaded data path.
@@ -30,6 +34,7 @@ pub struct CounterMaps {
     pub(super) backend_stats: PerCpuArray<MapData, Counters>,
     pub(super) action_stats: PerCpuArray<MapData, u64>,
     pub(super) reason_stats: PerCpuArray<MapData, u64>,
+    pub(super) handshake_stats: PerCpuArray<MapData, HandshakeCounters>,
 }
 
 impl CounterReader for CounterMaps {
@@ -47,6 +52,20 @@ impl CounterReader for CounterMaps {
 
     fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
         sum_all(&self.reason_stats, names::REASON_STATS)
+    }
+
+    fn handshake_counters(&self, id: u32) -> Result<HandshakeCounters, DataplaneError> {
+        let per_cpu = self
+            .handshake_stats
+            .get(&id, 0)
+            .map_err(map_error(names::HANDSHAKE_STATS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(HandshakeCounters::default(), |sum, cpu| HandshakeCounters {
+                completed: sum.completed + cpu.completed,
+                retransmitted: sum.retransmitted + cpu.retransmitted,
+                failed: sum.failed + cpu.failed,
+            }))
     }
 }
 

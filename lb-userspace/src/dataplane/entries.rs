@@ -1,11 +1,13 @@
 //! The maps the controller writes (`BACKENDS`, `SCHED_TABLE`, `SERVICES`,
-//! `VIPS`, `RATE_LIMITS`, `ALLOW_LISTS`) as the kernel holds them: each
+//! `VIPS`, `RATE_LIMITS`, `ALLOW_LISTS`, and `HANDSHAKES` when it clears a
+//! record) as the kernel holds them: each
 //! [`EntryWriter`] call is one `bpf_map_update_elem` or
 //! `bpf_map_delete_elem`.
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
+use lb_common::handshake::HandshakeWatch;
 use lb_common::maps::{
     names, AllowedSource, Backend, RateLimit, Service, ServiceKey, SourcePrefix, ALLOWED,
 };
@@ -23,7 +25,17 @@ pub(super) struct KernelMaps {
     pub(super) rate_limits: Array<MapData, RateLimit>,
     pub(super) allow_lists: LpmTrie<MapData, AllowedSource, u8>,
     pub(super) rr_cursor: PerCpuArray<MapData, u32>,
+    pub(super) handshakes: Array<MapData, HandshakeWatch>,
     pub(super) max_backends: u32,
+}
+
+impl KernelMaps {
+    /// `HANDSHAKES[id]`.
+    pub(super) fn read_handshakes(&self, id: u32) -> Result<HandshakeWatch, DataplaneError> {
+        self.handshakes
+            .get(&id, 0)
+            .map_err(map_error(names::HANDSHAKES))
+    }
 }
 
 /// The `ALLOW_LISTS` key of `prefix` in service `id`'s list.
@@ -43,6 +55,12 @@ impl EntryWriter for KernelMaps {
         self.backends
             .set(id, backend, 0)
             .map_err(map_error(names::BACKENDS))
+    }
+
+    fn write_handshakes(&mut self, id: u32, watch: &HandshakeWatch) -> Result<(), DataplaneError> {
+        self.handshakes
+            .set(id, watch, 0)
+            .map_err(map_error(names::HANDSHAKES))
     }
 
     fn write_slot(&mut self, index: u32, backend_id: u32) -> Result<(), DataplaneError> {

@@ -9,6 +9,7 @@ use std::io;
 
 use aya::maps::MapError;
 use aya::sys::SyscallError;
+use lb_common::handshake::{HandshakeCounters, HandshakeWatch, Observe};
 use lb_common::maps::{
     names, Backend, Counters, RateLimit, Reason, Scheduler, Service, ServiceKey, SourcePrefix,
     XDP_ACTION_COUNT,
@@ -25,6 +26,7 @@ use super::LoadOptions;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FakeWrite {
     Backend { id: u32, backend: Backend },
+    Handshakes { id: u32, watch: HandshakeWatch },
     Slot { index: u32, backend_id: u32 },
     Service { key: ServiceKey, service: Service },
     RemoveService { key: ServiceKey },
@@ -49,6 +51,7 @@ pub struct FakeMaps {
 struct FakeEntries {
     max_backends: u32,
     backends: BTreeMap<u32, Backend>,
+    handshakes: BTreeMap<u32, HandshakeWatch>,
     sched_table: Vec<u32>,
     services: HashMap<ServiceKey, Service>,
     vips: HashMap<u32, u32>,
@@ -72,6 +75,7 @@ impl FakeMaps {
             entries: FakeEntries {
                 max_backends: options.max_backends,
                 backends: BTreeMap::new(),
+                handshakes: BTreeMap::new(),
                 sched_table: vec![0; sched_entries as usize],
                 services: HashMap::new(),
                 vips: HashMap::new(),
@@ -115,6 +119,11 @@ impl FakeMaps {
     }
 
     /// `BACKENDS[id]`, if ever written.
+    /// Sets `HANDSHAKES[id]` as the data path would (unlogged).
+    pub fn record_handshakes(&mut self, id: u32, watch: HandshakeWatch) {
+        self.entries.handshakes.insert(id, watch);
+    }
+
     pub fn backend(&self, id: u32) -> Option<Backend> {
         self.entries.backends.get(&id).copied()
     }
@@ -186,6 +195,25 @@ impl MapWriter for FakeMaps {
         self.policies
             .set_allow_list(&mut self.entries, &mut self.tables, id, allow)
     }
+
+    fn set_observe(&mut self, id: u32, observe: Option<Observe>) -> Result<(), DataplaneError> {
+        self.policies
+            .set_observe(&mut self.entries, &mut self.tables, id, observe)
+    }
+
+    fn handshakes(&self, id: u32) -> Result<HandshakeWatch, DataplaneError> {
+        Ok(self
+            .entries
+            .handshakes
+            .get(&id)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    fn clear_handshakes(&mut self, id: u32) -> Result<(), DataplaneError> {
+        self.entries
+            .write_handshakes(id, &HandshakeWatch::default())
+    }
 }
 
 impl FakeEntries {
@@ -221,6 +249,13 @@ impl EntryWriter for FakeEntries {
             id,
             backend: *backend,
         });
+        Ok(())
+    }
+
+    fn write_handshakes(&mut self, id: u32, watch: &HandshakeWatch) -> Result<(), DataplaneError> {
+        self.attempt(names::HANDSHAKES)?;
+        self.handshakes.insert(id, *watch);
+        self.log.push(FakeWrite::Handshakes { id, watch: *watch });
         Ok(())
     }
 
@@ -299,6 +334,7 @@ pub struct FakeCounters {
     pub actions: [u64; XDP_ACTION_COUNT as usize],
     /// Packets per pass/drop reason, by reason index.
     pub reasons: [u64; Reason::COUNT as usize],
+    pub handshakes: HashMap<u32, HandshakeCounters>,
 }
 
 impl CounterReader for FakeCounters {
@@ -316,5 +352,9 @@ impl CounterReader for FakeCounters {
 
     fn reason_counters(&self) -> Result<[u64; Reason::COUNT as usize], DataplaneError> {
         Ok(self.reasons)
+    }
+
+    fn handshake_counters(&self, id: u32) -> Result<HandshakeCounters, DataplaneError> {
+        Ok(self.handshakes.get(&id).copied().unwrap_or_default())
     }
 }

@@ -9,12 +9,14 @@
 //! - [`EntryWriter`]: one map entry per call, the only part that differs
 //!   between the kernel's maps and the fake's.
 
+use lb_common::handshake::{HandshakeWatch, Observe};
 use lb_common::maps::{Backend, RateLimit, Scheduler, Service, ServiceKey, SourcePrefix};
 
 use super::error::DataplaneError;
 
 /// Writes the maps the controller owns: `BACKENDS`, `SCHED_TABLE`,
-/// `SERVICES`, `VIPS`, `RATE_LIMITS` and `ALLOW_LISTS`.
+/// `SERVICES`, `VIPS`, `RATE_LIMITS` and `ALLOW_LISTS`, and reads and
+/// clears the backends' `HANDSHAKES` records (which the data path writes).
 ///
 /// After an error, what the maps hold is what the successful writes before
 /// it left there: a call can be repeated, and the repeat completes it.
@@ -64,6 +66,19 @@ pub trait MapWriter {
         id: u32,
         allow: Option<&[SourcePrefix]>,
     ) -> Result<(), DataplaneError>;
+
+    /// Sets service `id`'s passive health (`None`: off): its settings and
+    /// its `OBSERVE` flag, in the live `SERVICES` entry and in every later
+    /// publication. Belongs to the id, like [`MapWriter::set_rate_limit`].
+    fn set_observe(&mut self, id: u32, observe: Option<Observe>) -> Result<(), DataplaneError>;
+
+    /// Backend `id`'s handshake record, as the data path left it.
+    fn handshakes(&self, id: u32) -> Result<HandshakeWatch, DataplaneError>;
+
+    /// Clears backend `id`'s handshake record (no failure in a row, nothing
+    /// watched): done before it takes new flows again, so that an ejection
+    /// the controller has acted on does not outlive it.
+    fn clear_handshakes(&mut self, id: u32) -> Result<(), DataplaneError>;
 }
 
 /// One update of one map entry per call. A failed call leaves the entry as
@@ -72,6 +87,8 @@ pub trait MapWriter {
 pub(super) trait EntryWriter {
     /// `BACKENDS[id] = backend`.
     fn write_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError>;
+    /// `HANDSHAKES[id] = watch`.
+    fn write_handshakes(&mut self, id: u32, watch: &HandshakeWatch) -> Result<(), DataplaneError>;
     /// `SCHED_TABLE[index] = backend_id`.
     fn write_slot(&mut self, index: u32, backend_id: u32) -> Result<(), DataplaneError>;
     /// `SERVICES[key] = service`.

@@ -43,6 +43,7 @@ use aya::{
     programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
+use lb_common::handshake::{HandshakeWatch, Observe};
 use lb_common::maps::{
     defaults, names, programs, Backend, LocalInterface, RateLimit, Scheduler, ServiceKey,
     SourcePrefix,
@@ -237,6 +238,8 @@ impl Dataplane {
             .map_max_entries(names::RR_CURSOR, options.max_services)
             .map_max_entries(names::BACKENDS, options.max_backends)
             .map_max_entries(names::BACKEND_STATS, options.max_backends)
+            .map_max_entries(names::HANDSHAKES, options.max_backends)
+            .map_max_entries(names::HANDSHAKE_STATS, options.max_backends)
             .map_max_entries(names::SCHED_TABLE, sched_table_entries)
             .map_max_entries(names::RATE_LIMITS, options.max_services)
             .map_max_entries(names::SOURCE_BUCKETS, options.rate_limit_table_size)
@@ -273,6 +276,7 @@ impl Dataplane {
                 rate_limits: take_map(&mut ebpf, names::RATE_LIMITS)?,
                 allow_lists: take_map(&mut ebpf, names::ALLOW_LISTS)?,
                 rr_cursor: take_map(&mut ebpf, names::RR_CURSOR)?,
+                handshakes: take_map(&mut ebpf, names::HANDSHAKES)?,
                 max_backends: options.max_backends,
             },
             flows: Arc::new(FlowTable {
@@ -285,6 +289,7 @@ impl Dataplane {
                 backend_stats: take_map(&mut ebpf, names::BACKEND_STATS)?,
                 action_stats: take_map(&mut ebpf, names::ACTION_STATS)?,
                 reason_stats: take_map(&mut ebpf, names::REASON_STATS)?,
+                handshake_stats: take_map(&mut ebpf, names::HANDSHAKE_STATS)?,
             }),
             tables: ServiceTables::new(options.table_size, options.max_services),
             policies: SourcePolicies::new(options.max_services),
@@ -517,6 +522,19 @@ impl MapWriter for Dataplane {
     ) -> Result<(), DataplaneError> {
         self.policies
             .set_allow_list(&mut self.maps, &mut self.tables, id, allow)
+    }
+
+    fn set_observe(&mut self, id: u32, observe: Option<Observe>) -> Result<(), DataplaneError> {
+        self.policies
+            .set_observe(&mut self.maps, &mut self.tables, id, observe)
+    }
+
+    fn handshakes(&self, id: u32) -> Result<HandshakeWatch, DataplaneError> {
+        self.maps.read_handshakes(id)
+    }
+
+    fn clear_handshakes(&mut self, id: u32) -> Result<(), DataplaneError> {
+        map_writer::EntryWriter::write_handshakes(&mut self.maps, id, &HandshakeWatch::default())
     }
 }
 

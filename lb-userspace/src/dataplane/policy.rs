@@ -1,7 +1,8 @@
-//! Each service id's source policies as the data path holds them: its
-//! per-source new-flow rate limit (`RATE_LIMITS`) and its source allow-list
-//! (`ALLOW_LISTS`), and the service flags that turn them on (through
-//! [`ServiceTables::set_flag`]), written through any [`EntryWriter`].
+//! Each service id's policies as the data path holds them: its per-source
+//! new-flow rate limit (`RATE_LIMITS`), its source allow-list
+//! (`ALLOW_LISTS`), its passive health settings, and the service flags
+//! that turn them on (through [`ServiceTables::set_flag`]), written through
+//! any [`EntryWriter`].
 //!
 //! The order of the writes keeps a change safe at every step: a policy's
 //! entries are in place before its flag is set, and its flag is cleared
@@ -11,6 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use lb_common::handshake::Observe;
 use lb_common::maps::{service_flags, RateLimit, SourcePrefix};
 
 use super::error::DataplaneError;
@@ -89,6 +91,20 @@ impl SourcePolicies {
             held.remove(&prefix);
         }
         Ok(())
+    }
+
+    /// [`super::MapWriter::set_observe`] through `maps`: the settings live in
+    /// the service's own `SERVICES` entry, so one write turns them on, off
+    /// or changes them.
+    pub fn set_observe(
+        &mut self,
+        maps: &mut impl EntryWriter,
+        tables: &mut ServiceTables,
+        id: u32,
+        observe: Option<Observe>,
+    ) -> Result<(), DataplaneError> {
+        self.check_id(id)?;
+        tables.set_observe(maps, id, observe)
     }
 }
 

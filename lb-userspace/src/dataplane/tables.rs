@@ -1,6 +1,7 @@
 //! The double-buffered scheduling tables: which id each published service
 //! uses, which half of its `SCHED_TABLE` region is live, what each half
-//! holds, how many services share each VIP, each id's policy flags, and the
+//! holds, how many services share each VIP, each id's policy flags and
+//! passive health settings, and the
 //! publication and removal of a service through any [`EntryWriter`].
 //!
 //! Service `id` owns slots `[id * 2 * M, (id * 2 + 2) * M)` of `SCHED_TABLE`
@@ -16,7 +17,8 @@
 
 use std::collections::HashMap;
 
-use lb_common::maps::{Scheduler, Service, ServiceKey};
+use lb_common::handshake::Observe;
+use lb_common::maps::{service_flags, Scheduler, Service, ServiceKey};
 
 use super::error::DataplaneError;
 use super::map_writer::EntryWriter;
@@ -56,6 +58,9 @@ pub struct ServiceTables {
     /// Each id's [`lb_common::maps::service_flags`]: what its policy maps
     /// hold, carried into every publication under the id.
     flags: HashMap<u32, u8>,
+    /// Each id's passive health settings (with its `OBSERVE` flag), carried
+    /// into every publication under the id.
+    observe: HashMap<u32, Observe>,
 }
 
 impl ServiceTables {
@@ -69,6 +74,7 @@ impl ServiceTables {
             services_per_vip: HashMap::new(),
             halves: HashMap::new(),
             flags: HashMap::new(),
+            observe: HashMap::new(),
         }
     }
 
@@ -92,16 +98,15 @@ impl ServiceTables {
             }
             self.wrote_slot(id, placement, index, backend_id);
         }
-        let service = Service {
+        let service = self.with_policies(Service {
             id,
             table_base: placement.base,
             // Fits: `placement` checked it against table_size.
             table_len: slots.len() as u32,
             scheduler: scheduler as u8,
             table_half: placement.half,
-            flags: self.flags.get(&id).copied().unwrap_or(0),
-            _pad: 0,
-        };
+            ..Service::default()
+        });
         // The flip, once every slot of the half is written. A failed flip
         // leaves the old half live and this one the target of the retry.
         maps.write_service(&key, &service)?;
@@ -141,19 +146,50 @@ impl ServiceTables {
         } else {
             *flags &= !flag;
         }
-        let flags = *flags;
+        self.rewrite_live(maps, id)
+    }
+
+    /// Sets service id `id`'s passive health settings (`None`: off) and its
+    /// `OBSERVE` flag, like [`ServiceTables::set_flag`].
+    pub fn set_observe(
+        &mut self,
+        maps: &mut impl EntryWriter,
+        id: u32,
+        observe: Option<Observe>,
+    ) -> Result<(), DataplaneError> {
+        match observe {
+            Some(observe) => self.observe.insert(id, observe),
+            None => self.observe.remove(&id),
+        };
+        self.set_flag(maps, id, service_flags::OBSERVE, observe.is_some())
+    }
+
+    /// `service` with id `service.id`'s flags and passive health settings.
+    fn with_policies(&self, service: Service) -> Service {
+        let observe = self.observe.get(&service.id).copied().unwrap_or_default();
+        Service {
+            flags: self.flags.get(&service.id).copied().unwrap_or(0),
+            error_limit: observe.error_limit,
+            handshake_timeout: observe.handshake_timeout,
+            ..service
+        }
+    }
+
+    /// Rewrites the live `SERVICES` entry of the service published under
+    /// id `id`, if any, when its policies changed.
+    fn rewrite_live(&mut self, maps: &mut impl EntryWriter, id: u32) -> Result<(), DataplaneError> {
         let live = self
             .services
-            .iter_mut()
-            .find(|(_, published)| published.service.id == id);
-        if let Some((key, published)) = live {
-            if published.service.flags != flags {
-                let service = Service {
-                    flags,
-                    ..published.service
-                };
-                maps.write_service(key, &service)?;
-                published.service = service;
+            .iter()
+            .find(|(_, published)| published.service.id == id)
+            .map(|(key, published)| (*key, published.service));
+        if let Some((key, service)) = live {
+            let updated = self.with_policies(service);
+            if updated != service {
+                maps.write_service(&key, &updated)?;
+                if let Some(published) = self.services.get_mut(&key) {
+                    published.service = updated;
+                }
             }
         }
         Ok(())

@@ -749,6 +749,7 @@ mod tests {
             backup: false,
             standby: false,
             state_changes: 0,
+            health_by: crate::domain::HealthSource::Checks,
         };
         let service = |vip: Ipv4Addr, backends: Vec<BackendSnapshot>| ServiceSnapshot {
             id: 0,

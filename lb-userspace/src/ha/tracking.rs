@@ -216,6 +216,7 @@ mod tests {
             backup: false,
             standby: false,
             state_changes: 0,
+            health_by: crate::domain::HealthSource::Checks,
         };
         Snapshot {
             services: (0..)

@@ -21,10 +21,13 @@ use super::probe;
 use super::result::CheckResult;
 use super::spec::CheckTarget;
 use super::state::HealthState;
-use crate::domain::{Health, LastCheckDuration};
+use crate::domain::{Health, HealthSource, LastCheckDuration};
 
 /// Events that may wait for the controller before the checks themselves wait.
 const EVENT_QUEUE: usize = 256;
+/// Passive verdicts that may wait for a target's task: one is enough, the
+/// task marks the target down once.
+const PASSIVE_QUEUE: usize = 1;
 
 /// A target the configuration wants checked, and its health before any check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,8 @@ pub struct HealthEvent {
     pub reason: String,
     /// Wall-clock time of the change.
     pub at: SystemTime,
+    /// Who made the change: the checks, or passive health.
+    pub by: HealthSource,
     /// Whether the health is settled: a verdict of the checks, not the
     /// initial guess nor results from before a fault of this node
     /// ([`HealthState`]).
@@ -60,6 +65,8 @@ pub struct TargetStatus {
     /// Why it has this health: the initial state, or the check that changed it.
     pub reason: String,
     pub since: SystemTime,
+    /// See [`HealthEvent::by`].
+    pub by: HealthSource,
     /// See [`HealthEvent::settled`].
     pub settled: bool,
     /// See [`HealthEvent::unknown`].
@@ -119,6 +126,8 @@ impl UnknownResults {
 struct RunningCheck {
     generation: u64,
     status: TargetStatus,
+    /// Passive verdicts for the task ([`HealthChecker::mark_down`]).
+    passive: mpsc::Sender<String>,
     /// `None` without probing.
     task: Option<JoinHandle<()>>,
 }
@@ -208,14 +217,17 @@ impl HealthChecker {
                         health: initial,
                         reason: state.last_change().reason.clone(),
                         since: SystemTime::now(),
+                        by: HealthSource::Checks,
                         settled: state.is_settled(),
                         unknown: None,
                         last_check: LastCheckDuration::default(),
                     };
+                    let (passive, verdicts) = mpsc::channel(PASSIVE_QUEUE);
                     let task = self.probing.then(|| {
                         tokio::spawn(run_checks(
                             target,
                             state,
+                            verdicts,
                             Reporting {
                                 generation,
                                 events: self.events_tx.clone(),
@@ -228,6 +240,7 @@ impl HealthChecker {
                     slot.insert(RunningCheck {
                         generation,
                         status,
+                        passive,
                         task,
                     });
                     summary.started += 1;
@@ -262,6 +275,7 @@ impl HealthChecker {
                         health: event.health,
                         reason: event.reason.clone(),
                         since: event.at,
+                        by: event.by,
                         settled: event.settled,
                         unknown: event.unknown.clone(),
                         last_check: running.status.last_check.clone(),
@@ -273,6 +287,17 @@ impl HealthChecker {
                 }
             }
         }
+    }
+
+    /// Passive health's verdict on `target`: down for `reason` at once, if
+    /// it is up; its checks then bring it back after `rise` passes. The
+    /// change comes back as an event like any other. Returns whether the
+    /// verdict was handed to the target's checks (not when it is not
+    /// checked, or a verdict is already on its way).
+    pub fn mark_down(&self, target: &CheckTarget, reason: String) -> bool {
+        self.running
+            .get(target)
+            .is_some_and(|running| running.passive.try_send(reason).is_ok())
     }
 
     /// The status of `target`, if it is checked.
@@ -318,8 +343,14 @@ fn view(state: &HealthState) -> (Health, bool, bool) {
 }
 
 /// Checks `target` forever on `state`'s schedule, sending each change of
-/// health, of its settling and of its being unknown.
-async fn run_checks(target: CheckTarget, mut state: HealthState, reporting: Reporting) {
+/// health, of its settling and of its being unknown; marks it down on each
+/// passive verdict received on `verdicts`.
+async fn run_checks(
+    target: CheckTarget,
+    mut state: HealthState,
+    mut verdicts: mpsc::Receiver<String>,
+    reporting: Reporting,
+) {
     let mut local_faults = reporting.local_faults.subscribe();
     loop {
         let before = view(&state);
@@ -355,6 +386,8 @@ async fn run_checks(target: CheckTarget, mut state: HealthState, reporting: Repo
                 state.mark_stale(now());
                 None
             }
+            // The checker holds the sender as long as this task runs.
+            Some(reason) = verdicts.recv() => state.mark_down(now(), reason),
         };
         if let Some(change) = &change {
             tracing::info!(check = %target, health = %change.health, reason = %change.reason, "backend health changed");
@@ -369,6 +402,7 @@ async fn run_checks(target: CheckTarget, mut state: HealthState, reporting: Repo
             health: last_change.health,
             reason: last_change.reason.clone(),
             at: wall_now.checked_sub(age).unwrap_or(wall_now),
+            by: last_change.by,
             settled: state.is_settled(),
             unknown: state.unknown().map(str::to_owned),
         };
@@ -626,6 +660,7 @@ mod tests {
             at: SystemTime::now(),
             settled: true,
             unknown: None,
+            by: crate::domain::HealthSource::Checks,
         };
         checker
             .events_tx

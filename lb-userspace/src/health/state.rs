@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::result::CheckResult;
 use super::spec::HealthParams;
-use crate::domain::Health;
+use crate::domain::{Health, HealthSource};
 
 /// A change of health (or the initial state), when and why it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,8 +13,11 @@ pub struct Transition {
     pub health: Health,
     pub at: Instant,
     /// The result of the check that completed the change, e.g.
-    /// "HTTP status 503 (expected 200-399)" or "connection refused".
+    /// "HTTP status 503 (expected 200-399)" or "connection refused", or
+    /// the passive verdict.
     pub reason: String,
+    /// Who made the change: the checks, or passive health.
+    pub by: HealthSource,
 }
 
 /// The health of one target and when to check it next.
@@ -37,6 +40,10 @@ pub struct Transition {
 ///   since results from before it may no longer hold. A stale target is
 ///   checked at `fastinter` and is not settled again until a fresh result
 ///   agrees with its health or the fresh results change it.
+/// - Passive health can mark an up target down at once
+///   ([`HealthState::mark_down`]); from there the checks bring it back up
+///   after `rise` passes, as after any other fall (HAProxy's `observe
+///   layer4` with `on-error mark-down`).
 #[derive(Debug, Clone)]
 pub struct HealthState {
     params: HealthParams,
@@ -76,6 +83,7 @@ impl HealthState {
                 health: initial,
                 at: now,
                 reason,
+                by: HealthSource::Checks,
             },
             next_check_at: now,
             checks_to_settle,
@@ -112,6 +120,7 @@ impl HealthState {
                 health: self.health,
                 at: now,
                 reason: result.to_string(),
+                by: HealthSource::Checks,
             };
             self.last_change.clone()
         });
@@ -120,6 +129,26 @@ impl HealthState {
         }
         self.schedule(now);
         transition
+    }
+
+    /// Marks an up target down at `now` for passive health's `reason`, and
+    /// brings its next check forward to `fastinter` from now so that a
+    /// false verdict is undone soon; returns the transition, or `None` if
+    /// it was down already.
+    pub fn mark_down(&mut self, now: Instant, reason: String) -> Option<Transition> {
+        if self.health == Health::Down {
+            return None;
+        }
+        self.health = Health::Down;
+        self.contradicting = 0;
+        self.last_change = Transition {
+            health: Health::Down,
+            at: now,
+            reason,
+            by: HealthSource::Passive,
+        };
+        self.next_check_at = self.next_check_at.min(now + self.params.fastinter());
+        Some(self.last_change.clone())
     }
 
     /// Marks the results so far as stale (see [`HealthState`]) and brings

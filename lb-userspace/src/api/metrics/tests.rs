@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use lb_common::handshake::HandshakeCounters;
 use lb_common::maps::{Counters, Reason};
 
 use super::{render, Scrape};
@@ -45,11 +46,12 @@ fn backend(id: u32, name: &str, admin: AdminState, health: Option<Health>) -> Ba
         settled: true,
         health_unknown: None,
         joining: false,
+        health_by: crate::domain::HealthSource::Checks,
     }
 }
 
-/// "web" (checked) with web1 up and web2 down, and web1 this node cannot
-/// check right now; "dns" (unchecked) with dns1 draining.
+/// "web" (checked) with web1 up and web2 down by passive health, and web1
+/// this node cannot check right now; "dns" (unchecked) with dns1 draining.
 fn snapshot() -> Snapshot {
     let mut web1 = backend(1, "web1", AdminState::Enabled, Some(Health::Up));
     web1.settled = false;
@@ -62,6 +64,7 @@ fn snapshot() -> Snapshot {
     web1.last_check = checked(Duration::from_micros(12_500));
     let mut web2 = backend(2, "web2", AdminState::Enabled, Some(Health::Down));
     web2.last_check = checked(Duration::from_millis(300));
+    web2.health_by = crate::domain::HealthSource::Passive;
 
     Snapshot {
         services: vec![
@@ -103,6 +106,14 @@ fn counters() -> FakeCounters {
     counters.backends.insert(1, traffic(30));
     counters.backends.insert(2, traffic(20));
     counters.backends.insert(3, traffic(7));
+    counters.handshakes.insert(
+        2,
+        HandshakeCounters {
+            completed: 40,
+            retransmitted: 1,
+            failed: 3,
+        },
+    );
     counters.actions = [0, 4, 100, 57, 0];
     counters.reasons[Reason::NotService as usize] = 96;
     counters.reasons[Reason::Fragment as usize] = 4;
@@ -214,6 +225,8 @@ lb_backend_health{{service="web",backend="web1",health="up"}} 1
 lb_backend_health{{service="web",backend="web1",health="down"}} 0
 lb_backend_health{{service="web",backend="web2",health="up"}} 0
 lb_backend_health{{service="web",backend="web2",health="down"}} 1
+lb_backend_health_passive{{service="web",backend="web1"}} 0
+lb_backend_health_passive{{service="web",backend="web2"}} 1
 lb_backend_health_unknown{{service="web",backend="web1"}} 1
 lb_backend_health_unknown{{service="web",backend="web2"}} 0
 lb_backend_health_settled{{service="web",backend="web1"}} 0
@@ -241,6 +254,15 @@ lb_backend_bytes_total{{service="dns",backend="dns1"}} 700
 lb_backend_new_flows_total{{service="web",backend="web1"}} 3
 lb_backend_new_flows_total{{service="web",backend="web2"}} 2
 lb_backend_new_flows_total{{service="dns",backend="dns1"}} 0
+lb_backend_handshakes_total{{service="web",backend="web1",outcome="completed"}} 0
+lb_backend_handshakes_total{{service="web",backend="web1",outcome="retransmitted"}} 0
+lb_backend_handshakes_total{{service="web",backend="web1",outcome="failed"}} 0
+lb_backend_handshakes_total{{service="web",backend="web2",outcome="completed"}} 40
+lb_backend_handshakes_total{{service="web",backend="web2",outcome="retransmitted"}} 1
+lb_backend_handshakes_total{{service="web",backend="web2",outcome="failed"}} 3
+lb_backend_handshakes_total{{service="dns",backend="dns1",outcome="completed"}} 0
+lb_backend_handshakes_total{{service="dns",backend="dns1",outcome="retransmitted"}} 0
+lb_backend_handshakes_total{{service="dns",backend="dns1",outcome="failed"}} 0
 lb_notify_hook_failures_total{{hook="vrrp"}} 1
 lb_notify_hook_failures_total{{hook="backend"}} 3
 lb_vrrp_info{{vrid="51",interface="eth0"}} 1
@@ -299,7 +321,7 @@ fn each_family_is_typed_and_explained() {
     assert!(text.contains("# TYPE lb_backend_state gauge\n"));
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-    assert_eq!((families, helps), (35, 35));
+    assert_eq!((families, helps), (37, 37));
 }
 
 #[test]

@@ -116,6 +116,10 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
                     params: HealthParams::default(),
                 }),
                 port: 80,
+                observe: Some(crate::config::PassiveHealth {
+                    error_limit: 3,
+                    handshake_timeout: Duration::from_secs(1),
+                }),
             }),
             backends: vec![
                 Backend {
@@ -605,6 +609,9 @@ fn an_http_check_is_read_with_every_setting() {
         "timeout = \"1500ms\"",
         "rise = 3",
         "fall = 4",
+        "observe = \"layer4\"",
+        "error_limit = 5",
+        "handshake_timeout = \"250ms\"",
     ]));
     let http = HttpProbe::new("/health")
         .unwrap()
@@ -627,6 +634,10 @@ fn an_http_check_is_read_with_every_setting() {
         HealthCheck {
             spec: Arc::new(CheckSpec { probe, params }),
             port: 8080,
+            observe: Some(PassiveHealth {
+                error_limit: 5,
+                handshake_timeout: Duration::from_millis(250),
+            }),
         }
     );
 }

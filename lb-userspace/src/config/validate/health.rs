@@ -1,7 +1,8 @@
 //! Turns a service's `[service.health]` table into its check, with the
 //! defaults: a TCP service without the table is checked by a TCP connect to
 //! the service port; a UDP service without it is not checked (its backends
-//! are always up).
+//! are always up). A TCP service's checks come with passive health
+//! (`observe = "layer4"`) unless it says `observe = "none"`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use toml::Spanned;
 
 use super::fields::{duration_in, integer_in, DurationRange};
 use crate::config::error::{quote, ConfigError, ErrorSite};
-use crate::config::model::{HealthCheck, Protocol};
+use crate::config::model::{HealthCheck, PassiveHealth, Protocol};
 use crate::config::raw::RawHealth;
 use crate::health::spec::{DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT};
 use crate::health::{
@@ -40,6 +41,19 @@ const MAX_LAG_RANGE: DurationRange = DurationRange {
     min: Duration::ZERO,
     max: Duration::from_secs(86_400),
 };
+/// Accepted `handshake_timeout`: below 10 ms even a LAN client's handshake
+/// may not have completed; beyond 10 s the client gave up long before.
+const HANDSHAKE_TIMEOUT_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(10),
+    max: Duration::from_secs(10),
+};
+/// `handshake_timeout` unless configured: TCP's initial retransmission
+/// timeout (RFC 6298), after which the client sends its SYN again anyway.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Accepted `error_limit` (the data path holds it in a byte).
+const ERROR_LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=255;
+/// `error_limit` unless configured.
+const DEFAULT_ERROR_LIMIT: u8 = 3;
 /// Largest `password_file` read.
 const MAX_PASSWORD_FILE: u64 = 4096;
 
@@ -76,6 +90,10 @@ pub(super) fn validate(
                     params: HealthParams::default(),
                 }),
                 port: service.port,
+                observe: Some(PassiveHealth {
+                    error_limit: DEFAULT_ERROR_LIMIT,
+                    handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                }),
             }),
             Protocol::Udp => None,
         });
@@ -135,6 +153,74 @@ impl HealthValidator<'_> {
                 params: self.params()?,
             }),
             port,
+            observe: self.observe()?,
+        }))
+    }
+
+    /// `observe`, `error_limit` and `handshake_timeout`: passive health, on
+    /// by default for a TCP service; a UDP service has no handshakes.
+    fn observe(&self) -> Result<Option<PassiveHealth>, ConfigError> {
+        let raw = self.raw;
+        let on = match &raw.observe {
+            None => self.service.protocol == Protocol::Tcp,
+            Some(observe) => match observe.get_ref().as_str() {
+                "layer4" if self.service.protocol == Protocol::Udp => {
+                    return Err(self.invalid(
+                        observe.span(),
+                        "observe",
+                        "observe = \"layer4\" watches TCP handshakes, and a udp service has none (expected \"none\")",
+                    ))
+                }
+                "layer4" => true,
+                "none" => false,
+                other => {
+                    return Err(self.invalid(
+                        observe.span(),
+                        "observe",
+                        format!(
+                            "unknown value {} (expected \"layer4\" or \"none\")",
+                            quote(other)
+                        ),
+                    ))
+                }
+            },
+        };
+        if !on {
+            let set = [
+                ("error_limit", raw.error_limit.as_ref().map(Spanned::span)),
+                (
+                    "handshake_timeout",
+                    raw.handshake_timeout.as_ref().map(Spanned::span),
+                ),
+            ];
+            if let Some((leaf, span)) = set.into_iter().find_map(|(l, s)| Some((l, s?))) {
+                return Err(self.invalid(
+                    span,
+                    leaf,
+                    "only applies with observe = \"layer4\" (passive health of a tcp service)",
+                ));
+            }
+            return Ok(None);
+        }
+        let error_limit = match &raw.error_limit {
+            Some(limit) => integer_in(
+                limit,
+                ERROR_LIMIT_RANGE,
+                &self.field("error_limit"),
+                self.site,
+            )? as u8,
+            None => DEFAULT_ERROR_LIMIT,
+        };
+        let handshake_timeout = self
+            .duration(
+                &raw.handshake_timeout,
+                "handshake_timeout",
+                HANDSHAKE_TIMEOUT_RANGE,
+            )?
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+        Ok(Some(PassiveHealth {
+            error_limit,
+            handshake_timeout,
         }))
     }
 
@@ -210,6 +296,12 @@ impl HealthValidator<'_> {
                 ("timeout", raw.timeout.as_ref().map(Spanned::span)),
                 ("rise", raw.rise.as_ref().map(Spanned::span)),
                 ("fall", raw.fall.as_ref().map(Spanned::span)),
+                ("observe", raw.observe.as_ref().map(Spanned::span)),
+                ("error_limit", raw.error_limit.as_ref().map(Spanned::span)),
+                (
+                    "handshake_timeout",
+                    raw.handshake_timeout.as_ref().map(Spanned::span),
+                ),
             ];
             if let Some((leaf, span)) = spans.into_iter().find_map(|(l, s)| Some((l, s?))) {
                 return Err(self.invalid(
