@@ -272,7 +272,12 @@ mod tests {
         assert!(watch.complete(A, 0));
         watch.watch(B, 9, 8);
         assert!(watch.pending.iter().any(|pending| pending.client == B));
-        assert_eq!(watch.expire(8 + 10, 10), 1, "only B's is 10 ticks old");
+        assert_eq!(
+            watch.expire(17, 10),
+            3,
+            "the three A's are 10 ticks old, B's 9"
+        );
+        assert_eq!(watch.expire(18, 10), 1, "B's now");
     }
 
     #[test]

@@ -746,8 +746,17 @@ mod tests {
         assert!(seen_at(100).is_active(159, 60));
         assert!(!seen_at(100).is_active(160, 60));
         assert!(!seen_at(Flow::CLOSED).is_active(1, 60));
-        // Across the clock's wrap.
-        assert!(seen_at(u32::MAX).is_active(3, 60));
+        // A pending handshake is seen like any other packet, and stays
+        // pending until the ACK that completes it (or a FIN or RST).
+        let pending = Flow::opened(100);
+        assert!(seen_at(pending).handshake_pending() && seen_at(pending).is_active(159, 60));
+        assert!(!seen_at(pending).is_active(160, 60));
+        assert_eq!(Flow::seen(Some(pending), 101, SYN), Flow::opened(101));
+        assert_eq!(Flow::seen(Some(pending), 101, 0), Flow::opened(101));
+        assert_eq!(Flow::seen(Some(pending), 101, SYN | ACK), Flow::opened(101));
+        assert_eq!(Flow::seen(Some(pending), 101, ACK), 101);
+        assert_eq!(Flow::seen(Some(pending), 101, RST), Flow::CLOSED);
+        assert!(!seen_at(100).handshake_pending());
     }
 
     #[test]

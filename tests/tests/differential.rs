@@ -57,6 +57,14 @@ fn program_and_model_agree_on_the_ci_batch() {
         "no packet rewrote an established flow's last-seen mark"
     );
     assert!(report.cursor_advances > 0, "no round-robin pick");
+    let handshakes = report.handshakes;
+    assert!(handshakes.completed > 0, "no handshake completed");
+    assert!(handshakes.retransmitted > 0, "no SYN retransmitted");
+    assert!(
+        handshakes.failed > handshakes.retransmitted,
+        "no watched handshake overdue: {handshakes:?}"
+    );
+    assert!(report.second_chances > 0, "no SYN given a second chance");
     assert!(
         report.frag_needed_forwarded > 0,
         "no ICMP fragmentation-needed reached a flow's backend"

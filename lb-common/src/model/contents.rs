@@ -1,7 +1,8 @@
 //! The contents of the BPF maps the decision reads, held in memory: the
 //! local interface, the services, the VIPs, the backends, the scheduling
 //! tables, the flow table, this CPU's round-robin cursors, the source
-//! allow-lists and the flood-protection state.
+//! allow-lists, the flood-protection state and the backends' handshake
+//! records (passive health).
 //!
 //! Arrays behave like BPF arrays: sized once, zero-filled, and an index
 //! beyond the end finds nothing. Hash keys are compared as the kernel
@@ -13,6 +14,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::decision::{Decision, FlowChange};
+use crate::handshake::HandshakeWatch;
 use crate::maps::{
     AllowedSource, Backend, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
     ServiceKey, Settings, SourceKey, TokenBucket,
@@ -69,6 +71,8 @@ pub struct MapContents {
     settings: Settings,
     insert_window: InsertWindow,
     flow_clock: u32,
+    // passive health
+    handshakes: Vec<HandshakeWatch>,
 }
 
 impl MapContents {
@@ -90,6 +94,7 @@ impl MapContents {
             settings: Settings::default(),
             insert_window: InsertWindow::default(),
             flow_clock: 0,
+            handshakes: vec![HandshakeWatch::default(); sizes.max_backends as usize],
         }
     }
 
@@ -146,6 +151,29 @@ impl MapContents {
             len,
         })?;
         *entry = backend;
+        Ok(())
+    }
+
+    /// Backend `id`'s handshake record (`HANDSHAKES`), if the array has that index.
+    pub fn handshakes(&self, id: u32) -> Option<HandshakeWatch> {
+        self.handshakes.get(id as usize).copied()
+    }
+
+    pub fn set_handshakes(
+        &mut self,
+        id: u32,
+        watch: HandshakeWatch,
+    ) -> Result<(), IndexOutOfRange> {
+        let len = self.sizes.max_backends;
+        let entry = self
+            .handshakes
+            .get_mut(id as usize)
+            .ok_or(IndexOutOfRange {
+                map: crate::maps::names::HANDSHAKES,
+                index: id,
+                len,
+            })?;
+        *entry = watch;
         Ok(())
     }
 
@@ -320,7 +348,7 @@ impl MapContents {
     }
 
     /// Applies what `decision` wrote: its flow-table change, its cursor
-    /// advance and its flood-guard state. (Counters are not map contents the decision reads; callers
+    /// advance, its flood-guard state and its handshake records. (Counters are not map contents the decision reads; callers
     /// that track them add the decision's traffic themselves.)
     pub fn apply(&mut self, decision: &Decision) {
         match decision.flow_change {
@@ -343,6 +371,10 @@ impl MapContents {
         }
         if let Some(window) = decision.insert_window {
             self.insert_window = window;
+        }
+        for &(id, watch) in &decision.handshakes.watches {
+            // The decision only writes records that exist.
+            let _ = self.set_handshakes(id, watch);
         }
     }
 }

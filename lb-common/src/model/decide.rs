@@ -5,9 +5,12 @@
 use alloc::vec::Vec;
 
 use super::contents::MapContents;
-use super::decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, XdpAction};
+use super::decision::{
+    CursorAdvance, Decision, FlowChange, HandshakeEffect, Ingress, Traffic, XdpAction,
+};
 use super::edge::{self, drop, pass, Rejection};
 use super::flood::{self, BucketWrite};
+use super::passive;
 use super::wire::{EthernetFrame, Ipv4Header, TcpHeader, UdpHeader};
 use crate::hash::{flow_hash, source_hash};
 use crate::maps::{
@@ -31,7 +34,10 @@ const TCP_MIN_DATA_OFFSET: u8 = 5;
 ///   backend (it is scheduled afresh and replaces the entry);
 /// - a round-robin cursor advances even when the slot it yields is unusable;
 /// - bytes are counted as the whole frame, trailing bytes beyond the IPv4
-///   total length included.
+///   total length included;
+/// - passive health watches only the handshakes of flows opened by a SYN
+///   without ACK; a SYN that reopens a closed or completed entry on an up
+///   backend keeps it and is not watched.
 pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
     let (eth, flow, flags) = match parse(frame, maps) {
         Ok(Parsed::Service(eth, flow, flags)) => (eth, flow, flags),
@@ -61,14 +67,26 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
 
     let syn = flags & tcp_flags::SYN != 0;
     let new_flow = match established_backend(&flow, syn, maps) {
-        Some((backend_id, backend, entry)) => NewFlow {
-            backend_id,
-            backend,
-            flow_change: mark_seen(&flow, entry, flags, maps),
-            cursor_advance: None,
-            source_bucket: None,
-            insert_window: None,
-        },
+        Some((backend_id, backend, entry)) => {
+            let (moved, handshakes) = if entry.handshake_pending() && passive::observes(&service) {
+                passive::on_pending(&service, &flow, flags, (backend_id, entry), ingress, maps)
+            } else {
+                (None, HandshakeEffect::default())
+            };
+            let (backend_id, backend, flow_change) = match moved {
+                Some(moved) => moved,
+                None => (backend_id, backend, mark_seen(&flow, entry, flags, maps)),
+            };
+            NewFlow {
+                backend_id,
+                backend,
+                flow_change,
+                cursor_advance: None,
+                source_bucket: None,
+                insert_window: None,
+                handshakes,
+            }
+        }
         None => {
             let Ok(source_bucket) = flood::rate_limit(&service, &flow, ingress, maps) else {
                 return Decision::unforwarded(
@@ -80,10 +98,19 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
                 );
             };
             match schedule(&service, &flow, maps) {
-                (Ok((backend_id, backend)), cursor_advance) => {
+                (Ok(scheduled), cursor_advance) => {
+                    let watched = passive::observes(&service) && passive::is_opening_syn(flags);
+                    let ((backend_id, backend), last_seen, handshakes) = if watched {
+                        let (chosen, handshakes) =
+                            passive::choose_for_syn(&service, &flow, scheduled, ingress, maps);
+                        (chosen, Flow::opened(maps.flow_clock()), handshakes)
+                    } else {
+                        let last_seen = Flow::seen(None, maps.flow_clock(), flags);
+                        (scheduled, last_seen, HandshakeEffect::default())
+                    };
                     let entry = Flow {
                         backend_id,
-                        last_seen: Flow::seen(None, maps.flow_clock(), flags),
+                        last_seen,
                     };
                     let (flow_change, insert_window) = flood::record(&flow, entry, ingress, maps);
                     NewFlow {
@@ -93,6 +120,7 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
                         cursor_advance,
                         source_bucket,
                         insert_window,
+                        handshakes,
                     }
                 }
                 (Err(rejection), cursor_advance) => {
@@ -290,6 +318,7 @@ struct NewFlow {
     cursor_advance: Option<CursorAdvance>,
     source_bucket: Option<BucketWrite>,
     insert_window: Option<InsertWindow>,
+    handshakes: HandshakeEffect,
 }
 
 /// A packet on its way to a backend.
@@ -319,6 +348,7 @@ fn forward(
                 cursor_advance,
                 source_bucket,
                 insert_window,
+                handshakes,
             },
     } = forwarded;
     let delta = Counters {
@@ -345,6 +375,7 @@ fn forward(
         }),
         source_bucket,
         insert_window,
+        handshakes,
     }
 }
 
@@ -393,5 +424,6 @@ fn frag_needed(
         backend_traffic: None,
         source_bucket: None,
         insert_window: None,
+        handshakes: HandshakeEffect::default(),
     }
 }

@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 
 use super::flood::BucketWrite;
+use crate::handshake::{HandshakeDelta, HandshakeWatch};
 use crate::maps::{Counters, Flow, FlowKey, InsertWindow, Reason, XDP_ACTION_NAMES};
 
 /// An XDP action, numbered as the kernel numbers them (`enum xdp_action`).
@@ -104,6 +105,15 @@ pub struct Traffic {
     pub delta: Counters,
 }
 
+/// What a packet did to passive health.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandshakeEffect {
+    /// Added to one backend's `HANDSHAKE_STATS`.
+    pub counted: Option<(u32, HandshakeDelta)>,
+    /// Handshake records written, by backend id, in write order.
+    pub watches: Vec<(u32, HandshakeWatch)>,
+}
+
 /// Everything one packet does, as the program would do it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -133,6 +143,8 @@ pub struct Decision {
     pub source_bucket: Option<BucketWrite>,
     /// This CPU's insert window after a new flow, when the guard is on.
     pub insert_window: Option<InsertWindow>,
+    // passive health
+    pub handshakes: HandshakeEffect,
 }
 
 impl Decision {
@@ -156,6 +168,7 @@ impl Decision {
             backend_traffic: None,
             source_bucket: None,
             insert_window: None,
+            handshakes: HandshakeEffect::default(),
         }
     }
 }

@@ -19,17 +19,22 @@
 //!   allow-lists, ICMP), like `lb-ebpf/src/edge.rs`.
 //! - `flood`: the new-flow rate limit and insert guard, like
 //!   `lb-ebpf/src/flood.rs`.
+//! - `passive`: passive health's handshake watch and second chance, like
+//!   `lb-ebpf/src/passive.rs`.
 
 pub mod contents;
 mod decide;
 pub mod decision;
 mod edge;
 mod flood;
+mod passive;
 pub mod wire;
 
 pub use contents::{IndexOutOfRange, MapContents, MapSizes};
 pub use decide::decide;
-pub use decision::{CursorAdvance, Decision, FlowChange, Ingress, Traffic, XdpAction};
+pub use decision::{
+    CursorAdvance, Decision, FlowChange, HandshakeEffect, Ingress, Traffic, XdpAction,
+};
 pub use flood::BucketWrite;
 
 #[cfg(test)]

@@ -81,8 +81,7 @@ fn publish(maps: &mut MapContents, key: ServiceKey, id: u32, scheduler: Schedule
             table_len: slots.len() as u32,
             scheduler: scheduler as u8,
             table_half: 0,
-            flags: 0,
-            _pad: 0,
+            ..Service::default()
         },
     );
     maps.set_vip(key.vip, 1);
@@ -202,6 +201,7 @@ fn new_maglev_flow_is_recorded_counted_and_bounced() {
             }),
             source_bucket: None,
             insert_window: None,
+            handshakes: Default::default(),
         }
     );
 }
@@ -549,6 +549,17 @@ fn random_maps(rng: &mut Rng) -> MapContents {
         let mut backend = backend(id, rng.byte() % 4);
         backend.ifindex = (rng.below(3)) as u32;
         maps.set_backend(id, backend).unwrap();
+        let mut watch = crate::handshake::HandshakeWatch {
+            failed_in_row: rng.below(5) as u32,
+            failed_clients: rng.next() as u32,
+            ..Default::default()
+        };
+        for pending in watch.pending.iter_mut().take(rng.below(5) as usize) {
+            pending.client = rng.below(3) as u32;
+            pending.port = rng.below(3) as u16;
+            pending.opened_at = rng.next() as u32;
+        }
+        maps.set_handshakes(id, watch).unwrap();
     }
     for index in 0..SIZES.sched_table_entries {
         maps.set_table_slot(index, rng.below(10) as u32).unwrap();
@@ -561,7 +572,8 @@ fn random_maps(rng: &mut Rng) -> MapContents {
             scheduler: rng.byte() % 3,
             table_half: 0,
             flags: rng.byte(),
-            _pad: 0,
+            error_limit: rng.byte() % 4,
+            handshake_timeout: [0, 1, u32::MAX][rng.below(3) as usize],
         };
         maps.set_service(key(port, proto), service);
     }
@@ -916,4 +928,134 @@ fn established_flows_are_marked_seen_once_per_tick_and_closed_by_fin_or_rst() {
     let last_ack = decide(&web_frame(40_000, ACK), &INGRESS, &maps);
     assert_eq!(last_ack.flow_change, FlowChange::Unchanged);
     assert_eq!(last_ack.backend_id, opened.backend_id);
+}
+
+const TCP_ACK: u8 = 0x10;
+
+/// [`web_maps`] with passive health on: `error_limit` and a handshake
+/// timeout of `timeout` ticks.
+fn observed_maps(error_limit: u8, timeout: u32) -> MapContents {
+    let mut maps = web_maps();
+    let key = key(80, IPPROTO_TCP);
+    let service = maps.service(&key).unwrap();
+    maps.set_service(
+        key,
+        Service {
+            flags: service_flags::OBSERVE,
+            error_limit,
+            handshake_timeout: timeout,
+            ..service
+        },
+    );
+    maps
+}
+
+#[test]
+fn a_watched_handshake_completes_with_the_clients_ack() {
+    let mut maps = observed_maps(3, u32::MAX);
+    maps.set_flow_clock(50);
+    let syn = decide(&web_frame(40_000, TCP_SYN), &INGRESS, &maps);
+    let backend_id = syn.backend_id.unwrap();
+    let FlowChange::Inserted { flow, .. } = syn.flow_change else {
+        panic!("{:?}", syn.flow_change)
+    };
+    assert_eq!(flow.last_seen, Flow::opened(50));
+    let (watched_id, watch) = *syn.handshakes.watches.last().unwrap();
+    assert_eq!(watched_id, backend_id);
+    assert_eq!(watch.pending[0].port, 40_000u16.to_be());
+    maps.apply(&syn);
+
+    let ack = decide(&web_frame(40_000, TCP_ACK), &INGRESS, &maps);
+    assert_eq!(ack.backend_id, Some(backend_id));
+    assert_eq!(
+        ack.flow_change,
+        FlowChange::Marked {
+            key: web_flow(40_000),
+            last_seen: 50
+        },
+        "the pending bit cleared"
+    );
+    let completed = crate::handshake::HandshakeDelta {
+        completed: 1,
+        ..Default::default()
+    };
+    assert_eq!(ack.handshakes.counted, Some((backend_id, completed)));
+    assert_eq!(ack.handshakes.watches, [(backend_id, Default::default())]);
+    maps.apply(&ack);
+    // The next ACK is an established packet: nothing counted.
+    let data = decide(&web_frame(40_000, TCP_ACK), &INGRESS, &maps);
+    assert_eq!(data.handshakes, HandshakeEffect::default());
+}
+
+#[test]
+fn a_retransmitted_syn_goes_to_the_next_backend_and_an_established_flow_never_moves() {
+    let mut maps = observed_maps(3, u32::MAX);
+    let first = decide(&web_frame(40_000, TCP_SYN), &INGRESS, &maps);
+    let dead = first.backend_id.unwrap();
+    maps.apply(&first);
+    let again = decide(&web_frame(40_000, TCP_SYN), &INGRESS, &maps);
+    let moved_to = again.backend_id.unwrap();
+    assert_ne!(moved_to, dead);
+    assert!(matches!(
+        again.flow_change,
+        FlowChange::Replaced { flow, .. } if flow.backend_id == moved_to && flow.handshake_pending()
+    ));
+    let failed = crate::handshake::HandshakeDelta {
+        retransmitted: 1,
+        failed: 1,
+        completed: 0,
+    };
+    assert_eq!(again.handshakes.counted, Some((dead, failed)));
+    assert_eq!(again.backend_traffic.unwrap().delta.new_flows, 1);
+    maps.apply(&again);
+    assert_eq!(maps.handshakes(dead).unwrap().failed_in_row, 1);
+
+    // Completed on the second backend, a later SYN on the tuple stays.
+    maps.apply(&decide(&web_frame(40_000, TCP_ACK), &INGRESS, &maps));
+    let reused = decide(&web_frame(40_000, TCP_SYN), &INGRESS, &maps);
+    assert_eq!(reused.backend_id, Some(moved_to));
+    assert_eq!(reused.handshakes, HandshakeEffect::default());
+}
+
+#[test]
+fn overdue_handshakes_from_two_clients_eject_a_backend_and_one_clients_never_do() {
+    // Timeout 0: every watched handshake is overdue at the next SYN.
+    let mut maps = observed_maps(2, 0);
+    let flow_from = |client: [u8; 4], port: u16| FlowKey {
+        src_ip: u32::from_ne_bytes(client),
+        ..web_flow(port)
+    };
+    let frame_from = |client: [u8; 4], port: u16| {
+        let mut frame = web_frame_from(client, TCP_SYN);
+        frame[34..36].copy_from_slice(&port.to_be_bytes());
+        frame
+    };
+    // SYNs that Maglev gives the same backend, from one client.
+    let target = maps
+        .table_slot(flow_hash(&flow_from(CLIENT, 1)) % TABLE_SIZE)
+        .unwrap();
+    let same_backend = |client: [u8; 4], maps: &MapContents| {
+        (1u16..)
+            .filter(|&port| {
+                maps.table_slot(flow_hash(&flow_from(client, port)) % TABLE_SIZE) == Some(target)
+            })
+            .take(4)
+            .collect::<Vec<_>>()
+    };
+    for port in same_backend(CLIENT, &maps) {
+        let decision = decide(&frame_from(CLIENT, port), &INGRESS, &maps);
+        assert_eq!(decision.backend_id, Some(target), "one client never ejects");
+        maps.apply(&decision);
+    }
+    assert!(maps.handshakes(target).unwrap().failed_in_row >= 2);
+    let other = [10, 0, 1, 2];
+    let ports = same_backend(other, &maps);
+    maps.apply(&decide(&frame_from(other, ports[0]), &INGRESS, &maps));
+    let ejected = decide(&frame_from(other, ports[1]), &INGRESS, &maps);
+    assert_ne!(
+        ejected.backend_id,
+        Some(target),
+        "failures from two clients eject: {:?}",
+        maps.handshakes(target)
+    );
 }

@@ -13,6 +13,7 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::loaded_programs;
 use aya::util::nr_cpus;
 use lb::dataplane::Dataplane;
+use lb_common::handshake::HandshakeWatch;
 use lb_common::maps::{
     names, AllowedSource, Backend, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
     ServiceKey, Settings,
@@ -33,6 +34,7 @@ pub struct KernelMaps {
     settings: Array<MapData, Settings>,
     insert_window: PerCpuArray<MapData, InsertWindow>,
     flow_clock: Array<MapData, u32>,
+    handshakes: Array<MapData, HandshakeWatch>,
 }
 
 impl KernelMaps {
@@ -69,6 +71,7 @@ impl KernelMaps {
             settings: take(names::SETTINGS)?.try_into()?,
             insert_window: take(names::INSERT_WINDOW)?.try_into()?,
             flow_clock: take(names::FLOW_CLOCK)?.try_into()?,
+            handshakes: take(names::HANDSHAKES)?.try_into()?,
         })
     }
 
@@ -86,6 +89,7 @@ impl KernelMaps {
         }
         for id in 0..sizes.max_backends {
             contents.set_backend(id, self.backends.get(&id, 0)?)?;
+            contents.set_handshakes(id, self.handshakes(id)?)?;
         }
         for index in 0..sizes.sched_table_entries {
             contents.set_table_slot(index, self.sched_table.get(&index, 0)?)?;
@@ -119,6 +123,11 @@ impl KernelMaps {
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Backend `id`'s handshake record.
+    pub fn handshakes(&self, id: u32) -> Result<HandshakeWatch> {
+        Ok(self.handshakes.get(&id, 0)?)
     }
 
     /// Every flow-table entry.

@@ -2,10 +2,12 @@
 //! packet goes through `BPF_PROG_TEST_RUN` and through
 //! [`lb_common::model::decide`], and everything the packet can change is
 //! compared (action, output bytes, reason and action counters, the flow-table
-//! entry, the round-robin cursor, the service and backend counters).
+//! entry, the round-robin cursor, the service and backend counters, the
+//! handshake records and counters).
 
 use anyhow::{Context as _, Result};
 use lb::dataplane::{CounterReader as _, Dataplane};
+use lb_common::handshake::{HandshakeCounters, HandshakeWatch};
 use lb_common::maps::{programs, Counters, Flow, Reason, XDP_ACTION_COUNT};
 use lb_common::model::{self, Decision, MapContents, MapSizes, XdpAction};
 
@@ -22,6 +24,7 @@ struct Ledger {
     actions: [u64; XDP_ACTION_COUNT as usize],
     services: Vec<Counters>,
     backends: Vec<Counters>,
+    handshakes: Vec<HandshakeCounters>,
 }
 
 impl Ledger {
@@ -35,6 +38,9 @@ impl Ledger {
                 .collect::<Result<_, _>>()?,
             backends: (0..sizes.max_backends)
                 .map(|id| dataplane.counters().backend_counters(id))
+                .collect::<Result<_, _>>()?,
+            handshakes: (0..sizes.max_backends)
+                .map(|id| dataplane.counters().handshake_counters(id))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -55,7 +61,22 @@ impl Ledger {
                 }
             }
         }
+        if let Some((id, delta)) = decision.handshakes.counted {
+            if let Some(entry) = self.handshakes.get_mut(id as usize) {
+                *entry = entry.plus(delta);
+            }
+        }
     }
+}
+
+/// `watch` without the times its handshakes were opened: the program reads
+/// the kernel's clock, the model the packet's (see `lb_common::model`), so
+/// only the rest is compared.
+fn timeless(mut watch: HandshakeWatch) -> HandshakeWatch {
+    for pending in &mut watch.pending {
+        pending.opened_at = 0;
+    }
+    watch
 }
 
 fn sum(a: Counters, b: Counters) -> Counters {
@@ -181,6 +202,15 @@ impl<'a> Mirror<'a> {
                 ));
             }
         }
+        for &(id, _) in &expected.handshakes.watches {
+            let model = after.handshakes(id).map(timeless);
+            let program = timeless(self.kernel.handshakes(id)?);
+            if model != Some(program) {
+                mismatches.push(format!(
+                    "handshake record of backend {id}: model {model:?}, program {program:?}"
+                ));
+            }
+        }
         if let Some(advance) = expected.cursor_advance {
             let program = self.kernel.rr_cursor(advance.service_id, self.cpu)?;
             if program != advance.next {
@@ -249,6 +279,16 @@ impl<'a> Mirror<'a> {
                 ));
             }
         }
+        if let Some((id, _)) = decision.handshakes.counted {
+            if let Some(&model) = ledger.handshakes.get(id as usize) {
+                let program = self.dataplane.counters().handshake_counters(id)?;
+                if model != program {
+                    mismatches.push(format!(
+                        "handshake counters of backend {id}: model {model:?}, program {program:?}"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -269,6 +309,28 @@ impl<'a> Mirror<'a> {
                         "counters of {what} {id}: model {model:?}, program {program:?}"
                     ));
                 }
+            }
+        }
+        for (id, (model, program)) in self
+            .ledger
+            .handshakes
+            .iter()
+            .zip(&kernel_ledger.handshakes)
+            .enumerate()
+        {
+            if model != program {
+                mismatches.push(format!(
+                    "handshake counters of backend {id}: model {model:?}, program {program:?}"
+                ));
+            }
+        }
+        for id in 0..sizes.max_backends {
+            let model = self.contents.handshakes(id).map(timeless);
+            let program = timeless(self.kernel.handshakes(id)?);
+            if model != Some(program) {
+                mismatches.push(format!(
+                    "handshake record of backend {id}: model {model:?}, program {program:?}"
+                ));
             }
         }
         for service_id in 0..sizes.max_services {
@@ -323,6 +385,10 @@ impl<'a> Mirror<'a> {
                 Some(flow) => self.contents.insert_flow(key, flow),
                 None => self.contents.remove_flow(&key),
             };
+        }
+        for id in 0..sizes.max_backends {
+            self.contents
+                .set_handshakes(id, self.kernel.handshakes(id)?)?;
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use lb::dataplane::Dataplane;
+use lb_common::handshake::HandshakeCounters;
 use lb_common::model::FlowChange;
 
 pub use fixture::{from_hex, to_hex, Fixture};
@@ -156,6 +157,12 @@ pub struct Report {
     pub cursor_advances: usize,
     /// ICMP "fragmentation needed" sent on to the backend of its flow.
     pub frag_needed_forwarded: usize,
+    /// What the model counted of passive health, over all backends.
+    pub handshakes: HandshakeCounters,
+    /// SYNs given to another backend than their own by passive health: a
+    /// retransmission, or a backend ejected (their packet wrote the
+    /// records of two backends).
+    pub second_chances: usize,
     /// The first disagreements, in full.
     pub disagreements: Vec<Disagreement>,
     /// All disagreements.
@@ -192,6 +199,11 @@ impl Report {
         self.cursor_advances += usize::from(decision.cursor_advance.is_some());
         self.frag_needed_forwarded +=
             usize::from(kind == Kind::FragNeeded && decision.backend_id.is_some());
+        if let Some((_, delta)) = decision.handshakes.counted {
+            self.handshakes = self.handshakes.plus(delta);
+        }
+        let watches = &decision.handshakes.watches;
+        self.second_chances += usize::from(watches.iter().any(|(id, _)| *id != watches[0].0));
     }
 
     fn disagree(&mut self, disagreement: Disagreement, max_reported: usize) {
@@ -247,6 +259,14 @@ impl fmt::Display for Report {
             self.established,
             self.flows_marked,
             self.cursor_advances
+        )?;
+        write!(
+            f,
+            "\n  handshakes: {} completed, {} retransmitted, {} failed; {} second chances",
+            self.handshakes.completed,
+            self.handshakes.retransmitted,
+            self.handshakes.failed,
+            self.second_chances
         )?;
         if !self.by_mismatch.is_empty() {
             let list: Vec<String> = self

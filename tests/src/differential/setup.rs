@@ -2,8 +2,9 @@
 //! services (Maglev and round-robin, TCP and UDP), backends in every state and
 //! behind two interfaces, an empty table, tables naming backends that do not
 //! serve, stale flow-table entries and round-robin cursors beyond their ring,
-//! source allow-lists and per-source rate limits, and the flow-table insert
-//! guard, held full halfway through one setup.
+//! source allow-lists and per-source rate limits, passive health (its
+//! settings changed midway), and the flow-table insert guard, held full
+//! halfway through one setup.
 //!
 //! A setup is programmed through the [`Dataplane`] API as the controller
 //! would (backends, services, policies, a republication, a removal), plus
@@ -13,12 +14,15 @@
 //! the setups only use the states in which no clock decides: a bucket of
 //! burst 0 (no new flow ever), a bucket too large to empty within a round,
 //! an insert limit a round never reaches (the clock is read only once a
-//! window is full), and a window held full from the end of time.
+//! window is full), and a window held full from the end of time. Passive
+//! health likewise: a handshake timeout of 0 (every watched handshake is
+//! overdue at the next SYN) or of the clock's whole range (never).
 
 use anyhow::{ensure, Context as _, Result};
 use lb::dataplane::{
     Dataplane, LoadOptions, MapWriter as _, VipIcmpEcho, TEST_RUN_INGRESS_IFINDEX,
 };
+use lb_common::handshake::Observe;
 use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::{
     backend_state, service_flags, Backend, Flow, FlowKey, RateLimit, Scheduler, ServiceKey,
@@ -89,6 +93,8 @@ pub enum Step {
     /// Every CPU's insert window held full: each new flow is forwarded
     /// without an entry.
     HoldInsertWindowsFull,
+    /// `MapWriter::set_observe`: (service id, passive health; `None`: off).
+    Observe(u32, Option<Observe>),
 }
 
 /// A named state of the maps: the writes that produce it, in order, and
@@ -228,8 +234,25 @@ fn mixed_policies() -> Vec<Step> {
         Step::RateLimit(2, RateLimit::new(1_000_000, u32::MAX)),
         // syslog: burst 0, no new flow at all, whatever the clock.
         Step::RateLimit(8, RateLimit::new(1, 0)),
+        // web: every watched handshake overdue at the next SYN, two
+        // failures in a row eject; TLS: only retransmitted SYNs fail.
+        Step::Observe(0, Some(OBSERVE_EJECTING)),
+        Step::Observe(1, Some(OBSERVE_RETRANSMITS)),
     ]
 }
+
+/// Passive health whose watched handshakes are all overdue at the next SYN
+/// (timeout 0), ejecting after two failures.
+const OBSERVE_EJECTING: Observe = Observe {
+    error_limit: 2,
+    handshake_timeout: 0,
+};
+/// Passive health whose watched handshakes never time out: only a
+/// retransmitted SYN fails one.
+const OBSERVE_RETRANSMITS: Observe = Observe {
+    error_limit: 3,
+    handshake_timeout: u32::MAX,
+};
 
 /// Service keys of the setups.
 pub mod keys {
@@ -437,6 +460,8 @@ fn mixed() -> Setup {
         // mDNS's list moves to clients 1..=15; TLS takes every source again.
         Step::AllowList(3, Some(vec![prefix([198, 51, 100, 0], 28)])),
         Step::AllowList(1, None),
+        // TLS stops watching handshakes (its pending ones stay pending).
+        Step::Observe(1, None),
     ];
     Setup {
         name: "mixed",
@@ -677,7 +702,26 @@ impl Setup {
                 _ => {}
             }
         }
+        let mut observed: Vec<(u32, Option<Observe>)> = Vec::new();
+        for step in &self.steps {
+            if let Step::Observe(id, observe) = step {
+                observed.retain(|(other, _)| other != id);
+                observed.push((*id, *observe));
+            }
+        }
         for spec in self.services() {
+            let observe = observed
+                .iter()
+                .find(|(id, _)| *id == spec.id)
+                .and_then(|(_, observe)| *observe);
+            let service = contents.service(&spec.key);
+            ensure!(
+                service.map(|s| (s.error_limit, s.handshake_timeout))
+                    == Some(observe.map_or((0, 0), |o| (o.error_limit, o.handshake_timeout))),
+                "{}: service {} has passive health {service:?}, not {observe:?}",
+                self.name,
+                spec.id
+            );
             let limited = limits
                 .iter()
                 .any(|(id, limit)| *id == spec.id && limit.refill_interval_ns != 0);
@@ -690,6 +734,9 @@ impl Setup {
             }
             if listed {
                 expected |= service_flags::ALLOW_LIST;
+            }
+            if observe.is_some() {
+                expected |= service_flags::OBSERVE;
             }
             let flags = contents.service(&spec.key).map(|service| service.flags);
             ensure!(
@@ -742,6 +789,7 @@ fn run_steps(steps: &[Step], dataplane: &mut Dataplane, kernel: &mut KernelMaps)
             Step::RateLimit(id, limit) => dataplane.set_rate_limit(*id, *limit)?,
             Step::AllowList(id, list) => dataplane.set_allow_list(*id, list.as_deref())?,
             Step::HoldInsertWindowsFull => kernel.hold_insert_windows_full()?,
+            Step::Observe(id, observe) => dataplane.set_observe(*id, *observe)?,
         }
     }
     Ok(())
