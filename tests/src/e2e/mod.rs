@@ -1,8 +1,10 @@
 //! The end-to-end tests' harness over the lab (`xtask::lab`): start `lb` on
 //! one node or as a VRRP pair and read each node's `/status`
 //! ([`Pair`]), run request streams and long-lived connections through the
-//! VIP and judge what they saw ([`traffic`]), measure the gap an event
-//! makes ([`gap`]), read the pinned data path ([`pins`]) and act inside a
+//! VIP and judge what they saw ([`traffic`]), give the client several
+//! addresses for a steady stream of new connections and break a backend's
+//! host or a client's path ([`steady`]), measure the gap an event makes
+//! ([`gap`]), read the pinned data path ([`pins`]) and act inside a
 //! namespace ([`in_namespace`]). Tests assert on state and counters read
 //! this way, never on `lb`'s log.
 
@@ -11,6 +13,7 @@ mod netns;
 pub mod pair;
 pub mod pins;
 pub mod status;
+pub mod steady;
 pub mod traffic;
 
 use std::sync::{Mutex, MutexGuard};
@@ -18,9 +21,10 @@ use std::sync::{Mutex, MutexGuard};
 pub use netns::in_namespace;
 pub use pair::{Pair, Setup, StatusError};
 pub use status::{
-    BackendReport, BackendState, BgpReport, ConfigReport, Counters, ReloadCounts, StatusReport,
-    VipAnnouncement, VrrpReport, VrrpState,
+    BackendReport, BackendState, BgpReport, ConfigReport, Counters, Handshakes, Health, HealthBy,
+    ReloadCounts, StatusReport, VipAnnouncement, VrrpReport, VrrpState,
 };
+pub use steady::{ClientAddresses, NftFault};
 pub use traffic::{Connections, Event, LongLived, Outcome, StreamLog, Streams, Traffic};
 
 /// Serialises the tests of one test binary that measure times on a small

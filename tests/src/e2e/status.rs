@@ -90,6 +90,13 @@ pub struct BackendReport {
     /// When it entered `state`.
     #[serde(deserialize_with = "rfc3339")]
     pub since: SystemTime,
+    /// What its health checks (or the data path's observation of its
+    /// handshakes) say, whatever the admin state.
+    pub health: Health,
+    /// The mechanism that set `health`; absent from an `lb` without
+    /// passive health.
+    #[serde(default)]
+    pub health_by: Option<HealthBy>,
     /// The check result behind its health.
     pub health_reason: String,
     /// Whether its health is a fresh verdict of the node's checks.
@@ -115,6 +122,42 @@ pub struct BackendReport {
     #[serde(default)]
     pub active_flows: u64,
     pub counters: Counters,
+    /// The TCP handshakes of new flows to it, as the data path saw them;
+    /// absent from an `lb` without passive health.
+    #[serde(default)]
+    pub handshakes: Option<Handshakes>,
+}
+
+/// A backend's health (README "Health checks").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Up,
+    Down,
+    /// The service has no check.
+    Unchecked,
+}
+
+/// What set a backend's current health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthBy {
+    /// Its active health checks.
+    Checks,
+    /// The data path's observation of its handshakes (passive health).
+    Passive,
+}
+
+/// The handshakes of new TCP flows to a backend, as the data path saw
+/// them: the client's SYN, then its completing ACK (or not).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Handshakes {
+    /// Completed: the client's ACK came within `handshake_timeout`.
+    pub completed: u64,
+    /// SYNs retransmitted on a tuple whose handshake never completed.
+    pub retransmitted: u64,
+    /// Not completed within `handshake_timeout`.
+    pub failed: u64,
 }
 
 /// Data path counters since `lb run` started.
@@ -291,6 +334,17 @@ mod tests {
           "health_unknown": null, "admin": "draining",
           "weight": 1, "configured_weight": 1,
           "counters": {"packets": 4, "bytes": 400, "new_flows": 1}
+        }, {
+          "name": "web2", "address": "10.0.0.2", "state": "down",
+          "reason": "passive: 3 handshakes not completed",
+          "since": "2023-11-14T22:13:20.123Z",
+          "health": "down", "health_by": "passive",
+          "health_reason": "passive: 3 handshakes not completed",
+          "health_since": "2023-11-14T22:13:20.123Z", "settled": true,
+          "health_unknown": null, "admin": "enabled",
+          "weight": 1, "configured_weight": 1,
+          "counters": {"packets": 4, "bytes": 400, "new_flows": 1},
+          "handshakes": {"completed": 7, "retransmitted": 1, "failed": 3}
         }]
       }],
       "vrrp": {
@@ -308,6 +362,22 @@ mod tests {
         assert_eq!(service.counters.packets, 10);
         let backend = service.backend("web1");
         assert_eq!(backend.state, BackendState::Draining);
+        assert_eq!(backend.health, Health::Up);
+        assert_eq!(backend.health_by, None, "an lb without passive health");
+        assert_eq!(backend.handshakes, None);
+        let passive = service.backend("web2");
+        assert_eq!(
+            (passive.state, passive.health, passive.health_by),
+            (BackendState::Down, Health::Down, Some(HealthBy::Passive))
+        );
+        assert_eq!(
+            passive.handshakes,
+            Some(Handshakes {
+                completed: 7,
+                retransmitted: 1,
+                failed: 3
+            })
+        );
         assert_eq!(
             backend.since,
             SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)

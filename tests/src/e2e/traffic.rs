@@ -1,19 +1,19 @@
 //! Traffic from the client while a test changes the lab: request streams (a
-//! new connection per request, every reply logged with its start time) and
+//! new connection per request, one after the other or at a steady rate from
+//! several client addresses, every reply logged with its start time) and
 //! long-lived keep-alive connections, and what they saw once finished.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
-use xtask::lab::{self, KeepAliveClient, KeepAliveReply, Lab, Node, RequestStream, StreamReply};
+use xtask::lab::{
+    self, Failure, KeepAliveClient, KeepAliveReply, Lab, Node, RequestStream, StreamReply,
+};
 
 use super::gap::{gap_around, GapError};
-
-/// curl exit codes that mean the connection was refused or reset (an RST):
-/// 7 failed to connect, 52 empty reply, 56 receive failure.
-const RESET_EXIT_CODES: [u32; 3] = [7, 52, 56];
 
 /// How long after an event its gap and failures are looked for.
 const EVENT_WINDOW: Duration = Duration::from_secs(3);
@@ -55,6 +55,27 @@ impl Streams {
             })
             .collect();
         Streams { streams }
+    }
+
+    /// One steady stream (see [`RequestStream::start_steady`]):
+    /// `per_second` new connections a second for `duration`, each from the
+    /// next of `sources` (addresses the client holds, e.g. a
+    /// [`super::ClientAddresses`]) in turn, each allowed
+    /// [`lab::STEADY_CONNECT_TIMEOUT_SECS`] to connect.
+    pub fn steady(lab: &Lab, sources: &[Ipv4Addr], per_second: u32, duration: Duration) -> Streams {
+        let url = lab::vip_url();
+        let stream = RequestStream::start_steady(
+            lab,
+            &url,
+            per_second,
+            duration,
+            sources,
+            &log_name("steady"),
+        )
+        .expect("starting a steady request stream");
+        Streams {
+            streams: vec![stream],
+        }
     }
 
     /// Waits for every stream to end by itself and collects the replies.
@@ -105,6 +126,21 @@ impl StreamLog {
             .collect()
     }
 
+    /// The requests whose connection was not established yet at `at`:
+    /// started from `at` on, or started before it and neither connected
+    /// nor ended by then. These are the new connections an event at `at`
+    /// may meet; a request started just before it may send its SYN just
+    /// after it.
+    pub fn not_connected_before(&self, at: SystemTime) -> Vec<&StreamReply> {
+        self.replies
+            .iter()
+            .filter(|reply| {
+                reply.at + reply.took >= at
+                    && (reply.connect.is_zero() || reply.at + reply.connect >= at)
+            })
+            .collect()
+    }
+
     /// The requests started at or after `at`.
     pub fn since(&self, at: SystemTime) -> Vec<&StreamReply> {
         self.replies.iter().filter(|reply| reply.at >= at).collect()
@@ -127,7 +163,7 @@ impl StreamLog {
     pub fn resets(&self) -> usize {
         self.replies
             .iter()
-            .filter(|reply| RESET_EXIT_CODES.contains(&reply.curl_exit))
+            .filter(|reply| matches!(reply.failure(), Some(Failure::Refused | Failure::Reset)))
             .count()
     }
 
@@ -162,12 +198,18 @@ pub fn describe(replies: &[&StreamReply], since: SystemTime) -> String {
     replies
         .iter()
         .map(|reply| {
+            let source = reply
+                .source
+                .map(|source| format!(" from {source}"))
+                .unwrap_or_default();
             format!(
-                "+{:.3}s {} status {} curl exit {}",
+                "+{:.3}s{source} {} status {} curl exit {} (connect {:.3}s, total {:.3}s)",
                 elapsed(since, reply.at).as_secs_f64(),
                 reply.body,
                 reply.status,
-                reply.curl_exit
+                reply.curl_exit,
+                reply.connect.as_secs_f64(),
+                reply.took.as_secs_f64(),
             )
         })
         .collect::<Vec<_>>()
@@ -505,6 +547,45 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_new_to_an_event_until_its_handshake_completed() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        // Started `ms_before` the event.
+        let request = |ms_before: u64, connect_ms: u64, took_ms: u64| StreamReply {
+            at: at - Duration::from_millis(ms_before),
+            body: String::new(),
+            status: 0,
+            curl_exit: 7,
+            took: Duration::from_millis(took_ms),
+            connect: Duration::from_millis(connect_ms),
+            source: None,
+        };
+        let started_after = StreamReply {
+            at: at + Duration::from_millis(5),
+            ..request(0, 1, 2)
+        };
+        let log = StreamLog {
+            replies: vec![
+                request(50, 1, 2),  // ended before
+                request(10, 2, 20), // connected before, still running
+                request(3, 0, 5),   // refused: its SYN met the event
+                request(3, 5, 8),   // connected after the event
+                started_after,
+            ],
+        };
+        let new: Vec<Duration> = log
+            .not_connected_before(at)
+            .iter()
+            .map(|reply| reply.connect)
+            .collect();
+        assert_eq!(
+            new,
+            [0, 5, 1].map(Duration::from_millis),
+            "the last three, not the first two"
+        );
+        assert_eq!(log.not_ended_before(at).len(), 4);
+    }
 
     fn reply(body: &str, status: u16, local_port: u16, new_connection: bool) -> KeepAliveReply {
         KeepAliveReply {

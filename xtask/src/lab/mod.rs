@@ -49,7 +49,8 @@ pub use router::{
     Router, CLIENT_BEHIND_ROUTER, CLIENT_SUBNET, CLIENT_SUBNET_PREFIX_LEN, ROUTER_CLIENT_SIDE,
 };
 pub use stream::{
-    KeepAliveClient, KeepAliveReply, RequestStream, StreamReply, STREAM_REQUEST_TIMEOUT_SECS,
+    Failure, KeepAliveClient, KeepAliveReply, RequestStream, StreamReply,
+    STEADY_CONNECT_TIMEOUT_SECS, STEADY_REQUEST_TIMEOUT_SECS, STREAM_REQUEST_TIMEOUT_SECS,
 };
 pub use teardown::{exists, teardown, TeardownReport};
 pub use topology::{Node, BRIDGE, HOST_INTERFACE, HTTP_PORT, SUBNET_PREFIX_LEN, VIP, WEB_COUNT};

@@ -111,8 +111,36 @@ impl Lab {
         Ok(master)
     }
 
-    /// Starts `web`'s nginx again after [`Lab::stop_web`]; it listens when
-    /// this returns.
+    /// Kills `web`'s nginx, as if the process crashed: SIGKILL to its
+    /// master and its workers at once (a worker left alive would go on
+    /// serving), waiting until they are gone. The kernel then refuses new
+    /// connections and resets open ones. Returns the PIDs killed.
+    pub fn kill_web(&self, web: Node) -> Result<Vec<i32>, LabError> {
+        let not_running = |why: &str| LabError::Io {
+            context: format!("killing nginx on {web}"),
+            error: std::io::Error::other(why.to_owned()),
+        };
+        let master = master_pid(&self.run_dir(), web).ok_or_else(|| not_running("no pid file"))?;
+        // Only PIDs inside the web's namespace: a stale pid file may name
+        // some other process.
+        let inside = netns::pids(&self.namespace(web))?;
+        if !inside.contains(&master) {
+            return Err(not_running(
+                "its master PID is not running in the namespace",
+            ));
+        }
+        let nginx: Vec<i32> = inside
+            .into_iter()
+            .filter(|&pid| pid == master || process::parent(pid) == Some(master))
+            .collect();
+        if !process::kill_all(&nginx).is_empty() {
+            return Err(not_running("it survived SIGKILL"));
+        }
+        Ok(nginx)
+    }
+
+    /// Starts `web`'s nginx again after [`Lab::stop_web`] or
+    /// [`Lab::kill_web`]; it listens when this returns.
     pub fn start_web(&self, web: Node) -> Result<(), LabError> {
         start(&self.run_dir(), web, &self.namespace(web))
     }

@@ -141,8 +141,22 @@ pub(super) fn terminate(pids: &[i32], grace: Duration) -> Vec<i32> {
     if left.is_empty() {
         return left;
     }
-    signal_all(&left, Signal::SIGKILL);
-    wait_gone(&left, Duration::from_secs(2))
+    kill_all(&left)
+}
+
+/// SIGKILL to every one of `pids` at once, then waits briefly until they
+/// are gone. Returns the PIDs still running afterwards.
+pub(super) fn kill_all(pids: &[i32]) -> Vec<i32> {
+    signal_all(pids, Signal::SIGKILL);
+    wait_gone(pids, Duration::from_secs(2))
+}
+
+/// The parent PID of `pid`, if it is running.
+pub(super) fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name: the state, then the parent PID.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn signal_all(pids: &[i32], signal: Signal) {
@@ -190,5 +204,12 @@ mod tests {
     #[test]
     fn our_own_process_is_running() {
         assert!(is_running(i32::try_from(std::process::id()).unwrap()));
+    }
+
+    #[test]
+    fn the_parent_of_our_own_process_is_our_parent() {
+        let own = i32::try_from(std::process::id()).unwrap();
+        let ours = i32::try_from(std::os::unix::process::parent_id()).unwrap();
+        assert_eq!(parent(own), Some(ours));
     }
 }

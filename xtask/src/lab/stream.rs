@@ -1,9 +1,12 @@
 //! Traffic from the client that runs in the background while a test changes
-//! the lab: a steady stream of requests, each on a new connection, and a
+//! the lab: a stream of requests, each on a new connection (one after the
+//! other, or started at a steady rate from several client addresses), and a
 //! keep-alive client that holds one connection and sends a request over it
-//! at a fixed rate. Both log every reply with what the test needs to judge it.
+//! at a fixed rate. All log every reply with what the test needs to judge it.
 
+use std::fmt;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +18,15 @@ use super::{Lab, LabError};
 /// Per-request time limit of the stream, in seconds.
 pub const STREAM_REQUEST_TIMEOUT_SECS: u32 = 1;
 
+/// How long a connection of a steady stream may take to connect, in
+/// seconds: long enough for the client's first SYN retransmission (after
+/// 1 s) and its second (after 3 s) to count, as a real client's would.
+pub const STEADY_CONNECT_TIMEOUT_SECS: u32 = 3;
+
+/// Per-request time limit of a steady stream (connect, request, response),
+/// in seconds.
+pub const STEADY_REQUEST_TIMEOUT_SECS: u32 = 5;
+
 /// How long past its last request's timeout a stream may take to exit.
 const FINISH_SLACK: Duration = Duration::from_secs(2);
 
@@ -22,19 +34,52 @@ const FINISH_SLACK: Duration = Duration::from_secs(2);
 /// curl reads a `-w` format starting with `@` from a file.
 const REPLY_MARKER: &str = "#reply";
 
+/// curl's `-w` for one request of a stream: after the body, the marker,
+/// then the status, exit code, total time and time to connect.
+const REPLY_FORMAT: &str = "%{http_code} %{exitcode} %{time_total} %{time_connect}";
+
 /// `sh -c SCRIPT sh URL MILLISECONDS`: one curl per request, new connection
 /// each, for `MILLISECONDS`; one line per request: wall-clock start (Unix
-/// seconds), then the body and curl's status, exit code and time.
+/// seconds), then the body and curl's [`REPLY_FORMAT`].
 fn stream_script() -> String {
     format!(
         r#"now_ms() {{ echo $(( $(date +%s%N) / 1000000 )); }}
 end=$(( $(now_ms) + $2 ))
 while [ "$(now_ms)" -lt "$end" ]; do
     start=$(date +%s.%N)
-    reply=$(curl -s --max-time {STREAM_REQUEST_TIMEOUT_SECS} -w ' {REPLY_MARKER} %{{http_code}} %{{exitcode}} %{{time_total}}' "$1" | tr -d '\n')
+    reply=$(curl -s --max-time {STREAM_REQUEST_TIMEOUT_SECS} -w ' {REPLY_MARKER} {REPLY_FORMAT}' "$1" | tr -d '\n')
     echo "$start $reply"
     sleep 0.05
 done"#
+    )
+}
+
+/// `sh -c SCRIPT sh URL PERIOD_US COUNT ADDRESS...`: `COUNT` curls, the
+/// `i`-th started `i × PERIOD_US` microseconds after the first whatever
+/// the earlier ones are doing (each runs in the background), from the
+/// addresses in turn (`--interface`); then waits for all. One line per
+/// request, as [`stream_script`]'s with the source address last; each is
+/// one `echo`, one write, so concurrent requests do not mix their lines.
+fn steady_script() -> String {
+    format!(
+        r#"url=$1; period_us=$2; count=$3; shift 3
+first_us=$(( $(date +%s%N) / 1000 ))
+i=0
+while [ "$i" -lt "$count" ]; do
+    k=$(( i % $# + 1 ))
+    eval "source=\${{$k}}"
+    wait_us=$(( first_us + i * period_us - $(date +%s%N) / 1000 ))
+    if [ "$wait_us" -gt 0 ]; then
+        sleep "$(( wait_us / 1000000 )).$(printf '%06d' $(( wait_us % 1000000 )))"
+    fi
+    (
+        start=$(date +%s.%N)
+        reply=$(curl -s --interface "$source" --connect-timeout {STEADY_CONNECT_TIMEOUT_SECS} --max-time {STEADY_REQUEST_TIMEOUT_SECS} -w ' {REPLY_MARKER} {REPLY_FORMAT}' "$url" | tr -d '\n')
+        echo "$start $reply $source"
+    ) &
+    i=$(( i + 1 ))
+done
+wait"#
     )
 }
 
@@ -51,6 +96,12 @@ pub struct StreamReply {
     pub curl_exit: u32,
     /// How long the request took.
     pub took: Duration,
+    /// How long the TCP handshake took (curl's `time_connect`); zero when
+    /// it never completed.
+    pub connect: Duration,
+    /// The client address the request was sent from, when the stream chose
+    /// it (a steady stream); `None`: the client's own, chosen by the kernel.
+    pub source: Option<Ipv4Addr>,
 }
 
 impl StreamReply {
@@ -58,15 +109,63 @@ impl StreamReply {
     pub fn is_ok(&self) -> bool {
         self.status == 200
     }
+
+    /// Why the request got no `200 OK`; `None` if it did.
+    pub fn failure(&self) -> Option<Failure> {
+        if self.is_ok() {
+            return None;
+        }
+        Some(match self.curl_exit {
+            0 => Failure::Status(self.status),
+            7 => Failure::Refused,
+            28 if self.connect.is_zero() => Failure::ConnectTimeout,
+            28 => Failure::ResponseTimeout,
+            52 | 55 | 56 => Failure::Reset,
+            other => Failure::Other(other),
+        })
+    }
 }
 
-/// A steady stream of requests from the client, one new connection each
-/// (about 15 per second), for a bounded time.
+/// Why a request of a stream failed, from curl's exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Failure {
+    /// Could not connect (exit 7): an RST answered the SYN.
+    Refused,
+    /// The handshake did not complete within the connect timeout (exit 28
+    /// before connecting).
+    ConnectTimeout,
+    /// Connected, but the response did not come in time (exit 28).
+    ResponseTimeout,
+    /// The connection was closed or reset under the request (exit 52, 55
+    /// or 56).
+    Reset,
+    /// A response other than `200 OK`.
+    Status(u16),
+    /// Another curl exit code.
+    Other(u32),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Refused => f.write_str("refused"),
+            Failure::ConnectTimeout => f.write_str("connect timeout"),
+            Failure::ResponseTimeout => f.write_str("response timeout"),
+            Failure::Reset => f.write_str("reset"),
+            Failure::Status(status) => write!(f, "HTTP {status}"),
+            Failure::Other(exit) => write!(f, "curl exit {exit}"),
+        }
+    }
+}
+
+/// A stream of requests from the client, one new connection each, for a
+/// bounded time: one after the other (about 15 per second), or at a steady
+/// rate from several client addresses ([`RequestStream::start_steady`]).
 #[derive(Debug)]
 pub struct RequestStream {
     process: NsProcess,
-    /// When the last request has started.
-    ends_at: Instant,
+    /// When the last request has ended, at the latest.
+    last_ends_by: Instant,
 }
 
 impl RequestStream {
@@ -85,7 +184,46 @@ impl RequestStream {
         let process = lab.spawn("request stream", &mut command, log_name)?;
         Ok(RequestStream {
             process,
-            ends_at: Instant::now() + duration,
+            last_ends_by: Instant::now()
+                + duration
+                + Duration::from_secs(u64::from(STREAM_REQUEST_TIMEOUT_SECS)),
+        })
+    }
+
+    /// Starts `per_second` new connections a second to `url` for
+    /// `duration`, at a steady rate however long each takes, each from the
+    /// next of `sources` in turn (addresses the client holds), each allowed
+    /// [`STEADY_CONNECT_TIMEOUT_SECS`] to connect and
+    /// [`STEADY_REQUEST_TIMEOUT_SECS`] in all; logs to `log_name` in the
+    /// lab's run directory.
+    ///
+    /// # Panics
+    /// If `sources` is empty or `per_second` is zero.
+    pub fn start_steady(
+        lab: &Lab,
+        url: &str,
+        per_second: u32,
+        duration: Duration,
+        sources: &[Ipv4Addr],
+        log_name: &str,
+    ) -> Result<Self, LabError> {
+        assert!(
+            !sources.is_empty() && per_second > 0,
+            "a steady stream needs a rate and addresses"
+        );
+        let period_us = 1_000_000 / u64::from(per_second);
+        let count = duration.as_micros() / u128::from(period_us);
+        let mut command = lab.command(Node::Client, "sh");
+        command
+            .args(["-c", &steady_script(), "sh", url])
+            .args([period_us.to_string(), count.to_string()])
+            .args(sources.iter().map(Ipv4Addr::to_string));
+        let process = lab.spawn("steady request stream", &mut command, log_name)?;
+        Ok(RequestStream {
+            process,
+            last_ends_by: Instant::now()
+                + duration
+                + Duration::from_secs(u64::from(STEADY_REQUEST_TIMEOUT_SECS)),
         })
     }
 
@@ -98,9 +236,7 @@ impl RequestStream {
     /// within the request timeout) and returns every reply. A stream still
     /// running well past its end is stopped.
     pub fn finish(mut self) -> Vec<StreamReply> {
-        let deadline = self.ends_at
-            + Duration::from_secs(u64::from(STREAM_REQUEST_TIMEOUT_SECS))
-            + FINISH_SLACK;
+        let deadline = self.last_ends_by + FINISH_SLACK;
         while matches!(self.process.try_exit_status(), Ok(None)) && Instant::now() < deadline {
             sleep(Duration::from_millis(50));
         }
@@ -115,8 +251,8 @@ fn read_log(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Parses [`stream_script`]'s lines; a line cut short (the stream was
-/// stopped while writing it) is skipped.
+/// Parses [`stream_script`]'s and [`steady_script`]'s lines; a line cut
+/// short (the stream was stopped while writing it) is skipped.
 fn parse_stream(log: &str) -> Vec<StreamReply> {
     log.lines().filter_map(parse_stream_line).collect()
 }
@@ -128,6 +264,11 @@ fn parse_stream_line(line: &str) -> Option<StreamReply> {
     let status = fields.next()?.parse().ok()?;
     let curl_exit = fields.next()?.parse().ok()?;
     let took = Duration::from_secs_f64(fields.next()?.parse().ok()?);
+    let connect = Duration::from_secs_f64(fields.next()?.parse().ok()?);
+    let source = match fields.next() {
+        Some(address) => Some(address.parse().ok()?),
+        None => None,
+    };
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(start.parse().ok()?);
     Some(StreamReply {
         at,
@@ -135,6 +276,8 @@ fn parse_stream_line(line: &str) -> Option<StreamReply> {
         status,
         curl_exit,
         took,
+        connect,
+        source,
     })
 }
 
@@ -229,9 +372,9 @@ mod tests {
 
     #[test]
     fn stream_lines_carry_time_body_status_and_exit_code() {
-        let log = "1700000000.250000000 web2 #reply 200 0 0.000453\n\
-                   1700000001.500000000  #reply 000 7 0.000734\n\
-                   1700000002.000000000  #reply 000 28 1.002\n\
+        let log = "1700000000.250000000 web2 #reply 200 0 0.000453 0.000120\n\
+                   1700000001.500000000  #reply 000 7 0.000734 0.000000\n\
+                   1700000002.000000000  #reply 000 28 1.002 0.000000\n\
                    1700000003.000000000 web";
         let replies = parse_stream(log);
         assert_eq!(replies.len(), 3, "the cut last line is skipped");
@@ -243,12 +386,43 @@ mod tests {
                 status: 200,
                 curl_exit: 0,
                 took: Duration::from_secs_f64(0.000453),
+                connect: Duration::from_secs_f64(0.000120),
+                source: None,
             }
         );
         assert!(replies[0].is_ok());
         assert_eq!((replies[1].status, replies[1].curl_exit), (0, 7));
         assert_eq!(replies[2].curl_exit, 28);
         assert!(replies[1].body.is_empty());
+    }
+
+    #[test]
+    fn steady_lines_carry_the_source_and_failures_are_told_apart() {
+        let log = "1700000004.000000000 web1 #reply 200 0 1.004 1.002 10.0.0.210\n\
+                   1700000004.100000000  #reply 000 7 0.001 0.000000 10.0.0.211\n\
+                   1700000004.200000000  #reply 000 28 3.001 0.000000 10.0.0.212\n\
+                   1700000004.300000000  #reply 000 28 5.001 0.000300 10.0.0.213\n\
+                   1700000004.400000000  #reply 000 56 0.002 0.000200 10.0.0.214\n\
+                   1700000004.500000000 bad gateway #reply 502 0 0.002 0.000200 10.0.0.215\n\
+                   1700000004.600000000  #reply 000 28 3.0 0.0 10.0.0.";
+        let replies = parse_stream(log);
+        assert_eq!(replies.len(), 6, "the cut last line is skipped");
+        assert_eq!(replies[0].source, Some(Ipv4Addr::new(10, 0, 0, 210)));
+        assert_eq!(replies[0].connect, Duration::from_secs_f64(1.002));
+        assert_eq!(replies[0].failure(), None);
+        let failures: Vec<Option<Failure>> =
+            replies[1..].iter().map(StreamReply::failure).collect();
+        assert_eq!(
+            failures,
+            [
+                Some(Failure::Refused),
+                Some(Failure::ConnectTimeout),
+                Some(Failure::ResponseTimeout),
+                Some(Failure::Reset),
+                Some(Failure::Status(502)),
+            ]
+        );
+        assert_eq!(replies[5].body, "bad gateway");
     }
 
     #[test]
@@ -289,5 +463,31 @@ mod tests {
             .unwrap();
         assert!(output.status.success());
         assert!(output.stdout.is_empty());
+    }
+
+    #[test]
+    fn the_steady_script_starts_every_request_and_names_its_source() {
+        // A malformed URL fails inside curl, before anything is sent.
+        let output = std::process::Command::new("sh")
+            .args(["-c", &steady_script(), "sh", "http://", "1000", "3"])
+            .args(["127.0.0.1", "127.0.0.2"])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let replies = parse_stream(&String::from_utf8_lossy(&output.stdout));
+        assert_eq!(replies.len(), 3);
+        let mut sources: Vec<Ipv4Addr> = replies.iter().filter_map(|reply| reply.source).collect();
+        sources.sort();
+        assert_eq!(
+            sources,
+            [
+                Ipv4Addr::new(127, 0, 0, 1),
+                Ipv4Addr::new(127, 0, 0, 1),
+                Ipv4Addr::new(127, 0, 0, 2)
+            ]
+        );
+        assert!(replies
+            .iter()
+            .all(|reply| reply.failure() == Some(Failure::Other(3))));
     }
 }
