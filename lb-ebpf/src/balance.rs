@@ -103,8 +103,10 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
 
     let syn = packet.tcp_flags & tcp_flags::SYN != 0;
     let mut clock = flood::Clock::new();
-    let (backend_id, backend, new_flow) = match established_backend(&packet.flow, syn) {
-        Some((backend_id, backend, entry)) => {
+    let entry = FLOWS.get_ptr_mut(&packet.flow);
+    let serving = entry.and_then(|entry| Some((serving_backend(entry, syn)?, entry)));
+    let (backend_id, backend, new_flow) = match serving {
+        Some(((backend_id, backend), entry)) => {
             // SAFETY: `entry` came from a lookup in this run and is valid for its size.
             let pending = unsafe { (*entry).handshake_pending() };
             let moved = if pending && passive::observes(&service) {
@@ -136,6 +138,9 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
                     let watched =
                         passive::observes(&service) && passive::is_opening_syn(packet.tcp_flags);
                     let ((backend_id, backend), last_seen) = if watched {
+                        if let Some(stale) = entry {
+                            passive::on_stale_syn(&packet.flow, stale);
+                        }
                         let chosen =
                             passive::choose_for_syn(&service, &packet.flow, scheduled, &mut clock);
                         (chosen, Flow::opened(flow_clock()))
@@ -261,12 +266,20 @@ fn udp_ports(ctx: &XdpContext, offset: usize, l4_len: usize) -> Result<(u16, u16
 #[inline(always)]
 pub fn established_backend(flow: &FlowKey, syn: bool) -> Option<(u32, Backend, *mut Flow)> {
     let entry = FLOWS.get_ptr_mut(flow)?;
-    // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
+    let (backend_id, backend) = serving_backend(entry, syn)?;
+    Some((backend_id, backend, entry))
+}
+
+/// The backend the flow-table entry `entry` names, if it still serves the
+/// flow (see [`established_backend`]).
+#[inline(always)]
+fn serving_backend(entry: *mut Flow, syn: bool) -> Option<(u32, Backend)> {
+    // SAFETY: `entry` came from a map lookup in this run and is valid for its size.
     let backend_id = unsafe { (*entry).backend_id };
     let backend = *BACKENDS.get(backend_id)?;
     let serving =
         backend.state == backend_state::UP || (backend.state == backend_state::DRAINING && !syn);
-    serving.then_some((backend_id, backend, entry))
+    serving.then_some((backend_id, backend))
 }
 
 /// The controller's flow clock ([`Flow::last_seen`]'s unit).

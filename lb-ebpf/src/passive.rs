@@ -134,6 +134,31 @@ pub fn on_pending(
     None
 }
 
+/// A client's opening SYN on `flow`, whose entry `stale` names a backend
+/// that no longer serves it (it is scheduled afresh): if that entry's
+/// handshake was pending, the SYN is a retransmission, counted (with a
+/// failure) against the backend that did not answer.
+#[inline(always)]
+pub fn on_stale_syn(flow: &FlowKey, stale: *mut Flow) {
+    // SAFETY: `stale` came from a lookup in this run and is valid for its size.
+    let entry = unsafe { *stale };
+    if !entry.handshake_pending() {
+        return;
+    }
+    stats::count_handshakes(
+        entry.backend_id,
+        HandshakeDelta {
+            retransmitted: 1,
+            failed: 1,
+            completed: 0,
+        },
+    );
+    if let Some(watch) = HANDSHAKES.get_ptr_mut(entry.backend_id) {
+        // SAFETY: as in `choose_for_syn`.
+        unsafe { (*watch).fail(flow.src_ip, flow.src_port) };
+    }
+}
+
 /// Watches the handshake of `flow` opened at `now` on `backend_id`.
 #[inline(always)]
 fn watch(backend_id: u32, flow: &FlowKey, now: u32) {

@@ -15,8 +15,8 @@
 //! - (b) web2's host dies (all its IPv4 input dropped, ARP still answered):
 //!   no connection not yet connected then fails, since the retransmitted
 //!   SYN of a handshake web2 swallowed goes to a live backend; web2 is out
-//!   of service within 2 s, with at least one retransmitted handshake
-//!   counted;
+//!   of service within 2 s, marked down by passive health (before its
+//!   checks), with at least one retransmitted handshake counted;
 //! - (c) 40 % random loss on the path of one client address, both ways, for
 //!   8 s of traffic from every address, that one included: at no poll of
 //!   lb1's `/status` has a backend left `up` or been marked by passive
@@ -339,13 +339,18 @@ fn a_dead_host_costs_no_connection_and_is_out_of_service_within_two_seconds() {
         "connections failed after web2's host died: {}",
         describe(&failures, dead_at)
     );
-    let (seen, _) = out
+    let (seen, down) = out
         .unwrap_or_else(|| panic!("web2 still up {OUT_OF_SERVICE_TIMEOUT:?} after its host died"));
     let taken = elapsed(dead_at, seen);
     assert!(
         taken <= DEAD_OUT_OF_SERVICE_BOUND,
         "web2 went out of service {taken:?} after its host died, more than \
          {DEAD_OUT_OF_SERVICE_BOUND:?}"
+    );
+    assert_eq!(
+        down.health_by,
+        Some(HealthBy::Passive),
+        "web2 is marked down by passive health, before its checks: {down:?}"
     );
     let handshakes = last.handshakes.expect("web2's handshakes are reported");
     assert!(

@@ -101,8 +101,11 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
                 (Ok(scheduled), cursor_advance) => {
                     let watched = passive::observes(&service) && passive::is_opening_syn(flags);
                     let ((backend_id, backend), last_seen, handshakes) = if watched {
-                        let (chosen, handshakes) =
-                            passive::choose_for_syn(&service, &flow, scheduled, ingress, maps);
+                        // Not serving, or `established_backend` would have kept it.
+                        let stale = maps.flow(&flow);
+                        let (chosen, handshakes) = passive::choose_for_syn(
+                            &service, &flow, scheduled, stale, ingress, maps,
+                        );
                         (chosen, Flow::opened(maps.flow_clock()), handshakes)
                     } else {
                         let last_seen = Flow::seen(None, maps.flow_clock(), flags);

@@ -108,8 +108,8 @@ pub struct Traffic {
 /// What a packet did to passive health.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HandshakeEffect {
-    /// Added to one backend's `HANDSHAKE_STATS`.
-    pub counted: Option<(u32, HandshakeDelta)>,
+    /// Added to `HANDSHAKE_STATS`, by backend id, in order.
+    pub counted: Vec<(u32, HandshakeDelta)>,
     /// Handshake records written, by backend id, in write order.
     pub watches: Vec<(u32, HandshakeWatch)>,
 }

@@ -17,6 +17,12 @@ use crate::maps::{
 
 /// Slots after the flow's own that a second chance looks at.
 const SECOND_CHANCE_SLOTS: u32 = 8;
+/// What a retransmitted SYN counts against the backend that did not answer.
+const RETRANSMITTED: HandshakeDelta = HandshakeDelta {
+    retransmitted: 1,
+    failed: 1,
+    completed: 0,
+};
 
 /// Whether `service` watches handshakes.
 pub(super) fn observes(service: &Service) -> bool {
@@ -68,22 +74,34 @@ impl<'a> Records<'a> {
 
 /// The backend of a new flow opened by a SYN to an observed service, and
 /// what choosing it did to passive health (see the program's
-/// `choose_for_syn`).
+/// `choose_for_syn`); `stale` is the flow's entry naming a backend that no
+/// longer serves it, if any (see the program's `on_stale_syn`).
 pub(super) fn choose_for_syn(
     service: &Service,
     flow: &FlowKey,
     scheduled: (u32, Backend),
+    stale: Option<Flow>,
     ingress: &Ingress,
     maps: &MapContents,
 ) -> ((u32, Backend), HandshakeEffect) {
     let now = handshake::clock(ingress.now_ns);
     let (scheduled_id, _) = scheduled;
     let mut records = Records::new(maps);
+    if let Some(entry) = stale.filter(Flow::handshake_pending) {
+        records
+            .effect
+            .counted
+            .push((entry.backend_id, RETRANSMITTED));
+        if let Some(mut watch) = records.get(entry.backend_id) {
+            watch.fail(flow.src_ip, flow.src_port);
+            records.put(entry.backend_id, watch);
+        }
+    }
     let mut chosen = scheduled;
     if let Some(mut watch) = records.get(scheduled_id) {
         let failed = watch.expire(now, service.handshake_timeout);
         if failed != 0 {
-            records.effect.counted = Some((
+            records.effect.counted.push((
                 scheduled_id,
                 HandshakeDelta {
                     failed,
@@ -116,14 +134,7 @@ pub(super) fn on_pending(
 ) -> (Option<(u32, Backend, FlowChange)>, HandshakeEffect) {
     let mut records = Records::new(maps);
     if is_opening_syn(flags) {
-        records.effect.counted = Some((
-            backend_id,
-            HandshakeDelta {
-                retransmitted: 1,
-                failed: 1,
-                completed: 0,
-            },
-        ));
+        records.effect.counted.push((backend_id, RETRANSMITTED));
         if let Some(mut watch) = records.get(backend_id) {
             watch.fail(key.src_ip, key.src_port);
             records.put(backend_id, watch);
@@ -143,7 +154,7 @@ pub(super) fn on_pending(
         return (Some((next_id, next, replaced)), records.effect);
     }
     if flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::ACK {
-        records.effect.counted = Some((
+        records.effect.counted.push((
             backend_id,
             HandshakeDelta {
                 completed: 1,

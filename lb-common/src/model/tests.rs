@@ -979,7 +979,7 @@ fn a_watched_handshake_completes_with_the_clients_ack() {
         completed: 1,
         ..Default::default()
     };
-    assert_eq!(ack.handshakes.counted, Some((backend_id, completed)));
+    assert_eq!(ack.handshakes.counted, [(backend_id, completed)]);
     assert_eq!(ack.handshakes.watches, [(backend_id, Default::default())]);
     maps.apply(&ack);
     // The next ACK is an established packet: nothing counted.
@@ -1005,7 +1005,7 @@ fn a_retransmitted_syn_goes_to_the_next_backend_and_an_established_flow_never_mo
         failed: 1,
         completed: 0,
     };
-    assert_eq!(again.handshakes.counted, Some((dead, failed)));
+    assert_eq!(again.handshakes.counted, [(dead, failed)]);
     assert_eq!(again.backend_traffic.unwrap().delta.new_flows, 1);
     maps.apply(&again);
     assert_eq!(maps.handshakes(dead).unwrap().failed_in_row, 1);
@@ -1058,4 +1058,42 @@ fn overdue_handshakes_from_two_clients_eject_a_backend_and_one_clients_never_do(
         "failures from two clients eject: {:?}",
         maps.handshakes(target)
     );
+}
+
+#[test]
+fn a_retransmitted_syn_on_a_backend_no_longer_serving_counts_against_it() {
+    let mut maps = observed_maps(3, u32::MAX);
+    let first = decide(&web_frame(40_000, TCP_SYN), &INGRESS, &maps);
+    let dead = first.backend_id.unwrap();
+    maps.apply(&first);
+    // Marked down (passive health writes it draining) before the client
+    // retransmits: the SYN is scheduled afresh, and still counted.
+    maps.set_backend(dead, backend(dead, backend_state::DRAINING))
+        .unwrap();
+    let live = (0..3).find(|&id| id != dead).unwrap();
+    let slots = [0, 1, 2, 0, 1, 2, 0].map(|id| if id == dead { live } else { id });
+    let key = key(80, IPPROTO_TCP);
+    let service = maps.service(&key).unwrap();
+    publish(&mut maps, key, 0, Scheduler::Maglev, &slots);
+    maps.set_service(
+        key,
+        Service {
+            flags: service.flags,
+            error_limit: 3,
+            handshake_timeout: u32::MAX,
+            ..maps.service(&key).unwrap()
+        },
+    );
+    let again = decide(&web_frame(40_000, TCP_SYN), &INGRESS, &maps);
+    assert!(
+        matches!(again.flow_change, FlowChange::Replaced { flow, .. } if flow.backend_id != dead),
+        "{:?}",
+        again.flow_change
+    );
+    let failed = crate::handshake::HandshakeDelta {
+        retransmitted: 1,
+        failed: 1,
+        completed: 0,
+    };
+    assert_eq!(again.handshakes.counted, [(dead, failed)]);
 }

@@ -61,7 +61,7 @@ impl Ledger {
                 }
             }
         }
-        if let Some((id, delta)) = decision.handshakes.counted {
+        for &(id, delta) in &decision.handshakes.counted {
             if let Some(entry) = self.handshakes.get_mut(id as usize) {
                 *entry = entry.plus(delta);
             }
@@ -279,7 +279,7 @@ impl<'a> Mirror<'a> {
                 ));
             }
         }
-        if let Some((id, _)) = decision.handshakes.counted {
+        for &(id, _) in &decision.handshakes.counted {
             if let Some(&model) = ledger.handshakes.get(id as usize) {
                 let program = self.dataplane.counters().handshake_counters(id)?;
                 if model != program {

@@ -199,7 +199,7 @@ impl Report {
         self.cursor_advances += usize::from(decision.cursor_advance.is_some());
         self.frag_needed_forwarded +=
             usize::from(kind == Kind::FragNeeded && decision.backend_id.is_some());
-        if let Some((_, delta)) = decision.handshakes.counted {
+        for &(_, delta) in &decision.handshakes.counted {
             self.handshakes = self.handshakes.plus(delta);
         }
         let watches = &decision.handshakes.watches;
