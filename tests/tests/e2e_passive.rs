@@ -1,8 +1,10 @@
 //! Passive health end to end through the lab (issue 16): `lb` on lb1 checks
 //! web1..3 over HTTP (`GET /health`, interval 500 ms, timeout 300 ms, rise
 //! 2, fall 3) and watches the handshake of every new flow (`observe =
-//! "layer4"`, `error_limit = 3`, `handshake_timeout = "50ms"`: the lab is a
-//! LAN, handshakes complete in well under a millisecond), while the client
+//! "layer4"`, `error_limit = 3`, `handshake_timeout = "20ms"`: the lab is a
+//! LAN, handshakes complete within a few milliseconds; and below the 33 ms
+//! between two new connections, so that each failed one is known by the
+//! next SYN), while the client
 //! opens new connections at a steady 30 a second from 12 addresses of its
 //! own in turn, each allowed 3 s to connect and doing one GET.
 //!
@@ -50,7 +52,7 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 const RISE: u32 = 2;
 const FALL: u32 = 3;
 const ERROR_LIMIT: u32 = 3;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(50);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(20);
 
 /// New connections a second, and how many client addresses take turns.
 const RATE: u32 = 30;

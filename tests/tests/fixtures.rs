@@ -15,6 +15,7 @@ use lb::dataplane::{
     TEST_RUN_INGRESS_IFINDEX,
 };
 use lb_common::{
+    handshake::Observe,
     hash::{flow_hash, source_hash},
     maglev::{build_table, MaglevBackend},
     maps::{
@@ -490,6 +491,95 @@ fn established_flow_keeps_its_backend_when_the_table_changes() {
     }
     let counters = backend_counters(&dataplane, first);
     assert_eq!((counters.packets, counters.new_flows), (5, 1));
+}
+
+/// Passive health on the web service: two failures in a row eject, and a
+/// watched handshake is overdue at once (a timeout of 0 ticks).
+const EJECT_AT_ONCE: Observe = Observe {
+    error_limit: 2,
+    handshake_timeout: 0,
+};
+
+#[test]
+fn a_retransmitted_syn_gets_a_second_chance_and_an_established_flow_never_moves() {
+    let mut dataplane = load();
+    publish_maglev(&mut dataplane, &BACKENDS);
+    dataplane
+        .set_observe(
+            WEB_SERVICE,
+            Some(Observe {
+                error_limit: 3,
+                handshake_timeout: u32::MAX,
+            }),
+        )
+        .unwrap();
+    let silent = forward(&dataplane, &web_syn(CLIENT_PORT));
+    // No ACK came: the client's retransmission goes to another backend,
+    // counted against the one that did not answer.
+    let second = forward(&dataplane, &web_syn(CLIENT_PORT));
+    assert_ne!(second, silent);
+    let counted = dataplane.counters().handshake_counters(silent).unwrap();
+    assert_eq!((counted.retransmitted, counted.failed), (1, 1));
+    assert_eq!(dataplane.handshakes(silent).unwrap().failed_in_row, 1);
+    // The second one answers: completed, and from now on it stays there,
+    // SYN or not.
+    assert_eq!(
+        forward(&dataplane, &web_frame(CLIENT_PORT, wire::TCP_ACK, &[])),
+        second
+    );
+    assert_eq!(
+        dataplane
+            .counters()
+            .handshake_counters(second)
+            .unwrap()
+            .completed,
+        1
+    );
+    assert_eq!(forward(&dataplane, &web_syn(CLIENT_PORT)), second);
+}
+
+#[test]
+fn a_backend_whose_handshakes_fail_for_two_clients_gets_no_new_flows() {
+    let mut dataplane = load();
+    let table = publish_maglev(&mut dataplane, &BACKENDS);
+    dataplane
+        .set_observe(WEB_SERVICE, Some(EJECT_AT_ONCE))
+        .unwrap();
+    let slot_of = |client: [u8; 4], port: u16| {
+        let flow = FlowKey {
+            src_ip: u32::from_ne_bytes(client),
+            ..web_flow(port)
+        };
+        table[(flow_hash(&flow) % TABLE_SIZE) as usize]
+    };
+    let syn_from = |client: [u8; 4], port: u16| {
+        let segment = wire::tcp(client, VIP, (port, HTTP_PORT), wire::TCP_SYN, &[]);
+        let packet = Ipv4::new(client, VIP, IPPROTO_TCP).packet(&segment);
+        wire::ethernet(LB_MAC, CLIENT_MAC, ETHERTYPE_IPV4, &packet)
+    };
+    let target = slot_of(CLIENT_IP, 1);
+    let ports_to_target = |client: [u8; 4]| {
+        (1u16..)
+            .filter(move |&port| slot_of(client, port) == target)
+            .take(3)
+            .collect::<Vec<_>>()
+    };
+    // One client's SYNs that are never completed: many failures, one client.
+    for port in ports_to_target(CLIENT_IP) {
+        assert_eq!(forward(&dataplane, &syn_from(CLIENT_IP, port)), target);
+    }
+    // A second client's: the row now holds two clients, and the next SYN
+    // for `target` goes elsewhere.
+    let other = [10, 0, 1, 2];
+    let ports = ports_to_target(other);
+    assert_eq!(forward(&dataplane, &syn_from(other, ports[0])), target);
+    assert_ne!(forward(&dataplane, &syn_from(other, ports[1])), target);
+    let watch = dataplane.handshakes(target).unwrap();
+    assert!(watch.is_ejected(EJECT_AT_ONCE.error_limit), "{watch:?}");
+    // Clearing the record (as the controller does once its checks bring it
+    // back) lets it take new flows again.
+    dataplane.clear_handshakes(target).unwrap();
+    assert_eq!(forward(&dataplane, &syn_from(other, ports[2])), target);
 }
 
 #[test]

@@ -451,3 +451,51 @@ fn mac_updates_reach_the_maps_and_an_unresolved_backend_leaves_the_table() {
         "MAC resolved: 02:00:00:00:00:42; health up: initial state: up"
     );
 }
+
+#[test]
+fn a_passive_mark_down_keeps_established_flows_and_a_return_clears_the_handshake_record() {
+    use crate::dataplane::fake::FakeWrite;
+    use crate::domain::HealthSource;
+
+    let (config, mut controller) = controller();
+    let passive = HealthEvent {
+        reason: "passive: 3 handshakes not completed".into(),
+        by: HealthSource::Passive,
+        ..health(&config, 1, Health::Down, 5)
+    };
+    controller.record_health(&[passive]);
+    let web2 = controller.subscribe().borrow().services[0].backends[1].clone();
+    assert_eq!(
+        (web2.state, web2.health_by, web2.reason.as_str()),
+        (
+            BackendState::Down,
+            HealthSource::Passive,
+            "passive: 3 handshakes not completed"
+        )
+    );
+    assert_eq!(
+        controller.maps().backend(1).unwrap().state,
+        lb_common::maps::backend_state::DRAINING,
+        "out of the table, its established flows stay"
+    );
+
+    // Its checks bring it back: the record is cleared before it serves.
+    let before = controller.maps().log().len();
+    controller.record_health(&[health(&config, 1, Health::Up, 9)]);
+    let writes = &controller.maps().log()[before..];
+    let cleared = writes
+        .iter()
+        .position(|write| matches!(write, FakeWrite::Handshakes { id: 1, watch } if *watch == Default::default()));
+    let serving = writes.iter().position(|write| {
+        matches!(write, FakeWrite::Backend { id: 1, backend } if backend.state == BackendState::Up.map_value())
+    });
+    assert!(
+        cleared.is_some() && cleared < serving,
+        "cleared, then up: {writes:?}"
+    );
+    let web2 = controller.subscribe().borrow().services[0].backends[1].clone();
+    assert_eq!(
+        (web2.state, web2.health_by),
+        (BackendState::Up, HealthSource::Checks)
+    );
+}

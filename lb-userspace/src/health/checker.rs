@@ -460,6 +460,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_passive_verdict_marks_a_healthy_target_down_until_its_checks_bring_it_back() {
+        let server = StubServer::start(Reply::http(200, "ok")).await;
+        let target = http_target(server.port(), 2, 2);
+        let mut checker = HealthChecker::new();
+        checker.update([desired(&target, Health::Up)]);
+        let reason = "passive: 3 handshakes not completed".to_owned();
+        assert!(checker.mark_down(&target, reason.clone()));
+
+        let down = next_event(&mut checker).await;
+        assert_eq!(
+            (down.health, down.by, &down.reason),
+            (Health::Down, HealthSource::Passive, &reason)
+        );
+        assert_eq!(checker.status(&target).unwrap().by, HealthSource::Passive);
+        let up = next_event(&mut checker).await;
+        assert_eq!((up.health, up.by), (Health::Up, HealthSource::Checks));
+        assert_eq!(up.reason, "HTTP status 200");
+        let unchecked = http_target(server.port() ^ 1, 2, 2);
+        assert!(!checker.mark_down(&unchecked, reason), "not checked here");
+    }
+
+    #[tokio::test]
     async fn a_backend_comes_up_goes_down_and_rejoins() {
         let server = StubServer::start(Reply::http(200, "ok")).await;
         let target = http_target(server.port(), 2, 2);

@@ -351,6 +351,31 @@ mod tests {
     }
 
     #[test]
+    fn a_passive_verdict_marks_an_up_target_down_and_rise_passes_bring_it_back() {
+        let mut driver = Driver::new(2, 3, Health::Up);
+        assert_eq!(driver.check(fail()), None, "one failure under way");
+        let now = driver.state.next_check_at();
+        let down = driver
+            .state
+            .mark_down(now, "passive: 3 handshakes not completed".into())
+            .expect("up, so marked down");
+        assert_eq!(
+            (down.health, down.by, down.reason.as_str()),
+            (
+                Health::Down,
+                HealthSource::Passive,
+                "passive: 3 handshakes not completed"
+            )
+        );
+        assert!(driver.state.next_check_at() <= now + FASTINTER);
+        assert_eq!(driver.state.mark_down(now, "again".into()), None);
+        // The checks still pass: `rise` of them bring it back, by the checks.
+        assert_eq!(driver.check(pass()), None);
+        let up = driver.check(pass()).expect("rise = 2 passes");
+        assert_eq!((up.health, up.by), (Health::Up, HealthSource::Checks));
+    }
+
+    #[test]
     fn a_pass_between_failures_restarts_the_fall_count() {
         let mut driver = Driver::new(2, 3, Health::Up);
         for result in [fail(), fail(), pass(), fail(), fail()] {

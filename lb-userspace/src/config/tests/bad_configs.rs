@@ -162,6 +162,12 @@ fn every_bad_config_gets_its_exact_message() {
         (with_health("fastinter = \"2h\""), "lb.toml:10:13: service[web].health.fastinter: \"2h\" is out of range (100ms..=1h)"),
         (with_health("downinter = \"50ms\""), "lb.toml:10:13: service[web].health.downinter: \"50ms\" is out of range (100ms..=1h)"),
         (with_health("timeout = \"5m\""), "lb.toml:10:11: service[web].health.timeout: \"5m\" is out of range (10ms..=1m)"),
+        (with_health("observe = \"layer7\""), "lb.toml:10:11: service[web].health.observe: unknown value \"layer7\" (expected \"layer4\" or \"none\")"),
+        (with_health("error_limit = 0"), "lb.toml:10:15: service[web].health.error_limit: 0 is out of range (1..=255)"),
+        (with_health("handshake_timeout = \"5ms\""), "lb.toml:10:21: service[web].health.handshake_timeout: \"5ms\" is out of range (10ms..=10s)"),
+        (with_health("observe = \"none\"\nerror_limit = 2"), "lb.toml:11:15: service[web].health.error_limit: only applies with observe = \"layer4\" (passive health of a tcp service)"),
+        (with_health("type = \"none\"\nhandshake_timeout = \"1s\""), "lb.toml:11:21: service[web].health.handshake_timeout: type = \"none\" (not checked, always up) takes no other settings"),
+        (edited(&[(8, "protocol = \"udp\""), (9, "[service.health]\ntype = \"tcp\"\nobserve = \"layer4\"")]), "lb.toml:11:11: service[web].health.observe: observe = \"layer4\" watches TCP handshakes, and a udp service has none (expected \"none\")"),
         (with_health("interval = \"soon\""), "lb.toml:10:12: service[web].health.interval: \"soon\" is not a duration (expected number at 0); write e.g. \"500ms\", \"2s\" or \"1m 30s\", within 100ms..=1h"),
         (
             with_vrrp(&["vrid = 51", "priority = 150", "advert_interval = \"300000000000years\""]),
