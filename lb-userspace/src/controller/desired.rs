@@ -344,6 +344,11 @@ impl DesiredState {
         })
     }
 
+    /// The state membership `id` serves with, if it exists.
+    pub fn state(&self, id: u32) -> Option<BackendState> {
+        self.members.get(&id).map(|member| member.state)
+    }
+
     /// The check target of membership `id` while its health is up: what a
     /// passive verdict marks down.
     pub fn up_target(&self, id: u32) -> Option<&CheckTarget> {

@@ -27,7 +27,10 @@
 //! handshake records of the backends of services with `observe =
 //! "layer4"`; a backend the data path ejected (failed handshakes in a row,
 //! from two clients at least) is marked down through its checks' task,
-//! whose checks bring it back (see `lb_common::handshake`). The record is
+//! whose checks bring it back (see `lb_common::handshake`), unless that
+//! would leave fewer than half of its service's backends up: failed
+//! handshakes from many clients at once on many backends are more likely
+//! a flood of spoofed SYNs than that many dead servers. The record is
 //! cleared when the backend takes new flows again ([`apply`]).
 //!
 //! Nothing time-critical waits for it: the checks run in their own tasks,
@@ -362,32 +365,28 @@ impl<M: MapWriter> Controller<M> {
         self.publish_snapshot();
     }
 
-    /// Marks down, through its checks, every up backend that the data path
-    /// ejected for failed handshakes (passive health); the resulting health
-    /// event publishes the change.
+    /// Marks down, through its checks, the backends that the data path
+    /// ejected for failed handshakes (see [`passive_verdicts`]); the
+    /// resulting health events publish the change.
     fn check_handshakes(&mut self) {
-        for service in &self.layout.services {
-            let Some(observe) = service.observe else {
+        let verdicts = passive_verdicts(
+            &self.layout,
+            |id| self.desired.state(id),
+            |id| {
+                self.maps
+                    .handshakes(id)
+                    .map_err(|error| {
+                        tracing::debug!(backend = id, error = %error_chain(&error), "cannot read a handshake record");
+                    })
+                    .ok()
+            },
+        );
+        for (id, reason) in verdicts {
+            let Some(target) = self.desired.up_target(id) else {
                 continue;
             };
-            for backend in &service.backends {
-                let Some(target) = self.desired.up_target(backend.id) else {
-                    continue;
-                };
-                let watch = match self.maps.handshakes(backend.id) {
-                    Ok(watch) => watch,
-                    Err(error) => {
-                        tracing::debug!(backend = backend.id, error = %error_chain(&error), "cannot read a handshake record");
-                        continue;
-                    }
-                };
-                if !watch.is_ejected(observe.error_limit) {
-                    continue;
-                }
-                let reason = format!("passive: {} handshakes not completed", watch.failed_in_row);
-                if self.checker.mark_down(target, reason.clone()) {
-                    tracing::warn!(service = %service.name, backend = %backend.name, %reason, "backend marked down by passive health");
-                }
+            if self.checker.mark_down(target, reason.clone()) {
+                tracing::warn!(backend = id, %reason, "backend marked down by passive health");
             }
         }
     }
@@ -553,6 +552,41 @@ impl<M: MapWriter> Controller<M> {
             &self.fingerprints,
         )));
     }
+}
+
+/// The backends of observed services that passive health marks down now,
+/// with the reason: up (`state_of`), and ejected by the data path
+/// (`watch_of`: its handshake record, `None` if unreadable). A service
+/// keeps at least half of its backends up: failed handshakes on many of
+/// its backends at once are more likely a flood of spoofed SYNs than that
+/// many dead servers, and the checks still see those.
+fn passive_verdicts(
+    layout: &Layout,
+    state_of: impl Fn(u32) -> Option<BackendState>,
+    watch_of: impl Fn(u32) -> Option<lb_common::handshake::HandshakeWatch>,
+) -> Vec<(u32, String)> {
+    let mut verdicts = Vec::new();
+    for service in &layout.services {
+        let Some(observe) = service.observe else {
+            continue;
+        };
+        let is_up = |id: u32| state_of(id) == Some(BackendState::Up);
+        let mut up = service.backends.iter().filter(|b| is_up(b.id)).count();
+        for backend in service.backends.iter().filter(|b| is_up(b.id)) {
+            if (up - 1) * 2 < service.backends.len() {
+                break;
+            }
+            let Some(watch) = watch_of(backend.id) else {
+                continue;
+            };
+            if watch.is_ejected(observe.error_limit) {
+                let reason = format!("passive: {} handshakes not completed", watch.failed_in_row);
+                verdicts.push((backend.id, reason));
+                up -= 1;
+            }
+        }
+    }
+    verdicts
 }
 
 /// Whether the weights `desired` gives the backends of `service` (ids from

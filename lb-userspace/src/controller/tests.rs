@@ -499,3 +499,41 @@ fn a_passive_mark_down_keeps_established_flows_and_a_return_clears_the_handshake
         (BackendState::Up, HealthSource::Checks)
     );
 }
+
+#[test]
+fn passive_health_marks_ejected_backends_down_but_keeps_half_of_a_service_up() {
+    use lb_common::handshake::HandshakeWatch;
+
+    let (_, controller) = controller();
+    let layout = controller.layout();
+    let ejected = HandshakeWatch {
+        failed_in_row: 4,
+        failed_clients: 0b110,
+        ..HandshakeWatch::default()
+    };
+    let one_client = HandshakeWatch {
+        failed_clients: 0b100,
+        ..ejected
+    };
+    let up = |_| Some(BackendState::Up);
+    // web1 ejected, web2 not (one client's failures): web1 only.
+    let watches = |id| Some(if id == 0 { ejected } else { one_client });
+    assert_eq!(
+        passive_verdicts(layout, up, watches),
+        [(0, "passive: 4 handshakes not completed".to_owned())]
+    );
+    // Both ejected: one of two may go, the other stays up.
+    assert_eq!(passive_verdicts(layout, up, |_| Some(ejected)).len(), 1);
+    // web2 down already: web1 is the last half and stays, and a backend
+    // not up is never judged.
+    let web2_down = |id| {
+        Some(if id == 0 {
+            BackendState::Up
+        } else {
+            BackendState::Down
+        })
+    };
+    assert!(passive_verdicts(layout, web2_down, |_| Some(ejected)).is_empty());
+    // An unreadable record judges nothing.
+    assert!(passive_verdicts(layout, up, |_| None).is_empty());
+}

@@ -171,6 +171,7 @@ fn short_path(key: &str) -> &str {
         "established_tcp" => "established",
         "new_tcp" => "new TCP flow",
         "syn_repeat" => "SYN repeated",
+        "syn_retransmit" => "SYN retransmitted",
         "non_vip" => "non-VIP",
         "udp_service" => "UDP new flow",
         "floor_pass" => "xdp_pass",

@@ -86,10 +86,11 @@ pub const FLOOR_PASS: &str = "floor_pass";
 pub const FLOOR_MAC_SWAP: &str = "floor_mac_swap";
 
 /// Keys of every path the report must hold, floors last.
-pub const PATH_KEYS: [&str; 7] = [
+pub const PATH_KEYS: [&str; 8] = [
     "established_tcp",
     "new_tcp",
     "syn_repeat",
+    "syn_retransmit",
     "non_vip",
     "udp_service",
     FLOOR_PASS,
