@@ -18,12 +18,12 @@ use network_types::{
 };
 
 use crate::{
-    edge, flood, passive,
+    edge, flood,
     maps::{
         BACKENDS, BACKEND_STATS, FLOWS, FLOW_CLOCK, RR_CURSOR, SCHED_TABLE, SERVICES,
         SERVICE_STATS, VIPS,
     },
-    packet, stats,
+    packet, passive, stats,
 };
 
 /// IPv4 "more fragments" flag in the flags/offset field (host order).
@@ -103,7 +103,8 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
 
     let syn = packet.tcp_flags & tcp_flags::SYN != 0;
     let mut clock = flood::Clock::new();
-    let entry = FLOWS.get_ptr_mut(&packet.flow);
+    let flow = &packet.flow;
+    let entry = FLOWS.get_ptr_mut(flow);
     let serving = entry.and_then(|entry| Some((serving_backend(entry, syn)?, entry)));
     let (backend_id, backend, new_flow) = match serving {
         Some(((backend_id, backend), entry)) => {
@@ -145,10 +146,7 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
                             passive::choose_for_syn(&service, &packet.flow, scheduled, &mut clock);
                         (chosen, Flow::opened(flow_clock()))
                     } else {
-                        (
-                            scheduled,
-                            Flow::seen(None, flow_clock(), packet.tcp_flags),
-                        )
+                        (scheduled, Flow::seen(None, flow_clock(), packet.tcp_flags))
                     };
                     let entry = Flow {
                         backend_id,
