@@ -45,6 +45,7 @@ use lb::vrrp::Advert;
 use lb_tests::e2e::pins::{detach_xdp_link, missing_pins, pinned_data_path};
 use lb_tests::e2e::{
     in_namespace, one_at_a_time, BackendState, Event, Pair, Setup, Traffic, VrrpReport, VrrpState,
+    FAILOVER_GAP_BOUND,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use xtask::lab::{self, Lab, Node, PairOptions, Scheduler};
@@ -54,8 +55,6 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Generous bound on a returning lb1 becoming master (its backends are
 /// checked before it may preempt).
 const PREEMPT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Generous bound on the gap in the request streams around one failover.
-const GAP_BOUND: Duration = Duration::from_secs(5);
 
 /// The pair with the lab's defaults: 100 ms adverts, preemption on.
 fn start_pair(prefix: &str) -> Pair {
@@ -99,7 +98,7 @@ fn link_down_fails_over_to_lb2_and_lb1_preempts_back() {
     outcome.report("(a) node failure (100 ms adverts)", &events);
     outcome.connections.assert_all_survived();
     outcome.assert_no_resets();
-    outcome.assert_gaps_bounded(&events, GAP_BOUND);
+    outcome.assert_gaps_bounded(&events, FAILOVER_GAP_BOUND);
     pair.down();
 }
 
@@ -194,7 +193,7 @@ fn sigkill_leaves_a_forwarding_data_path_and_a_restart_takes_it_over() {
     outcome.report("(a2) process crash (100 ms adverts)", &events);
     outcome.connections.assert_all_survived();
     outcome.assert_no_resets();
-    outcome.assert_gaps_bounded(&events, GAP_BOUND);
+    outcome.assert_gaps_bounded(&events, FAILOVER_GAP_BOUND);
     pair.down();
 }
 
@@ -247,7 +246,7 @@ fn sigterm_hands_over_with_priority_zero_and_lb1_returns() {
     outcome.report("(b) graceful shutdown (100 ms adverts)", &events);
     outcome.connections.assert_all_survived();
     outcome.assert_no_resets();
-    outcome.assert_gaps_bounded(&events, GAP_BOUND);
+    outcome.assert_gaps_bounded(&events, FAILOVER_GAP_BOUND);
     pair.down();
 }
 
@@ -291,7 +290,7 @@ fn without_preemption_a_returning_lb1_stays_backup() {
     outcome.report("(d) preemption off", &events);
     outcome.connections.assert_all_survived();
     outcome.assert_no_resets();
-    outcome.assert_gaps_bounded(&events, GAP_BOUND);
+    outcome.assert_gaps_bounded(&events, FAILOVER_GAP_BOUND);
     pair.down();
 }
 
@@ -423,7 +422,7 @@ fn a_detached_xdp_program_makes_the_master_resign_at_once() {
     // connections: clients retransmit to lb2.
     outcome.connections.assert_all_survived();
     outcome.assert_no_resets();
-    outcome.assert_gaps_bounded(&events, GAP_BOUND);
+    outcome.assert_gaps_bounded(&events, FAILOVER_GAP_BOUND);
     pair.down();
 }
 

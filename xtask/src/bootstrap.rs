@@ -18,7 +18,8 @@ use crate::paths;
 /// Debian packages the project needs: the compiler route for eBPF without
 /// `rust-src` (`rustc-web`, its prebuilt `core` for BPF and its clippy, which
 /// lints the eBPF crate with the same compiler), what `bpf-linker`
-/// links against, the lab's web server and tools, the routing daemons of
+/// links against, the lab's web server (nginx, with its SSL module) and
+/// tools (`openssl` makes the lab's CA and certificate), the routing daemons of
 /// the active-active lab and its config checks, the benchmarks' peers and
 /// the font of their charts, and Prometheus (with `promtool`), which the
 /// metrics tests scrape the lab with and check the alert rules with, and
@@ -33,6 +34,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "libzstd-dev",
     "nginx",
+    "openssl",
     "wrk",
     "ethtool",
     "iproute2",

@@ -208,7 +208,10 @@ fn lab_command(action: LabAction) -> Result<()> {
                     let config = lab.write_pair_config(
                         node,
                         lab::Scheduler::Maglev,
-                        &lab::PairOptions::default(),
+                        &lab::PairOptions {
+                            https: true,
+                            ..lab::PairOptions::default()
+                        },
                     )?;
                     println!(
                         "  pair:       ip netns exec {} {} run --config {} --pin-dir {}",
@@ -218,6 +221,10 @@ fn lab_command(action: LabAction) -> Result<()> {
                         lab.lb_pin_dir(node).display()
                     );
                 }
+                println!(
+                    "  pair HTTPS: {}",
+                    lab.client_curl_line(&lab::Target::vip_https(&lab.ca_certificate()))
+                );
             }
             lab.keep();
         }
@@ -244,6 +251,18 @@ fn print_lab_usage(lab: &Lab, lb_config: &std::path::Path) {
     );
     println!("  files:      {}", lab.run_dir().display());
     println!("  backends:   ip netns exec {client} curl -s http://10.0.0.1/");
+    // The certificate is for the VIP and TLS_NAME: a backend by that name.
+    let web1 = lab::Node::Web(1)
+        .address()
+        .expect("web servers have addresses");
+    println!(
+        "  HTTPS:      {}",
+        lab.client_curl_line(&lab::Target::https_by_name(
+            lab::TLS_NAME,
+            web1,
+            &lab.ca_certificate()
+        ))
+    );
     println!(
         "  lb:         ip netns exec {lb1} {} run --config {} --pin-dir {}",
         paths::lb_binary().display(),

@@ -70,7 +70,11 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
         "lab: up; web1..3 answer the client directly; VIP {} moves between lb1 and lb2 by VRRP",
         lab::VIP
     );
-    let pair = PairOptions::default();
+    // Port 443 too, so HTTPS through the VIP can be tried by hand meanwhile.
+    let pair = PairOptions {
+        https: true,
+        ..PairOptions::default()
+    };
     let [mut lb1, mut lb2] = lab.start_pair(&artifacts.lb_binary, options.scheduler, &pair)?;
     for (node, lb) in [(Node::Lb1, &lb1), (Node::Lb2, &lb2)] {
         println!(
@@ -88,6 +92,10 @@ pub fn in_lab(options: &DemoOptions) -> Result<()> {
     stop_if_interrupted()?;
 
     send_requests_and_show_status(&lab, options, &artifacts.lb_binary)?;
+    println!(
+        "HTTPS through the VIP (TLS passed through to nginx): {}",
+        lab.client_curl_line(&lab::Target::vip_https(&lab.ca_certificate()))
+    );
 
     match options.duration {
         Some(duration) => println!("running for {duration:?} (Ctrl-C stops earlier)"),

@@ -25,7 +25,9 @@ pub use status::{
     ReloadCounts, StatusReport, VipAnnouncement, VrrpReport, VrrpState,
 };
 pub use steady::{ClientAddresses, NftFault};
-pub use traffic::{Connections, Event, LongLived, Outcome, StreamLog, Streams, Traffic};
+pub use traffic::{
+    Connections, Event, LongLived, Outcome, StreamLog, Streams, Traffic, FAILOVER_GAP_BOUND,
+};
 
 /// Serialises the tests of one test binary that measure times on a small
 /// machine: hold the guard for the whole test.

@@ -313,7 +313,13 @@ impl Pair {
 
     /// What `node` has forwarded for the lab's service.
     pub fn counters(&self, node: Node) -> Counters {
-        self.status(node).service(lab::SERVICE_NAME).counters
+        self.service_counters(node, lab::SERVICE_NAME)
+    }
+
+    /// What `node` has forwarded for `service` (e.g.
+    /// [`lab::HTTPS_SERVICE_NAME`]).
+    pub fn service_counters(&self, node: Node, service: &str) -> Counters {
+        self.status(node).service(service).counters
     }
 
     /// Waits until `node`'s `/status` satisfies `done` (`what` names it for
@@ -412,16 +418,29 @@ impl Pair {
     /// `node` forwarded the lab's service's traffic since `earlier` was
     /// read: it was really the node answering (`while` says when).
     pub fn assert_forwarded_since(&self, node: Node, earlier: Counters, while_: &str) {
-        let forwarded = self.counters(node).since(earlier);
+        self.assert_service_forwarded_since(node, lab::SERVICE_NAME, earlier, while_);
+    }
+
+    /// [`Pair::assert_forwarded_since`] for `service`; returns what `node`
+    /// forwarded.
+    pub fn assert_service_forwarded_since(
+        &self,
+        node: Node,
+        service: &str,
+        earlier: Counters,
+        while_: &str,
+    ) -> Counters {
+        let forwarded = self.service_counters(node, service).since(earlier);
         println!(
-            "{node} forwarded {} packets ({} bytes, {} new flows) {while_}",
+            "{node} forwarded {} packets ({} bytes, {} new flows) of {service} {while_}",
             forwarded.packets, forwarded.bytes, forwarded.new_flows
         );
         assert!(
             forwarded.packets > 0,
-            "{node} forwarded nothing {while_}\n{}",
+            "{node} forwarded nothing of {service} {while_}\n{}",
             self.diagnostics()
         );
+        forwarded
     }
 
     /// The router's next hops to the VIP now ([`Setup::Bgp`]).

@@ -1,7 +1,8 @@
 //! Traffic from the client while a test changes the lab: request streams (a
 //! new connection per request, one after the other or at a steady rate from
 //! several client addresses, every reply logged with its start time) and
-//! long-lived keep-alive connections, and what they saw once finished.
+//! long-lived keep-alive connections, over HTTP or (the `_to` variants, with
+//! a [`Target`]) HTTPS, and what they saw once finished.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -10,7 +11,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
 use xtask::lab::{
-    self, Failure, KeepAliveClient, KeepAliveReply, Lab, Node, RequestStream, StreamReply,
+    self, Failure, KeepAliveClient, KeepAliveReply, Lab, Node, RequestStream, StreamReply, Target,
 };
 
 use super::gap::{gap_around, GapError};
@@ -20,6 +21,11 @@ const EVENT_WINDOW: Duration = Duration::from_secs(3);
 
 /// How long a new long-lived connection may take to get its first reply.
 const FIRST_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The bound on the gap a failover makes in the request streams
+/// ([`Outcome::assert_gaps_bounded`]), the same for every service the
+/// failover tests watch: generous, it only catches hangs.
+pub const FAILOVER_GAP_BOUND: Duration = Duration::from_secs(5);
 
 /// How many connections [`LongLived::open_on`] opens, at most, to land one
 /// on the wanted backend.
@@ -43,14 +49,19 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// Starts `count` streams (about 15 requests per second each) for
-    /// `duration`, staggered so their requests interleave.
+    /// Starts `count` streams (about 15 requests per second each) to the
+    /// VIP's HTTP service for `duration`, staggered so their requests
+    /// interleave.
     pub fn start(lab: &Lab, count: usize, duration: Duration) -> Streams {
-        let url = lab::vip_url();
+        Self::start_to(lab, &Target::vip_http(), count, duration)
+    }
+
+    /// [`Streams::start`] to `target` (e.g. [`Target::vip_https`]).
+    pub fn start_to(lab: &Lab, target: &Target, count: usize, duration: Duration) -> Streams {
         let streams = (0..count)
             .map(|_| {
                 sleep(Duration::from_millis(20));
-                RequestStream::start(lab, &url, duration, &log_name("stream"))
+                RequestStream::start(lab, target, duration, &log_name("stream"))
                     .expect("starting a request stream")
             })
             .collect();
@@ -236,12 +247,25 @@ pub struct LongLived {
 }
 
 impl LongLived {
-    /// Opens `count` connections, each sending `requests_each` requests,
-    /// `per_second` a second, and waits until each has its first reply
-    /// (so each was opened through the LB that serves the VIP now).
+    /// Opens `count` connections to the VIP's HTTP service, each sending
+    /// `requests_each` requests, `per_second` a second, and waits until
+    /// each has its first reply (so each was opened through the LB that
+    /// serves the VIP now).
     pub fn open(lab: &Lab, count: usize, requests_each: usize, per_second: u32) -> LongLived {
+        Self::open_to(lab, &Target::vip_http(), count, requests_each, per_second)
+    }
+
+    /// [`LongLived::open`] to `target` (e.g. [`Target::vip_https`]: one TLS
+    /// session per connection).
+    pub fn open_to(
+        lab: &Lab,
+        target: &Target,
+        count: usize,
+        requests_each: usize,
+        per_second: u32,
+    ) -> LongLived {
         let clients: Vec<KeepAliveClient> = (0..count)
-            .map(|_| start_client(lab, requests_each, per_second))
+            .map(|_| start_client(lab, target, requests_each, per_second))
             .collect();
         let deadline = Instant::now() + FIRST_REPLY_TIMEOUT;
         while clients.iter().any(|client| client.replies().is_empty()) {
@@ -261,7 +285,7 @@ impl LongLived {
     /// by their hash, so connections are opened (and closed) until one is.
     pub fn open_on(lab: &Lab, web: Node, requests: usize, per_second: u32) -> LongLived {
         for _ in 0..OPEN_ON_TRIES {
-            let client = start_client(lab, requests, per_second);
+            let client = start_client(lab, &Target::vip_http(), requests, per_second);
             let deadline = Instant::now() + FIRST_REPLY_TIMEOUT;
             let first = loop {
                 if let Some(first) = client.replies().into_iter().next() {
@@ -308,15 +332,9 @@ impl LongLived {
     }
 }
 
-fn start_client(lab: &Lab, requests: usize, per_second: u32) -> KeepAliveClient {
-    KeepAliveClient::start(
-        lab,
-        &lab::vip_url(),
-        requests,
-        per_second,
-        &log_name("long-lived"),
-    )
-    .expect("starting a keep-alive client")
+fn start_client(lab: &Lab, target: &Target, requests: usize, per_second: u32) -> KeepAliveClient {
+    KeepAliveClient::start(lab, target, requests, per_second, &log_name("long-lived"))
+        .expect("starting a keep-alive client")
 }
 
 /// What finished long-lived connections were answered.
@@ -423,13 +441,24 @@ impl Traffic {
     /// How long past its end a connection delayed by a failover may run.
     const LATE_SLACK: Duration = Duration::from_secs(15);
 
-    /// Starts the streams for `duration` and the long-lived connections for
-    /// about as long; returns once each connection has its first reply.
+    /// Starts the streams to the VIP's HTTP service for `duration` and the
+    /// long-lived connections for about as long; returns once each
+    /// connection has its first reply.
     pub fn start(lab: &Lab, duration: Duration) -> Traffic {
-        let streams = Streams::start(lab, Self::STREAMS, duration);
+        Self::start_to(lab, &Target::vip_http(), duration)
+    }
+
+    /// [`Traffic::start`] to `target` (e.g. [`Target::vip_https`]).
+    pub fn start_to(lab: &Lab, target: &Target, duration: Duration) -> Traffic {
+        let streams = Streams::start_to(lab, target, Self::STREAMS, duration);
         let requests_each = duration.as_secs() as usize * Self::LONG_LIVED_RATE as usize;
-        let long_lived =
-            LongLived::open(lab, Self::LONG_LIVED, requests_each, Self::LONG_LIVED_RATE);
+        let long_lived = LongLived::open_to(
+            lab,
+            target,
+            Self::LONG_LIVED,
+            requests_each,
+            Self::LONG_LIVED_RATE,
+        );
         Traffic {
             streams,
             long_lived,

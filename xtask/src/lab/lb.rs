@@ -8,11 +8,15 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use super::process::NsProcess;
-use super::topology::{Node, HOST_INTERFACE, HTTP_PORT, VIP};
+use super::topology::{Node, HOST_INTERFACE, HTTPS_PORT, HTTP_PORT, VIP};
 use super::{Lab, LabError};
 
 /// The name of the lab's service in the configuration.
 pub const SERVICE_NAME: &str = "web";
+
+/// The name of the lab's HTTPS service (443/tcp on the VIP, the same web
+/// servers): `lb` passes TLS through; the web servers hold the certificate.
+pub const HTTPS_SERVICE_NAME: &str = "web-https";
 
 /// How the lab's service picks backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,15 +63,32 @@ fall = 2
 /// The `lb` configuration for the lab: one TCP service on the VIP, port 80,
 /// with every web server as a backend.
 pub fn config_toml(scheduler: Scheduler) -> String {
-    let mut text = format!(
+    format!(
         "# Written by `cargo xtask` for the lab.
 [global]
 interface = \"{HOST_INTERFACE}\"
+{}",
+        service_toml(SERVICE_NAME, HTTP_PORT, scheduler)
+    )
+}
 
+/// The lab's HTTPS service, [`HTTPS_SERVICE_NAME`] on port 443, as a
+/// `[[service]]` with every web server as a backend and the default checks
+/// (a TCP connect to 443); append it to [`config_toml`] (after any
+/// [`HEALTH_SECTION`] meant for the port-80 service).
+pub fn https_service_toml(scheduler: Scheduler) -> String {
+    service_toml(HTTPS_SERVICE_NAME, HTTPS_PORT, scheduler)
+}
+
+/// A `[[service]]` named `name`: TCP on the VIP at `port`, every web
+/// server a backend.
+fn service_toml(name: &str, port: u16, scheduler: Scheduler) -> String {
+    let mut text = format!(
+        "
 [[service]]
-name = \"{SERVICE_NAME}\"
+name = \"{name}\"
 vip = \"{VIP}\"
-port = {HTTP_PORT}
+port = {port}
 protocol = \"tcp\"
 scheduler = \"{scheduler}\"
 "
@@ -207,5 +228,16 @@ mod tests {
         for n in 1..=3 {
             assert!(text.contains(&format!("address = \"10.0.0.{n}\"")));
         }
+    }
+
+    #[test]
+    fn the_https_service_is_port_443_with_every_web_server() {
+        let text = https_service_toml(Scheduler::Maglev);
+        assert!(text.contains("name = \"web-https\""));
+        assert!(text.contains("port = 443"));
+        assert_eq!(
+            text.matches("[[service.backend]]").count(),
+            Node::WEBS.len()
+        );
     }
 }

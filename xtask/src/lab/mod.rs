@@ -1,5 +1,6 @@
 //! The lab: network namespaces (client, switch, lb1, lb2, web1..3 running
-//! nginx) that `cargo xtask run`, the end-to-end tests and the benchmarks use.
+//! nginx over HTTP and HTTPS, with a CA the lab makes) that `cargo xtask
+//! run`, the end-to-end tests and the benchmarks use.
 //! The active-active variant adds a router with BIRD in front of the client
 //! ([`Router`]) and BIRD on each LB node ([`Bird`]).
 //!
@@ -21,6 +22,7 @@ mod process;
 mod router;
 mod stream;
 mod teardown;
+mod tls;
 mod topology;
 mod xdp_pass;
 
@@ -39,8 +41,11 @@ use crate::paths;
 
 pub use active_active::active_active_config_toml;
 pub use bird::{session_name, Bird, ANNOUNCE_TABLE, LB_AS, ROUTER_AS, UPSTREAM_SESSION};
-pub use http::{tally, HttpReply, REQUEST_TIMEOUT_SECS};
-pub use lb::{config_toml as lb_config_toml, vip_url, Scheduler, HEALTH_SECTION, SERVICE_NAME};
+pub use http::{tally, HttpReply, Target, REQUEST_TIMEOUT_SECS};
+pub use lb::{
+    config_toml as lb_config_toml, vip_url, Scheduler, HEALTH_SECTION, HTTPS_SERVICE_NAME,
+    SERVICE_NAME,
+};
 pub use netns::exec as netns_exec;
 pub use nginx::{index_body, HEALTH_BODY};
 pub use pair::{pair_config_toml, priority, PairOptions, VRID};
@@ -53,7 +58,10 @@ pub use stream::{
     STEADY_CONNECT_TIMEOUT_SECS, STEADY_REQUEST_TIMEOUT_SECS, STREAM_REQUEST_TIMEOUT_SECS,
 };
 pub use teardown::{exists, teardown, TeardownReport};
-pub use topology::{Node, BRIDGE, HOST_INTERFACE, HTTP_PORT, SUBNET_PREFIX_LEN, VIP, WEB_COUNT};
+pub use tls::TLS_NAME;
+pub use topology::{
+    Node, BRIDGE, HOST_INTERFACE, HTTPS_PORT, HTTP_PORT, SUBNET_PREFIX_LEN, VIP, WEB_COUNT,
+};
 pub use xdp_pass::XdpPassError;
 
 /// The prefix of the manual lab (`cargo xtask lab up`) and the demo.
@@ -245,6 +253,7 @@ impl Lab {
             torn_down: false,
         };
         lab.create_run_dir()?;
+        tls::generate(&lab.run_dir())?;
         bpffs::mount(&lab.run_dir())?;
         lab.create_namespaces()?;
         lab.wire_hosts_to_switch()?;
@@ -273,10 +282,35 @@ impl Lab {
         run_dir(&self.prefix)
     }
 
+    /// The lab CA's certificate, which the web servers' certificate (for
+    /// [`TLS_NAME`] and the VIP) chains to: `curl --cacert` it.
+    pub fn ca_certificate(&self) -> PathBuf {
+        tls::ca_certificate(&self.run_dir())
+    }
+
+    /// Writes a CA of its own with common name `name` (no certificate the
+    /// lab serves chains to it) into the run directory; returns its
+    /// certificate, which must fail verification of the web servers.
+    pub fn write_unrelated_ca(&self, name: &str) -> Result<PathBuf, LabError> {
+        tls::write_ca(&self.run_dir().join("unrelated-ca"), name)
+    }
+
     /// Where `lb` on `node` pins its data path: its own directory on the
     /// lab's bpffs.
     pub fn lb_pin_dir(&self, node: Node) -> PathBuf {
         bpffs::mount_point(&self.run_dir()).join(node.name())
+    }
+
+    /// The command line a person runs to fetch `target` from the client, as
+    /// the lab's usage and the demo print it.
+    pub fn client_curl_line(&self, target: &Target) -> String {
+        let mut words = vec!["ip", "netns", "exec"];
+        let namespace = self.namespace(Node::Client);
+        words.push(&namespace);
+        words.push("curl");
+        words.extend(target.curl_options.iter().map(String::as_str));
+        words.push(&target.url);
+        words.join(" ")
     }
 
     /// A command running `program` inside `node`.
@@ -316,10 +350,17 @@ impl Lab {
     /// `count` sequential GETs of `url` from the client, each on a new TCP
     /// connection (so from a new source port), in one process.
     pub fn http_get_many(&self, url: &str, count: usize) -> Result<Vec<HttpReply>, LabError> {
-        let output = self.run(
-            Node::Client,
-            "sh",
-            &["-c", &http::client_script(), "sh", url, &count.to_string()],
+        self.get_many(&Target::plain(url.to_owned()), count)
+    }
+
+    /// [`Lab::http_get_many`] of `target` (e.g. HTTPS, verified against the
+    /// lab's CA).
+    pub fn get_many(&self, target: &Target, count: usize) -> Result<Vec<HttpReply>, LabError> {
+        let output = cmd::output(
+            self.command(Node::Client, "sh")
+                .args(["-c", &http::client_script(), "sh", &target.url])
+                .arg(count.to_string())
+                .args(&target.curl_options),
         )?;
         Self::replies(&output, count)
     }
@@ -504,26 +545,34 @@ impl Lab {
         Ok(())
     }
 
-    /// Every web server answers the client on its own address with its name.
+    /// Every web server answers the client on its own address with its
+    /// name, over HTTP and over HTTPS (its certificate verified against the
+    /// lab's CA).
     fn check_backends_answer(&self) -> Result<(), LabError> {
+        let ca = self.ca_certificate();
         for web in Node::WEBS {
             let address = web.address().expect("web servers have addresses");
-            let url = format!("http://{address}:{HTTP_PORT}/");
+            let targets = [
+                Target::plain(format!("http://{address}:{HTTP_PORT}/")),
+                Target::https_by_name(TLS_NAME, address, &ca),
+            ];
             let expected = index_body(web);
-            let deadline = Instant::now() + BACKEND_CHECK_TIMEOUT;
-            loop {
-                let reply = self.http_get(&url)?;
-                if reply.is_ok() && reply.body == expected.trim() {
-                    break;
+            for target in targets {
+                let deadline = Instant::now() + BACKEND_CHECK_TIMEOUT;
+                loop {
+                    let reply = self.get_many(&target, 1)?.remove(0);
+                    if reply.is_ok() && reply.body == expected.trim() {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(LabError::BackendNotServing {
+                            web,
+                            url: format!("{} ({})", target.url, target.curl_options.join(" ")),
+                            reply: reply.to_string(),
+                        });
+                    }
+                    sleep(Duration::from_millis(200));
                 }
-                if Instant::now() >= deadline {
-                    return Err(LabError::BackendNotServing {
-                        web,
-                        url,
-                        reply: reply.to_string(),
-                    });
-                }
-                sleep(Duration::from_millis(200));
             }
         }
         Ok(())

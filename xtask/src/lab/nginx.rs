@@ -1,6 +1,7 @@
 //! The web servers: Debian's nginx, one instance per web namespace, each with
 //! its own configuration, pid file, logs and document root under the lab's
-//! run directory.
+//! run directory, serving the same site over HTTP (port 80) and HTTPS (port
+//! 443, with the lab's certificate, see `tls`).
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -8,8 +9,8 @@ use std::process::Stdio;
 
 use std::time::Duration;
 
-use super::topology::{Node, HTTP_PORT};
-use super::{netns, process, Lab, LabError};
+use super::topology::{Node, HTTPS_PORT, HTTP_PORT};
+use super::{netns, process, tls, Lab, LabError};
 use crate::cmd::{self, CommandError};
 
 /// How long a stopped nginx gets to exit before SIGKILL.
@@ -56,7 +57,12 @@ pub(super) fn start(run_dir: &Path, web: Node, namespace: &str) -> Result<(), La
     fs::write(www.join("index.html"), index_body(web)).map_err(io("writing index.html"))?;
     fs::write(www.join("health"), HEALTH_BODY).map_err(io("writing /health"))?;
     let conf = dir.join("nginx.conf");
-    fs::write(&conf, config(&dir)).map_err(io("writing nginx.conf"))?;
+    let text = config(
+        &dir,
+        &tls::server_certificate(run_dir),
+        &tls::server_key(run_dir),
+    );
+    fs::write(&conf, text).map_err(io("writing nginx.conf"))?;
 
     // Startup messages go to a file, not a pipe: the daemonized master would
     // otherwise keep a captured pipe open.
@@ -147,9 +153,12 @@ impl Lab {
 }
 
 /// nginx configuration for the site in `dir`: static files, no access log
-/// (the benchmarks measure the load balancer, not disk writes).
-fn config(dir: &Path) -> String {
+/// (the benchmarks measure the load balancer, not disk writes), on port 80
+/// and, with `certificate` and `key` (TLS 1.2 and 1.3), on port 443.
+fn config(dir: &Path, certificate: &Path, key: &Path) -> String {
     let dir = dir.display();
+    let certificate = certificate.display();
+    let key = key.display();
     format!(
         "# Written by `cargo xtask` for the lab; removed with it.
 worker_processes 1;
@@ -172,6 +181,10 @@ http {{
 
     server {{
         listen {HTTP_PORT} default_server;
+        listen {HTTPS_PORT} ssl default_server;
+        ssl_certificate {certificate};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
         root {dir}/www;
         index index.html;
     }}
@@ -185,13 +198,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_keeps_every_path_inside_the_site() {
-        let text = config(Path::new("/run/lbt-lab/web2"));
+    fn config_keeps_every_path_inside_the_site_or_the_lab_tls_files() {
+        let run_dir = Path::new("/run/lbt-lab");
+        let text = config(
+            &run_dir.join("web2"),
+            &tls::server_certificate(run_dir),
+            &tls::server_key(run_dir),
+        );
         let paths = text.split_whitespace().filter(|word| word.starts_with('/'));
         for path in paths {
-            assert!(path.starts_with("/run/lbt-lab/web2/"), "{path}");
+            assert!(
+                path.starts_with("/run/lbt-lab/web2/") || path.starts_with("/run/lbt-lab/tls/"),
+                "{path}"
+            );
         }
         assert!(text.contains("listen 80 default_server;"));
+        assert!(text.contains("listen 443 ssl default_server;"));
+        assert!(text.contains("ssl_certificate /run/lbt-lab/tls/server.crt;"));
     }
 
     #[test]

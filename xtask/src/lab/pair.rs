@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::lb::{config_toml, Scheduler, HEALTH_SECTION};
+use super::lb::{config_toml, https_service_toml, Scheduler, HEALTH_SECTION};
 use super::process::NsProcess;
 use super::topology::{Node, HOST_INTERFACE, VIP};
 use super::{netns, Lab, LabError};
@@ -29,15 +29,20 @@ pub struct PairOptions {
     /// Whether the service's backends are health-checked
     /// ([`super::lb::HEALTH_SECTION`]); without, they are always up.
     pub checks: bool,
+    /// Whether the pair also serves the lab's HTTPS service (443/tcp on the
+    /// VIP, [`super::lb::HTTPS_SERVICE_NAME`]) beside port 80.
+    pub https: bool,
 }
 
 impl Default for PairOptions {
-    /// 100 ms adverts (a failover in well under a second), preemption on.
+    /// 100 ms adverts (a failover in well under a second), preemption on,
+    /// port 80 only.
     fn default() -> Self {
         PairOptions {
             advert_interval: Duration::from_millis(100),
             preempt: true,
             checks: false,
+            https: false,
         }
     }
 }
@@ -50,13 +55,17 @@ pub fn priority(node: Node) -> u8 {
     }
 }
 
-/// `node`'s configuration: the lab's service and the pair's `[vrrp]`. The
+/// `node`'s configuration: the lab's service (and with `options.https` its
+/// HTTPS service) and the pair's `[vrrp]`. The
 /// VIPs default to the service's, tracking to its defaults (a node without
 /// its XDP program or a serving backend drops to priority 1).
 pub fn pair_config_toml(node: Node, scheduler: Scheduler, options: &PairOptions) -> String {
     let mut text = config_toml(scheduler);
     if options.checks {
         text.push_str(HEALTH_SECTION);
+    }
+    if options.https {
+        text.push_str(&https_service_toml(scheduler));
     }
     text.push_str(&format!(
         "

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::http::Target;
 use super::process::NsProcess;
 use super::topology::Node;
 use super::{Lab, LabError};
@@ -38,16 +39,17 @@ const REPLY_MARKER: &str = "#reply";
 /// then the status, exit code, total time and time to connect.
 const REPLY_FORMAT: &str = "%{http_code} %{exitcode} %{time_total} %{time_connect}";
 
-/// `sh -c SCRIPT sh URL MILLISECONDS`: one curl per request, new connection
-/// each, for `MILLISECONDS`; one line per request: wall-clock start (Unix
-/// seconds), then the body and curl's [`REPLY_FORMAT`].
+/// `sh -c SCRIPT sh URL MILLISECONDS [CURL_OPTION...]`: one curl per
+/// request (with the options), new connection each, for `MILLISECONDS`;
+/// one line per request: wall-clock start (Unix seconds), then the body and
+/// curl's [`REPLY_FORMAT`].
 fn stream_script() -> String {
     format!(
         r#"now_ms() {{ echo $(( $(date +%s%N) / 1000000 )); }}
-end=$(( $(now_ms) + $2 ))
+url=$1; end=$(( $(now_ms) + $2 )); shift 2
 while [ "$(now_ms)" -lt "$end" ]; do
     start=$(date +%s.%N)
-    reply=$(curl -s --max-time {STREAM_REQUEST_TIMEOUT_SECS} -w ' {REPLY_MARKER} {REPLY_FORMAT}' "$1" | tr -d '\n')
+    reply=$(curl -s --max-time {STREAM_REQUEST_TIMEOUT_SECS} "$@" -w ' {REPLY_MARKER} {REPLY_FORMAT}' "$url" | tr -d '\n')
     echo "$start $reply"
     sleep 0.05
 done"#
@@ -120,7 +122,7 @@ impl StreamReply {
             7 => Failure::Refused,
             28 if self.connect.is_zero() => Failure::ConnectTimeout,
             28 => Failure::ResponseTimeout,
-            52 | 55 | 56 => Failure::Reset,
+            35 | 52 | 55 | 56 => Failure::Reset,
             other => Failure::Other(other),
         })
     }
@@ -137,7 +139,8 @@ pub enum Failure {
     /// Connected, but the response did not come in time (exit 28).
     ResponseTimeout,
     /// The connection was closed or reset under the request (exit 52, 55
-    /// or 56).
+    /// or 56; 35 over HTTPS, where a reset during the TLS handshake is
+    /// reported as a failed handshake).
     Reset,
     /// A response other than `200 OK`.
     Status(u16),
@@ -169,18 +172,19 @@ pub struct RequestStream {
 }
 
 impl RequestStream {
-    /// Starts requesting `url` from the client for `duration`, logging to
-    /// `log_name` in the lab's run directory.
+    /// Starts requesting `target` from the client for `duration`, logging
+    /// to `log_name` in the lab's run directory.
     pub fn start(
         lab: &Lab,
-        url: &str,
+        target: &Target,
         duration: Duration,
         log_name: &str,
     ) -> Result<Self, LabError> {
         let mut command = lab.command(Node::Client, "sh");
         command
-            .args(["-c", &stream_script(), "sh", url])
-            .arg(duration.as_millis().to_string());
+            .args(["-c", &stream_script(), "sh", &target.url])
+            .arg(duration.as_millis().to_string())
+            .args(&target.curl_options);
         let process = lab.spawn("request stream", &mut command, log_name)?;
         Ok(RequestStream {
             process,
@@ -295,18 +299,19 @@ pub struct KeepAliveReply {
 }
 
 /// One curl that sends `requests` GETs at a fixed rate over one kept-alive
-/// connection (curl reuses it for every URL of one invocation).
+/// connection (curl reuses it for every URL of one invocation; over HTTPS,
+/// one TLS session on it).
 #[derive(Debug)]
 pub struct KeepAliveClient {
     process: NsProcess,
 }
 
 impl KeepAliveClient {
-    /// Starts `requests` GETs of `url`, one every `1 / per_second` seconds,
-    /// logging to `log_name` in the lab's run directory.
+    /// Starts `requests` GETs of `target`, one every `1 / per_second`
+    /// seconds, logging to `log_name` in the lab's run directory.
     pub fn start(
         lab: &Lab,
-        url: &str,
+        target: &Target,
         requests: usize,
         per_second: u32,
         log_name: &str,
@@ -314,11 +319,12 @@ impl KeepAliveClient {
         let mut command = lab.command(Node::Client, "curl");
         command
             .args(["-s", "--no-buffer", "--rate", &format!("{per_second}/s")])
+            .args(&target.curl_options)
             .args([
                 "-w",
                 &format!("{REPLY_MARKER} %{{http_code}} %{{local_port}} %{{num_connects}}\\n"),
             ])
-            .args(std::iter::repeat_n(url, requests));
+            .args(std::iter::repeat_n(&target.url, requests));
         let process = lab.spawn("keep-alive client", &mut command, log_name)?;
         Ok(KeepAliveClient { process })
     }
@@ -458,7 +464,15 @@ mod tests {
     fn the_stream_script_is_valid_shell_and_bounded() {
         // Zero seconds: the loop ends before any request.
         let output = std::process::Command::new("sh")
-            .args(["-c", &stream_script(), "sh", "http://", "0"])
+            .args([
+                "-c",
+                &stream_script(),
+                "sh",
+                "http://",
+                "0",
+                "--cacert",
+                "x",
+            ])
             .output()
             .unwrap();
         assert!(output.status.success());

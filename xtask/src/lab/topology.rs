@@ -21,6 +21,10 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 /// The port the web servers and the lab's service listen on.
 pub const HTTP_PORT: u16 = 80;
 
+/// The port the web servers serve HTTPS on, with the lab's certificate,
+/// and the lab's HTTPS service.
+pub const HTTPS_PORT: u16 = 443;
+
 /// Prefix length of the lab subnet 10.0.0.0/24.
 pub const SUBNET_PREFIX_LEN: u8 = 24;
 
