@@ -367,7 +367,10 @@ impl<M: MapWriter> Controller<M> {
 
     /// Marks down, through its checks, the backends that the data path
     /// ejected for failed handshakes (see [`passive_verdicts`]); the
-    /// resulting health events publish the change.
+    /// resulting health events publish the change. The record of an
+    /// ejected backend kept up (half of its service) is cleared, so the data
+    /// path gives it new flows again rather than keep it out unseen: no
+    /// handshake could ever complete on it to end the ejection.
     fn check_handshakes(&mut self) {
         let verdicts = passive_verdicts(
             &self.layout,
@@ -381,12 +384,24 @@ impl<M: MapWriter> Controller<M> {
                     .ok()
             },
         );
-        for (id, reason) in verdicts {
+        for (id, reason) in verdicts.down {
             let Some(target) = self.desired.up_target(id) else {
                 continue;
             };
             if self.checker.mark_down(target, reason.clone()) {
                 tracing::warn!(backend = id, %reason, "backend marked down by passive health");
+            }
+        }
+        for id in verdicts.kept_up {
+            match self.maps.clear_handshakes(id) {
+                // Every poll while the failures go on: not worth a warning each.
+                Ok(()) => tracing::debug!(
+                    backend = id,
+                    "failed handshakes would mark this backend down, but half of its service must stay up: kept up, its handshake record cleared"
+                ),
+                Err(error) => {
+                    tracing::warn!(backend = id, error = %error_chain(&error), "cannot clear a handshake record");
+                }
             }
         }
     }
@@ -554,18 +569,27 @@ impl<M: MapWriter> Controller<M> {
     }
 }
 
-/// The backends of observed services that passive health marks down now,
-/// with the reason: up (`state_of`), and ejected by the data path
-/// (`watch_of`: its handshake record, `None` if unreadable). A service
-/// keeps at least half of its backends up: failed handshakes on many of
-/// its backends at once are more likely a flood of spoofed SYNs than that
-/// many dead servers, and the checks still see those.
+/// What passive health does now ([`passive_verdicts`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PassiveVerdicts {
+    /// Backends marked down, with the reason.
+    down: Vec<(u32, String)>,
+    /// Ejected backends kept up, so that half of their service stays up.
+    kept_up: Vec<u32>,
+}
+
+/// The backends of observed services that the data path ejected (their
+/// handshake record, from `watch_of`: `None` if unreadable) while up
+/// (`state_of`): marked down, as long as at least half of each service's
+/// backends stay up, and kept up beyond that. Failed handshakes on many of
+/// a service's backends at once are more likely a flood of spoofed SYNs
+/// than that many dead servers, and the checks still judge those.
 fn passive_verdicts(
     layout: &Layout,
     state_of: impl Fn(u32) -> Option<BackendState>,
     watch_of: impl Fn(u32) -> Option<lb_common::handshake::HandshakeWatch>,
-) -> Vec<(u32, String)> {
-    let mut verdicts = Vec::new();
+) -> PassiveVerdicts {
+    let mut verdicts = PassiveVerdicts::default();
     for service in &layout.services {
         let Some(observe) = service.observe else {
             continue;
@@ -573,15 +597,17 @@ fn passive_verdicts(
         let is_up = |id: u32| state_of(id) == Some(BackendState::Up);
         let mut up = service.backends.iter().filter(|b| is_up(b.id)).count();
         for backend in service.backends.iter().filter(|b| is_up(b.id)) {
-            if (up - 1) * 2 < service.backends.len() {
-                break;
-            }
             let Some(watch) = watch_of(backend.id) else {
                 continue;
             };
-            if watch.is_ejected(observe.error_limit) {
+            if !watch.is_ejected(observe.error_limit) {
+                continue;
+            }
+            if (up - 1) * 2 < service.backends.len() {
+                verdicts.kept_up.push(backend.id);
+            } else {
                 let reason = format!("passive: {} handshakes not completed", watch.failed_in_row);
-                verdicts.push((backend.id, reason));
+                verdicts.down.push((backend.id, reason));
                 up -= 1;
             }
         }

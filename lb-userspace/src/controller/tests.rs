@@ -520,11 +520,15 @@ fn passive_health_marks_ejected_backends_down_but_keeps_half_of_a_service_up() {
     let watches = |id| Some(if id == 0 { ejected } else { one_client });
     assert_eq!(
         passive_verdicts(layout, up, watches),
-        [(0, "passive: 4 handshakes not completed".to_owned())]
+        PassiveVerdicts {
+            down: vec![(0, "passive: 4 handshakes not completed".to_owned())],
+            kept_up: Vec::new(),
+        }
     );
-    // Both ejected: one of two may go, the other stays up.
-    assert_eq!(passive_verdicts(layout, up, |_| Some(ejected)).len(), 1);
-    // web2 down already: web1 is the last half and stays, and a backend
+    // Both ejected: one of two goes, the other is kept up.
+    let both = passive_verdicts(layout, up, |_| Some(ejected));
+    assert_eq!((both.down.len(), both.kept_up), (1, vec![1]));
+    // web2 down already: web1 is the last half and is kept up; a backend
     // not up is never judged.
     let web2_down = |id| {
         Some(if id == 0 {
@@ -533,7 +537,45 @@ fn passive_health_marks_ejected_backends_down_but_keeps_half_of_a_service_up() {
             BackendState::Down
         })
     };
-    assert!(passive_verdicts(layout, web2_down, |_| Some(ejected)).is_empty());
+    assert_eq!(
+        passive_verdicts(layout, web2_down, |_| Some(ejected)),
+        PassiveVerdicts {
+            down: Vec::new(),
+            kept_up: vec![0],
+        }
+    );
     // An unreadable record judges nothing.
-    assert!(passive_verdicts(layout, up, |_| None).is_empty());
+    assert_eq!(
+        passive_verdicts(layout, up, |_| None),
+        PassiveVerdicts::default()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ejected_backend_kept_up_for_half_of_its_service_has_its_record_cleared() {
+    use crate::dataplane::fake::FakeWrite;
+    use lb_common::handshake::HandshakeWatch;
+
+    let (config, mut controller) = controller();
+    // web2 is down by its checks: web1 is the last half of "web".
+    controller.record_health(&[health(&config, 1, Health::Down, 1)]);
+    let ejected = HandshakeWatch {
+        failed_in_row: 3,
+        failed_clients: 0b11,
+        ..HandshakeWatch::default()
+    };
+    controller.maps_mut().record_handshakes(0, ejected);
+    let before = controller.maps().log().len();
+    controller.check_handshakes();
+    assert_eq!(
+        controller.maps().log()[before..],
+        [FakeWrite::Handshakes {
+            id: 0,
+            watch: HandshakeWatch::default()
+        }]
+    );
+    assert_eq!(
+        controller.subscribe().borrow().services[0].backends[0].state,
+        BackendState::Up
+    );
 }
