@@ -98,13 +98,6 @@ pub struct HandshakeDelta {
     pub failed: u64,
 }
 
-impl HandshakeDelta {
-    /// Whether the packet counted nothing.
-    pub const fn is_empty(&self) -> bool {
-        self.completed == 0 && self.retransmitted == 0 && self.failed == 0
-    }
-}
-
 /// Per-backend handshake counters (value of `HANDSHAKE_STATS`, per CPU;
 /// userspace sums them).
 #[repr(C)]

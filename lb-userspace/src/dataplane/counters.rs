@@ -55,17 +55,16 @@ impl CounterReader for CounterMaps {
     }
 
     fn handshake_counters(&self, id: u32) -> Result<HandshakeCounters, DataplaneError> {
-        let per_cpu = self
-            .handshake_stats
-            .get(&id, 0)
-            .map_err(map_error(names::HANDSHAKE_STATS))?;
-        Ok(per_cpu
-            .iter()
-            .fold(HandshakeCounters::default(), |sum, cpu| HandshakeCounters {
+        sum_entry(
+            &self.handshake_stats,
+            names::HANDSHAKE_STATS,
+            id,
+            |sum, cpu| HandshakeCounters {
                 completed: sum.completed + cpu.completed,
                 retransmitted: sum.retransmitted + cpu.retransmitted,
                 failed: sum.failed + cpu.failed,
-            }))
+            },
+        )
     }
 }
 
@@ -75,20 +74,28 @@ impl std::fmt::Debug for CounterMaps {
     }
 }
 
-/// Entry `index` of a per-CPU counter map, summed over CPUs.
+/// Entry `index` of a per-CPU traffic counter map, summed over CPUs.
 fn sum_counters(
     map: &PerCpuArray<MapData, Counters>,
     name: &'static str,
     index: u32,
 ) -> Result<Counters, DataplaneError> {
+    sum_entry(map, name, index, |sum, cpu| Counters {
+        packets: sum.packets + cpu.packets,
+        bytes: sum.bytes + cpu.bytes,
+        new_flows: sum.new_flows + cpu.new_flows,
+    })
+}
+
+/// Entry `index` of per-CPU map `name`, its CPUs' values added up by `add`.
+fn sum_entry<T: aya::Pod + Default>(
+    map: &PerCpuArray<MapData, T>,
+    name: &'static str,
+    index: u32,
+    add: impl Fn(T, &T) -> T,
+) -> Result<T, DataplaneError> {
     let per_cpu = map.get(&index, 0).map_err(map_error(name))?;
-    Ok(per_cpu
-        .iter()
-        .fold(Counters::default(), |sum, cpu| Counters {
-            packets: sum.packets + cpu.packets,
-            bytes: sum.bytes + cpu.bytes,
-            new_flows: sum.new_flows + cpu.new_flows,
-        }))
+    Ok(per_cpu.iter().fold(T::default(), add))
 }
 
 /// Every entry of a per-CPU `u64` map, each summed over CPUs.
