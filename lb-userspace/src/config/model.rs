@@ -65,8 +65,12 @@ pub const DEFAULT_FLOW_INSERT_LIMIT_PER_CPU: u32 = 100_000;
 /// Settings of the node as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Global {
-    /// Interface the XDP program attaches to.
+    /// Interface the XDP program attaches to: where the VIPs are.
     pub interface: String,
+    /// `global.server_interface`: the servers' side of a two-armed node, where
+    /// `lb_xdp` attaches as well (the replies of `nat` services, and service
+    /// traffic from the servers' own network); `None`: one-armed.
+    pub server_interface: Option<String>,
     /// Entries of the LRU flow table.
     pub flow_table_size: u32,
     /// Maglev table size M (prime); also the longest round-robin ring.

@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGlobal {
     pub interface: Spanned<String>,
+    pub server_interface: Option<Spanned<String>>,
     pub flow_table_size: Option<Spanned<i64>>,
     pub maglev_table_size: Option<Spanned<i64>>,
     pub max_services: Option<Spanned<i64>>,

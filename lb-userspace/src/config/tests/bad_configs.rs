@@ -220,6 +220,8 @@ fn every_bad_config_gets_its_exact_message() {
         (edited(&[(2, "interface = \"eth0:1\"")]), "lb.toml:2:13: global.interface: \"eth0:1\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
         (edited(&[(2, "interface = \"eth 0\"")]), "lb.toml:2:13: global.interface: \"eth 0\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
         (edited(&[(2, "interface = \"sixteen-bytes-xx\"")]), "lb.toml:2:13: global.interface: \"sixteen-bytes-xx\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
+        (edited(&[(3, "server_interface = \"eth0\"")]), "lb.toml:3:20: global.server_interface: eth0 is global.interface itself; server_interface is the other side of a two-armed node (leave it out on a one-armed node)"),
+        (edited(&[(3, "server_interface = \"a:b\"")]), "lb.toml:3:20: global.server_interface: \"a:b\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
         (edited(&[(3, "health_interface = \"a/b\"")]), "lb.toml:3:20: global.health_interface: \"a/b\" is not an interface name (1 to 15 bytes, not \".\" or \"..\", no '/', ':', whitespace or control characters)"),
         (
             with_vrrp(&["vrid = 51", "priority = 150", "interface = \"..\""]),

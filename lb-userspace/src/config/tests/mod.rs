@@ -82,6 +82,7 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
         config.global,
         Global {
             interface: "eth0".into(),
+            server_interface: None,
             flow_table_size: lb_common::maps::defaults::FLOW_TABLE_SIZE,
             maglev_table_size: lb_common::maps::defaults::MAGLEV_TABLE_SIZE,
             max_services: lb_common::maps::defaults::MAX_SERVICES,
@@ -168,6 +169,7 @@ fn global_settings_are_read() {
         config.global,
         Global {
             interface: "veth-lb".into(),
+            server_interface: None,
             flow_table_size: 1000,
             maglev_table_size: 13,
             max_services: 4,
@@ -187,6 +189,16 @@ fn global_settings_are_read() {
         }
     );
     assert!(config.services.is_empty());
+}
+
+#[test]
+fn a_server_interface_is_where_probes_leave_by_default() {
+    let config = parse(&valid_with(3, "server_interface = \"eth1\""), "lb.toml").unwrap();
+    assert_eq!(config.global.server_interface.as_deref(), Some("eth1"));
+    assert_eq!(
+        config.global.health_source,
+        ProbeSource::default().with_interface("eth1").unwrap()
+    );
 }
 
 #[test]

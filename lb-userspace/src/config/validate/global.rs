@@ -50,6 +50,7 @@ pub(super) const MAX_ALLOW_TABLE_SIZE: i64 = 1 << 24;
 /// The model of `[global]`.
 pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, ConfigError> {
     let interface = interface_name(&raw.interface, "global.interface", site)?;
+    let server_interface = server_interface(raw, &interface, site)?;
     let size = |value: &Option<Spanned<i64>>, field: &str, max: i64, default: u32| match value {
         Some(value) => integer_in(value, 1..=max, field, site).map(|v| v as u32),
         None => Ok(default),
@@ -174,18 +175,43 @@ pub(super) fn validate(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<Global, 
         api: api_address(raw, site)?,
         pin_dir: pin_dir::validate(raw.pin_dir.as_ref(), &interface, site)?,
         interface,
+        server_interface,
     })
 }
 
+/// `server_interface`: a valid name, not `interface` itself.
+fn server_interface(
+    raw: &RawGlobal,
+    interface: &str,
+    site: &ErrorSite<'_>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(value) = &raw.server_interface else {
+        return Ok(None);
+    };
+    let name = interface_name(value, "global.server_interface", site)?;
+    if name == interface {
+        return Err(site.invalid(
+            value.span(),
+            "global.server_interface",
+            format!("{name} is global.interface itself; server_interface is the other side of a two-armed node (leave it out on a one-armed node)"),
+        ));
+    }
+    Ok(Some(name))
+}
+
 /// Probes leave from `health_source` if set, through `health_interface`,
-/// which defaults to the XDP interface.
+/// which defaults to the servers' side: `server_interface` if set, else the
+/// XDP interface.
 fn health_source(raw: &RawGlobal, site: &ErrorSite<'_>) -> Result<ProbeSource, ConfigError> {
     let (interface, span) = match &raw.health_interface {
         Some(name) => (
             interface_name(name, "global.health_interface", site)?,
             name.span(),
         ),
-        None => (raw.interface.get_ref().clone(), raw.interface.span()),
+        None => {
+            let side = raw.server_interface.as_ref().unwrap_or(&raw.interface);
+            (side.get_ref().clone(), side.span())
+        }
     };
     let mut source = ProbeSource::default()
         .with_interface(&interface)
