@@ -54,6 +54,46 @@ pub fn update_u32(checksum: u16, old: u32, new: u32) -> u16 {
     update_u16(update_u16(checksum, old_high, new_high), old_low, new_low)
 }
 
+/// An address and a port of a packet rewritten by NAT (both as on the
+/// wire): the IPv4 header checksum covers the address, the TCP or UDP
+/// checksum both (the address through the pseudo-header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub old_addr: [u8; 4],
+    pub new_addr: [u8; 4],
+    pub old_port: [u8; 2],
+    pub new_port: [u8; 2],
+}
+
+impl Translation {
+    /// The IPv4 header checksum `current` after the translation.
+    #[inline(always)]
+    pub fn ipv4_checksum(&self, current: u16) -> u16 {
+        update_u32(
+            current,
+            u32::from_be_bytes(self.old_addr),
+            u32::from_be_bytes(self.new_addr),
+        )
+    }
+
+    /// The TCP or UDP checksum `current` after the translation; `None` for
+    /// a UDP datagram sent without a checksum (0), which stays without one.
+    /// A UDP checksum that comes out 0 is sent as 0xffff, its other form
+    /// (RFC 768: 0 means "none").
+    #[inline(always)]
+    pub fn l4_checksum(&self, current: u16, udp: bool) -> Option<u16> {
+        if udp && current == 0 {
+            return None;
+        }
+        let updated = update_u16(
+            self.ipv4_checksum(current),
+            u16::from_be_bytes(self.old_port),
+            u16::from_be_bytes(self.new_port),
+        );
+        Some(if udp && updated == 0 { 0xffff } else { updated })
+    }
+}
+
 /// The two big-endian 16-bit words of `value`, high first.
 fn words(value: u32) -> [u16; 2] {
     let [a, b, c, d] = value.to_be_bytes();

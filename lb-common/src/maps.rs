@@ -29,8 +29,10 @@ pub mod names {
     pub const ACTION_STATS: &str = "ACTION_STATS";
     /// `PerCpuArray<u64>` indexed by [`super::Reason`].
     pub const REASON_STATS: &str = "REASON_STATS";
-    /// `Array<LocalInterface>` of one entry: the interface `lb_xdp` is
-    /// attached to; frames for another MAC are passed untouched.
+    /// `Array<LocalInterface>` of two entries: the interfaces `lb_xdp` is
+    /// attached to ([`super::LocalInterface::MAIN`] and
+    /// [`super::LocalInterface::SERVERS`]); frames for another MAC are
+    /// passed untouched.
     pub const LOCAL_INTERFACE: &str = "LOCAL_INTERFACE";
     // flood protection
     /// `Array<RateLimit>` indexed by service id: each service's per-source
@@ -57,6 +59,15 @@ pub mod names {
     pub const HANDSHAKES: &str = "HANDSHAKES";
     /// `PerCpuArray<HandshakeCounters>` indexed by backend id.
     pub const HANDSHAKE_STATS: &str = "HANDSHAKE_STATS";
+    // NAT
+    /// `HashMap<Endpoint, Endpoint>`: each `nat` backend's address, port and
+    /// protocol → its service's VIP, port and protocol, which its replies
+    /// leave with. Stateless: any node of the pair translates any reply.
+    pub const NAT_REVERSE: &str = "NAT_REVERSE";
+    /// `LruHashMap<u32 /* client address, network order */, NatClient>`:
+    /// the MAC each client of a `nat` service sent its new flows from, the
+    /// next hop its translated replies go to.
+    pub const NAT_CLIENTS: &str = "NAT_CLIENTS";
 }
 
 /// Program names inside the eBPF object.
@@ -164,6 +175,10 @@ pub mod service_flags {
     /// the next backend, and an ejected backend gets no new flows
     /// ([`crate::handshake`]).
     pub const OBSERVE: u8 = 1 << 2;
+    /// `forwarding = "nat"`: the destination address and port are rewritten
+    /// to the backend's (and its replies back, [`super::names::NAT_REVERSE`]);
+    /// packets from the servers' side are dropped (`nat_hairpin`).
+    pub const NAT: u8 = 1 << 3;
 }
 
 /// Backend states as seen by the data path.
@@ -192,7 +207,11 @@ pub struct Backend {
     pub src_mac: [u8; 6],
     /// One of [`backend_state`].
     pub state: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The port the backend serves the service on, network byte order:
+    /// where a `nat` service sends its packets (the service's port unless
+    /// the backend sets its own); unused by `dsr-l2`.
+    pub port: u16,
 }
 
 /// Key of [`names::FLOWS`]: the 5-tuple as it appears in the packet.
@@ -278,13 +297,52 @@ pub mod tcp_flags {
     pub const ACK: u8 = 0x10;
 }
 
-/// Value of [`names::LOCAL_INTERFACE`]: the interface the program serves.
+/// Value of [`names::LOCAL_INTERFACE`]: an interface the program serves.
 /// Aligned to 4 (as every map value is, at least), so the data path reads
-/// the MAC as two words rather than six bytes.
+/// the MAC as two words rather than six bytes. An entry whose `ifindex` is 0
+/// is unused.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LocalInterface {
     /// Its Ethernet address: service traffic is addressed to it.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    pub ifindex: u32,
+}
+
+impl LocalInterface {
+    /// The entry of `global.interface`, where the VIPs are.
+    pub const MAIN: u32 = 0;
+    /// The entry of `global.server_interface`, the servers' side: the
+    /// replies of `nat` backends come in there.
+    pub const SERVERS: u32 = 1;
+    /// Entries of [`names::LOCAL_INTERFACE`].
+    pub const COUNT: u32 = 2;
+
+    /// Whether the entry names an interface.
+    pub const fn is_used(&self) -> bool {
+        self.ifindex != 0
+    }
+}
+
+/// Key and value of [`names::NAT_REVERSE`]: an address, a port (both
+/// network byte order) and a protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Endpoint {
+    pub addr: u32,
+    pub port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`names::NAT_CLIENTS`].
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatClient {
+    /// The source MAC of the client's last new flow: the client itself, or
+    /// the router it is behind.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
 }
@@ -360,10 +418,19 @@ pub enum Reason {
     /// this node's kernel; the client's retransmission reaches the node that
     /// takes over.
     BypassedXdp = 19,
+    // NAT
+    /// Drop: a packet to a `nat` service that came in from the servers'
+    /// side (`server_interface`): its backend's reply would go straight
+    /// back to the sender, not through the LB (the hairpin case).
+    NatHairpin = 20,
+    /// Pass: from a `nat` backend's service port to an address that opened
+    /// no flow through this node (this node's own health probes, or a
+    /// client not seen since a failover): handed to the kernel untranslated.
+    NatNoClient = 21,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 22;
     /// All reasons, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::NotIpv4,
@@ -387,6 +454,9 @@ impl Reason {
         Reason::NotAllowed,
         Reason::VipIcmpEcho,
         Reason::BypassedXdp,
+        // NAT
+        Reason::NatHairpin,
+        Reason::NatNoClient,
     ];
 
     /// Stable snake_case name used in logs and metrics.
@@ -413,6 +483,9 @@ impl Reason {
             Reason::NotAllowed => "not_allowed",
             Reason::VipIcmpEcho => "vip_icmp_echo",
             Reason::BypassedXdp => "bypassed_xdp",
+            // NAT
+            Reason::NatHairpin => "nat_hairpin",
+            Reason::NatNoClient => "nat_no_client",
         }
     }
 }
@@ -668,14 +741,19 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceKey {}
     // SAFETY: `#[repr(C)]` three u32, four u8 and a u32, 4-aligned: no padding.
     unsafe impl aya::Pod for super::Service {}
-    // SAFETY: `#[repr(C)]` two u32, two `[u8; 6]`, a u8 and `_pad: [u8; 3]`.
+    // SAFETY: `#[repr(C)]` two u32, two `[u8; 6]`, a u8, `_pad: u8` and a u16.
     unsafe impl aya::Pod for super::Backend {}
     // SAFETY: `#[repr(C)]` two u32, two u16, a u8 and `_pad: [u8; 3]`.
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: `#[repr(C)]` one u32.
     unsafe impl aya::Pod for super::Flow {}
-    // SAFETY: `#[repr(C)]` a `[u8; 6]` and `_pad: [u8; 2]`.
+    // SAFETY: `#[repr(C)]` a `[u8; 6]`, `_pad: [u8; 2]` and a u32.
     unsafe impl aya::Pod for super::LocalInterface {}
+    // NAT
+    // SAFETY: `#[repr(C)]` a u32, a u16, a u8 and an explicit `_pad: u8`.
+    unsafe impl aya::Pod for super::Endpoint {}
+    // SAFETY: `#[repr(C)]` a `[u8; 6]` and `_pad: [u8; 2]`.
+    unsafe impl aya::Pod for super::NatClient {}
     // SAFETY: `#[repr(C)]` three u64.
     unsafe impl aya::Pod for super::Counters {}
     // flood protection
@@ -712,7 +790,9 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Flow>(), 8);
         assert_eq!(size_of::<Counters>(), 24);
-        assert_eq!(size_of::<LocalInterface>(), 8);
+        assert_eq!(size_of::<LocalInterface>(), 12);
+        assert_eq!(size_of::<Endpoint>(), 8);
+        assert_eq!(size_of::<NatClient>(), 8);
         assert_eq!(size_of::<RateLimit>(), 8);
         assert_eq!(size_of::<SourceKey>(), 8);
         assert_eq!(size_of::<AllowedSource>(), 8);

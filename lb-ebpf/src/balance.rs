@@ -1,13 +1,14 @@
 //! The per-packet decision of `lb_xdp`: parse the headers, match a service,
 //! keep or pick the flow's backend (watching its handshake, see
-//! [`passive`]), rewrite the MACs and forward.
+//! [`passive`]), rewrite the MACs (and for `nat` the destination, see
+//! [`nat`]) and forward. Packets to no VIP may be `nat` replies.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
 use lb_common::{
     hash::{flow_hash, source_hash},
     maps::{
-        backend_state, tcp_flags, Backend, Flow, FlowKey, Reason, Scheduler, Service, ServiceKey,
-        IPPROTO_TCP, IPPROTO_UDP,
+        backend_state, service_flags, tcp_flags, Backend, Flow, FlowKey, Reason, Scheduler,
+        Service, ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
     },
 };
 use network_types::{
@@ -18,12 +19,13 @@ use network_types::{
 };
 
 use crate::{
-    edge, flood,
+    edge::{self, Side},
+    flood,
     maps::{
         BACKENDS, BACKEND_STATS, FLOWS, FLOW_CLOCK, RR_CURSOR, SCHED_TABLE, SERVICES,
         SERVICE_STATS, VIPS,
     },
-    packet, passive, stats,
+    nat, packet, passive, stats,
 };
 
 /// IPv4 "more fragments" flag in the flags/offset field (host order).
@@ -69,6 +71,10 @@ impl Verdict {
 struct Packet {
     /// The frame's Ethernet header.
     eth: packet::Ethernet,
+    /// Which of the node's interfaces it is addressed to.
+    side: Side,
+    /// Where the TCP or UDP header starts in the frame.
+    l4_offset: usize,
     /// The 5-tuple, fields in network byte order.
     flow: FlowKey,
     /// Frame length in bytes.
@@ -99,6 +105,10 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
     let service = unsafe { service.read() };
     if !edge::source_allowed(&service, packet.flow.src_ip) {
         return Verdict::Drop(Reason::NotAllowed);
+    }
+    let nat = service.flags & service_flags::NAT != 0;
+    if nat && packet.side == Side::Servers {
+        return Verdict::Drop(Reason::NatHairpin);
     }
 
     let syn = packet.tcp_flags & tcp_flags::SYN != 0;
@@ -153,6 +163,9 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
                         last_seen,
                     };
                     flood::record_flow(&packet.flow, entry, &mut clock);
+                    if nat {
+                        nat::learn_client(packet.flow.src_ip, packet.eth.source());
+                    }
                     (backend_id, backend, true)
                 }
                 Err(verdict) => return verdict,
@@ -163,6 +176,9 @@ pub fn balance(ctx: &XdpContext) -> Verdict {
     let bytes = packet.frame_len as u64;
     stats::count_traffic(&SERVICE_STATS, service.id, bytes, new_flow);
     stats::count_traffic(&BACKEND_STATS, backend_id, bytes, new_flow);
+    if nat && !nat::to_backend(ctx, packet.l4_offset, packet.flow.proto, &backend) {
+        return Verdict::Drop(Reason::ShortL4);
+    }
     forward(ctx, packet.eth, &backend)
 }
 
@@ -177,11 +193,11 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     let ip = packet::header::<Ipv4Hdr>(ctx, EthHdr::LEN).ok_or(Verdict::Pass(Reason::ShortIpv4))?;
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
     if VIPS.get_ptr(dst_ip).is_none() {
-        return Err(Verdict::Pass(Reason::NotService));
+        return Err(nat::reply(ctx, eth, ip));
     }
-    // Only packets to a VIP are ever forwarded or dropped, so only they pay
+    // Only packets to a VIP are forwarded or dropped here, so only they pay
     // for the MAC check; everything else is passed untouched anyway.
-    edge::check_destination_mac(&eth)?;
+    let side = edge::check_destination_mac(&eth)?;
 
     // Addressed to a VIP: from here on, malformed means dropped.
     let header_len = usize::from(ip.vihl & 0x0f) * 4;
@@ -219,6 +235,8 @@ fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
     };
     Ok(Packet {
         eth,
+        side,
+        l4_offset,
         flow,
         frame_len,
         tcp_flags,
@@ -343,11 +361,18 @@ fn next_round_robin_slot(service: &Service) -> Option<u32> {
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, eth: packet::Ethernet, backend: &Backend) -> Verdict {
     eth.set_macs(backend.mac, backend.src_mac);
-    if backend.ifindex as usize == ctx.ingress_ifindex() {
+    send(ctx, backend.ifindex)
+}
+
+/// Sends the frame out of interface `ifindex`: `XDP_TX` when it is the
+/// ingress interface, a redirect otherwise.
+#[inline(always)]
+pub fn send(ctx: &XdpContext, ifindex: u32) -> Verdict {
+    if ifindex as usize == ctx.ingress_ifindex() {
         Verdict::Forward(xdp_action::XDP_TX)
     } else {
         // SAFETY: a helper call with plain integer arguments; flags 0 is valid.
-        let action = unsafe { bpf_redirect(backend.ifindex, 0) };
+        let action = unsafe { bpf_redirect(ifindex, 0) };
         Verdict::Forward(action as u32)
     }
 }

@@ -6,14 +6,14 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use lb_common::maps::{
-    service_flags, vip_icmp_echo, AllowedSource, FlowKey, Reason, Service, IPPROTO_ICMP,
-    IPPROTO_TCP, IPPROTO_UDP,
+    service_flags, vip_icmp_echo, AllowedSource, FlowKey, LocalInterface, Reason, Service,
+    ServiceKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 use network_types::{ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
     balance::{self, Verdict},
-    maps::{ALLOW_LISTS, LOCAL_INTERFACE, SETTINGS},
+    maps::{ALLOW_LISTS, LOCAL_INTERFACE, SERVICES, SETTINGS},
     packet::{self, IcmpHeader},
 };
 
@@ -24,13 +24,22 @@ const ICMP_DEST_UNREACHABLE: u8 = 3;
 /// Its code "fragmentation needed and DF set" (path MTU discovery).
 const ICMP_FRAG_NEEDED: u8 = 4;
 
-/// `Ok` when the frame is addressed to the ingress interface's MAC;
-/// otherwise the frame is passed untouched, never forwarded nor dropped (a
-/// switch floods frames for unlearned MACs to every port). Asked only of
-/// packets to a VIP.
+/// Which of the node's interfaces a frame is addressed to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `global.interface`'s MAC: where the clients are.
+    Main,
+    /// `global.server_interface`'s MAC: from the servers' own network.
+    Servers,
+}
+
+/// Which interface the frame is addressed to (by its destination MAC);
+/// for another MAC the frame is passed untouched, never forwarded nor
+/// dropped (a switch floods frames for unlearned MACs to every port).
+/// Asked only of packets to a VIP.
 #[inline(always)]
-pub fn check_destination_mac(eth: &packet::Ethernet) -> Result<(), Verdict> {
-    let local = match LOCAL_INTERFACE.get(0) {
+pub fn check_destination_mac(eth: &packet::Ethernet) -> Result<Side, Verdict> {
+    let local = match LOCAL_INTERFACE.get(LocalInterface::MAIN) {
         Some(interface) => interface.mac,
         None => [0; 6],
     };
@@ -38,9 +47,12 @@ pub fn check_destination_mac(eth: &packet::Ethernet) -> Result<(), Verdict> {
     // compare instead of into registers saved across it.
     let dst = eth.destination();
     if same_mac(&dst, &local) {
-        return Ok(());
+        return Ok(Side::Main);
     }
-    Err(other_destination(&dst))
+    match LOCAL_INTERFACE.get(LocalInterface::SERVERS) {
+        Some(servers) if servers.is_used() && same_mac(&dst, &servers.mac) => Ok(Side::Servers),
+        _ => Err(other_destination(&dst)),
+    }
 }
 
 /// Why a frame for another destination is passed.
@@ -57,7 +69,7 @@ fn other_destination(dst: &[u8; 6]) -> Verdict {
 /// Two MACs compared as a 4- and a 2-byte word (no `memcmp` call, which BPF
 /// has not).
 #[inline(always)]
-fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
+pub fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
     let head = |m: &[u8; 6]| u32::from_ne_bytes([m[0], m[1], m[2], m[3]]);
     let tail = |m: &[u8; 6]| u16::from_ne_bytes([m[4], m[5]]);
     head(a) == head(b) && tail(a) == tail(b)
@@ -67,8 +79,9 @@ fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
 /// or UDP, whose IP payload is `l4_len` bytes at `l4_offset`: ICMP goes to
 /// the kernel (it answers echo requests), except an echo request with
 /// `vip_icmp_echo = "drop"`, dropped, and "fragmentation needed" for an
-/// established flow, which goes to that flow's backend; the rest is
-/// dropped.
+/// established flow of a `dsr-l2` service, which goes to that flow's
+/// backend (a `nat` backend would need the embedded header translated as
+/// well: passed); the rest is dropped.
 #[inline(always)]
 pub fn vip_other_protocol(
     ctx: &XdpContext,
@@ -98,10 +111,28 @@ pub fn vip_other_protocol(
     let Some(flow) = frag_needed_flow(ctx, l4_offset, l4_len) else {
         return Verdict::Pass(Reason::VipIcmp);
     };
+    if is_nat(&flow) {
+        return Verdict::Pass(Reason::VipIcmp);
+    }
     match balance::established_backend(&flow, false) {
         Some((_, backend, _)) => balance::forward(ctx, eth, &backend),
         None => Verdict::Pass(Reason::VipIcmp),
     }
+}
+
+/// Whether `flow`'s service forwards by NAT.
+#[inline(always)]
+fn is_nat(flow: &FlowKey) -> bool {
+    let key = ServiceKey {
+        vip: flow.dst_ip,
+        port: flow.dst_port,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: a pointer returned by a map lookup is valid for the value's size during this run.
+    SERVICES
+        .get_ptr(key)
+        .is_some_and(|service| unsafe { (*service).flags } & service_flags::NAT != 0)
 }
 
 /// Whether echo requests to a VIP are dropped (`global.vip_icmp_echo`).

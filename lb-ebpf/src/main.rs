@@ -5,7 +5,7 @@
 //! Program and map names are the contract in `lb_common::maps`; the per-packet
 //! logic lives in [`balance`], edge filtering (MACs, VIP ports and protocols,
 //! source allow-lists, ICMP) in [`edge`], flood protection in [`flood`],
-//! passive health in [`passive`], the guard in [`guard`],
+//! passive health in [`passive`], NAT forwarding in [`nat`], the guard in [`guard`],
 //! header access in [`packet`], counters in [`stats`], the MAC-swap floor in
 //! [`mac_swap`].
 //!
@@ -22,6 +22,7 @@ mod flood;
 mod guard;
 mod mac_swap;
 mod maps;
+mod nat;
 mod packet;
 mod passive;
 mod stats;

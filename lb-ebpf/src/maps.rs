@@ -9,8 +9,9 @@ use aya_ebpf::{
 };
 use lb_common::handshake::{HandshakeCounters, HandshakeWatch};
 use lb_common::maps::{
-    defaults, AllowedSource, Backend, Counters, Flow, FlowKey, InsertWindow, LocalInterface,
-    RateLimit, Reason, Service, ServiceKey, Settings, SourceKey, TokenBucket, XDP_ACTION_COUNT,
+    defaults, AllowedSource, Backend, Counters, Endpoint, Flow, FlowKey, InsertWindow,
+    LocalInterface, NatClient, RateLimit, Reason, Service, ServiceKey, Settings, SourceKey,
+    TokenBucket, XDP_ACTION_COUNT,
 };
 
 /// The virtual services, by (VIP, port, protocol).
@@ -59,9 +60,11 @@ pub static ACTION_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(XDP_AC
 #[map]
 pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
-/// The interface the program is attached to (one entry, written at attach).
+/// The interfaces the program is attached to (`LocalInterface::MAIN` and
+/// `SERVERS`, written at attach).
 #[map]
-pub static LOCAL_INTERFACE: Array<LocalInterface> = Array::with_max_entries(1, 0);
+pub static LOCAL_INTERFACE: Array<LocalInterface> =
+    Array::with_max_entries(LocalInterface::COUNT, 0);
 
 /// The source allow-lists, by (service id, source prefix): read only for
 /// services whose `ALLOW_LIST` flag is set.
@@ -105,3 +108,16 @@ pub static HANDSHAKES: Array<HandshakeWatch> = Array::with_max_entries(defaults:
 #[map]
 pub static HANDSHAKE_STATS: PerCpuArray<HandshakeCounters> =
     PerCpuArray::with_max_entries(defaults::MAX_BACKENDS, 0);
+
+// NAT
+
+/// Each `nat` backend's (address, port, protocol) → its service's: the
+/// source its replies leave with.
+#[map]
+pub static NAT_REVERSE: HashMap<Endpoint, Endpoint> =
+    HashMap::with_max_entries(defaults::MAX_BACKENDS, 0);
+
+/// The MAC each client of a `nat` service opened its last flow from.
+#[map]
+pub static NAT_CLIENTS: LruHashMap<u32, NatClient> =
+    LruHashMap::with_max_entries(defaults::FLOW_TABLE_SIZE, 0);

@@ -76,6 +76,13 @@ pub fn header<T: ByteHeader>(ctx: &XdpContext, offset: usize) -> Option<&T> {
     Some(unsafe { &*ptr })
 }
 
+/// The `N` bytes at `offset` into the frame, to be rewritten in place, or
+/// `None` when the frame is too short to hold them all.
+#[inline(always)]
+pub fn bytes_mut<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<*mut [u8; N]> {
+    checked_ptr::<[u8; N]>(ctx, offset)
+}
+
 /// Length of the frame in bytes.
 #[inline(always)]
 pub fn frame_len(ctx: &XdpContext) -> usize {
@@ -113,6 +120,13 @@ impl Ethernet {
                 addr_of!((*self.header).src_addr).read_unaligned(),
             )
         }
+    }
+
+    /// The source MAC address.
+    #[inline(always)]
+    pub fn source(&self) -> [u8; 6] {
+        // SAFETY: `ethernet` checked that the header lies inside the frame.
+        unsafe { addr_of!((*self.header).src_addr).read_unaligned() }
     }
 
     /// The destination MAC address.

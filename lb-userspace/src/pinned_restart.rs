@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use lb_common::maps::{backend_state, Backend};
+use lb_common::maps::{backend_state, Backend, LocalInterface};
 
 use crate::config::Config;
 use crate::controller::layout::Layout;
@@ -109,7 +109,7 @@ pub fn attach(
     interface: &Interface,
     pins: Option<&PinDir>,
 ) -> Result<String, DataplaneError> {
-    dataplane.set_local_interface(interface.mac)?;
+    dataplane.set_local_interface(LocalInterface::MAIN, interface.mac, interface.index)?;
     let interface = interface.name.as_str();
     Ok(match pins {
         Some(pins) => dataplane.attach_pinned(interface, pins)?.to_string(),

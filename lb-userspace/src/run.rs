@@ -54,7 +54,10 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     );
     for service in &config.services {
         let check = match &service.health {
-            Some(check) => format!("{} on port {}", check.spec.probe.kind(), check.port),
+            Some(check) => match check.port {
+                Some(port) => format!("{} on port {port}", check.spec.probe.kind()),
+                None => format!("{} on each backend's port", check.spec.probe.kind()),
+            },
             None => "none (backends always up)".to_owned(),
         };
         tracing::info!(

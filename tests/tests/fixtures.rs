@@ -19,8 +19,8 @@ use lb_common::{
     hash::{flow_hash, source_hash},
     maglev::{build_table, MaglevBackend},
     maps::{
-        backend_state, programs, Backend, Counters, FlowKey, Reason, Scheduler, ServiceKey,
-        IPPROTO_TCP, IPPROTO_UDP,
+        backend_state, programs, Backend, Counters, FlowKey, LocalInterface, Reason, Scheduler,
+        ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
     },
     ring::round_robin_ring,
 };
@@ -235,7 +235,7 @@ fn load_with(options: LoadOptions) -> Dataplane {
     require_root();
     let mut dataplane = Dataplane::load(&options).expect("loading the eBPF programs");
     dataplane
-        .set_local_interface(LB_MAC)
+        .set_local_interface(LocalInterface::MAIN, LB_MAC, TEST_RUN_INGRESS_IFINDEX)
         .expect("writing the local interface");
     for id in BACKENDS {
         dataplane
@@ -256,7 +256,8 @@ fn backend(id: u32, state: u8) -> Backend {
         mac: backend_mac(id),
         src_mac: LB_MAC,
         state,
-        _pad: [0; 3],
+        _pad: 0,
+        port: 80u16.to_be(),
     }
 }
 
@@ -1040,7 +1041,7 @@ fn until_the_local_interface_is_written_no_frame_is_forwarded() {
     publish_maglev(&mut dataplane, &BACKENDS);
     assert_passed(&dataplane, &web_syn(CLIENT_PORT), Reason::NotForUs);
     dataplane
-        .set_local_interface(LB_MAC)
+        .set_local_interface(LocalInterface::MAIN, LB_MAC, TEST_RUN_INGRESS_IFINDEX)
         .expect("writing the local interface");
     forward(&dataplane, &web_syn(CLIENT_PORT));
 }

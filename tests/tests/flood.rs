@@ -20,8 +20,9 @@ use lb::dataplane::{
 use lb_common::hash::flow_hash;
 use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::{
-    backend_state, names, programs, Backend, Counters, Flow, FlowKey, InsertWindow, RateLimit,
-    Reason, Scheduler, ServiceKey, SourceKey, TokenBucket, IPPROTO_TCP, XDP_ACTION_COUNT,
+    backend_state, names, programs, Backend, Counters, Flow, FlowKey, InsertWindow, LocalInterface,
+    RateLimit, Reason, Scheduler, ServiceKey, SourceKey, TokenBucket, IPPROTO_TCP,
+    XDP_ACTION_COUNT,
 };
 
 const XDP_DROP: u32 = 1;
@@ -71,7 +72,8 @@ fn backend(id: u32, state: u8) -> Backend {
         mac: backend_mac(id),
         src_mac: LB_MAC,
         state,
-        _pad: [0; 3],
+        _pad: 0,
+        port: 80u16.to_be(),
     }
 }
 
@@ -103,7 +105,7 @@ fn load(options: LoadOptions) -> Dataplane {
     let mut dataplane = Dataplane::load(&options).expect("loading the eBPF programs");
     // Frames are addressed to this MAC: the program forwards only those.
     dataplane
-        .set_local_interface(LB_MAC)
+        .set_local_interface(LocalInterface::MAIN, LB_MAC, TEST_RUN_INGRESS_IFINDEX)
         .expect("writing the local interface");
     for id in 0..4 {
         dataplane
@@ -597,7 +599,7 @@ fn configured(config: &lb::config::Config) -> (Dataplane, lb::controller::apply:
     let mut dataplane = Dataplane::load(&lb::pinned_restart::load_options(config))
         .expect("loading the eBPF programs");
     dataplane
-        .set_local_interface(LB_MAC)
+        .set_local_interface(LocalInterface::MAIN, LB_MAC, TEST_RUN_INGRESS_IFINDEX)
         .expect("writing the local interface");
     let mut applier = lb::controller::apply::Applier::new();
     apply_config(&mut dataplane, &mut applier, config);

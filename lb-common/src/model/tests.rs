@@ -39,7 +39,8 @@ fn backend(id: u32, state: u8) -> Backend {
         mac: backend_mac(id),
         src_mac: LB_MAC,
         state,
-        _pad: [0; 3],
+        _pad: 0,
+        port: 80u16.to_be(),
     }
 }
 
@@ -59,6 +60,7 @@ fn maps_with(key: ServiceKey, id: u32, scheduler: Scheduler, slots: &[u32]) -> M
     maps.set_local_interface(LocalInterface {
         mac: LB_MAC,
         _pad: [0; 2],
+        ifindex: INGRESS.ifindex,
     });
     for backend_id in 0..4 {
         maps.set_backend(backend_id, backend(backend_id, backend_state::UP))
@@ -544,6 +546,7 @@ fn random_maps(rng: &mut Rng) -> MapContents {
     maps.set_local_interface(LocalInterface {
         mac: LB_MAC,
         _pad: [0; 2],
+        ifindex: INGRESS.ifindex,
     });
     for id in 0..SIZES.max_backends {
         let mut backend = backend(id, rng.byte() % 4);

@@ -89,7 +89,7 @@ impl Node {
                 probe: ProbeSpec::new(probe, CHECK_TIMEOUT).unwrap(),
                 params: HealthParams::new(CHECK_INTERVAL, 1, 1).unwrap(),
             }),
-            port: health.port(),
+            port: Some(health.port()),
             observe: None,
         });
         // TCP services are checked by default: "api" must not be, so that

@@ -156,9 +156,9 @@ impl Service {
             }),
             _ => Arc::clone(&health.spec),
         };
-        // The port was validated as 1..=65535.
+        // Both ports were validated as 1..=65535.
         Some(
-            CheckTarget::new(backend.address, health.port, spec)
+            CheckTarget::new(backend.address, health.port.unwrap_or(backend.port), spec)
                 .expect("a validated check port is not 0"),
         )
     }
@@ -168,8 +168,9 @@ impl Service {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub spec: Arc<CheckSpec>,
-    /// The port probed on each backend (default: the service port).
-    pub port: u16,
+    /// `port`: the port probed on every backend; `None`: each backend's
+    /// own ([`Backend::port`]).
+    pub port: Option<u16>,
     /// Passive health (`observe = "layer4"`); `None`: `observe = "none"`.
     pub observe: Option<PassiveHealth>,
 }
@@ -271,12 +272,17 @@ impl fmt::Display for OnDown {
 pub enum Forwarding {
     /// Direct server return on the same L2 segment: only the MACs are rewritten.
     DsrL2,
+    /// Destination NAT: the destination address and port are rewritten to
+    /// the backend's, its replies back to the VIP (`global.server_interface`
+    /// is the servers' side, the LB pair their gateway).
+    Nat,
 }
 
 impl fmt::Display for Forwarding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Forwarding::DsrL2 => "dsr-l2",
+            Forwarding::Nat => "nat",
         })
     }
 }
@@ -286,6 +292,9 @@ impl fmt::Display for Forwarding {
 pub struct Backend {
     pub name: String,
     pub address: Ipv4Addr,
+    /// The port it serves the service on: the service's, unless a `nat`
+    /// service's backend sets its own `port`.
+    pub port: u16,
     /// Share of new flows relative to the service's other backends, in [`WEIGHT_RANGE`].
     pub weight: u32,
     /// Health before the first checks: [`Health::Down`] (the default) until

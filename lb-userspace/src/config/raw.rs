@@ -65,6 +65,8 @@ pub(super) struct RawService {
 pub(super) struct RawBackend {
     pub name: Spanned<String>,
     pub address: Spanned<String>,
+    /// `forwarding = "nat"` only: the port the backend listens on.
+    pub port: Option<Spanned<i64>>,
     pub weight: Option<Spanned<i64>>,
     pub initial: Option<Spanned<String>>,
     pub backup: Option<Spanned<bool>>,

@@ -136,7 +136,8 @@ impl MapsImage {
                         mac: neighbour.mac,
                         src_mac: neighbour.interface.mac,
                         state: plan.map_state(),
-                        _pad: [0; 3],
+                        _pad: 0,
+                        port: backend.port.to_be(),
                     },
                 );
                 if plan.takes_new_flows() {

@@ -111,6 +111,8 @@ pub struct BackendSlot {
     pub id: u32,
     pub name: String,
     pub address: Ipv4Addr,
+    /// The port it serves the service on (see [`Backend::port`]).
+    pub port: u16,
     pub weight: u32,
 }
 
@@ -121,6 +123,7 @@ impl BackendSlot {
             id,
             name: backend.name.clone(),
             address: backend.address,
+            port: backend.port,
             weight: backend.weight,
         }
     }

@@ -310,13 +310,24 @@ impl Dataplane {
         &self.options
     }
 
-    /// Tells `lb_xdp` the MAC of the interface it serves: frames for any other
-    /// destination are passed untouched. Until it is set, every frame is
-    /// (the MAC is all zeros). Write it before attaching.
-    pub fn set_local_interface(&mut self, mac: [u8; 6]) -> Result<(), DataplaneError> {
-        let interface = LocalInterface { mac, _pad: [0; 2] };
+    /// Tells `lb_xdp` the MAC and index of an interface it serves, in entry
+    /// `slot` ([`LocalInterface::MAIN`] or [`LocalInterface::SERVERS`]):
+    /// frames for any other destination are passed untouched. Until the
+    /// main one is set, every frame is (the MAC is all zeros). Write it
+    /// before attaching.
+    pub fn set_local_interface(
+        &mut self,
+        slot: u32,
+        mac: [u8; 6],
+        ifindex: u32,
+    ) -> Result<(), DataplaneError> {
+        let interface = LocalInterface {
+            mac,
+            _pad: [0; 2],
+            ifindex,
+        };
         self.local_interface
-            .set(0, interface, 0)
+            .set(slot, interface, 0)
             .map_err(map_error(names::LOCAL_INTERFACE))
     }
 

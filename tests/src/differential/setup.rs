@@ -25,8 +25,8 @@ use lb::dataplane::{
 use lb_common::handshake::Observe;
 use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::{
-    backend_state, service_flags, Backend, Flow, FlowKey, RateLimit, Scheduler, ServiceKey,
-    SourcePrefix, IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, service_flags, Backend, Flow, FlowKey, LocalInterface, RateLimit, Scheduler,
+    ServiceKey, SourcePrefix, IPPROTO_TCP, IPPROTO_UDP,
 };
 use lb_common::model::{Ingress, MapContents, MapSizes};
 use lb_common::ring::round_robin_ring;
@@ -182,7 +182,8 @@ fn backend(id: u32, state: u8, remote: bool) -> (u32, Backend) {
         mac: backend_mac(id),
         src_mac,
         state,
-        _pad: [0; 3],
+        _pad: 0,
+        port: 80u16.to_be(),
     };
     (id, backend)
 }
@@ -623,7 +624,7 @@ impl Setup {
 
     /// Runs the initial steps against a freshly loaded `dataplane`.
     pub fn program(&self, dataplane: &mut Dataplane, kernel: &mut KernelMaps) -> Result<()> {
-        dataplane.set_local_interface(LB_MAC)?;
+        dataplane.set_local_interface(LocalInterface::MAIN, LB_MAC, TEST_RUN_INGRESS_IFINDEX)?;
         kernel.set_flow_clock(FLOW_CLOCK_NOW)?;
         run_steps(&self.steps, dataplane, kernel)
     }

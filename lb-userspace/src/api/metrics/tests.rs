@@ -304,7 +304,9 @@ lb_xdp_reason_packets_total{{reason="rate_limited"}} 0
 lb_xdp_reason_packets_total{{reason="insert_skipped"}} 0
 lb_xdp_reason_packets_total{{reason="not_allowed"}} 0
 lb_xdp_reason_packets_total{{reason="vip_icmp_echo"}} 0
-lb_xdp_reason_packets_total{{reason="bypassed_xdp"}} 0"#
+lb_xdp_reason_packets_total{{reason="bypassed_xdp"}} 0
+lb_xdp_reason_packets_total{{reason="nat_hairpin"}} 0
+lb_xdp_reason_packets_total{{reason="nat_no_client"}} 0"#
     );
     let text = rendered(Some(vrrp()));
     assert_eq!(

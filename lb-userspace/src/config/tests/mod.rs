@@ -116,7 +116,7 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
                         .with_source(ProbeSource::default().with_interface("eth0").unwrap()),
                     params: HealthParams::default(),
                 }),
-                port: 80,
+                port: None,
                 observe: Some(crate::config::PassiveHealth {
                     error_limit: 3,
                     handshake_timeout: Duration::from_secs(1),
@@ -126,6 +126,7 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
                 Backend {
                     name: "web1".into(),
                     address: Ipv4Addr::new(10, 0, 0, 1),
+                    port: 80,
                     weight: 2,
                     initial: Health::Down,
                     backup: false,
@@ -134,6 +135,7 @@ fn a_valid_file_becomes_the_model_with_defaults_filled_in() {
                 Backend {
                     name: "web2".into(),
                     address: Ipv4Addr::new(10, 0, 0, 2),
+                    port: 80,
                     weight: 1,
                     initial: Health::Down,
                     backup: false,
@@ -269,9 +271,9 @@ fn unknown_fields_are_rejected_where_they_are() {
         &["unknown field `timeout`"],
     );
     assert_rejected(
-        &valid_with(15, "port = 8080"),
+        &valid_with(15, "colour = 8080"),
         15,
-        &["unknown field `port`"],
+        &["unknown field `colour`"],
     );
 }
 
@@ -392,13 +394,50 @@ fn unknown_protocol_scheduler_and_modes_are_rejected() {
 
 #[test]
 fn forwarding_modes_not_implemented_yet_say_so() {
-    for mode in ["ipip", "nat"] {
-        assert_rejected(
-            &valid_with(10, &format!("forwarding = \"{mode}\"")),
-            10,
-            &["service[web].forwarding", "not supported yet", "dsr-l2"],
-        );
-    }
+    assert_rejected(
+        &valid_with(10, "forwarding = \"ipip\""),
+        10,
+        &[
+            "service[web].forwarding",
+            "not supported yet",
+            "dsr-l2",
+            "nat",
+        ],
+    );
+}
+
+#[test]
+fn a_nat_service_reads_its_backends_ports_and_needs_the_servers_side() {
+    let mut lines = VALID.to_vec();
+    lines[2] = "server_interface = \"eth1\"";
+    lines[9] = "forwarding = \"nat\"";
+    lines[13] = "port = 8080";
+    let config = parse(&file(&lines), "lb.toml").unwrap();
+    let web = &config.services[0];
+    assert_eq!(web.forwarding, Forwarding::Nat);
+    let ports: Vec<u16> = web.backends.iter().map(|backend| backend.port).collect();
+    assert_eq!(
+        ports,
+        [8080, 80],
+        "a backend's own port, else the service's"
+    );
+    assert_rejected(
+        &valid_with(10, "forwarding = \"nat\""),
+        10,
+        &[
+            "service[web].forwarding",
+            "needs global.server_interface",
+            "hairpin",
+        ],
+    );
+    assert_rejected(
+        &valid_with(14, "port = 8080"),
+        14,
+        &[
+            "service[web].backend[web1].port",
+            "only applies to forwarding = \"nat\"",
+        ],
+    );
 }
 
 /// `VALID` followed by a second service with the given name, VIP and protocol.
@@ -645,7 +684,7 @@ fn an_http_check_is_read_with_every_setting() {
         check,
         HealthCheck {
             spec: Arc::new(CheckSpec { probe, params }),
-            port: 8080,
+            port: Some(8080),
             observe: Some(PassiveHealth {
                 error_limit: 5,
                 handshake_timeout: Duration::from_millis(250),
@@ -657,7 +696,7 @@ fn an_http_check_is_read_with_every_setting() {
 #[test]
 fn an_http_check_defaults_to_the_root_path_and_the_service_port() {
     let check = only_check(&with_health(&["type = \"http\""]));
-    assert_eq!(check.port, 80);
+    assert_eq!(check.port, None);
     let ProbeKind::Http(http) = check.spec.probe.kind() else {
         panic!("an http check")
     };
@@ -672,7 +711,7 @@ fn an_exec_check_runs_its_command_for_its_service() {
         "command = \"/usr/local/bin/check-web $LB_BACKEND_ADDRESS\"",
         "port = 8080",
     ]));
-    assert_eq!(check.port, 8080);
+    assert_eq!(check.port, Some(8080));
     let ProbeKind::Exec(exec) = check.spec.probe.kind() else {
         panic!("an exec check")
     };
@@ -709,7 +748,7 @@ fn a_mysql_check_reads_its_password_file_without_the_line_break() {
     assert_eq!((mysql.user(), mysql.database()), ("lbcheck", Some("app")));
     assert_eq!(mysql.expect_role(), crate::health::ExpectRole::Replica);
     assert_eq!(mysql.max_lag(), Some(Duration::from_secs(5)));
-    assert_eq!(replica.port, 80, "the service port unless configured");
+    assert_eq!(replica.port, None, "each backend's port unless configured");
     let ProbeKind::Mysql(mysql) = any.spec.probe.kind() else {
         panic!("a mysql check")
     };

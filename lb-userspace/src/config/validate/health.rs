@@ -61,7 +61,6 @@ const MAX_PASSWORD_FILE: u64 = 4096;
 pub(super) struct CheckedService<'a> {
     pub name: &'a str,
     pub protocol: Protocol,
-    pub port: u16,
     /// Where probes leave from (`global.health_source`, `global.health_interface`).
     pub source: &'a ProbeSource,
 }
@@ -89,7 +88,7 @@ pub(super) fn validate(
                     probe: ProbeSpec::default().with_source(service.source.clone()),
                     params: HealthParams::default(),
                 }),
-                port: service.port,
+                port: None,
                 observe: Some(PassiveHealth {
                     error_limit: DEFAULT_ERROR_LIMIT,
                     handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -135,13 +134,13 @@ impl HealthValidator<'_> {
             CheckType::Mysql => ProbeKind::Mysql(self.mysql_probe()?),
         };
         let port = match &self.raw.port {
-            Some(port) => integer_in(
+            Some(port) => Some(integer_in(
                 port,
                 1..=i64::from(u16::MAX),
                 &self.field("port"),
                 self.site,
-            )? as u16,
-            None => self.service.port,
+            )? as u16),
+            None => None,
         };
         let timeout = self.duration(&self.raw.timeout, "timeout", TIMEOUT_RANGE)?;
         let probe = ProbeSpec::new(kind, timeout.unwrap_or(DEFAULT_TIMEOUT))

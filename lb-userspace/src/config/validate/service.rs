@@ -32,6 +32,8 @@ pub(super) struct ServicesValidator<'a> {
     /// Backend address -> (service name, backend name, line), the first seen.
     backend_addresses: HashMap<Ipv4Addr, (String, String, usize)>,
     backend_count: u64,
+    /// `nat` backends' (address, port, protocol) -> (service, backend, line).
+    nat_endpoints: HashMap<(Ipv4Addr, u16, String), (String, String, usize)>,
     /// Prefixes in the allow-lists of the services so far.
     allow_prefixes: u64,
 }
@@ -47,6 +49,7 @@ impl<'a> ServicesValidator<'a> {
             vips: HashMap::new(),
             backend_addresses: HashMap::new(),
             backend_count: 0,
+            nat_endpoints: HashMap::new(),
             allow_prefixes: 0,
         }
     }
@@ -119,25 +122,30 @@ impl<'a> ServicesValidator<'a> {
                 ))
             }
         };
+        let forwarding_span = raw.forwarding.as_ref().map_or(0..0, Spanned::span);
         let forwarding = match raw.forwarding.as_ref().map(|f| f.get_ref().as_str()) {
             None | Some("dsr-l2") => Forwarding::DsrL2,
+            Some("nat") if self.global.server_interface.is_none() => {
+                return Err(site.invalid(
+                    forwarding_span,
+                    field("forwarding"),
+                    "\"nat\" needs global.server_interface, the servers' side: the backends' replies must come back through this node, and a client on the backends' own subnet would get them straight from the backend",
+                ));
+            }
+            Some("nat") => Forwarding::Nat,
             Some(other) => {
-                let problem = if matches!(other, "ipip" | "nat") {
+                let problem = if other == "ipip" {
                     format!(
-                        "forwarding mode {} is not supported yet (only \"dsr-l2\")",
+                        "forwarding mode {} is not supported yet (\"dsr-l2\" or \"nat\")",
                         quote(other)
                     )
                 } else {
                     format!(
-                        "unknown forwarding mode {} (expected \"dsr-l2\")",
+                        "unknown forwarding mode {} (expected \"dsr-l2\" or \"nat\")",
                         quote(other)
                     )
                 };
-                return Err(site.invalid(
-                    raw.forwarding.as_ref().map_or(0..0, Spanned::span),
-                    field("forwarding"),
-                    problem,
-                ));
+                return Err(site.invalid(forwarding_span, field("forwarding"), problem));
             }
         };
         let on_down = match raw.on_down.as_ref().map(|o| o.get_ref().as_str()) {
@@ -171,12 +179,11 @@ impl<'a> ServicesValidator<'a> {
             &CheckedService {
                 name,
                 protocol,
-                port,
                 source: &self.global.health_source,
             },
             site,
         )?;
-        let backends = self.backends(raw, vip, health.as_ref())?;
+        let backends = self.backends(raw, vip, forwarding, health.as_ref())?;
         let service = Service {
             name: name.clone(),
             vip,
@@ -251,6 +258,7 @@ impl<'a> ServicesValidator<'a> {
         &mut self,
         raw: &RawService,
         vip: Ipv4Addr,
+        forwarding: Forwarding,
         health: Option<&HealthCheck>,
     ) -> Result<Vec<Backend>, ConfigError> {
         let checked = health.is_some();
@@ -270,6 +278,7 @@ impl<'a> ServicesValidator<'a> {
         for RawBackend {
             name,
             address,
+            port,
             weight,
             initial,
             backup,
@@ -321,6 +330,10 @@ impl<'a> ServicesValidator<'a> {
                     field("address"),
                     format!("duplicate backend address {parsed} in this service (backend {other:?}, line {first})"),
                 ));
+            }
+            let port = self.backend_port(raw, port.as_ref(), forwarding, &field("port"))?;
+            if forwarding == Forwarding::Nat {
+                self.claim_nat_endpoint(raw, name.get_ref(), parsed, port, address.span())?;
             }
             let weight = match weight {
                 Some(weight) => integer_in(
@@ -376,6 +389,7 @@ impl<'a> ServicesValidator<'a> {
             backends.push(Backend {
                 name: name.get_ref().clone(),
                 address: parsed,
+                port,
                 weight,
                 initial,
                 backup: backup.as_ref().is_some_and(|backup| *backup.get_ref()),
@@ -383,6 +397,56 @@ impl<'a> ServicesValidator<'a> {
             });
         }
         Ok(backends)
+    }
+
+    /// A backend's `port`: 1..=65535, with `forwarding = "nat"` only; the
+    /// service's port by default.
+    fn backend_port(
+        &self,
+        raw: &RawService,
+        port: Option<&Spanned<i64>>,
+        forwarding: Forwarding,
+        field: &str,
+    ) -> Result<u16, ConfigError> {
+        let service_port = u16::try_from(*raw.port.get_ref()).unwrap_or_default();
+        match port {
+            None => Ok(service_port),
+            Some(port) if forwarding != Forwarding::Nat => Err(self.site.invalid(
+                port.span(),
+                field,
+                "only applies to forwarding = \"nat\": with dsr-l2 the backend gets the packet as the client sent it, on the service's port",
+            )),
+            Some(port) => Ok(integer_in(port, 1..=i64::from(u16::MAX), field, self.site)? as u16),
+        }
+    }
+
+    /// Records that `nat` backend `backend` of `raw` serves on
+    /// `address:port`; refused when a `nat` backend of an earlier service
+    /// does (the data path translates a reply by its source alone).
+    fn claim_nat_endpoint(
+        &mut self,
+        raw: &RawService,
+        backend: &str,
+        address: Ipv4Addr,
+        port: u16,
+        span: Range<usize>,
+    ) -> Result<(), ConfigError> {
+        let service = raw.name.get_ref();
+        let protocol = raw.protocol.get_ref().clone();
+        let line = self.line_of(span.clone());
+        let key = (address, port, protocol.clone());
+        match self.nat_endpoints.get(&key) {
+            Some((other, other_backend, first)) if other != service => Err(self.site.invalid(
+                span,
+                format!("service[{service}].backend[{backend}].address"),
+                format!("{address}:{port}/{protocol} is already backend {other_backend:?} of nat service {other:?} (line {first}); a nat reply is translated by its source address and port alone, so each may serve one nat service (give it another port)"),
+            )),
+            _ => {
+                self.nat_endpoints
+                    .insert(key, (service.clone(), backend.to_owned(), line));
+                Ok(())
+            }
+        }
     }
 
     /// Checks that the service's scheduling table can be built in M slots

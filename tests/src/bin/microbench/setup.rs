@@ -15,6 +15,7 @@ use lb::controller::layout::Layout;
 use lb::dataplane::{Dataplane, TEST_RUN_INGRESS_IFINDEX};
 use lb::domain::BackendState;
 use lb::neighbour::{Interface, Neighbour};
+use lb_common::maps::LocalInterface;
 
 use crate::frames::LB_MAC;
 
@@ -124,7 +125,7 @@ pub fn programmed(config: &Config) -> Result<(Dataplane, Publisher)> {
     let options = lb::pinned_restart::load_options(config);
     let mut dataplane = Dataplane::load(&options).context("loading the eBPF programs")?;
     dataplane
-        .set_local_interface(LB_MAC)
+        .set_local_interface(LocalInterface::MAIN, LB_MAC, TEST_RUN_INGRESS_IFINDEX)
         .context("writing the local interface")?;
     let layout = Layout::new(config);
     let plans: Vec<BackendPlan> = layout
