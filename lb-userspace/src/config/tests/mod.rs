@@ -427,7 +427,7 @@ fn a_nat_service_reads_its_backends_ports_and_needs_the_servers_side() {
         &[
             "service[web].forwarding",
             "needs global.server_interface",
-            "hairpin",
+            "own subnet",
         ],
     );
     assert_rejected(
