@@ -210,17 +210,10 @@ pub async fn spawn_with_vips(
     )
     .map_err(socket_error)?;
     let garp = GarpSender::open(link.index, mac).map_err(socket_error)?;
-    let gateway =
-        match &config.gateway {
-            Some(gateway) => Some(GatewayLink::open(&netlink, gateway).await.map_err(
-                |source| VrrpError::Gateway {
-                    address: gateway.address,
-                    interface: gateway.interface.clone(),
-                    source: Box::new(source),
-                },
-            )?),
-            None => None,
-        };
+    let gateway = match &config.gateway {
+        Some(gateway) => Some(GatewayLink::open(&netlink, gateway).await?),
+        None => None,
+    };
     let addresses = master_addresses(
         &config.virtual_addresses,
         link.index,
@@ -267,8 +260,19 @@ struct GatewayLink {
 }
 
 impl GatewayLink {
-    /// Looks up `gateway`'s interface and opens its gratuitous ARP socket.
+    /// Looks up `gateway`'s interface and opens its gratuitous ARP socket;
+    /// an error names the gateway address.
     async fn open(netlink: &Netlink, gateway: &Gateway) -> Result<Self, VrrpError> {
+        Self::resolve(netlink, gateway)
+            .await
+            .map_err(|source| VrrpError::Gateway {
+                address: gateway.address,
+                interface: gateway.interface.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    async fn resolve(netlink: &Netlink, gateway: &Gateway) -> Result<Self, VrrpError> {
         let link = netlink
             .link(LinkQuery::Name(&gateway.interface))
             .await?
