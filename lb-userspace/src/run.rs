@@ -149,6 +149,11 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
             .map(|(settings, pair)| VrrpFeed {
                 vrid: settings.instance.vrid,
                 interface: settings.instance.interface.clone(),
+                gateway_address: settings
+                    .instance
+                    .gateway
+                    .as_ref()
+                    .map(|gateway| gateway.address),
                 configured_priority: settings.instance.priority,
                 status: pair.status(),
             }),

@@ -710,6 +710,7 @@ mod tests {
         let mut vrrp = VrrpReport {
             vrid: 51,
             interface: "eth0".into(),
+            gateway_address: None,
             state: State::Master,
             priority: 150,
             configured_priority: 150,

@@ -1,7 +1,8 @@
 //! VRRP on real sockets: two instances in two network namespaces joined by a
 //! veth pair elect a master, move the VIP (netlink) and announce it (gratuitous
 //! ARP), hand over on graceful shutdown within Skew_Time, recover from a crash,
-//! preempt back, and count and ignore malformed adverts.
+//! preempt back, and count and ignore malformed adverts; on two-armed nodes
+//! the gateway address moves with the master on the servers' side.
 //!
 //! Needs root (fails, never skips, without it). Every packet stays inside the
 //! namespaces created here, which are deleted by name at the end, on panic too.
@@ -16,7 +17,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use lb::vrrp::packet::{IP_PROTOCOL, MULTICAST_GROUP};
-use lb::vrrp::{self, Advert, AdvertInterval, NotifyCommands, State, VrrpConfig, VrrpStatus};
+use lb::vrrp::{
+    self, Advert, AdvertInterval, Gateway, NotifyCommands, State, VrrpConfig, VrrpStatus,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::sync::{oneshot, watch};
 
@@ -25,6 +28,10 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 const ADDRESS_A: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const ADDRESS_B: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 const ADVERT_INTERVAL: Duration = Duration::from_millis(100);
+/// The servers' default gateway, on the nodes' server-side interfaces.
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 1);
+/// A server's address on the server-side segment.
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 1, 11);
 
 // ---- namespaces ------------------------------------------------------------
 
@@ -169,6 +176,136 @@ impl Lab {
 
     fn hook_log(&self, node: usize) -> std::path::PathBuf {
         self.dir.join(format!("hooks-{node}.log"))
+    }
+
+    /// A second arm on each node, `{tag}-ga` and `{tag}-gb`, into a bridge
+    /// `{tag}-sv` in the switch namespace that stands for the server
+    /// segment: the bridge holds [`SERVER`] and learns neighbours from
+    /// gratuitous ARP.
+    fn add_server_side(&self, tag: &str) -> ServerSide {
+        let switch = self.namespaces[2].as_str();
+        let bridge = format!("{tag}-sv");
+        ip(&["-n", switch, "link", "add", &bridge, "type", "bridge"]);
+        ip(&[
+            "-n",
+            switch,
+            "addr",
+            "add",
+            &format!("{SERVER}/24"),
+            "dev",
+            &bridge,
+        ]);
+        ip(&["-n", switch, "link", "set", &bridge, "up"]);
+        sysctl(switch, &format!("net.ipv4.conf.{bridge}.arp_accept"), "1");
+        let interfaces = ["a", "b"].map(|suffix| format!("{tag}-g{suffix}"));
+        for (node, interface) in interfaces.iter().enumerate() {
+            let port = format!("{tag}-p{}", ["a", "b"][node]);
+            ip(&[
+                "-n",
+                switch,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                interface,
+                "netns",
+                &self.namespaces[node],
+            ]);
+            ip(&["-n", switch, "link", "set", &port, "master", &bridge]);
+            ip(&["-n", switch, "link", "set", &port, "up"]);
+            ip(&["-n", &self.namespaces[node], "link", "set", interface, "up"]);
+        }
+        ServerSide { interfaces, bridge }
+    }
+
+    /// Whether `node` holds `address` as a /32 on `interface`.
+    fn holds(&self, node: usize, interface: &str, address: Ipv4Addr) -> bool {
+        let output = ip(&[
+            "-n",
+            &self.namespaces[node],
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            interface,
+        ]);
+        output.contains(&format!("inet {address}/32"))
+    }
+
+    /// The MAC of `node`'s `interface`.
+    fn interface_mac(&self, node: usize, interface: &str) -> String {
+        let output = ip(&[
+            "-n",
+            &self.namespaces[node],
+            "-br",
+            "link",
+            "show",
+            interface,
+        ]);
+        output
+            .split_whitespace()
+            .nth(2)
+            .expect("MAC column")
+            .to_owned()
+    }
+}
+
+/// The servers' side of two-armed nodes (see [`Lab::add_server_side`]).
+struct ServerSide {
+    /// The nodes' server-side interfaces.
+    interfaces: [String; 2],
+    /// The server segment, in the switch namespace.
+    bridge: String,
+}
+
+impl ServerSide {
+    /// Whether `node` holds the gateway address, and on its server-side
+    /// interface only.
+    fn has_gateway(&self, lab: &Lab, node: usize) -> bool {
+        let on_server_side = lab.holds(node, &self.interfaces[node], GATEWAY);
+        assert!(
+            !lab.holds(node, &lab.interfaces[node], GATEWAY),
+            "the gateway address is never on the VRRP interface"
+        );
+        assert!(
+            !lab.holds(node, &self.interfaces[node], VIP),
+            "the VIP is never on the server side"
+        );
+        on_server_side
+    }
+
+    /// The MAC the server segment has for the gateway address, if any.
+    fn gateway_neighbour(&self, lab: &Lab) -> Option<String> {
+        let output = ip(&[
+            "-n",
+            &lab.namespaces[2],
+            "neigh",
+            "show",
+            &GATEWAY.to_string(),
+            "dev",
+            &self.bridge,
+        ]);
+        let mut words = output.split_whitespace();
+        words.find(|&word| word == "lladdr")?;
+        words.next().map(str::to_owned)
+    }
+
+    /// Waits until the server segment has the gateway address at `node`'s
+    /// server-side MAC (learned from its gratuitous ARP).
+    fn assert_gateway_announced_by(&self, lab: &Lab, node: usize, what: &str) {
+        let mac = lab.interface_mac(node, &self.interfaces[node]);
+        assert_ne!(mac, lab.mac(node), "the two arms have different MACs");
+        assert!(
+            wait_until(Duration::from_secs(2), || self.gateway_neighbour(lab).as_deref()
+                == Some(mac.as_str()))
+            .is_some(),
+            "{what}: the servers learned the gateway address at node {node}'s server-side MAC {mac}, have {:?}",
+            self.gateway_neighbour(lab)
+        );
     }
 }
 
@@ -662,4 +799,95 @@ fn vrrp_unicast_pair_in_namespaces_rejects_strangers_and_fails_over() {
         "handover took {handover:?}"
     );
     assert!(lab.has_vip(1) && !lab.has_vip(0));
+}
+
+#[test]
+fn vrrp_pair_moves_the_gateway_address_with_the_master_on_the_server_side() {
+    let lab = Lab::new("vrtest-g", "vrtg");
+    let servers = lab.add_server_side("vrtg");
+    let (ns_a, ns_b) = (lab.namespace(0), lab.namespace(1));
+    let two_armed = |node: usize, priority: u8| {
+        let mut config = config(&lab.interface(node), priority, &lab.hook_log(node));
+        config.gateway = Some(Gateway {
+            interface: servers.interfaces[node].clone(),
+            address: GATEWAY,
+        });
+        config
+    };
+    let (config_a, config_b) = (two_armed(0, 150), two_armed(1, 100));
+
+    // A server side that does not exist stops the start, naming it.
+    let mut missing = two_armed(0, 150);
+    missing.gateway = Some(Gateway {
+        interface: "vrtg-nope".into(),
+        address: GATEWAY,
+    });
+    let error = in_namespace(&ns_a, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let started = vrrp::spawn(missing, ADDRESS_A, lb::hooks::HookFailures::default());
+            match started.await {
+                Ok(_) => panic!("started without its server side"),
+                Err(error) => lb::error_chain::error_chain(&error),
+            }
+        })
+    })
+    .join()
+    .expect("start attempt");
+    assert_eq!(
+        error,
+        "the gateway address 10.99.1.1 on vrtg-nope: interface vrtg-nope does not exist"
+    );
+    assert!(!lab.has_vip(0), "nothing was added");
+
+    // The master holds the gateway address on its server side and announces
+    // it there, from that interface's MAC.
+    let mut a = Node::start(&ns_a, config_a.clone(), ADDRESS_A);
+    let b = Node::start(&ns_b, config_b, ADDRESS_B);
+    settle([&a, &b], [State::Master, State::Backup], "election");
+    assert!(lab.has_vip(0) && servers.has_gateway(&lab, 0));
+    assert!(!lab.has_vip(1) && !servers.has_gateway(&lab, 1));
+    servers.assert_gateway_announced_by(&lab, 0, "election");
+
+    // The adverts list the VIP only: the backup, configured with the same
+    // VIP, finds nothing else in them.
+    thread::sleep(ADVERT_INTERVAL * 5);
+    let heard = b.status().received;
+    assert!(heard.accepted >= 5, "{heard:?}");
+    assert_eq!(heard.accepted_address_list_mismatch, 0, "{heard:?}");
+
+    // Graceful shutdown: the old master removes it, the new one takes it.
+    a.stop(Stop::Shutdown);
+    settle_one(&b, State::Master, "handover");
+    assert!(!servers.has_gateway(&lab, 0), "shutdown removed it");
+    assert!(servers.has_gateway(&lab, 1));
+    servers.assert_gateway_announced_by(&lab, 1, "handover");
+
+    // Preempted, the master that becomes backup removes it.
+    let a = Node::start(&ns_a, config_a, ADDRESS_A);
+    settle([&a, &b], [State::Master, State::Backup], "preemption");
+    assert!(servers.has_gateway(&lab, 0));
+    assert!(
+        wait_until(Duration::from_millis(500), || !servers.has_gateway(&lab, 1)).is_some(),
+        "the new backup removed it"
+    );
+    servers.assert_gateway_announced_by(&lab, 0, "preemption");
+
+    // Fault (the VRRP link goes down): removed with the VIP.
+    lab.set_link(0, false);
+    settle([&a, &b], [State::Fault, State::Master], "link down");
+    assert!(!lab.has_vip(0) && !servers.has_gateway(&lab, 0));
+    assert!(lab.has_vip(1) && servers.has_gateway(&lab, 1));
+}
+
+/// Waits until `node` is in `state`.
+fn settle_one(node: &Node, state: State, what: &str) {
+    assert!(
+        wait_until(Duration::from_secs(5), || node.state() == state).is_some(),
+        "{what}: expected {state:?}, got {:?}",
+        node.state()
+    );
 }

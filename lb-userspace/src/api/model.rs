@@ -311,6 +311,10 @@ pub struct DataPathReport {
 pub struct VrrpReport {
     pub vrid: u8,
     pub interface: String,
+    /// `[vrrp] gateway_address`, held with the VIPs while master (on
+    /// `global.server_interface`). Absent when not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_address: Option<Ipv4Addr>,
     /// `initialize`, `backup`, `master` or `fault`.
     #[serde(with = "vrrp_state")]
     pub state: State,
@@ -338,8 +342,9 @@ pub struct VrrpReport {
     pub adverts_rejected: BTreeMap<String, u64>,
     /// Adverts sent since start.
     pub adverts_sent: u64,
-    /// While master without every VIP in place: why one was refused (it is
-    /// retried with every advert). Absent otherwise.
+    /// While master without every VIP (and the gateway address) in place:
+    /// why one was refused (it is retried with every advert). Absent
+    /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_error: Option<String>,
 }
@@ -611,6 +616,7 @@ mod tests {
         let vrrp = VrrpReport {
             vrid: 51,
             interface: "eth0".into(),
+            gateway_address: None,
             state: State::Backup,
             priority: 90,
             configured_priority: 150,
@@ -659,5 +665,17 @@ mod tests {
             "10.0.0.100: No buffer space available"
         );
         assert_eq!(serde_json::from_value::<VrrpReport>(json).unwrap(), refused);
+
+        // A two-armed node shows its gateway address.
+        let two_armed = VrrpReport {
+            gateway_address: Some(Ipv4Addr::new(10, 1, 0, 1)),
+            ..refused
+        };
+        let json = serde_json::to_value(&two_armed).unwrap();
+        assert_eq!(json["gateway_address"], "10.1.0.1");
+        assert_eq!(
+            serde_json::from_value::<VrrpReport>(json).unwrap(),
+            two_armed
+        );
     }
 }

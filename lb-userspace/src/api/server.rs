@@ -34,7 +34,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +98,8 @@ pub struct ApiState {
 pub struct VrrpFeed {
     pub vrid: u8,
     pub interface: String,
+    /// `[vrrp] gateway_address`, if configured.
+    pub gateway_address: Option<Ipv4Addr>,
     pub configured_priority: u8,
     pub status: watch::Receiver<VrrpStatus>,
 }
@@ -109,6 +111,7 @@ impl VrrpFeed {
         VrrpReport {
             vrid: self.vrid,
             interface: self.interface.clone(),
+            gateway_address: self.gateway_address,
             state: status.state,
             priority: status.priority,
             configured_priority: self.configured_priority,

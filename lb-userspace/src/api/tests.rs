@@ -307,6 +307,7 @@ async fn status_reports_the_vrrp_instance_as_published() {
     let feed = VrrpFeed {
         vrid: 51,
         interface: "eth0".into(),
+        gateway_address: Some(Ipv4Addr::new(10, 1, 0, 1)),
         configured_priority: 150,
         status: published,
     };
@@ -316,6 +317,7 @@ async fn status_reports_the_vrrp_instance_as_published() {
         (vrrp.vrid, vrrp.state, vrrp.priority, vrrp.master),
         (51, State::Master, 150, Some(Ipv4Addr::new(10, 0, 0, 11)))
     );
+    assert_eq!(vrrp.gateway_address, Some(Ipv4Addr::new(10, 1, 0, 1)));
     publish.send_modify(|status| {
         status.state = State::Backup;
         status.priority = 50;

@@ -116,6 +116,7 @@ pub(super) struct RawVrrp {
     pub virtual_addresses: Option<Spanned<Vec<Spanned<String>>>>,
     pub unicast_peers: Option<Spanned<Vec<Spanned<String>>>>,
     pub primary_address: Option<Spanned<String>>,
+    pub gateway_address: Option<Spanned<String>>,
     pub preempt: Option<Spanned<bool>>,
     pub preempt_delay: Option<Spanned<String>>,
     pub garp_count: Option<Spanned<i64>>,

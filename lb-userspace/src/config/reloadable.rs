@@ -125,6 +125,7 @@ fn vrrp_change(a: &VrrpPair, b: &VrrpPair) -> Option<&'static str> {
             "vrrp.primary_address",
             a.primary_address != b.primary_address,
         ),
+        ("vrrp.gateway_address", i.gateway != j.gateway),
         ("vrrp.preempt", i.preempt != j.preempt),
         ("vrrp.preempt_delay", i.preempt_delay != j.preempt_delay),
         ("vrrp.garp_count", i.garp.count != j.garp.count),

@@ -205,11 +205,10 @@ async fn serve(
     let primary_address = match settings.primary_address {
         Some(address) => address,
         None => {
+            // Not one the master holds: a killed master may have left them.
+            let held: Vec<Ipv4Addr> = settings.instance.master_addresses().collect();
             probe
-                .primary_address(
-                    &settings.instance.interface,
-                    &settings.instance.virtual_addresses,
-                )
+                .primary_address(&settings.instance.interface, &held)
                 .await?
         }
     };
@@ -322,6 +321,7 @@ fn log_start(settings: &VrrpPair, primary_address: Ipv4Addr, tracker: &Tracker) 
         primary = %primary_address,
         advert_interval = ?instance.advert_interval.duration(),
         virtual_addresses = ?instance.virtual_addresses,
+        gateway_address = ?instance.gateway.as_ref().map(|gateway| gateway.address),
         preempt = instance.preempt,
         "vrrp starting"
     );

@@ -95,12 +95,28 @@ pub struct VrrpConfig {
     /// keepalived's `preempt_delay`: after startup, or after first seeing a
     /// lower-priority master, wait this long before preempting it.
     pub preempt_delay: Duration,
+    /// The gateway address, held while master beside the VIPs; `None`: none.
+    pub gateway: Option<Gateway>,
     pub garp: GarpConfig,
     pub notify: NotifyCommands,
 }
 
-/// When gratuitous ARPs for the VIPs are sent while master (keepalived's
-/// `garp_master_repeat`, `garp_master_delay`, `garp_master_refresh`).
+/// The gateway address: the servers' default gateway on the servers' side
+/// of a two-armed node (`forwarding = "nat"`), a virtual address on an
+/// interface of its own. The master adds it as /32 and announces it by
+/// gratuitous ARP there with the VIPs, so the servers' replies follow the
+/// master; the adverts do not carry it (as keepalived's
+/// `virtual_ipaddress_excluded`), so it never has to match the peer's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// The servers' side (`global.server_interface`).
+    pub interface: String,
+    pub address: Ipv4Addr,
+}
+
+/// When gratuitous ARPs for the VIPs and the gateway address are sent while
+/// master (keepalived's `garp_master_repeat`, `garp_master_delay`,
+/// `garp_master_refresh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GarpConfig {
     /// How many rounds are sent on becoming master (the first one at once).
@@ -131,7 +147,8 @@ pub struct NotifyCommands {
 
 impl VrrpConfig {
     /// A configuration with the defaults: 1 s adverts, multicast, preemption on
-    /// without delay, 5 gratuitous ARP rounds 1 s apart, no refresh, no hooks.
+    /// without delay, no gateway address, 5 gratuitous ARP rounds 1 s apart,
+    /// no refresh, no hooks.
     pub fn new(
         interface: impl Into<String>,
         vrid: u8,
@@ -147,16 +164,26 @@ impl VrrpConfig {
             unicast_peers: Vec::new(),
             preempt: true,
             preempt_delay: Duration::ZERO,
+            gateway: None,
             garp: GarpConfig::default(),
             notify: NotifyCommands::default(),
         }
     }
 
     /// Whether `address` can be this node's primary address: it must be
-    /// neither a virtual address (those come and go with the master role) nor
-    /// a unicast peer (the node would advertise to itself).
+    /// neither a virtual address nor the gateway address (those come and go
+    /// with the master role) nor a unicast peer (the node would advertise to
+    /// itself).
     pub fn accepts_primary_address(&self, address: Ipv4Addr) -> bool {
-        !self.virtual_addresses.contains(&address) && !self.unicast_peers.contains(&address)
+        !self.master_addresses().any(|held| held == address)
+            && !self.unicast_peers.contains(&address)
+    }
+
+    /// Every address the master holds: the virtual addresses, then the
+    /// gateway address if any.
+    pub fn master_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let gateway = self.gateway.as_ref().map(|gateway| gateway.address);
+        self.virtual_addresses.iter().copied().chain(gateway)
     }
 }
 
@@ -185,11 +212,20 @@ mod tests {
     }
 
     #[test]
-    fn the_primary_address_is_neither_a_virtual_address_nor_a_peer() {
+    fn the_primary_address_is_none_the_master_holds_nor_a_peer() {
         let mut config = VrrpConfig::new("eth0", 51, 150, vec![Ipv4Addr::new(10, 0, 0, 100)]);
         config.unicast_peers = vec![Ipv4Addr::new(10, 0, 0, 3)];
         assert!(config.accepts_primary_address(Ipv4Addr::new(10, 0, 0, 2)));
         assert!(!config.accepts_primary_address(Ipv4Addr::new(10, 0, 0, 100)));
         assert!(!config.accepts_primary_address(Ipv4Addr::new(10, 0, 0, 3)));
+        config.gateway = Some(Gateway {
+            interface: "eth1".into(),
+            address: Ipv4Addr::new(10, 1, 0, 1),
+        });
+        assert!(!config.accepts_primary_address(Ipv4Addr::new(10, 1, 0, 1)));
+        assert_eq!(
+            config.master_addresses().collect::<Vec<_>>(),
+            [Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 1, 0, 1)]
+        );
     }
 }

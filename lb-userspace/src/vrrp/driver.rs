@@ -1,5 +1,5 @@
 //! The VRRP task of one instance: it owns the advert sockets, the netlink
-//! connections (link notifications, VIPs) and the gratuitous ARP socket,
+//! connections (link notifications, VIPs) and the gratuitous ARP sockets,
 //! feeds the state machine with received adverts, link changes, commands and
 //! its own timers, carries out the machine's actions, and publishes a
 //! [`VrrpStatus`].
@@ -7,11 +7,18 @@
 //! The task waits on nothing but its own sockets, timers and command channel,
 //! so health checks or map updates elsewhere cannot delay an advert.
 //!
-//! A VIP the kernel refuses to add does not stop the instance: it stays
-//! master, advertising, retries the VIPs with every advert until they are
-//! all in place, and publishes the error meanwhile
-//! ([`VrrpStatus::address_error`]). The VIPs go through a [`VipTable`]:
-//! netlink, or in tests a stand-in that fails.
+//! The master holds the VIPs on the VRRP interface and, if configured, the
+//! gateway address on its own interface ([`crate::vrrp::Gateway`]): both are
+//! added and removed together and announced in the same gratuitous ARP
+//! rounds, each from its interface's MAC; the adverts list the VIPs only.
+//! Only the VRRP interface's carrier is followed (Fault), as keepalived
+//! does without `track_interface`.
+//!
+//! An address the kernel refuses to add does not stop the instance: it stays
+//! master, advertising, retries the addresses with every advert until they
+//! are all in place, and publishes the error meanwhile
+//! ([`VrrpStatus::address_error`]). The addresses go through a
+//! [`VipTable`]: netlink, or in tests a stand-in that fails.
 
 use std::future::Future;
 use std::io;
@@ -21,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::config::VrrpConfig;
+use super::config::{Gateway, VrrpConfig};
 use super::garp::GarpSender;
 use super::machine::{Action, Instance, State};
 use super::notify::Notifier;
@@ -37,7 +44,8 @@ use crate::netlink::{LinkEvent, LinkEvents, LinkQuery, Netlink, NetlinkError};
 const RECEIVE_BUFFER_LEN: usize = 65_535;
 /// Stand-in deadline for the timer branch while it is disabled (no timer pending).
 const IDLE: Duration = Duration::from_secs(3600);
-/// Prefix length of a VIP: a host address that adds no connected route.
+/// Prefix length of a VIP (and of the gateway address): a host address
+/// that adds no connected route.
 const VIP_PREFIX_LEN: u8 = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,17 +64,26 @@ pub enum VrrpError {
         #[source]
         source: io::Error,
     },
+    #[error("the gateway address {address} on {interface}")]
+    Gateway {
+        address: Ipv4Addr,
+        interface: String,
+        #[source]
+        source: Box<VrrpError>,
+    },
     #[error("the netlink connection closed")]
     NetlinkClosed,
     #[error("the VRRP task panicked or was cancelled")]
     TaskFailed(#[source] tokio::task::JoinError),
 }
 
-/// Why the kernel (or a stand-in) refused to add or remove a VIP.
+/// Why the kernel (or a stand-in) refused to add or remove a VIP (or the
+/// gateway address).
 pub type VipError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where the instance adds and removes its virtual addresses (as /32s on
-/// the interface): the kernel through [`Netlink`]; tests give one that fails.
+/// Where the instance adds and removes the addresses the master holds (as
+/// /32s: the VIPs on the VRRP interface, the gateway address on its own):
+/// the kernel through [`Netlink`]; tests give one that fails.
 pub trait VipTable: Send + 'static {
     /// Adds `address` to interface `ifindex`; already there is fine.
     fn add(
@@ -146,11 +163,11 @@ impl VrrpHandle {
     }
 }
 
-/// Resolves the interface, opens the sockets and starts the instance in a task
-/// of its own on the current tokio runtime, advertising from
-/// `primary_address`. The instance starts in Backup (or Master for priority
-/// 255), or in Fault if the interface is down. Failed notify hooks are
-/// counted in `hook_failures`.
+/// Resolves the interface (and the gateway address's), opens the sockets and
+/// starts the instance in a task of its own on the current tokio runtime,
+/// advertising from `primary_address`. The instance starts in Backup (or
+/// Master for priority 255), or in Fault if the interface is down. Failed
+/// notify hooks are counted in `hook_failures`.
 pub async fn spawn(
     config: VrrpConfig,
     primary_address: Ipv4Addr,
@@ -159,7 +176,8 @@ pub async fn spawn(
     spawn_with_vips(config, primary_address, Netlink::connect()?, hook_failures).await
 }
 
-/// [`spawn`], with the VIPs added to and removed from `vips`.
+/// [`spawn`], with the VIPs and the gateway address added to and removed
+/// from `vips`.
 pub async fn spawn_with_vips(
     config: VrrpConfig,
     primary_address: Ipv4Addr,
@@ -170,7 +188,6 @@ pub async fn spawn_with_vips(
         return Err(VrrpError::PrimaryAddress(primary_address));
     }
     let machine = Instance::new(&config, primary_address);
-    let advert_interval = config.advert_interval.centis();
     // Before the lookup, so a carrier change after it is not missed.
     let link_events = LinkEvents::subscribe()?;
     let netlink = Netlink::connect()?;
@@ -193,6 +210,17 @@ pub async fn spawn_with_vips(
     )
     .map_err(socket_error)?;
     let garp = GarpSender::open(link.index, mac).map_err(socket_error)?;
+    let gateway = match &config.gateway {
+        Some(gateway) => Some(GatewayLink::open(&netlink, gateway).await?),
+        None => None,
+    };
+    let addresses = master_addresses(
+        &config.virtual_addresses,
+        link.index,
+        gateway
+            .as_ref()
+            .map(|gateway| (gateway.ifindex, gateway.address)),
+    );
     let (status_sender, status) = watch::channel(VrrpStatus::new(config.priority));
     let (commands, command_receiver) = mpsc::unbounded_channel();
     let notifier = Notifier::spawn(
@@ -203,13 +231,14 @@ pub async fn spawn_with_vips(
     );
     let driver = Driver {
         machine,
-        advert_interval,
         ifindex: link.index,
         socket,
         vips,
-        vips_missing: false,
+        addresses,
+        addresses_missing: false,
         link_events,
         garp,
+        gateway,
         notifier,
         status: status_sender,
         config,
@@ -222,17 +251,86 @@ pub async fn spawn_with_vips(
     })
 }
 
+/// The gateway address's interface, resolved at startup.
+struct GatewayLink {
+    ifindex: u32,
+    address: Ipv4Addr,
+    /// Gratuitous ARPs out of that interface, from its MAC.
+    garp: GarpSender,
+}
+
+impl GatewayLink {
+    /// Looks up `gateway`'s interface and opens its gratuitous ARP socket;
+    /// an error names the gateway address.
+    async fn open(netlink: &Netlink, gateway: &Gateway) -> Result<Self, VrrpError> {
+        Self::resolve(netlink, gateway)
+            .await
+            .map_err(|source| VrrpError::Gateway {
+                address: gateway.address,
+                interface: gateway.interface.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    async fn resolve(netlink: &Netlink, gateway: &Gateway) -> Result<Self, VrrpError> {
+        let link = netlink
+            .link(LinkQuery::Name(&gateway.interface))
+            .await?
+            .ok_or_else(|| VrrpError::NoSuchInterface(gateway.interface.clone()))?;
+        let mac = link
+            .mac
+            .ok_or_else(|| VrrpError::NoEthernetAddress(gateway.interface.clone()))?;
+        let garp = GarpSender::open(link.index, mac).map_err(|source| VrrpError::Socket {
+            interface: gateway.interface.clone(),
+            source,
+        })?;
+        Ok(GatewayLink {
+            ifindex: link.index,
+            address: gateway.address,
+            garp,
+        })
+    }
+}
+
+/// Every address the master holds, with the index of the interface it goes
+/// on: the VIPs on the VRRP interface `ifindex`, then the gateway address
+/// on its own.
+fn master_addresses(
+    virtual_addresses: &[Ipv4Addr],
+    ifindex: u32,
+    gateway: Option<(u32, Ipv4Addr)>,
+) -> Vec<(u32, Ipv4Addr)> {
+    let vips = virtual_addresses.iter().map(|&address| (ifindex, address));
+    vips.chain(gateway).collect()
+}
+
+/// The advert of `config` with `priority`: it lists the VIPs only, never
+/// the gateway address.
+fn advert(config: &VrrpConfig, priority: u8) -> Advert {
+    Advert {
+        vrid: config.vrid,
+        priority,
+        max_advert_interval: config.advert_interval.centis(),
+        addresses: config.virtual_addresses.clone(),
+    }
+}
+
 struct Driver<V> {
     machine: Instance,
     config: VrrpConfig,
-    advert_interval: u16,
+    /// The VRRP interface, whose carrier is followed.
     ifindex: u32,
     socket: AdvertSocket,
     vips: V,
-    /// Set while master without every VIP in place: retried with each advert.
-    vips_missing: bool,
+    /// What `vips` gets while master: see [`master_addresses`].
+    addresses: Vec<(u32, Ipv4Addr)>,
+    /// Set while master without every address in place: retried with each
+    /// advert.
+    addresses_missing: bool,
     link_events: LinkEvents,
+    /// Gratuitous ARPs for the VIPs, out of the VRRP interface.
     garp: GarpSender,
+    gateway: Option<GatewayLink>,
     notifier: Notifier,
     status: watch::Sender<VrrpStatus>,
 }
@@ -330,22 +428,13 @@ impl<V: VipTable> Driver<V> {
                 Action::SendAdvert { priority } => {
                     self.send_advert(priority);
                     // Priority 0 is the goodbye of a master that steps down.
-                    if self.vips_missing && priority > 0 {
+                    if self.addresses_missing && priority > 0 {
                         self.add_addresses().await;
                     }
                 }
                 Action::AddVirtualAddresses => self.add_addresses().await,
                 Action::RemoveVirtualAddresses => self.remove_addresses().await,
-                Action::SendGratuitousArp => {
-                    let result = self.garp.send(&self.config.virtual_addresses);
-                    if let Err(error) = &result {
-                        tracing::warn!(%error, "vrrp gratuitous ARP failed");
-                    }
-                    self.status.send_modify(|status| match result {
-                        Ok(()) => status.sent.gratuitous_arps += 1,
-                        Err(_) => status.sent.gratuitous_arp_errors += 1,
-                    });
-                }
+                Action::SendGratuitousArp => self.send_gratuitous_arps(),
                 Action::StateChanged { from, to } => self.state_changed(from, to),
             }
         }
@@ -359,13 +448,7 @@ impl<V: VipTable> Driver<V> {
     }
 
     fn send_advert(&mut self, priority: u8) {
-        let advert = Advert {
-            vrid: self.config.vrid,
-            priority,
-            max_advert_interval: self.advert_interval,
-            addresses: self.config.virtual_addresses.clone(),
-        };
-        let result = self.socket.send(&advert);
+        let result = self.socket.send(&advert(&self.config, priority));
         if let Err(error) = &result {
             tracing::warn!(%error, priority, "vrrp advert not sent");
         }
@@ -375,25 +458,44 @@ impl<V: VipTable> Driver<V> {
         });
     }
 
-    /// Adds every VIP; while one is refused, the VIPs count as missing
-    /// (retried with the next advert) and the error is published.
+    /// One gratuitous ARP round: the VIPs out of the VRRP interface, the
+    /// gateway address out of its own; counted once, as an error if either
+    /// failed.
+    fn send_gratuitous_arps(&mut self) {
+        let vips = self.garp.send(&self.config.virtual_addresses);
+        let gateway = self
+            .gateway
+            .as_ref()
+            .map_or(Ok(()), |gateway| gateway.garp.send(&[gateway.address]));
+        let result = vips.and(gateway);
+        if let Err(error) = &result {
+            tracing::warn!(%error, "vrrp gratuitous ARP failed");
+        }
+        self.status.send_modify(|status| match result {
+            Ok(()) => status.sent.gratuitous_arps += 1,
+            Err(_) => status.sent.gratuitous_arp_errors += 1,
+        });
+    }
+
+    /// Adds every address the master holds; while one is refused, they count
+    /// as missing (retried with the next advert) and the error is published.
     async fn add_addresses(&mut self) {
         let mut refused = None;
-        for &address in &self.config.virtual_addresses {
-            if let Err(error) = self.vips.add(self.ifindex, address).await {
+        for &(ifindex, address) in &self.addresses {
+            if let Err(error) = self.vips.add(ifindex, address).await {
                 refused = Some(format!("{address}: {}", error_chain(&*error)));
             }
         }
-        match (&refused, self.vips_missing) {
+        match (&refused, self.addresses_missing) {
             (Some(error), false) => tracing::error!(
                 %error,
-                "vrrp: a virtual address could not be added; retrying with every advert"
+                "vrrp: an address could not be added; retrying with every advert"
             ),
-            (Some(error), true) => tracing::debug!(%error, "vrrp: virtual address still refused"),
-            (None, true) => tracing::info!("vrrp: every virtual address is in place now"),
+            (Some(error), true) => tracing::debug!(%error, "vrrp: address still refused"),
+            (None, true) => tracing::info!("vrrp: every address is in place now"),
             (None, false) => {}
         }
-        self.vips_missing = refused.is_some();
+        self.addresses_missing = refused.is_some();
         self.status.send_if_modified(|status| {
             let failed = refused.is_some();
             if failed {
@@ -405,14 +507,15 @@ impl<V: VipTable> Driver<V> {
         });
     }
 
-    /// Removes every VIP; nothing is retried once this node is not master.
+    /// Removes every address the master holds; nothing is retried once this
+    /// node is not master.
     async fn remove_addresses(&mut self) {
-        self.vips_missing = false;
+        self.addresses_missing = false;
         self.status
             .send_if_modified(|status| status.address_error.take().is_some());
-        for &address in &self.config.virtual_addresses {
-            if let Err(error) = self.vips.remove(self.ifindex, address).await {
-                tracing::error!(error = %error_chain(&*error), %address, "vrrp: removing a virtual address failed");
+        for &(ifindex, address) in &self.addresses {
+            if let Err(error) = self.vips.remove(ifindex, address).await {
+                tracing::error!(error = %error_chain(&*error), %address, "vrrp: removing an address failed");
                 self.status
                     .send_modify(|status| status.sent.address_errors += 1);
             }
@@ -447,5 +550,43 @@ async fn next_carrier_change(events: &mut LinkEvents, index: u32) -> Option<bool
             LinkEvent::Removed { index: removed } if removed == index => return Some(false),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 0, 0, 101)];
+    const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+
+    #[test]
+    fn the_master_holds_the_vips_on_its_interface_and_the_gateway_address_on_its_own() {
+        assert_eq!(
+            master_addresses(&VIPS, 2, Some((3, GATEWAY))),
+            [(2, VIPS[0]), (2, VIPS[1]), (3, GATEWAY)]
+        );
+        assert_eq!(
+            master_addresses(&VIPS, 2, None),
+            [(2, VIPS[0]), (2, VIPS[1])]
+        );
+    }
+
+    #[test]
+    fn the_advert_lists_the_vips_only() {
+        let mut config = VrrpConfig::new("eth0", 51, 150, VIPS.to_vec());
+        config.gateway = Some(Gateway {
+            interface: "eth1".into(),
+            address: GATEWAY,
+        });
+        assert_eq!(
+            advert(&config, 150),
+            Advert {
+                vrid: 51,
+                priority: 150,
+                max_advert_interval: 100,
+                addresses: VIPS.to_vec(),
+            }
+        );
     }
 }

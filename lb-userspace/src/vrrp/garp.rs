@@ -1,6 +1,7 @@
 //! Gratuitous ARP: the broadcast ARP request (sender = target = VIP, sender
-//! MAC = ours) that makes hosts and switches on the segment move a VIP to
-//! this node at once, sent through an AF_PACKET socket.
+//! MAC = ours) that makes hosts and switches on the segment move a VIP (or
+//! the gateway address, on the servers' segment) to this node at once, sent
+//! through an AF_PACKET socket bound to one interface.
 
 use std::io;
 use std::net::Ipv4Addr;

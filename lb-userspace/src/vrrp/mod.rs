@@ -38,7 +38,7 @@ pub mod receive;
 pub mod socket;
 pub mod status;
 
-pub use config::{AdvertInterval, GarpConfig, NotifyCommands, VrrpConfig};
+pub use config::{AdvertInterval, GarpConfig, Gateway, NotifyCommands, VrrpConfig};
 pub use driver::{spawn, spawn_with_vips, VipError, VipTable, VrrpError, VrrpHandle};
 pub use machine::{Action, AdvertRejected, Instance, State};
 pub use packet::{Advert, ChecksumForm, PacketError, ReceivedAdvert};

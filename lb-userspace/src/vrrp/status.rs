@@ -21,8 +21,9 @@ pub struct VrrpStatus {
     pub master_address: Option<Ipv4Addr>,
     /// State changes since start.
     pub transitions: u64,
-    /// While master without every VIP in place: why the kernel refused one
-    /// (the instance retries with every advert). `None` otherwise.
+    /// While master without every VIP (and the gateway address) in place:
+    /// why the kernel refused one (the instance retries with every advert).
+    /// `None` otherwise.
     pub address_error: Option<String>,
     /// Times this node resigned as master (it lost its data path).
     pub resignations: u64,

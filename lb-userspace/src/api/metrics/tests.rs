@@ -129,6 +129,7 @@ fn vrrp() -> VrrpReport {
     VrrpReport {
         vrid: 51,
         interface: "eth0".into(),
+        gateway_address: None,
         state: State::Master,
         priority: 140,
         configured_priority: 150,

@@ -49,6 +49,13 @@ fn with_vrrp(keys: &[&str]) -> String {
     appended(&extra)
 }
 
+/// `with_vrrp` on a two-armed node: line 3 is `server_interface = "eth1"`.
+fn with_two_armed_vrrp(keys: &[&str]) -> String {
+    let mut extra = vec!["", "[vrrp]"];
+    extra.extend_from_slice(keys);
+    edited(&[(3, "server_interface = \"eth1\"")]) + &extra.join("\n") + "\n"
+}
+
 /// `BASE` with `[bgp]` on line 19 and `keys` from line 20 on.
 fn with_bgp(keys: &[&str]) -> String {
     let mut extra = vec!["", "[bgp]"];
@@ -203,6 +210,40 @@ fn every_bad_config_gets_its_exact_message() {
             with_vrrp(&["vrid = 51", "priority = 150", "virtual_addresses = [\"10.0.0.100\", \"10.0.0.10\"]"])
                 .replacen("interface = \"eth0\"", "interface = \"eth0\"\nhealth_source = \"10.0.0.10\"", 1),
             "lb.toml:23:36: vrrp.virtual_addresses: 10.0.0.10 is global.health_source; probes must leave from an address this node always holds",
+        ),
+        // The gateway address: on the servers' side, an address of its own.
+        (
+            with_vrrp(&["vrid = 51", "priority = 150", "gateway_address = \"10.1.0.1\""]),
+            "lb.toml:22:19: vrrp.gateway_address: needs global.server_interface (the servers' side of a two-armed node, where the gateway address is added while master); set it, or leave gateway_address out",
+        ),
+        (
+            with_two_armed_vrrp(&["vrid = 51", "priority = 150", "gateway_address = \"10.0.0.100\""]),
+            "lb.toml:22:19: vrrp.gateway_address: 10.0.0.100 is the VIP of service \"web\"; the gateway address must be an address of its own, the servers' default gateway on eth1",
+        ),
+        (
+            with_two_armed_vrrp(&["vrid = 51", "priority = 150", "virtual_addresses = [\"10.0.0.100\", \"10.1.0.1\"]", "gateway_address = \"10.1.0.1\""]),
+            "lb.toml:23:19: vrrp.gateway_address: 10.1.0.1 is also a virtual address; the gateway address must be an address of its own, the servers' default gateway on eth1",
+        ),
+        (
+            with_two_armed_vrrp(&["vrid = 51", "priority = 150", "gateway_address = \"10.1.0.1\"", "primary_address = \"10.1.0.1\""]),
+            "lb.toml:22:19: vrrp.gateway_address: 10.1.0.1 is vrrp.primary_address; the gateway address must be an address of its own, the servers' default gateway on eth1",
+        ),
+        (
+            with_two_armed_vrrp(&["vrid = 51", "priority = 150", "gateway_address = \"10.0.0.1\""]),
+            "lb.toml:22:19: vrrp.gateway_address: 10.0.0.1 is the address of backend \"web1\" of service \"web\"; the gateway address must be an address of its own, the servers' default gateway on eth1",
+        ),
+        (
+            with_two_armed_vrrp(&["vrid = 51", "priority = 150", "gateway_address = \"10.1.0.2\""])
+                .replacen("server_interface = \"eth1\"", "server_interface = \"eth1\"\nhealth_source = \"10.1.0.2\"", 1),
+            "lb.toml:23:19: vrrp.gateway_address: 10.1.0.2 is global.health_source; the gateway address must be an address of its own, the servers' default gateway on eth1",
+        ),
+        (
+            with_two_armed_vrrp(&["vrid = 51", "priority = 150", "gateway_address = \"10.0.0.12\"", "unicast_peers = [\"10.0.0.12\"]"]),
+            "lb.toml:22:19: vrrp.gateway_address: 10.0.0.12 is a unicast peer; the gateway address must be an address of its own, the servers' default gateway on eth1",
+        ),
+        (
+            with_two_armed_vrrp(&["vrid = 51", "priority = 150", "gateway_address = \"224.0.0.18\""]),
+            "lb.toml:22:19: vrrp.gateway_address: 224.0.0.18 is not a unicast address: 224.0.0.0/4 is multicast; use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4",
         ),
         // Addresses that are not a host's.
         (edited(&[(6, "vip = \"0.1.2.3\"")]), "lb.toml:6:7: service[web].vip: 0.1.2.3 is not a unicast address: 0.0.0.0/8 is \"this network\"; use one outside 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 and 240.0.0.0/4"),

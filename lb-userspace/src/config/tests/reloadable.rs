@@ -107,6 +107,29 @@ fn each_setting_fixed_while_lb_runs_is_named() {
 }
 
 #[test]
+fn the_gateway_address_needs_a_restart() {
+    let two_armed = [r#"server_interface = "eth1""#];
+    let with_gateway = |address: &str| {
+        config(
+            &two_armed,
+            &format!("{VRRP}gateway_address = \"{address}\"\n"),
+        )
+    };
+    let running = with_gateway("10.1.0.1");
+    for proposed in [with_gateway("10.1.0.2"), config(&two_armed, VRRP)] {
+        assert_eq!(refused(&running, &proposed), "vrrp.gateway_address");
+    }
+    assert_eq!(
+        refused(&config(&two_armed, VRRP), &running),
+        "vrrp.gateway_address"
+    );
+    assert_eq!(
+        check_reloadable(&running, &with_gateway("10.1.0.1")),
+        Ok(())
+    );
+}
+
+#[test]
 fn a_service_on_a_new_vip_changes_the_default_virtual_addresses() {
     let running = config(&[], VRRP);
     let proposed = parse(

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::config::{parse, Tracking, VrrpPair};
-use crate::vrrp::{AdvertInterval, GarpConfig, NotifyCommands, VrrpConfig};
+use crate::vrrp::{AdvertInterval, GarpConfig, Gateway, NotifyCommands, VrrpConfig};
 
 /// Lines 1-2 `[global]`, 4-8 service `web` on 10.0.0.100:80, 10-12 its
 /// backend, 14-18 service `dns` on the same VIP; `[vrrp]` from line 20.
@@ -76,6 +76,7 @@ fn a_minimal_section_gets_the_defaults() {
                 unicast_peers: vec![],
                 preempt: true,
                 preempt_delay: Duration::ZERO,
+                gateway: None,
                 garp: GarpConfig::default(),
                 notify: NotifyCommands::default(),
             },
@@ -144,6 +145,35 @@ fn every_setting_is_read() {
             services: Some(vec!["web".into()]),
         }
     );
+}
+
+#[test]
+fn a_two_armed_node_holds_the_gateway_address_on_its_server_interface() {
+    let text = with_vrrp(&[
+        "vrid = 51",
+        "priority = 150",
+        r#"gateway_address = "10.1.0.1""#,
+    ])
+    .replacen(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\nserver_interface = \"eth1\"",
+        1,
+    );
+    let instance = parse(&text, "lb.toml")
+        .unwrap_or_else(|error| panic!("{error}"))
+        .vrrp
+        .expect("a [vrrp] section")
+        .instance;
+    assert_eq!(
+        instance.gateway,
+        Some(Gateway {
+            interface: "eth1".into(),
+            address: Ipv4Addr::new(10, 1, 0, 1),
+        })
+    );
+    // Not a virtual address: the adverts carry the VIPs only.
+    assert_eq!(instance.virtual_addresses, [Ipv4Addr::new(10, 0, 0, 100)]);
+    assert_eq!(instance.interface, "eth0");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::config::error::{quote, ConfigError, ErrorSite};
 use crate::config::model::{Global, Service, Tracking, VrrpPair};
 use crate::config::raw::RawVrrp;
 use crate::vrrp::config::{MAX_VIRTUAL_ADDRESSES, OWNER_PRIORITY};
-use crate::vrrp::{AdvertInterval, GarpConfig, NotifyCommands, VrrpConfig};
+use crate::vrrp::{AdvertInterval, GarpConfig, Gateway, NotifyCommands, VrrpConfig};
 
 /// Weight subtracted while this node's XDP program is not attached to its
 /// interface, unless configured: the priority drops to 1, so any peer that
@@ -142,6 +142,15 @@ pub(super) fn validate(
         }
     }
     check_listed_virtual_addresses(raw, &virtual_addresses, global, services, site)?;
+    let gateway = gateway(
+        raw,
+        &virtual_addresses,
+        &unicast_peers,
+        primary_address,
+        global,
+        services,
+        site,
+    )?;
     let preempt_delay = match &raw.preempt_delay {
         Some(value) => duration_in(value, PREEMPT_DELAY_RANGE, "vrrp.preempt_delay", site)?,
         None => Duration::ZERO,
@@ -155,6 +164,7 @@ pub(super) fn validate(
         unicast_peers,
         preempt: raw.preempt.as_ref().is_none_or(|p| *p.get_ref()),
         preempt_delay,
+        gateway,
         garp: garp(raw, site)?,
         notify: NotifyCommands {
             master: command(&raw.notify_master, "vrrp.notify_master", site)?,
@@ -214,6 +224,62 @@ fn check_listed_virtual_addresses(
         return Err(site.invalid(value.span(), "vrrp.virtual_addresses", problem));
     }
     Ok(())
+}
+
+/// `gateway_address`, the servers' default gateway on
+/// `global.server_interface`: an address of its own, which the master holds
+/// beside the VIPs. Not a VIP or a virtual address (the gateway address is
+/// not in the advert, and the VIPs already move), not an address this node
+/// always holds (its primary address, the probes' source), and not a
+/// backend's or a peer's.
+fn gateway(
+    raw: &RawVrrp,
+    virtual_addresses: &[Ipv4Addr],
+    unicast_peers: &[Ipv4Addr],
+    primary_address: Option<Ipv4Addr>,
+    global: &Global,
+    services: &[Service],
+    site: &ErrorSite<'_>,
+) -> Result<Option<Gateway>, ConfigError> {
+    const FIELD: &str = "vrrp.gateway_address";
+    let Some(value) = &raw.gateway_address else {
+        return Ok(None);
+    };
+    let address = unicast_address(value, FIELD, site)?;
+    let Some(interface) = &global.server_interface else {
+        return Err(site.invalid(
+            value.span(),
+            FIELD,
+            "needs global.server_interface (the servers' side of a two-armed node, where the gateway address is added while master); set it, or leave gateway_address out",
+        ));
+    };
+    let backend = services.iter().find_map(|service| {
+        let backend = service.backends.iter().find(|b| b.address == address)?;
+        Some((&service.name, &backend.name))
+    });
+    let problem = if let Some(service) = services.iter().find(|s| s.vip == address) {
+        format!("{address} is the VIP of service {:?}", service.name)
+    } else if virtual_addresses.contains(&address) {
+        format!("{address} is also a virtual address")
+    } else if primary_address == Some(address) {
+        format!("{address} is vrrp.primary_address")
+    } else if let Some((service, backend)) = backend {
+        format!("{address} is the address of backend {backend:?} of service {service:?}")
+    } else if global.health_source.address() == Some(address) {
+        format!("{address} is global.health_source")
+    } else if unicast_peers.contains(&address) {
+        format!("{address} is a unicast peer")
+    } else {
+        return Ok(Some(Gateway {
+            interface: interface.clone(),
+            address,
+        }));
+    };
+    Err(site.invalid(
+        value.span(),
+        FIELD,
+        format!("{problem}; the gateway address must be an address of its own, the servers' default gateway on {interface}"),
+    ))
 }
 
 /// Every distinct service VIP, in file order.

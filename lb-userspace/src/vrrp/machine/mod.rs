@@ -63,11 +63,11 @@ impl std::fmt::Display for State {
 pub enum Action {
     /// Send an advert for the configured VIPs with this priority (0: "I quit").
     SendAdvert { priority: u8 },
-    /// Add the VIPs to the interface.
+    /// Add the VIPs to the interface (and the gateway address to its own).
     AddVirtualAddresses,
-    /// Remove the VIPs from the interface.
+    /// Remove the VIPs from the interface (and the gateway address from its own).
     RemoveVirtualAddresses,
-    /// Broadcast one gratuitous ARP per VIP.
+    /// Broadcast one gratuitous ARP per VIP (and for the gateway address).
     SendGratuitousArp,
     /// For notify hooks, logs and metrics.
     StateChanged { from: State, to: State },
