@@ -328,7 +328,7 @@ impl LocalInterface {
 /// Key and value of [`names::NAT_REVERSE`]: an address, a port (both
 /// network byte order) and a protocol.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Endpoint {
     pub addr: u32,
     pub port: u16,

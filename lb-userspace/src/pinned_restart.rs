@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use lb_common::maps::{backend_state, Backend, LocalInterface};
+use lb_common::maps::{backend_state, programs, Backend, LocalInterface};
 
 use crate::config::Config;
 use crate::controller::layout::Layout;
@@ -101,20 +101,31 @@ pub fn load(options: &LoadOptions, pins: Option<&PinDir>) -> Result<Dataplane, D
     }
 }
 
-/// Attaches the programmed data path to `interface`, through the pinned
-/// link if `pins` is given; returns how, for the log. The program learns the
-/// interface's MAC first: frames for any other destination are passed.
+/// Attaches the programmed data path to `interface` (and to
+/// `server_interface`, the servers' side, if given), through pinned links
+/// if `pins` is given; returns how, for the log. The program learns the
+/// interfaces' MACs first: frames for any other destination are passed.
 pub fn attach(
     dataplane: &mut Dataplane,
     interface: &Interface,
+    server_interface: Option<&Interface>,
     pins: Option<&PinDir>,
 ) -> Result<String, DataplaneError> {
     dataplane.set_local_interface(LocalInterface::MAIN, interface.mac, interface.index)?;
+    if let Some(servers) = server_interface {
+        dataplane.set_local_interface(LocalInterface::SERVERS, servers.mac, servers.index)?;
+    }
+    let servers = server_interface.map(|servers| servers.name.as_str());
     let interface = interface.name.as_str();
     Ok(match pins {
-        Some(pins) => dataplane.attach_pinned(interface, pins)?.to_string(),
+        Some(pins) => dataplane
+            .attach_pinned(interface, servers, pins)?
+            .to_string(),
         None => {
             let mode: AttachMode = dataplane.attach(interface)?;
+            if let Some(servers) = servers {
+                dataplane.attach_program(programs::LB, servers)?;
+            }
             format!("{mode} mode, not pinned")
         }
     })

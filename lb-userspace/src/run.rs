@@ -72,6 +72,15 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     }
     let resolver = Resolver::new()?;
     let interface = resolver.interface(&config.global.interface).await?;
+    let server_interface = match &config.global.server_interface {
+        Some(name) => Some(
+            resolver
+                .interface(name)
+                .await
+                .context("global.server_interface")?,
+        ),
+        None => None,
+    };
     let neighbours = resolver
         .resolve_all(&config.backend_addresses())
         .await
@@ -106,6 +115,7 @@ pub async fn run(config_path: &Path, pin_dir: Option<&Path>) -> anyhow::Result<(
     } = match start_data_path(
         &config,
         &interface,
+        server_interface.as_ref(),
         neighbours,
         pins.as_ref(),
         &hook_failures,
@@ -238,6 +248,7 @@ struct Started {
 async fn start_data_path(
     config: &Config,
     interface: &Interface,
+    server_interface: Option<&Interface>,
     neighbours: HashMap<Ipv4Addr, Neighbour>,
     pins: Option<&PinDir>,
     hook_failures: &HookFailures,
@@ -270,7 +281,7 @@ async fn start_data_path(
     )
     .await
     .context("starting the BGP announcer ([bgp])")?;
-    match pinned_restart::attach(controller.maps_mut(), interface, pins) {
+    match pinned_restart::attach(controller.maps_mut(), interface, server_interface, pins) {
         Ok(mode) => Ok(Started {
             controller,
             pair,

@@ -235,7 +235,8 @@ fn write_policy(
 ) -> Result<(), DataplaneError> {
     maps.set_rate_limit(id, policy.rate_limit)?;
     maps.set_allow_list(id, policy.allow.as_deref())?;
-    maps.set_observe(id, policy.observe)
+    maps.set_observe(id, policy.observe)?;
+    maps.set_nat(id, policy.nat.as_ref())
 }
 
 #[cfg(test)]
@@ -304,6 +305,9 @@ pub(super) mod tests {
             }
             if policy.observe.is_some() {
                 flags |= service_flags::OBSERVE;
+            }
+            if policy.nat.is_some() {
+                flags |= service_flags::NAT;
             }
             assert_eq!(service.flags, flags, "flags of service {id}");
         }

@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use lb_common::handshake::Observe;
-use lb_common::maps::{self, RateLimit, ServiceKey, SourcePrefix};
+use lb_common::maps::{self, Endpoint, RateLimit, ServiceKey, SourcePrefix};
 
 use super::error::PublishError;
 use super::layout::{network_order, Layout, Serving};
-use crate::config::PassiveHealth;
+use crate::config::{Forwarding, PassiveHealth};
+use crate::dataplane::NatReverse;
 use crate::domain::BackendState;
 use crate::neighbour::Neighbour;
 
@@ -77,7 +78,7 @@ impl ServiceTable {
 }
 
 /// A service's policies as the data path should hold them: its source
-/// policies and its passive health.
+/// policies, its passive health and its NAT.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServicePolicy {
     /// The per-source new-flow limit (`RateLimit::default()`: none).
@@ -86,6 +87,10 @@ pub struct ServicePolicy {
     pub allow: Option<Vec<SourcePrefix>>,
     /// Passive health; `None`: off.
     pub observe: Option<Observe>,
+    /// `forwarding = "nat"`: its backends' reverse translation (every
+    /// backend, whatever its state: a draining one's replies still
+    /// translate); `None`: `dsr-l2`.
+    pub nat: Option<NatReverse>,
 }
 
 /// The content of the maps that the controller owns, keyed by id.
@@ -155,6 +160,24 @@ impl MapsImage {
                         .map_or_else(RateLimit::default, |limit| limit.map_value()),
                     allow: service.allow.clone(),
                     observe: service.observe.map(PassiveHealth::map_value),
+                    nat: (service.forwarding == Forwarding::Nat).then(|| NatReverse {
+                        service: Endpoint {
+                            addr: network_order(service.vip),
+                            port: service.port.to_be(),
+                            proto: service.protocol.ip_protocol(),
+                            _pad: 0,
+                        },
+                        backends: service
+                            .backends
+                            .iter()
+                            .map(|backend| Endpoint {
+                                addr: network_order(backend.address),
+                                port: backend.port.to_be(),
+                                proto: service.protocol.ip_protocol(),
+                                _pad: 0,
+                            })
+                            .collect(),
+                    }),
                 },
             );
             let (scheduler, slots) = service.table(&serving, table_size)?;

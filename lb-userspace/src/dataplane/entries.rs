@@ -9,7 +9,7 @@ use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
 use lb_common::handshake::HandshakeWatch;
 use lb_common::maps::{
-    names, AllowedSource, Backend, RateLimit, Service, ServiceKey, SourcePrefix, ALLOWED,
+    names, AllowedSource, Backend, Endpoint, RateLimit, Service, ServiceKey, SourcePrefix, ALLOWED,
 };
 use lb_common::ring::cursor_start;
 
@@ -26,6 +26,7 @@ pub(super) struct KernelMaps {
     pub(super) allow_lists: LpmTrie<MapData, AllowedSource, u8>,
     pub(super) rr_cursor: PerCpuArray<MapData, u32>,
     pub(super) handshakes: Array<MapData, HandshakeWatch>,
+    pub(super) nat_reverse: HashMap<MapData, Endpoint, Endpoint>,
     pub(super) max_backends: u32,
 }
 
@@ -87,6 +88,20 @@ impl EntryWriter for KernelMaps {
 
     fn delete_vip(&mut self, vip: u32) -> Result<(), DataplaneError> {
         absent_is_deleted(self.vips.remove(&vip)).map_err(map_error(names::VIPS))
+    }
+
+    fn write_nat_reverse(
+        &mut self,
+        backend: &Endpoint,
+        service: &Endpoint,
+    ) -> Result<(), DataplaneError> {
+        self.nat_reverse
+            .insert(backend, service, 0)
+            .map_err(map_error(names::NAT_REVERSE))
+    }
+
+    fn delete_nat_reverse(&mut self, backend: &Endpoint) -> Result<(), DataplaneError> {
+        absent_is_deleted(self.nat_reverse.remove(backend)).map_err(map_error(names::NAT_REVERSE))
     }
 
     fn write_rate_limit(&mut self, id: u32, limit: RateLimit) -> Result<(), DataplaneError> {

@@ -11,13 +11,14 @@ use aya::maps::MapError;
 use aya::sys::SyscallError;
 use lb_common::handshake::{HandshakeCounters, HandshakeWatch, Observe};
 use lb_common::maps::{
-    names, Backend, Counters, RateLimit, Reason, Scheduler, Service, ServiceKey, SourcePrefix,
-    XDP_ACTION_COUNT,
+    names, Backend, Counters, Endpoint, RateLimit, Reason, Scheduler, Service, ServiceKey,
+    SourcePrefix, XDP_ACTION_COUNT,
 };
 
 use super::counters::CounterReader;
 use super::error::DataplaneError;
 use super::map_writer::{EntryWriter, MapWriter};
+use super::nat::{NatReverse, NatTranslations};
 use super::policy::SourcePolicies;
 use super::tables::ServiceTables;
 use super::LoadOptions;
@@ -44,6 +45,7 @@ pub struct FakeMaps {
     entries: FakeEntries,
     tables: ServiceTables,
     policies: SourcePolicies,
+    nat: NatTranslations,
 }
 
 /// The entries of the fake maps and the failures to inject.
@@ -57,6 +59,7 @@ struct FakeEntries {
     vips: HashMap<u32, u32>,
     rate_limits: BTreeMap<u32, RateLimit>,
     allowed: BTreeSet<(u32, SourcePrefix)>,
+    nat_reverse: BTreeMap<Endpoint, Endpoint>,
     log: Vec<FakeWrite>,
     /// Writes attempted so far, failed ones included.
     attempts: usize,
@@ -81,6 +84,7 @@ impl FakeMaps {
                 vips: HashMap::new(),
                 rate_limits: BTreeMap::new(),
                 allowed: BTreeSet::new(),
+                nat_reverse: BTreeMap::new(),
                 log: Vec::new(),
                 attempts: 0,
                 failing_attempts: BTreeSet::new(),
@@ -88,7 +92,13 @@ impl FakeMaps {
             },
             tables: ServiceTables::new(options.table_size, options.max_services),
             policies: SourcePolicies::new(options.max_services),
+            nat: NatTranslations::default(),
         }
+    }
+
+    /// `NAT_REVERSE`: backend endpoint → service endpoint.
+    pub fn nat_reverse(&self) -> BTreeMap<Endpoint, Endpoint> {
+        self.entries.nat_reverse.clone()
     }
 
     /// Makes the `n`-th write from now fail (0: the next one), once.
@@ -201,6 +211,10 @@ impl MapWriter for FakeMaps {
             .set_observe(&mut self.entries, &mut self.tables, id, observe)
     }
 
+    fn set_nat(&mut self, id: u32, nat: Option<&NatReverse>) -> Result<(), DataplaneError> {
+        self.nat.set(&mut self.entries, &mut self.tables, id, nat)
+    }
+
     fn handshakes(&self, id: u32) -> Result<HandshakeWatch, DataplaneError> {
         Ok(self
             .entries
@@ -287,6 +301,22 @@ impl EntryWriter for FakeEntries {
         self.attempt(names::VIPS)?;
         self.vips.insert(vip, services);
         self.log.push(FakeWrite::Vip { vip, services });
+        Ok(())
+    }
+
+    fn write_nat_reverse(
+        &mut self,
+        backend: &Endpoint,
+        service: &Endpoint,
+    ) -> Result<(), DataplaneError> {
+        self.attempt(names::NAT_REVERSE)?;
+        self.nat_reverse.insert(*backend, *service);
+        Ok(())
+    }
+
+    fn delete_nat_reverse(&mut self, backend: &Endpoint) -> Result<(), DataplaneError> {
+        self.attempt(names::NAT_REVERSE)?;
+        self.nat_reverse.remove(backend);
         Ok(())
     }
 

@@ -10,9 +10,10 @@
 //!   between the kernel's maps and the fake's.
 
 use lb_common::handshake::{HandshakeWatch, Observe};
-use lb_common::maps::{Backend, RateLimit, Scheduler, Service, ServiceKey, SourcePrefix};
+use lb_common::maps::{Backend, Endpoint, RateLimit, Scheduler, Service, ServiceKey, SourcePrefix};
 
 use super::error::DataplaneError;
+use super::nat::NatReverse;
 
 /// Writes the maps the controller owns: `BACKENDS`, `SCHED_TABLE`,
 /// `SERVICES`, `VIPS`, `RATE_LIMITS` and `ALLOW_LISTS`, and reads and
@@ -72,6 +73,12 @@ pub trait MapWriter {
     /// publication. Belongs to the id, like [`MapWriter::set_rate_limit`].
     fn set_observe(&mut self, id: u32, observe: Option<Observe>) -> Result<(), DataplaneError>;
 
+    /// Sets service `id`'s forwarding by NAT (`None`: `dsr-l2`): the
+    /// `NAT_REVERSE` entries of its backends and its `NAT` flag. Belongs
+    /// to the id, like [`MapWriter::set_rate_limit`]; see
+    /// [`super::nat`] for the order of the writes.
+    fn set_nat(&mut self, id: u32, nat: Option<&NatReverse>) -> Result<(), DataplaneError>;
+
     /// Backend `id`'s handshake record, as the data path left it.
     fn handshakes(&self, id: u32) -> Result<HandshakeWatch, DataplaneError>;
 
@@ -105,6 +112,14 @@ pub(super) trait EntryWriter {
     fn write_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError>;
     /// Deletes `prefix` from service `id`'s entries in `ALLOW_LISTS`.
     fn delete_allowed(&mut self, id: u32, prefix: SourcePrefix) -> Result<(), DataplaneError>;
+    /// `NAT_REVERSE[backend] = service`.
+    fn write_nat_reverse(
+        &mut self,
+        backend: &Endpoint,
+        service: &Endpoint,
+    ) -> Result<(), DataplaneError>;
+    /// Deletes `NAT_REVERSE[backend]`.
+    fn delete_nat_reverse(&mut self, backend: &Endpoint) -> Result<(), DataplaneError>;
     /// `RR_CURSOR[id]` on every CPU at its [`lb_common::ring::cursor_start`]
     /// on a ring of `ring_len` slots.
     fn write_cursors(&mut self, id: u32, ring_len: u32) -> Result<(), DataplaneError>;

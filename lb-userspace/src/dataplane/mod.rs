@@ -7,6 +7,7 @@
 //!   through, over per-entry updates;
 //! - `tables`: the double-buffered publication of scheduling tables;
 //! - `policy`: each service's source policies (rate limit, allow-list);
+//! - `nat`: each `nat` service's reverse translation (`NAT_REVERSE`);
 //! - `entries`: the kernel's maps behind those per-entry updates;
 //! - `counters`: the counter maps ([`CounterReader`]), shared read-only with
 //!   the API;
@@ -29,6 +30,7 @@ pub mod fake;
 mod flows;
 mod guard;
 mod map_writer;
+mod nat;
 mod pinning;
 mod policy;
 mod settings;
@@ -54,10 +56,12 @@ use error::map_error;
 pub use error::DataplaneError;
 pub use flows::{clock_now as flow_clock_now, ActiveFlows, FlowTable};
 pub use map_writer::MapWriter;
+pub use nat::NatReverse;
 pub use pinning::{PinDir, PinnedAttach, PinnedFlows, PinningError};
 pub use test_run::{TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
 
 use entries::KernelMaps;
+use nat::NatTranslations;
 use policy::SourcePolicies;
 use tables::ServiceTables;
 
@@ -207,6 +211,7 @@ pub struct Dataplane {
     maps: KernelMaps,
     tables: ServiceTables,
     policies: SourcePolicies,
+    nat: NatTranslations,
     flows: Arc<FlowTable>,
     local_interface: Array<MapData, LocalInterface>,
     counters: Arc<CounterMaps>,
@@ -243,7 +248,9 @@ impl Dataplane {
             .map_max_entries(names::SCHED_TABLE, sched_table_entries)
             .map_max_entries(names::RATE_LIMITS, options.max_services)
             .map_max_entries(names::SOURCE_BUCKETS, options.rate_limit_table_size)
-            .map_max_entries(names::ALLOW_LISTS, options.allow_table_size);
+            .map_max_entries(names::ALLOW_LISTS, options.allow_table_size)
+            .map_max_entries(names::NAT_REVERSE, options.max_backends)
+            .map_max_entries(names::NAT_CLIENTS, options.flow_table_size);
         if let Some(pins) = pins {
             pins.share_flows(&mut loader);
         }
@@ -277,6 +284,7 @@ impl Dataplane {
                 allow_lists: take_map(&mut ebpf, names::ALLOW_LISTS)?,
                 rr_cursor: take_map(&mut ebpf, names::RR_CURSOR)?,
                 handshakes: take_map(&mut ebpf, names::HANDSHAKES)?,
+                nat_reverse: take_map(&mut ebpf, names::NAT_REVERSE)?,
                 max_backends: options.max_backends,
             },
             flows: Arc::new(FlowTable {
@@ -293,6 +301,7 @@ impl Dataplane {
             }),
             tables: ServiceTables::new(options.table_size, options.max_services),
             policies: SourcePolicies::new(options.max_services),
+            nat: NatTranslations::default(),
             options: *options,
             attachments: Vec::new(),
             guard: None,
@@ -538,6 +547,10 @@ impl MapWriter for Dataplane {
     fn set_observe(&mut self, id: u32, observe: Option<Observe>) -> Result<(), DataplaneError> {
         self.policies
             .set_observe(&mut self.maps, &mut self.tables, id, observe)
+    }
+
+    fn set_nat(&mut self, id: u32, nat: Option<&NatReverse>) -> Result<(), DataplaneError> {
+        self.nat.set(&mut self.maps, &mut self.tables, id, nat)
     }
 
     fn handshakes(&self, id: u32) -> Result<HandshakeWatch, DataplaneError> {

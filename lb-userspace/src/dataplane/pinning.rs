@@ -35,6 +35,8 @@ use super::{xdp_program_mut, AttachMode, Attachment, Dataplane, DataplaneError, 
 /// `f_type` of a bpffs in `statfs` (`BPF_FS_MAGIC`).
 const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 const FLOWS_PIN: &str = "flows";
+/// Sized with the flow table, and discarded with it.
+const NAT_CLIENTS_PIN: &str = "nat_clients";
 const BACKENDS_PIN: &str = "backends";
 const STAGED_BACKENDS_PIN: &str = "backends_staged";
 const LINK_PIN_PREFIX: &str = "link_";
@@ -250,7 +252,8 @@ impl PinDir {
     /// Unpins the flow table, so the next load starts an empty one. The
     /// running program keeps its own until it is replaced.
     pub fn discard_flows(&self) -> Result<(), PinningError> {
-        remove_pin(&self.flows())
+        remove_pin(&self.flows())?;
+        remove_pin(&self.path.join(NAT_CLIENTS_PIN))
     }
 
     /// Removes every pin and the directory; returns the names of the pins
@@ -270,9 +273,13 @@ impl PinDir {
         Ok(names.into_iter().collect())
     }
 
-    /// Tells `loader` to take `FLOWS` from the pin, or to pin the one it creates.
+    /// Tells `loader` to take `FLOWS`, and `NAT_CLIENTS` beside it, from
+    /// the pins, or to pin the ones it creates: an established `nat` flow
+    /// never learns its client again, so the clients must outlive a restart
+    /// with the flows.
     pub(super) fn share_flows(&self, loader: &mut EbpfLoader<'_>) {
         loader.map_pin_path(names::FLOWS, self.flows());
+        loader.map_pin_path(names::NAT_CLIENTS, self.path.join(NAT_CLIENTS_PIN));
     }
 
     /// Pins the freshly loaded backends table as staged (replacing a stale one).
@@ -298,8 +305,8 @@ impl PinDir {
 
     /// Links pinned for other interfaces than `interface`: left by a run
     /// with another configuration.
-    fn other_links(&self, interface: &str) -> Result<Vec<PathBuf>, PinningError> {
-        let own = self.link(interface);
+    fn other_links(&self, interfaces: &[&str]) -> Result<Vec<PathBuf>, PinningError> {
+        let own: Vec<PathBuf> = interfaces.iter().map(|name| self.link(name)).collect();
         let entries = fs::read_dir(&self.path).map_err(|source| PinningError::Io {
             action: "reading",
             path: self.path.clone(),
@@ -309,7 +316,7 @@ impl PinDir {
             .filter_map(Result::ok)
             .map(|entry| entry.path())
             .filter(|path| {
-                *path != own
+                !own.contains(path)
                     && path
                         .file_name()
                         .is_some_and(|name| name.as_bytes().starts_with(LINK_PIN_PREFIX.as_bytes()))
@@ -352,17 +359,46 @@ impl Dataplane {
     /// is still attached, else attaches it like [`Dataplane::attach`] and
     /// pins the link. Either way the program stays attached after this
     /// process ends, until [`PinDir::remove`] and [`Dataplane::detach`].
+    ///
+    /// `server_interface` (`global.server_interface`) gets `lb_xdp` the same
+    /// way, on its own pinned link, without a guard: the kernel answers
+    /// nothing there that a client would see.
     pub fn attach_pinned(
         &mut self,
         interface: &str,
+        server_interface: Option<&str>,
         pins: &PinDir,
     ) -> Result<PinnedAttach, DataplaneError> {
         // Removed once this attach succeeded: until then, the programs of a
         // previous configuration keep running on their interfaces.
-        let stale_links = pins.other_links(interface)?;
-        let pin = pins.link(interface);
+        let ours: Vec<&str> = [Some(interface), server_interface]
+            .into_iter()
+            .flatten()
+            .collect();
+        let stale_links = pins.other_links(&ours)?;
         // Before the program it guards, as in `attach`.
         self.attach_guard(interface)?;
+        let outcome = self.attach_one_pinned(interface, pins)?;
+        if let Some(servers) = server_interface {
+            let servers_outcome = self.attach_one_pinned(servers, pins)?;
+            tracing::info!(interface = servers, outcome = %servers_outcome, "XDP program on the servers' side");
+        }
+        pins.commit_backends()?;
+        for stale in stale_links {
+            tracing::warn!(pin = %stale.display(), "removing the link a previous configuration pinned");
+            remove_pin(&stale)?;
+        }
+        Ok(outcome)
+    }
+
+    /// `lb_xdp` on `interface` through its pinned link: swapped onto the
+    /// link if it is still attached, else attached and pinned.
+    fn attach_one_pinned(
+        &mut self,
+        interface: &str,
+        pins: &PinDir,
+    ) -> Result<PinnedAttach, DataplaneError> {
+        let pin = pins.link(interface);
         let outcome = match self.replace_pinned_program(interface, &pin) {
             Some(link) => {
                 self.attachments.push(Attachment {
@@ -374,16 +410,11 @@ impl Dataplane {
             }
             None => {
                 remove_pin(&pin)?;
-                let mode = self.attach(interface)?;
+                let mode = self.attach_program(programs::LB, interface)?;
                 self.pin_last_attachment(interface, &pin)?;
                 PinnedAttach::Attached(mode)
             }
         };
-        pins.commit_backends()?;
-        for stale in stale_links {
-            tracing::warn!(pin = %stale.display(), "removing the link a previous configuration pinned");
-            remove_pin(&stale)?;
-        }
         tracing::info!(interface, pin = %pin.display(), %outcome, "XDP program on a pinned link");
         Ok(outcome)
     }
