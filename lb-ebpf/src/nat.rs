@@ -45,8 +45,20 @@ enum End {
 /// header is at `l4_offset`, to `backend`'s address and port. `false` when
 /// the headers are not all in the frame (never after `balance::parse`).
 #[inline(always)]
-pub fn to_backend(ctx: &aya_ebpf::programs::XdpContext, l4_offset: usize, proto: u8, backend: &Backend) -> bool {
-    translate(ctx, l4_offset, proto, End::Destination, backend.ip, backend.port)
+pub fn to_backend(
+    ctx: &aya_ebpf::programs::XdpContext,
+    l4_offset: usize,
+    proto: u8,
+    backend: &Backend,
+) -> bool {
+    translate(
+        ctx,
+        l4_offset,
+        proto,
+        End::Destination,
+        backend.ip,
+        backend.port,
+    )
 }
 
 /// Remembers the MAC the client `client` (network order) opened a new flow
@@ -116,7 +128,14 @@ pub fn reply(ctx: &aya_ebpf::programs::XdpContext, eth: packet::Ethernet, ip: &I
     let Some(main) = LOCAL_INTERFACE.get(LocalInterface::MAIN) else {
         return not_service;
     };
-    if !translate(ctx, l4_offset, proto, End::Source, service.addr, service.port) {
+    if !translate(
+        ctx,
+        l4_offset,
+        proto,
+        End::Source,
+        service.addr,
+        service.port,
+    ) {
         return not_service;
     }
     eth.set_macs(client.mac, main.mac);

@@ -17,8 +17,9 @@ use lb_common::maps::{
 
 use super::counters::CounterReader;
 use super::error::DataplaneError;
+use super::map_writer::NatReverse;
 use super::map_writer::{EntryWriter, MapWriter};
-use super::nat::{NatReverse, NatTranslations};
+use super::nat::NatTranslations;
 use super::policy::SourcePolicies;
 use super::tables::ServiceTables;
 use super::LoadOptions;

@@ -9,11 +9,22 @@
 //! - [`EntryWriter`]: one map entry per call, the only part that differs
 //!   between the kernel's maps and the fake's.
 
+use std::collections::BTreeSet;
+
 use lb_common::handshake::{HandshakeWatch, Observe};
 use lb_common::maps::{Backend, Endpoint, RateLimit, Scheduler, Service, ServiceKey, SourcePrefix};
 
 use super::error::DataplaneError;
-use super::nat::NatReverse;
+
+/// A `nat` service's reverse translation: a reply from any of `backends`
+/// leaves as `service`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatReverse {
+    /// The VIP, port and protocol (network order).
+    pub service: Endpoint,
+    /// Each backend's address, port and protocol (network order).
+    pub backends: BTreeSet<Endpoint>,
+}
 
 /// Writes the maps the controller owns: `BACKENDS`, `SCHED_TABLE`,
 /// `SERVICES`, `VIPS`, `RATE_LIMITS` and `ALLOW_LISTS`, and reads and

@@ -56,7 +56,7 @@ use error::map_error;
 pub use error::DataplaneError;
 pub use flows::{clock_now as flow_clock_now, ActiveFlows, FlowTable};
 pub use map_writer::MapWriter;
-pub use nat::NatReverse;
+pub use map_writer::NatReverse;
 pub use pinning::{PinDir, PinnedAttach, PinnedFlows, PinningError};
 pub use test_run::{TestRunOutput, TEST_RUN_INGRESS_IFINDEX};
 

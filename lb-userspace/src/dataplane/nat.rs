@@ -8,23 +8,13 @@
 //! new flows always has its entry. Only writes that succeeded are recorded:
 //! after a failure the same call writes what is still missing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use lb_common::maps::{service_flags, Endpoint};
 
 use super::error::DataplaneError;
-use super::map_writer::EntryWriter;
+use super::map_writer::{EntryWriter, NatReverse};
 use super::tables::ServiceTables;
-
-/// A `nat` service's reverse translation: a reply from any of `backends`
-/// leaves as `service`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatReverse {
-    /// The VIP, port and protocol (network order).
-    pub service: Endpoint,
-    /// Each backend's address, port and protocol (network order).
-    pub backends: BTreeSet<Endpoint>,
-}
 
 /// What `NAT_REVERSE` holds, as far as written by this value's owner.
 #[derive(Debug, Default)]
