@@ -69,6 +69,12 @@ fn program_and_model_agree_on_the_ci_batch() {
         report.frag_needed_forwarded > 0,
         "no ICMP fragmentation-needed reached a flow's backend"
     );
+    assert!(
+        report.nat_forwards > 0,
+        "no packet forwarded by a nat service"
+    );
+    assert!(report.nat_replies > 0, "no nat reply translated back");
+    assert!(report.nat_clients_learnt > 0, "no nat client learnt");
     assert!(report.rounds >= 2, "every setup runs");
     assert_eq!(
         report.by_kind.len(),

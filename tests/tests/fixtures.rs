@@ -19,11 +19,12 @@ use lb_common::{
     hash::{flow_hash, source_hash},
     maglev::{build_table, MaglevBackend},
     maps::{
-        backend_state, programs, Backend, Counters, FlowKey, LocalInterface, Reason, Scheduler,
-        ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
+        backend_state, programs, service_flags, Backend, Counters, Endpoint, FlowKey,
+        LocalInterface, NatClient, Reason, Scheduler, ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
     },
     ring::round_robin_ring,
 };
+use lb_tests::differential::KernelMaps;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -156,6 +157,42 @@ mod wire {
         let sum = transport_checksum(src, dst, 17, &datagram);
         datagram[6..8].copy_from_slice(&sum.to_be_bytes());
         datagram
+    }
+
+    /// Recomputes from scratch the IPv4 header checksum and the TCP or UDP
+    /// checksum of the 20-byte-header packet in `frame`, and asserts they
+    /// are the ones it holds (a UDP checksum of 0 means none, and one that
+    /// computes to 0 is sent as 0xffff).
+    pub fn assert_checksums_valid(frame: &[u8]) {
+        let mut header = frame[ETH_LEN..ETH_LEN + IPV4_LEN].to_vec();
+        let held = [header[10], header[11]];
+        header[10..12].fill(0);
+        assert_eq!(
+            held,
+            checksum(&header).to_be_bytes(),
+            "IPv4 header checksum"
+        );
+        let (src, dst, proto) = (
+            header[12..16].try_into().unwrap(),
+            header[16..20].try_into().unwrap(),
+            header[9],
+        );
+        let mut segment = frame[ETH_LEN + IPV4_LEN..].to_vec();
+        let at = if proto == 6 { 16 } else { 6 };
+        let held = [segment[at], segment[at + 1]];
+        if proto == 17 && held == [0, 0] {
+            return;
+        }
+        segment[at..at + 2].fill(0);
+        let mut fresh = transport_checksum(src, dst, proto, &segment);
+        if proto == 17 && fresh == 0 {
+            fresh = 0xffff;
+        }
+        assert_eq!(
+            held,
+            fresh.to_be_bytes(),
+            "TCP/UDP checksum (protocol {proto})"
+        );
     }
 
     #[test]
@@ -1365,4 +1402,350 @@ fn the_source_scheduler_keeps_a_client_on_one_backend_and_spreads_clients() {
         by_backend.iter().all(|&count| count > 60),
         "300 clients over three backends: {by_backend:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// NAT (`forwarding = "nat"`)
+// ---------------------------------------------------------------------------
+
+/// The servers' side interface: where the `nat` backends' replies come in.
+const SERVERS_MAC: [u8; 6] = [0x02, 0, 0, 0, 7, 0xfe];
+const SERVERS_IFINDEX: u32 = 7;
+/// The port each backend serves the `nat` services on: two other than the
+/// services' own, backend 2 on the web service's.
+const NAT_PORTS: [u16; 3] = [8080, 8081, HTTP_PORT];
+
+/// Backend `id` up, serving `nat` services on `NAT_PORTS[id]`.
+fn nat_backend(id: u32) -> Backend {
+    Backend {
+        port: NAT_PORTS[id as usize].to_be(),
+        ..backend(id, backend_state::UP)
+    }
+}
+
+fn endpoint(addr: [u8; 4], port: u16, proto: u8) -> Endpoint {
+    Endpoint {
+        addr: u32::from_ne_bytes(addr),
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+/// [`load`] with the servers' interface written, the backends serving on
+/// [`NAT_PORTS`] and their replies known for the web service (TCP) and the
+/// DNS service (UDP), and the maps the `Dataplane` API does not write yet.
+fn load_nat() -> (Dataplane, KernelMaps) {
+    let mut dataplane = load();
+    dataplane
+        .set_local_interface(LocalInterface::SERVERS, SERVERS_MAC, SERVERS_IFINDEX)
+        .expect("writing the servers' interface");
+    let mut kernel = KernelMaps::open(&dataplane).expect("opening the maps by id");
+    for id in BACKENDS {
+        let backend = nat_backend(id);
+        dataplane
+            .set_backend(id, &backend)
+            .expect("writing a backend");
+        let address = backend.ip.to_ne_bytes();
+        for (port, proto) in [(HTTP_PORT, IPPROTO_TCP), (DNS_PORT, IPPROTO_UDP)] {
+            kernel
+                .set_nat_reverse(
+                    endpoint(address, NAT_PORTS[id as usize], proto),
+                    endpoint(VIP, port, proto),
+                )
+                .expect("writing NAT_REVERSE");
+        }
+    }
+    (dataplane, kernel)
+}
+
+/// Publishes the web service over `ids` and sets its `NAT` flag (which
+/// every publication drops: the `Dataplane` API has no `nat` yet).
+fn publish_nat_web(dataplane: &mut Dataplane, kernel: &mut KernelMaps, ids: &[u32]) -> Vec<u32> {
+    let table = publish_maglev(dataplane, ids);
+    kernel
+        .set_service_flag(&web_key(), service_flags::NAT)
+        .expect("setting the nat flag");
+    table
+}
+
+/// The client's `NAT_CLIENTS` entry.
+fn learnt_client(kernel: &KernelMaps) -> Option<NatClient> {
+    kernel
+        .nat_client(u32::from_ne_bytes(CLIENT_IP))
+        .expect("reading NAT_CLIENTS")
+}
+
+/// Runs the client's `frame` to a `nat` service and asserts it is bounced
+/// to a backend with the MACs and the destination address and port
+/// rewritten to the backend's, both checksums valid (when `frame`'s were)
+/// and nothing else changed; returns the backend.
+fn nat_forward(dataplane: &Dataplane, frame: &[u8]) -> u32 {
+    let before = reasons(dataplane);
+    let output = run(dataplane, frame);
+    assert_eq!(
+        output.action, XDP_TX,
+        "a packet to a nat service is bounced"
+    );
+    let out = &output.data;
+    let id = BACKENDS
+        .into_iter()
+        .find(|&id| out[..6] == backend_mac(id))
+        .unwrap_or_else(|| panic!("unknown destination MAC {:02x?}", &out[..6]));
+    let backend = nat_backend(id);
+    assert_eq!(out[6..12], LB_MAC);
+    let (ip, l4) = (ETH_LEN, ETH_LEN + wire::IPV4_LEN);
+    assert_eq!(
+        out[ip + 16..ip + 20],
+        backend.ip.to_ne_bytes(),
+        "destination"
+    );
+    assert_eq!(
+        out[l4 + 2..l4 + 4],
+        NAT_PORTS[id as usize].to_be_bytes(),
+        "port"
+    );
+    assert_eq!(out[ip + 12..ip + 16], CLIENT_IP, "the source stays");
+    wire::assert_checksums_valid(out);
+    assert_eq!(
+        without_nat_fields(out),
+        without_nat_fields(frame),
+        "only the MACs, the destination and the checksums change"
+    );
+    assert_eq!(
+        reasons(dataplane),
+        before,
+        "a forwarded packet has no reason"
+    );
+    id
+}
+
+/// `frame` with the MACs, both addresses, both ports and both checksums
+/// zeroed: what NAT leaves as it was.
+fn without_nat_fields(frame: &[u8]) -> Vec<u8> {
+    let mut frame = frame.to_vec();
+    let (ip, l4) = (ETH_LEN, ETH_LEN + wire::IPV4_LEN);
+    frame[..12].fill(0);
+    frame[ip + 10..ip + 12].fill(0);
+    frame[ip + 12..ip + 20].fill(0);
+    frame[l4..l4 + 4].fill(0);
+    let checksum = if frame[ip + 9] == IPPROTO_TCP { 16 } else { 6 };
+    frame[l4 + checksum..l4 + checksum + 2].fill(0);
+    frame
+}
+
+/// Backend `id`'s reply from its `nat` port to the client's port, as it
+/// comes in on the servers' side (to their interface's MAC), checksums
+/// valid: TCP with `payload` (PSH ACK), or UDP when `udp`.
+fn nat_reply(id: u32, udp: bool, payload: &[u8]) -> Vec<u8> {
+    let source = nat_backend(id).ip.to_ne_bytes();
+    let ports = (NAT_PORTS[id as usize], CLIENT_PORT);
+    let (proto, segment) = if udp {
+        (IPPROTO_UDP, wire::udp(source, CLIENT_IP, ports, payload))
+    } else {
+        let segment = wire::tcp(source, CLIENT_IP, ports, wire::TCP_PSH_ACK, payload);
+        (IPPROTO_TCP, segment)
+    };
+    let packet = Ipv4::new(source, CLIENT_IP, proto).packet(&segment);
+    wire::ethernet(SERVERS_MAC, backend_mac(id), ETHERTYPE_IPV4, &packet)
+}
+
+/// Runs `reply` and asserts it leaves with `action` as the service's
+/// (VIP:`service_port`), to the learnt client MAC from the main interface's,
+/// both checksums valid and nothing else changed.
+fn assert_translated(dataplane: &Dataplane, reply: &[u8], action: u32, service_port: u16) {
+    let before = reasons(dataplane);
+    let output = run(dataplane, reply);
+    assert_eq!(output.action, action, "a translated reply");
+    let out = &output.data;
+    let (ip, l4) = (ETH_LEN, ETH_LEN + wire::IPV4_LEN);
+    assert_eq!(out[..12], [&CLIENT_MAC[..], &LB_MAC[..]].concat(), "MACs");
+    assert_eq!(out[ip + 12..ip + 16], VIP, "the source is the VIP");
+    assert_eq!(
+        out[l4..l4 + 2],
+        service_port.to_be_bytes(),
+        "and the service's port"
+    );
+    assert_eq!(out[ip + 16..ip + 20], CLIENT_IP, "the destination stays");
+    assert_eq!(out[l4 + 2..l4 + 4], CLIENT_PORT.to_be_bytes());
+    wire::assert_checksums_valid(out);
+    assert_eq!(without_nat_fields(out), without_nat_fields(reply));
+    assert_eq!(
+        reasons(dataplane),
+        before,
+        "a translated reply has no reason"
+    );
+}
+
+#[test]
+fn a_nat_service_rewrites_the_destination_to_the_backends_address_and_port() {
+    let (mut dataplane, mut kernel) = load_nat();
+    let table = publish_nat_web(&mut dataplane, &mut kernel, &BACKENDS);
+    let expected = table[(flow_hash(&web_flow(CLIENT_PORT)) % TABLE_SIZE) as usize];
+    let syn = web_syn(CLIENT_PORT);
+    assert_eq!(nat_forward(&dataplane, &syn), expected);
+    let traffic = Counters {
+        packets: 1,
+        bytes: syn.len() as u64,
+        new_flows: 1,
+    };
+    assert_eq!(backend_counters(&dataplane, expected), traffic);
+    assert_eq!(service_counters(&dataplane, WEB_SERVICE), traffic);
+    assert_eq!(
+        learnt_client(&kernel),
+        Some(NatClient {
+            mac: CLIENT_MAC,
+            _pad: [0; 2]
+        }),
+        "the new flow's client is learnt"
+    );
+    // Every backend, on its own port or the service's.
+    let mut seen = [false; 3];
+    for port in 1..=60 {
+        let data = web_frame(port, wire::TCP_PSH_ACK, b"GET / HTTP/1.1\r\n\r\n");
+        seen[nat_forward(&dataplane, &data) as usize] = true;
+    }
+    assert_eq!(seen, [true; 3]);
+}
+
+#[test]
+fn a_backends_reply_is_translated_back_to_the_vip_and_sent_to_the_client() {
+    let (mut dataplane, mut kernel) = load_nat();
+    publish_nat_web(&mut dataplane, &mut kernel, &BACKENDS);
+    let backend = nat_forward(&dataplane, &web_syn(CLIENT_PORT));
+    let reply = nat_reply(backend, false, b"HTTP/1.1 200 OK\r\n\r\n");
+    // The main interface is the one it came in on: bounced.
+    assert_translated(&dataplane, &reply, XDP_TX, HTTP_PORT);
+    // It is another one (the reply came in on the servers' interface):
+    // redirected there.
+    dataplane
+        .set_local_interface(LocalInterface::MAIN, LB_MAC, SERVERS_IFINDEX + 1)
+        .expect("writing the main interface");
+    assert_translated(&dataplane, &reply, XDP_REDIRECT, HTTP_PORT);
+    // Stateless: any backend's reply from its nat port is translated, for
+    // a client this node knows.
+    for id in BACKENDS {
+        assert_translated(
+            &dataplane,
+            &nat_reply(id, false, b""),
+            XDP_REDIRECT,
+            HTTP_PORT,
+        );
+    }
+}
+
+#[test]
+fn a_nat_service_drops_client_packets_from_the_servers_side() {
+    let (mut dataplane, mut kernel) = load_nat();
+    publish_nat_web(&mut dataplane, &mut kernel, &BACKENDS);
+    let mut hairpin = web_syn(CLIENT_PORT);
+    hairpin[..6].copy_from_slice(&SERVERS_MAC);
+    assert_dropped(&dataplane, &hairpin, Reason::NatHairpin);
+    assert_eq!(dataplane.flow_count(), 0, "no flow is made");
+    assert_eq!(learnt_client(&kernel), None, "nor a client learnt");
+    // A dsr-l2 service takes them: the frame is for this node.
+    publish_maglev(&mut dataplane, &BACKENDS);
+    let output = run(&dataplane, &hairpin);
+    assert_eq!(output.action, XDP_TX);
+    assert_eq!(output.data[12..], hairpin[12..], "only the MACs change");
+}
+
+#[test]
+fn a_reply_to_a_client_this_node_never_saw_is_passed_untouched() {
+    let (mut dataplane, mut kernel) = load_nat();
+    publish_nat_web(&mut dataplane, &mut kernel, &BACKENDS);
+    assert_passed(&dataplane, &nat_reply(0, false, b"hi"), Reason::NatNoClient);
+    assert_passed(&dataplane, &nat_reply(1, true, b"hi"), Reason::NatNoClient);
+    // Known client, but not a nat reply: to the main MAC, or from a port
+    // NAT_REVERSE does not hold.
+    nat_forward(&dataplane, &web_syn(CLIENT_PORT));
+    let mut to_main = nat_reply(0, false, b"hi");
+    to_main[..6].copy_from_slice(&LB_MAC);
+    assert_passed(&dataplane, &to_main, Reason::NotService);
+    let mut other_port = nat_reply(0, false, b"hi");
+    other_port[ETH_LEN + wire::IPV4_LEN..][..2].copy_from_slice(&9999u16.to_be_bytes());
+    assert_passed(&dataplane, &other_port, Reason::NotService);
+}
+
+#[test]
+fn udp_of_a_nat_service_keeps_a_valid_checksum_or_none() {
+    let (mut dataplane, mut kernel) = load_nat();
+    let dns = service_key(VIP, DNS_PORT, IPPROTO_UDP);
+    dataplane
+        .set_service(
+            dns,
+            DNS_SERVICE,
+            Scheduler::Maglev,
+            &[1; TABLE_SIZE as usize],
+        )
+        .expect("publishing the DNS service");
+    kernel
+        .set_service_flag(&dns, service_flags::NAT)
+        .expect("setting the nat flag");
+    let checksum_at = ETH_LEN + wire::IPV4_LEN + 6;
+    let query = udp_frame_to(VIP, (CLIENT_PORT, DNS_PORT), b"query");
+    assert_ne!(query[checksum_at..checksum_at + 2], [0, 0]);
+    assert_eq!(nat_forward(&dataplane, &query), 1);
+    let mut unchecked = query.clone();
+    unchecked[checksum_at..checksum_at + 2].fill(0);
+    assert_eq!(nat_forward(&dataplane, &unchecked), 1);
+    assert_eq!(
+        run(&dataplane, &unchecked).data[checksum_at..checksum_at + 2],
+        [0, 0],
+        "no checksum stays none"
+    );
+
+    let answer = nat_reply(1, true, b"answer");
+    assert_translated(&dataplane, &answer, XDP_TX, DNS_PORT);
+    let mut unchecked = answer.clone();
+    unchecked[checksum_at..checksum_at + 2].fill(0);
+    assert_translated(&dataplane, &unchecked, XDP_TX, DNS_PORT);
+    assert_eq!(
+        run(&dataplane, &unchecked).data[checksum_at..checksum_at + 2],
+        [0, 0]
+    );
+}
+
+#[test]
+fn an_established_nat_flow_stays_on_its_backend_when_the_backend_set_changes() {
+    let (mut dataplane, mut kernel) = load_nat();
+    publish_nat_web(&mut dataplane, &mut kernel, &BACKENDS);
+    let first = nat_forward(&dataplane, &web_syn(CLIENT_PORT));
+    // Republish twice (both halves) with tables that no longer name
+    // `first`: new flows avoid it, the established flow stays, still sent
+    // to its address and port, and its replies still translated.
+    let others: Vec<u32> = BACKENDS.into_iter().filter(|&id| id != first).collect();
+    for _ in 0..2 {
+        publish_nat_web(&mut dataplane, &mut kernel, &others);
+        assert_eq!(
+            nat_forward(&dataplane, &web_frame(CLIENT_PORT, wire::TCP_ACK, &[])),
+            first
+        );
+        let request = web_frame(CLIENT_PORT, wire::TCP_PSH_ACK, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(nat_forward(&dataplane, &request), first);
+        assert_translated(
+            &dataplane,
+            &nat_reply(first, false, b"OK"),
+            XDP_TX,
+            HTTP_PORT,
+        );
+    }
+    for port in 1..=20 {
+        assert_ne!(
+            nat_forward(&dataplane, &web_syn(port)),
+            first,
+            "new flow {port}"
+        );
+    }
+    let counters = backend_counters(&dataplane, first);
+    assert_eq!((counters.packets, counters.new_flows), (5, 1));
+}
+
+#[test]
+fn frag_needed_for_a_nat_flow_is_passed() {
+    let (mut dataplane, mut kernel) = load_nat();
+    publish_nat_web(&mut dataplane, &mut kernel, &BACKENDS);
+    nat_forward(&dataplane, &web_syn(CLIENT_PORT));
+    // Its backend would need the quoted header translated too.
+    assert_passed(&dataplane, &frag_needed_for(CLIENT_PORT), Reason::VipIcmp);
 }

@@ -1,8 +1,8 @@
 //! The contents of the BPF maps the decision reads, held in memory: the
-//! local interface, the services, the VIPs, the backends, the scheduling
+//! local interfaces, the services, the VIPs, the backends, the scheduling
 //! tables, the flow table, this CPU's round-robin cursors, the source
-//! allow-lists, the flood-protection state and the backends' handshake
-//! records (passive health).
+//! allow-lists, the flood-protection state, the backends' handshake
+//! records (passive health) and the NAT maps.
 //!
 //! Arrays behave like BPF arrays: sized once, zero-filled, and an index
 //! beyond the end finds nothing. Hash keys are compared as the kernel
@@ -16,8 +16,8 @@ use core::fmt;
 use super::decision::{Decision, FlowChange};
 use crate::handshake::HandshakeWatch;
 use crate::maps::{
-    AllowedSource, Backend, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
-    ServiceKey, Settings, SourceKey, TokenBucket,
+    AllowedSource, Backend, Endpoint, Flow, FlowKey, InsertWindow, LocalInterface, NatClient,
+    RateLimit, Service, ServiceKey, Settings, SourceKey, TokenBucket,
 };
 
 /// Sizes of the maps, as the loader created them.
@@ -56,7 +56,7 @@ impl core::error::Error for IndexOutOfRange {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapContents {
     sizes: MapSizes,
-    local_interface: LocalInterface,
+    local_interfaces: [LocalInterface; LocalInterface::COUNT as usize],
     services: BTreeMap<[u8; 8], Service>,
     vips: BTreeMap<u32, u32>,
     backends: Vec<Backend>,
@@ -73,15 +73,20 @@ pub struct MapContents {
     flow_clock: u32,
     // passive health
     handshakes: Vec<HandshakeWatch>,
+    // NAT
+    nat_reverse: BTreeMap<[u8; 8], Endpoint>,
+    /// `NAT_CLIENTS`, an LRU map: the entries it holds, never evicted here.
+    nat_clients: BTreeMap<u32, NatClient>,
 }
 
 impl MapContents {
-    /// Empty maps of `sizes`: no service, no VIP, no flow; the local MAC,
-    /// every backend, slot and cursor zero (a zero backend is down).
+    /// Empty maps of `sizes`: no service, no VIP, no flow, no NAT entry;
+    /// the local interfaces, every backend, slot and cursor zero (a zero
+    /// backend is down, a zero interface unused).
     pub fn new(sizes: MapSizes) -> Self {
         Self {
             sizes,
-            local_interface: LocalInterface::default(),
+            local_interfaces: [LocalInterface::default(); LocalInterface::COUNT as usize],
             services: BTreeMap::new(),
             vips: BTreeMap::new(),
             backends: vec![Backend::default(); sizes.max_backends as usize],
@@ -95,6 +100,8 @@ impl MapContents {
             insert_window: InsertWindow::default(),
             flow_clock: 0,
             handshakes: vec![HandshakeWatch::default(); sizes.max_backends as usize],
+            nat_reverse: BTreeMap::new(),
+            nat_clients: BTreeMap::new(),
         }
     }
 
@@ -103,13 +110,27 @@ impl MapContents {
         self.sizes
     }
 
-    /// The one entry of `LOCAL_INTERFACE`: the interface the program serves.
-    pub fn local_interface(&self) -> LocalInterface {
-        self.local_interface
+    /// Entry `slot` of `LOCAL_INTERFACE` ([`LocalInterface::MAIN`] or
+    /// [`LocalInterface::SERVERS`]), if the array has that index.
+    pub fn local_interface(&self, slot: u32) -> Option<LocalInterface> {
+        self.local_interfaces.get(slot as usize).copied()
     }
 
-    pub fn set_local_interface(&mut self, interface: LocalInterface) {
-        self.local_interface = interface;
+    pub fn set_local_interface(
+        &mut self,
+        slot: u32,
+        interface: LocalInterface,
+    ) -> Result<(), IndexOutOfRange> {
+        let entry = self
+            .local_interfaces
+            .get_mut(slot as usize)
+            .ok_or(IndexOutOfRange {
+                map: crate::maps::names::LOCAL_INTERFACE,
+                index: slot,
+                len: LocalInterface::COUNT,
+            })?;
+        *entry = interface;
+        Ok(())
     }
 
     /// The service at `key` (`SERVICES`).
@@ -347,9 +368,44 @@ impl MapContents {
         self.flow_clock = now;
     }
 
+    // NAT
+
+    /// The service endpoint whose replies leave from the `nat` backend
+    /// endpoint `backend` (`NAT_REVERSE`).
+    pub fn nat_reverse(&self, backend: &Endpoint) -> Option<Endpoint> {
+        self.nat_reverse.get(&endpoint_bytes(backend)).copied()
+    }
+
+    pub fn set_nat_reverse(&mut self, backend: Endpoint, service: Endpoint) {
+        self.nat_reverse.insert(endpoint_bytes(&backend), service);
+    }
+
+    /// The entry of client `addr` (network order) in `NAT_CLIENTS`.
+    pub fn nat_client(&self, addr: u32) -> Option<NatClient> {
+        self.nat_clients.get(&addr).copied()
+    }
+
+    /// Every `NAT_CLIENTS` entry, by client address (network order).
+    pub fn nat_clients(&self) -> impl Iterator<Item = (u32, NatClient)> + '_ {
+        self.nat_clients
+            .iter()
+            .map(|(&addr, &client)| (addr, client))
+    }
+
+    pub fn set_nat_client(&mut self, addr: u32, client: NatClient) {
+        self.nat_clients.insert(addr, client);
+    }
+
+    /// Removes the `NAT_CLIENTS` entry of `addr`; returns it.
+    pub fn remove_nat_client(&mut self, addr: u32) -> Option<NatClient> {
+        self.nat_clients.remove(&addr)
+    }
+
     /// Applies what `decision` wrote: its flow-table change, its cursor
-    /// advance, its flood-guard state and its handshake records. (Counters are not map contents the decision reads; callers
-    /// that track them add the decision's traffic themselves.)
+    /// advance, its flood-guard state, its handshake records and the
+    /// client it learnt. (Counters are not map contents the decision
+    /// reads; callers that track them add the decision's traffic
+    /// themselves.)
     pub fn apply(&mut self, decision: &Decision) {
         match decision.flow_change {
             FlowChange::Unchanged | FlowChange::Skipped { .. } => {}
@@ -376,7 +432,17 @@ impl MapContents {
             // The decision only writes records that exist.
             let _ = self.set_handshakes(id, watch);
         }
+        if let Some((addr, client)) = decision.nat_client {
+            self.set_nat_client(addr, client);
+        }
     }
+}
+
+/// The bytes of a `NAT_REVERSE` key, as the kernel hashes them.
+fn endpoint_bytes(endpoint: &Endpoint) -> [u8; 8] {
+    let [a0, a1, a2, a3] = endpoint.addr.to_ne_bytes();
+    let [p0, p1] = endpoint.port.to_ne_bytes();
+    [a0, a1, a2, a3, p0, p1, endpoint.proto, endpoint._pad]
 }
 
 /// The bytes of a `SERVICES` key, as the kernel hashes them.

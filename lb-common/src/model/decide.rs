@@ -1,21 +1,23 @@
 //! The decision itself, step for step in the order `lb-ebpf/src/balance.rs`
 //! takes them: parse, match a service, keep or pick the flow's backend,
-//! rewrite the MACs and forward.
+//! rewrite the MACs (and for `nat` the destination) and forward. Packets
+//! to no VIP may be `nat` replies ([`nat::reply`]).
 
 use alloc::vec::Vec;
 
 use super::contents::MapContents;
 use super::decision::{
-    CursorAdvance, Decision, FlowChange, HandshakeEffect, Ingress, Traffic, XdpAction,
+    CursorAdvance, Decision, FlowChange, HandshakeEffect, Ingress, NatRewrite, Traffic, XdpAction,
 };
-use super::edge::{self, drop, pass, Rejection};
+use super::edge::{self, drop, pass, Rejection, Side};
 use super::flood::{self, BucketWrite};
+use super::nat::{self, ClientWrite};
 use super::passive;
 use super::wire::{EthernetFrame, Ipv4Header, TcpHeader, UdpHeader};
 use crate::hash::{flow_hash, source_hash};
 use crate::maps::{
-    backend_state, tcp_flags, Backend, Counters, Flow, FlowKey, InsertWindow, Reason, Scheduler,
-    Service, ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, service_flags, tcp_flags, Backend, Counters, Flow, FlowKey, InsertWindow,
+    Reason, Scheduler, Service, ServiceKey, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// Smallest valid TCP data offset, in 32-bit words.
@@ -37,15 +39,33 @@ const TCP_MIN_DATA_OFFSET: u8 = 5;
 ///   total length included;
 /// - passive health watches only the handshakes of flows opened by a SYN
 ///   without ACK; a SYN that reopens a closed or completed entry on an up
-///   backend keeps it and is not watched.
+///   backend keeps it and is not watched;
+/// - a frame to the main interface's MAC is on the main side even when the
+///   servers' entry has the same MAC, and even when the main entry is
+///   unused (all zeros: a frame to `00:00:00:00:00:00`);
+/// - a `nat` client's MAC is learnt only when its flow is scheduled (also
+///   when the flow-table insert is skipped), never when passive health
+///   moves a pending flow, nor by an established flow's packets;
+/// - an ICMP "fragmentation needed" about a `nat` service's flow is passed,
+///   established or not;
+/// - a `nat` reply is translated whatever its IPv4 total length says, from
+///   the headers in the frame (see [`nat::reply`]).
 pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
-    let (eth, flow, flags) = match parse(frame, maps) {
-        Ok(Parsed::Service(eth, flow, flags)) => (eth, flow, flags),
+    let packet = match parse(frame, maps) {
+        Ok(Parsed::Service(packet)) => packet,
         Ok(Parsed::FragNeeded(eth, flow)) => return frag_needed(frame, eth, flow, ingress, maps),
+        Ok(Parsed::NotVip(eth, ip)) => return nat::reply(frame, eth, ip, ingress, maps),
         Err(rejection) => {
             return Decision::unforwarded(rejection.action, rejection.reason, frame, None, None)
         }
     };
+    let Packet {
+        eth,
+        side,
+        l4_offset,
+        flow,
+        tcp_flags: flags,
+    } = packet;
     let service_key = ServiceKey {
         vip: flow.dst_ip,
         port: flow.dst_port,
@@ -63,6 +83,10 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
     };
     if !edge::source_allowed(&service, &flow, maps) {
         return Decision::unforwarded(XdpAction::Drop, Reason::NotAllowed, frame, Some(flow), None);
+    }
+    let nat = service.flags & service_flags::NAT != 0;
+    if nat && side == Side::Servers {
+        return Decision::unforwarded(XdpAction::Drop, Reason::NatHairpin, frame, Some(flow), None);
     }
 
     let syn = flags & tcp_flags::SYN != 0;
@@ -85,6 +109,7 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
                 source_bucket: None,
                 insert_window: None,
                 handshakes,
+                nat_client: None,
             }
         }
         None => {
@@ -116,6 +141,11 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
                         last_seen,
                     };
                     let (flow_change, insert_window) = flood::record(&flow, entry, ingress, maps);
+                    let nat_client = if nat {
+                        nat::learn_client(&flow, eth.src_addr(), maps)
+                    } else {
+                        None
+                    };
                     NewFlow {
                         backend_id,
                         backend,
@@ -124,6 +154,7 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
                         source_bucket,
                         insert_window,
                         handshakes,
+                        nat_client,
                     }
                 }
                 (Err(rejection), cursor_advance) => {
@@ -149,23 +180,39 @@ pub fn decide(frame: &[u8], ingress: &Ingress, maps: &MapContents) -> Decision {
         Forwarded {
             service,
             flow,
+            l4_offset,
             new_flow,
         },
     )
 }
 
-/// What a frame parsed into.
-enum Parsed<'a> {
-    /// A well-formed, unfragmented TCP/UDP packet to a VIP, its 5-tuple and
-    /// its TCP flags (0 for UDP).
-    Service(EthernetFrame<'a>, FlowKey, u8),
-    /// An ICMP "fragmentation needed" to a VIP, and the flow it is about.
-    FragNeeded(EthernetFrame<'a>, FlowKey),
+/// A well-formed, unfragmented TCP/UDP packet to a VIP, like the program's
+/// `Packet`.
+struct Packet<'a> {
+    eth: EthernetFrame<'a>,
+    /// Which of the node's interfaces it is addressed to.
+    side: Side,
+    /// Where the TCP or UDP header starts in the frame.
+    l4_offset: usize,
+    /// The 5-tuple.
+    flow: FlowKey,
+    /// The TCP flags (0 for UDP).
+    tcp_flags: u8,
 }
 
-/// Parses Ethernet → IPv4 → TCP/UDP (or ICMP): the Ethernet header and the
-/// 5-tuple of a well-formed, unfragmented TCP/UDP packet to a VIP, or of the
-/// flow an ICMP "fragmentation needed" to a VIP is about, or why not.
+/// What a frame parsed into.
+enum Parsed<'a> {
+    /// A well-formed, unfragmented TCP/UDP packet to a VIP.
+    Service(Packet<'a>),
+    /// An ICMP "fragmentation needed" to a VIP, and the flow it is about.
+    FragNeeded(EthernetFrame<'a>, FlowKey),
+    /// IPv4 to an address that is no VIP: perhaps a `nat` reply.
+    NotVip(EthernetFrame<'a>, Ipv4Header<'a>),
+}
+
+/// Parses Ethernet → IPv4 → TCP/UDP (or ICMP): a well-formed, unfragmented
+/// TCP/UDP packet to a VIP, the flow an ICMP "fragmentation needed" to a
+/// VIP is about, the headers of IPv4 to no VIP, or why not.
 fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejection> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| pass(Reason::ShortEthernet))?;
     if eth.ether_type() != EthernetFrame::ETHERTYPE_IPV4 {
@@ -176,10 +223,10 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
     let ip = Ipv4Header::new_checked(eth.payload()).map_err(|_| pass(Reason::ShortIpv4))?;
     let dst_ip = ip.dst_addr();
     if !maps.is_vip(dst_ip) {
-        return Err(pass(Reason::NotService));
+        return Ok(Parsed::NotVip(eth, ip));
     }
     // Only packets to a VIP are checked for the destination MAC.
-    edge::check_destination_mac(&eth, maps.local_interface().mac)?;
+    let side = edge::check_destination_mac(&eth, maps)?;
 
     // Addressed to a VIP: from here on, malformed means dropped.
     let header_len = ip.header_len();
@@ -218,7 +265,13 @@ fn parse<'a>(frame: &'a [u8], maps: &MapContents) -> Result<Parsed<'a>, Rejectio
         proto: ip.protocol(),
         _pad: [0; 3],
     };
-    Ok(Parsed::Service(eth, flow, flags))
+    Ok(Parsed::Service(Packet {
+        eth,
+        side,
+        l4_offset: EthernetFrame::HEADER_LEN + header_len,
+        flow,
+        tcp_flags: flags,
+    }))
 }
 
 /// Ports (network order) of the TCP segment `l4` and its flags: a data
@@ -322,17 +375,21 @@ struct NewFlow {
     source_bucket: Option<BucketWrite>,
     insert_window: Option<InsertWindow>,
     handshakes: HandshakeEffect,
+    nat_client: Option<ClientWrite>,
 }
 
 /// A packet on its way to a backend.
 struct Forwarded {
     service: Service,
     flow: FlowKey,
+    /// Where its TCP or UDP header starts in the frame.
+    l4_offset: usize,
     new_flow: NewFlow,
 }
 
-/// Counts the packet, rewrites the MACs for the backend and sends it out:
-/// back through the ingress interface, or redirected.
+/// Counts the packet, rewrites the MACs for the backend (and for a `nat`
+/// service the destination) and sends it out: back through the ingress
+/// interface, or redirected.
 fn forward(
     frame: &[u8],
     eth: EthernetFrame<'_>,
@@ -343,6 +400,7 @@ fn forward(
     let Forwarded {
         service,
         flow,
+        l4_offset,
         new_flow:
             NewFlow {
                 backend_id,
@@ -352,6 +410,7 @@ fn forward(
                 source_bucket,
                 insert_window,
                 handshakes,
+                nat_client,
             },
     } = forwarded;
     let delta = Counters {
@@ -360,9 +419,14 @@ fn forward(
         new_flows: u64::from(flow_change.is_new_flow()),
     };
     let reason = matches!(flow_change, FlowChange::Skipped { .. }).then_some(Reason::InsertSkipped);
+    let mut output = rewritten(frame, eth, &backend);
+    let nat = service.flags & service_flags::NAT != 0;
+    if nat {
+        nat::to_backend(&mut output, l4_offset, flow.proto, &backend);
+    }
     Decision {
         action: send_action(&backend, ingress),
-        output: rewritten(frame, eth, &backend),
+        output,
         reason,
         flow_key: Some(flow),
         backend_id: Some(backend_id),
@@ -379,6 +443,8 @@ fn forward(
         source_bucket,
         insert_window,
         handshakes,
+        nat: nat.then_some(NatRewrite::ToBackend),
+        nat_client,
     }
 }
 
@@ -404,7 +470,8 @@ fn rewritten(frame: &[u8], eth: EthernetFrame<'_>, backend: &Backend) -> Vec<u8>
 /// An ICMP "fragmentation needed" about `flow`: sent on to the flow's
 /// backend if it still serves it (uncounted in the traffic counters, no
 /// flow-table write), so that path MTU discovery reaches the server that
-/// sent the too-big packet; passed to the kernel otherwise.
+/// sent the too-big packet; passed to the kernel otherwise, and always for
+/// a `nat` service (its backend would need the quoted header translated).
 fn frag_needed(
     frame: &[u8],
     eth: EthernetFrame<'_>,
@@ -412,7 +479,12 @@ fn frag_needed(
     ingress: &Ingress,
     maps: &MapContents,
 ) -> Decision {
-    let Some((backend_id, backend, _)) = established_backend(&flow, false, maps) else {
+    let established = if edge::is_nat(&flow, maps) {
+        None
+    } else {
+        established_backend(&flow, false, maps)
+    };
+    let Some((backend_id, backend, _)) = established else {
         return Decision::unforwarded(XdpAction::Pass, Reason::VipIcmp, frame, Some(flow), None);
     };
     Decision {
@@ -428,5 +500,7 @@ fn frag_needed(
         source_bucket: None,
         insert_window: None,
         handshakes: HandshakeEffect::default(),
+        nat: None,
+        nat_client: None,
     }
 }

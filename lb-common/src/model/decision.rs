@@ -4,8 +4,9 @@
 use alloc::vec::Vec;
 
 use super::flood::BucketWrite;
+use super::nat::ClientWrite;
 use crate::handshake::{HandshakeDelta, HandshakeWatch};
-use crate::maps::{Counters, Flow, FlowKey, InsertWindow, Reason, XDP_ACTION_NAMES};
+use crate::maps::{Counters, Endpoint, Flow, FlowKey, InsertWindow, Reason, XDP_ACTION_NAMES};
 
 /// An XDP action, numbered as the kernel numbers them (`enum xdp_action`).
 #[repr(u32)]
@@ -50,8 +51,8 @@ pub struct Ingress {
     /// Its ifindex: a backend behind it is reached with `XDP_TX`, any other
     /// with `XDP_REDIRECT`.
     pub ifindex: u32,
-    /// Its MAC. Not consulted: the program checks frames against the MAC in
-    /// `LOCAL_INTERFACE` ([`super::MapContents::local_interface`]).
+    /// Its MAC. Not consulted: the program checks frames against the MACs
+    /// in `LOCAL_INTERFACE` ([`super::MapContents::local_interface`]).
     pub mac: [u8; 6],
 }
 
@@ -114,12 +115,26 @@ pub struct HandshakeEffect {
     pub watches: Vec<(u32, HandshakeWatch)>,
 }
 
+/// How a `nat` service rewrote a forwarded packet's addresses and ports
+/// (its checksums updated to match).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatRewrite {
+    /// A client's packet, on its way to its backend: the destination is
+    /// the backend's address and port.
+    ToBackend,
+    /// A backend's reply, sent on to its client: the source, this
+    /// `NAT_REVERSE` key (the backend's address, port and protocol), is
+    /// the service's VIP and port.
+    Reply(Endpoint),
+}
+
 /// Everything one packet does, as the program would do it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// The action returned (also counted in `ACTION_STATS`).
     pub action: XdpAction,
-    /// The frame as the program leaves it (MACs rewritten when forwarded).
+    /// The frame as the program leaves it (MACs rewritten when forwarded,
+    /// and the addresses, ports and checksums that `nat` rewrites).
     pub output: Vec<u8>,
     /// The `REASON_STATS` entry counted: for a passed or dropped packet, and
     /// `insert_skipped` for a new flow forwarded without an entry.
@@ -127,7 +142,7 @@ pub struct Decision {
     /// The 5-tuple, when the packet parsed as TCP or UDP to a VIP, or the
     /// flow an ICMP "fragmentation needed" to a VIP is about.
     pub flow_key: Option<FlowKey>,
-    /// The backend the packet was forwarded to.
+    /// The backend the packet was forwarded to (none for a `nat` reply).
     pub backend_id: Option<u32>,
     /// What happened to the flow table.
     pub flow_change: FlowChange,
@@ -145,6 +160,13 @@ pub struct Decision {
     pub insert_window: Option<InsertWindow>,
     // passive health
     pub handshakes: HandshakeEffect,
+    // NAT
+    /// The rewrite of a packet forwarded by a `nat` service, or of a reply
+    /// translated back to one.
+    pub nat: Option<NatRewrite>,
+    /// The client's MAC learnt on a new flow of a `nat` service, when it
+    /// changed: the `NAT_CLIENTS` write.
+    pub nat_client: Option<ClientWrite>,
 }
 
 impl Decision {
@@ -169,6 +191,8 @@ impl Decision {
             source_bucket: None,
             insert_window: None,
             handshakes: HandshakeEffect::default(),
+            nat: None,
+            nat_client: None,
         }
     }
 }

@@ -6,8 +6,8 @@ use super::contents::MapContents;
 use super::decision::XdpAction;
 use super::wire::{EthernetFrame, Ipv4Header, UdpHeader};
 use crate::maps::{
-    service_flags, vip_icmp_echo, AllowedSource, FlowKey, Reason, Service, IPPROTO_ICMP,
-    IPPROTO_TCP, IPPROTO_UDP,
+    service_flags, vip_icmp_echo, AllowedSource, FlowKey, LocalInterface, Reason, Service,
+    ServiceKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// ICMP "echo request" (ping).
@@ -39,16 +39,33 @@ pub(super) const fn drop(reason: Reason) -> Rejection {
     }
 }
 
-/// `Ok` when the frame's destination MAC is `local_mac`; a frame for another
+/// Which of the node's interfaces a frame is addressed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Side {
+    /// The main entry's MAC: where the clients are.
+    Main,
+    /// The servers' entry's MAC: from the servers' own network.
+    Servers,
+}
+
+/// Which interface of `LOCAL_INTERFACE` the frame is addressed to: the
+/// main entry's MAC (whether or not the entry is in use) before the
+/// servers' entry's, which counts only when in use. A frame for another
 /// unicast MAC is passed as `not_for_us`, a broadcast or multicast frame
 /// (I/G bit set) as `link_multicast`. Asked only of packets to a VIP.
 pub(super) fn check_destination_mac(
     eth: &EthernetFrame<'_>,
-    local_mac: [u8; 6],
-) -> Result<(), Rejection> {
+    maps: &MapContents,
+) -> Result<Side, Rejection> {
     let dst = eth.dst_addr();
-    if dst == local_mac {
-        Ok(())
+    let main = maps
+        .local_interface(LocalInterface::MAIN)
+        .unwrap_or_default();
+    let servers = maps.local_interface(LocalInterface::SERVERS);
+    if dst == main.mac {
+        Ok(Side::Main)
+    } else if servers.is_some_and(|servers| servers.is_used() && dst == servers.mac) {
+        Ok(Side::Servers)
     } else if dst[0] & 1 != 0 {
         Err(pass(Reason::LinkMulticast))
     } else {
@@ -65,6 +82,18 @@ pub(super) fn source_allowed(service: &Service, flow: &FlowKey, maps: &MapConten
             service_id: service.id,
             src_ip: flow.src_ip,
         })
+}
+
+/// Whether `flow`'s service forwards by NAT (its flag in `SERVICES`).
+pub(super) fn is_nat(flow: &FlowKey, maps: &MapContents) -> bool {
+    let key = ServiceKey {
+        vip: flow.dst_ip,
+        port: flow.dst_port,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    maps.service(&key)
+        .is_some_and(|service| service.flags & service_flags::NAT != 0)
 }
 
 /// A well-formed, unfragmented packet to a VIP, neither TCP nor UDP, with IP

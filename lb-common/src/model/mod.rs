@@ -21,21 +21,25 @@
 //!   `lb-ebpf/src/flood.rs`.
 //! - `passive`: passive health's handshake watch and second chance, like
 //!   `lb-ebpf/src/passive.rs`.
+//! - `nat`: `forwarding = "nat"`'s rewrites, its replies and the clients it
+//!   learns, like `lb-ebpf/src/nat.rs`.
 
 pub mod contents;
 mod decide;
 pub mod decision;
 mod edge;
 mod flood;
+mod nat;
 mod passive;
 pub mod wire;
 
 pub use contents::{IndexOutOfRange, MapContents, MapSizes};
 pub use decide::decide;
 pub use decision::{
-    CursorAdvance, Decision, FlowChange, HandshakeEffect, Ingress, Traffic, XdpAction,
+    CursorAdvance, Decision, FlowChange, HandshakeEffect, Ingress, NatRewrite, Traffic, XdpAction,
 };
 pub use flood::BucketWrite;
+pub use nat::ClientWrite;
 
 #[cfg(test)]
 mod tests;

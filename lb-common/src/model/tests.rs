@@ -28,6 +28,15 @@ const SIZES: MapSizes = MapSizes {
 };
 const TCP_SYN: u8 = 0x02;
 
+/// The main interface's entry: the LB's MAC, on the ingress interface.
+fn main_interface() -> LocalInterface {
+    LocalInterface {
+        mac: LB_MAC,
+        _pad: [0; 2],
+        ifindex: INGRESS.ifindex,
+    }
+}
+
 fn backend_mac(id: u32) -> [u8; 6] {
     [2, 0, 0, 0, 0x10, id as u8]
 }
@@ -57,11 +66,8 @@ fn key(port: u16, proto: u8) -> ServiceKey {
 /// `key`, in half 0 of its region.
 fn maps_with(key: ServiceKey, id: u32, scheduler: Scheduler, slots: &[u32]) -> MapContents {
     let mut maps = MapContents::new(SIZES);
-    maps.set_local_interface(LocalInterface {
-        mac: LB_MAC,
-        _pad: [0; 2],
-        ifindex: INGRESS.ifindex,
-    });
+    maps.set_local_interface(LocalInterface::MAIN, main_interface())
+        .unwrap();
     for backend_id in 0..4 {
         maps.set_backend(backend_id, backend(backend_id, backend_state::UP))
             .unwrap();
@@ -204,6 +210,8 @@ fn new_maglev_flow_is_recorded_counted_and_bounced() {
             source_bucket: None,
             insert_window: None,
             handshakes: Default::default(),
+            nat: None,
+            nat_client: None,
         }
     );
 }
@@ -386,7 +394,9 @@ fn frames_for_other_macs_are_passed_untouched() {
     assert_rejected(&maps, &with_dst(vrrp_group), pass, Reason::LinkMulticast);
     // Until the local interface is written, no frame is for us.
     let mut unset = web_maps();
-    unset.set_local_interface(LocalInterface::default());
+    unset
+        .set_local_interface(LocalInterface::MAIN, LocalInterface::default())
+        .unwrap();
     assert_rejected(&unset, &web_frame(1, TCP_SYN), pass, Reason::NotForUs);
     // Only packets to a VIP are checked: the rest pass for what they are.
     let mut other_ip = with_dst([0xff; 6]);
@@ -543,11 +553,8 @@ impl Rng {
 /// random backends and random flows, all on the one VIP.
 fn random_maps(rng: &mut Rng) -> MapContents {
     let mut maps = MapContents::new(SIZES);
-    maps.set_local_interface(LocalInterface {
-        mac: LB_MAC,
-        _pad: [0; 2],
-        ifindex: INGRESS.ifindex,
-    });
+    maps.set_local_interface(LocalInterface::MAIN, main_interface())
+        .unwrap();
     for id in 0..SIZES.max_backends {
         let mut backend = backend(id, rng.byte() % 4);
         backend.ifindex = (rng.below(3)) as u32;
@@ -599,6 +606,27 @@ fn random_maps(rng: &mut Rng) -> MapContents {
         maps.set_rr_cursor(id, [0, 3, u32::MAX][rng.below(3) as usize])
             .unwrap();
     }
+    // NAT: the servers' side in use or not, on its own MAC or the main
+    // one's; some backends' replies known, on either protocol; some
+    // clients learnt.
+    let servers_mac = [SERVERS_MAC, LB_MAC][rng.below(2) as usize];
+    let servers = LocalInterface {
+        mac: servers_mac,
+        _pad: [0; 2],
+        ifindex: rng.below(3) as u32,
+    };
+    maps.set_local_interface(LocalInterface::SERVERS, servers)
+        .unwrap();
+    for id in 0..4 {
+        if rng.below(2) == 0 {
+            let proto = [IPPROTO_TCP, IPPROTO_UDP][rng.below(2) as usize];
+            let backend = nat_endpoint(backend(id, backend_state::UP).ip, NAT_PORT, proto);
+            maps.set_nat_reverse(backend, nat_endpoint(u32::from_ne_bytes(VIP), 80, proto));
+        }
+    }
+    if rng.below(2) == 0 {
+        maps.set_nat_client(u32::from_ne_bytes(CLIENT), nat_client(CLIENT_MAC));
+    }
     maps
 }
 
@@ -611,6 +639,8 @@ fn never_panics_and_keeps_its_invariants_on_random_input() {
             0x0800,
             &ipv4(IPPROTO_UDP, &[1, 1, 1, 0], &udp(9, 53, b"hello")),
         ),
+        reply_frame(0, IPPROTO_TCP, b"hello"),
+        reply_frame(1, IPPROTO_UDP, b"hello"),
     ];
     for round in 0..20_000 {
         let mut maps = random_maps(&mut rng);
@@ -637,7 +667,11 @@ fn never_panics_and_keeps_its_invariants_on_random_input() {
         assert_eq!(decision.output.len(), frame.len());
         let forwarded = matches!(decision.action, XdpAction::Tx | XdpAction::Redirect);
         assert_eq!(forwarded, decision.reason.is_none(), "{decision:?}");
-        assert_eq!(forwarded, decision.backend_id.is_some());
+        let reply = matches!(decision.nat, Some(NatRewrite::Reply(_)));
+        assert_eq!(forwarded, decision.backend_id.is_some() != reply);
+        if decision.nat_client.is_some() {
+            assert!(decision.flow_change.is_new_flow(), "{decision:?}");
+        }
         if !forwarded {
             assert_eq!(decision.output, frame);
             assert_eq!(decision.flow_change, FlowChange::Unchanged);
@@ -1099,4 +1133,551 @@ fn a_retransmitted_syn_on_a_backend_no_longer_serving_counts_against_it() {
         completed: 0,
     };
     assert_eq!(again.handshakes.counted, [(dead, failed)]);
+}
+
+// NAT
+
+/// The servers' side interface: its own MAC, behind another ifindex.
+const SERVERS_MAC: [u8; 6] = [2, 0, 0, 0, 8, 0xfe];
+const SERVERS_IFINDEX: u32 = 2;
+/// The port the `nat` backends serve the web service on.
+const NAT_PORT: u16 = 8080;
+
+fn nat_endpoint(addr: u32, port: u16, proto: u8) -> crate::maps::Endpoint {
+    crate::maps::Endpoint {
+        addr,
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    }
+}
+
+fn nat_client(mac: [u8; 6]) -> crate::maps::NatClient {
+    crate::maps::NatClient { mac, _pad: [0; 2] }
+}
+
+/// [`web_maps`] with the web service on `nat` and a DNS service on `nat`
+/// too, the backends serving both on [`NAT_PORT`], their replies known,
+/// and the servers' side in use.
+fn nat_maps() -> MapContents {
+    nat_maps_replying(&[IPPROTO_TCP, IPPROTO_UDP])
+}
+
+/// [`nat_maps`] with the backends' replies known for `protos` only.
+fn nat_maps_replying(protos: &[u8]) -> MapContents {
+    let mut maps = with_flags(web_maps(), key(80, IPPROTO_TCP), service_flags::NAT);
+    publish(
+        &mut maps,
+        key(53, IPPROTO_UDP),
+        1,
+        Scheduler::Maglev,
+        &[3; 7],
+    );
+    maps = with_flags(maps, key(53, IPPROTO_UDP), service_flags::NAT);
+    maps.set_local_interface(
+        LocalInterface::SERVERS,
+        LocalInterface {
+            mac: SERVERS_MAC,
+            _pad: [0; 2],
+            ifindex: SERVERS_IFINDEX,
+        },
+    )
+    .unwrap();
+    for id in 0..4 {
+        let mut nat_backend = backend(id, backend_state::UP);
+        nat_backend.port = NAT_PORT.to_be();
+        maps.set_backend(id, nat_backend).unwrap();
+        let services = [(80, IPPROTO_TCP), (53, IPPROTO_UDP)];
+        for (port, proto) in services.into_iter().filter(|(_, p)| protos.contains(p)) {
+            maps.set_nat_reverse(
+                nat_endpoint(nat_backend.ip, NAT_PORT, proto),
+                nat_endpoint(u32::from_ne_bytes(VIP), port, proto),
+            );
+        }
+    }
+    maps
+}
+
+/// The TCP or UDP checksum of `segment` from `src` to `dst`, over the
+/// pseudo-header: 0 when the checksum in it is right.
+fn l4_checksum(src: [u8; 4], dst: [u8; 4], proto: u8, segment: &[u8]) -> u16 {
+    use crate::checksum::{fold, sum};
+    let pseudo_header = [
+        &src[..],
+        &dst[..],
+        &[0, proto],
+        &(segment.len() as u16).to_be_bytes(),
+    ]
+    .concat();
+    !fold(sum(sum(0, &pseudo_header), segment))
+}
+
+/// An Ethernet frame from `src_mac` to `dst_mac` of the `proto` `segment`
+/// (its checksum field zero) from `src` to `dst`, both checksums computed;
+/// a UDP checksum that comes out 0 is sent as 0xffff.
+fn checksummed(
+    macs: ([u8; 6], [u8; 6]),
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    mut segment: Vec<u8>,
+) -> Vec<u8> {
+    let at = if proto == IPPROTO_TCP { 16 } else { 6 };
+    let mut sum = l4_checksum(src, dst, proto, &segment);
+    if proto == IPPROTO_UDP && sum == 0 {
+        sum = 0xffff;
+    }
+    segment[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    let mut packet = ipv4(proto, &[], &segment);
+    packet[12..16].copy_from_slice(&src);
+    packet[16..20].copy_from_slice(&dst);
+    let header = crate::checksum::checksum(&packet[..20]);
+    packet[10..12].copy_from_slice(&header.to_be_bytes());
+    [&macs.0[..], &macs.1, &[0x08, 0x00], &packet].concat()
+}
+
+/// Whether the IPv4 header and the TCP or UDP checksum of the 20-byte-header
+/// packet in `frame` verify (a UDP checksum of 0 is none, and verifies).
+fn checksums_verify(frame: &[u8]) -> bool {
+    let ip = &frame[14..34];
+    let (src, dst) = (
+        ip[12..16].try_into().unwrap(),
+        ip[16..20].try_into().unwrap(),
+    );
+    let segment = &frame[34..];
+    let no_udp_checksum = ip[9] == IPPROTO_UDP && segment[6..8] == [0, 0];
+    crate::checksum::checksum(ip) == 0
+        && (no_udp_checksum || l4_checksum(src, dst, ip[9], segment) == 0)
+}
+
+/// A client's packet to the web service (TCP) or the DNS service (UDP), with
+/// valid checksums.
+fn nat_client_frame(proto: u8, src_port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let segment = if proto == IPPROTO_TCP {
+        [&tcp(src_port, 80, flags)[..], payload].concat()
+    } else {
+        udp(src_port, 53, payload)
+    };
+    checksummed((LB_MAC, CLIENT_MAC), CLIENT, VIP, proto, segment)
+}
+
+/// Backend `id`'s reply from [`NAT_PORT`] to the client's port 40000, to the
+/// servers' MAC, with valid checksums.
+fn reply_frame(id: u32, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let segment = if proto == IPPROTO_TCP {
+        [&tcp(NAT_PORT, 40_000, TCP_ACK)[..], payload].concat()
+    } else {
+        udp(NAT_PORT, 40_000, payload)
+    };
+    let backend_ip = backend(id, backend_state::UP).ip.to_ne_bytes();
+    checksummed(
+        (SERVERS_MAC, backend_mac(id)),
+        backend_ip,
+        CLIENT,
+        proto,
+        segment,
+    )
+}
+
+#[test]
+fn a_nat_service_rewrites_the_destination_with_checksums_that_verify() {
+    let maps = nat_maps();
+    for (proto, payload) in [
+        (IPPROTO_TCP, &b""[..]),
+        (IPPROTO_TCP, b"GET / HTTP/1.1\r\n\r\n"),
+        (IPPROTO_UDP, b"odd"),
+    ] {
+        let frame = nat_client_frame(proto, 40_000, TCP_SYN, payload);
+        assert!(checksums_verify(&frame));
+        let decision = decide(&frame, &INGRESS, &maps);
+        let id = decision.backend_id.expect("forwarded");
+        let backend = maps.backend(id).unwrap();
+        assert_eq!(decision.action, XdpAction::Tx);
+        assert_eq!(decision.nat, Some(NatRewrite::ToBackend));
+        let output = &decision.output;
+        assert_eq!(output[..12], [&backend_mac(id)[..], &LB_MAC].concat());
+        assert_eq!(output[30..34], backend.ip.to_ne_bytes(), "the destination");
+        assert_eq!(
+            output[36..38],
+            NAT_PORT.to_be_bytes(),
+            "the destination port"
+        );
+        assert_eq!(output[26..30], CLIENT, "the source stays");
+        assert_eq!(output[34..36], 40_000u16.to_be_bytes());
+        assert!(checksums_verify(output), "{proto}: {output:02x?}");
+        // Nothing else changes.
+        let unchanged = |frame: &[u8]| {
+            let mut frame = frame.to_vec();
+            frame[..12].fill(0);
+            frame[24..26].fill(0);
+            frame[30..38].fill(0);
+            let at = if proto == IPPROTO_TCP { 50 } else { 40 };
+            frame[at..at + 2].fill(0);
+            frame
+        };
+        assert_eq!(unchanged(output), unchanged(&frame));
+    }
+}
+
+#[test]
+fn a_nat_forward_with_ip_options_rewrites_past_them() {
+    let maps = nat_maps();
+    let frame = ethernet(
+        0x0800,
+        &ipv4(IPPROTO_TCP, &[1, 1, 1, 0], &tcp(40_000, 80, TCP_SYN)),
+    );
+    let decision = decide(&frame, &INGRESS, &maps);
+    let backend = maps.backend(decision.backend_id.unwrap()).unwrap();
+    assert_eq!(decision.output[30..34], backend.ip.to_ne_bytes());
+    assert_eq!(decision.output[34..38], frame[34..38], "the options stay");
+    assert_eq!(decision.output[40..42], NAT_PORT.to_be_bytes());
+}
+
+#[test]
+fn a_backends_reply_is_translated_back_to_its_service_and_sent_to_the_client() {
+    let mut maps = nat_maps();
+    maps.set_nat_client(u32::from_ne_bytes(CLIENT), nat_client(CLIENT_MAC));
+    for (proto, service_port) in [(IPPROTO_TCP, 80u16), (IPPROTO_UDP, 53)] {
+        let frame = reply_frame(2, proto, b"HTTP/1.1 200 OK\r\n");
+        let decision = decide(&frame, &INGRESS, &maps);
+        let backend_ip = backend(2, backend_state::UP).ip;
+        assert_eq!(
+            decision,
+            Decision {
+                action: XdpAction::Tx,
+                output: decision.output.clone(),
+                reason: None,
+                flow_key: None,
+                backend_id: None,
+                flow_change: FlowChange::Unchanged,
+                cursor_advance: None,
+                service_traffic: None,
+                backend_traffic: None,
+                source_bucket: None,
+                insert_window: None,
+                handshakes: HandshakeEffect::default(),
+                nat: Some(NatRewrite::Reply(nat_endpoint(backend_ip, NAT_PORT, proto))),
+                nat_client: None,
+            }
+        );
+        let output = &decision.output;
+        assert_eq!(output[..12], [&CLIENT_MAC[..], &LB_MAC].concat());
+        assert_eq!(output[26..30], VIP, "the source");
+        assert_eq!(
+            output[34..36],
+            service_port.to_be_bytes(),
+            "the source port"
+        );
+        assert_eq!(output[30..34], CLIENT, "the destination stays");
+        assert!(checksums_verify(output), "{proto}: {output:02x?}");
+    }
+    // The main interface is not the one it came in on: redirected there.
+    let mut main = main_interface();
+    main.ifindex = 9;
+    maps.set_local_interface(LocalInterface::MAIN, main)
+        .unwrap();
+    let decision = decide(&reply_frame(0, IPPROTO_TCP, b""), &INGRESS, &maps);
+    assert_eq!(decision.action, XdpAction::Redirect);
+}
+
+#[test]
+fn only_a_known_backends_whole_unfragmented_reply_to_the_servers_mac_is_translated() {
+    let mut maps = nat_maps();
+    maps.set_nat_client(u32::from_ne_bytes(CLIENT), nat_client(CLIENT_MAC));
+    let pass = XdpAction::Pass;
+    let reply = reply_frame(1, IPPROTO_TCP, b"");
+    let with = |offset: usize, bytes: &[u8]| {
+        let mut frame = reply.clone();
+        frame[offset..offset + bytes.len()].copy_from_slice(bytes);
+        frame
+    };
+    for (frame, what) in [
+        (with(0, &LB_MAC), "to the main MAC"),
+        (with(0, &[0xff; 6]), "broadcast"),
+        (with(14, &[0x44]), "IHL 4"),
+        (with(20, &[0x20, 0]), "more fragments"),
+        (with(20, &[0, 1]), "a fragment offset"),
+        (with(23, &[1]), "ICMP"),
+        (with(34, &8081u16.to_be_bytes()), "another source port"),
+        (with(26, &[10, 0, 0, 99]), "another source"),
+        (reply[..14 + 20 + 19].to_vec(), "19 bytes of TCP"),
+        (with(14, &[0x46]), "IHL 6: the TCP header is cut short"),
+    ] {
+        let decision = decide(&frame, &INGRESS, &maps);
+        assert_eq!(
+            (decision.action, decision.reason),
+            (pass, Some(Reason::NotService)),
+            "{what}"
+        );
+        assert_eq!(decision.output, frame, "{what}");
+    }
+    // UDP needs its 8 bytes in the frame.
+    let udp_reply = reply_frame(1, IPPROTO_UDP, b"");
+    assert_rejected(&maps, &udp_reply[..14 + 20 + 7], pass, Reason::NotService);
+    assert!(decide(&udp_reply[..14 + 20 + 8], &INGRESS, &maps)
+        .nat
+        .is_some());
+    // The protocol is part of the backend's endpoint.
+    let mut udp_only = nat_maps_replying(&[IPPROTO_UDP]);
+    udp_only.set_nat_client(u32::from_ne_bytes(CLIENT), nat_client(CLIENT_MAC));
+    assert_rejected(&udp_only, &reply, pass, Reason::NotService);
+    assert!(decide(&udp_reply, &INGRESS, &udp_only).nat.is_some());
+    // The servers' entry unused: nothing is a reply.
+    let mut unused = maps.clone();
+    unused
+        .set_local_interface(
+            LocalInterface::SERVERS,
+            LocalInterface {
+                ifindex: 0,
+                ..unused.local_interface(LocalInterface::SERVERS).unwrap()
+            },
+        )
+        .unwrap();
+    assert_rejected(&unused, &reply, pass, Reason::NotService);
+    // The total length is not looked at, nor bytes beyond it.
+    let lying = with(16, &[0, 0]);
+    assert!(matches!(
+        decide(&lying, &INGRESS, &maps).nat,
+        Some(NatRewrite::Reply(_))
+    ));
+}
+
+#[test]
+fn a_reply_to_a_client_this_node_never_saw_is_passed_untouched() {
+    let maps = nat_maps();
+    for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+        let reply = reply_frame(0, proto, b"");
+        assert_rejected(&maps, &reply, XdpAction::Pass, Reason::NatNoClient);
+    }
+    // Learnt for another client only: still unknown.
+    let mut other = maps;
+    other.set_nat_client(u32::from_ne_bytes([10, 0, 1, 2]), nat_client(CLIENT_MAC));
+    let reply = reply_frame(0, IPPROTO_TCP, b"");
+    assert_rejected(&other, &reply, XdpAction::Pass, Reason::NatNoClient);
+}
+
+#[test]
+fn a_nat_service_drops_packets_from_the_servers_side() {
+    let maps = nat_maps();
+    let mut hairpin = nat_client_frame(IPPROTO_TCP, 40_000, TCP_SYN, b"");
+    hairpin[..6].copy_from_slice(&SERVERS_MAC);
+    assert_rejected(&maps, &hairpin, XdpAction::Drop, Reason::NatHairpin);
+    let decision = decide(&hairpin, &INGRESS, &maps);
+    assert_eq!(decision.nat_client, None, "nothing learnt");
+    assert!(decision.flow_key.is_some());
+    // An established flow's packets too.
+    let mut established = maps.clone();
+    established.apply(&decide(
+        &nat_client_frame(IPPROTO_TCP, 40_000, TCP_SYN, b""),
+        &INGRESS,
+        &established,
+    ));
+    assert_eq!(established.flow_count(), 1);
+    assert_rejected(&established, &hairpin, XdpAction::Drop, Reason::NatHairpin);
+    // A dsr-l2 service takes them from either side.
+    let dsr = with_flags(maps.clone(), key(80, IPPROTO_TCP), 0);
+    let decision = decide(&hairpin, &INGRESS, &dsr);
+    assert_eq!(decision.action, XdpAction::Tx);
+    assert_eq!(decision.nat, None);
+    assert_eq!(decision.output[26..], hairpin[26..], "no address rewritten");
+    // The servers' entry unused, its MAC is no one's.
+    let mut unused = maps.clone();
+    unused
+        .set_local_interface(LocalInterface::SERVERS, LocalInterface::default())
+        .unwrap();
+    assert_rejected(&unused, &hairpin, XdpAction::Pass, Reason::NotForUs);
+    // The main MAC wins over a servers' entry with the same MAC.
+    let mut same = maps;
+    same.set_local_interface(LocalInterface::SERVERS, main_interface())
+        .unwrap();
+    let decision = decide(&hairpin, &INGRESS, &same);
+    assert_eq!(decision.reason, Some(Reason::NotForUs));
+    let to_main = nat_client_frame(IPPROTO_TCP, 40_000, TCP_SYN, b"");
+    assert_eq!(decide(&to_main, &INGRESS, &same).action, XdpAction::Tx);
+}
+
+#[test]
+fn udp_without_a_checksum_stays_without_one() {
+    let mut maps = nat_maps();
+    maps.set_nat_client(u32::from_ne_bytes(CLIENT), nat_client(CLIENT_MAC));
+    let without = |mut frame: Vec<u8>| {
+        frame[40..42].fill(0);
+        frame
+    };
+    let forward = without(nat_client_frame(IPPROTO_UDP, 40_000, 0, b"query"));
+    let decision = decide(&forward, &INGRESS, &maps);
+    assert_eq!(decision.nat, Some(NatRewrite::ToBackend));
+    assert_eq!(decision.output[36..38], NAT_PORT.to_be_bytes());
+    assert_eq!(decision.output[40..42], [0, 0]);
+    assert!(checksums_verify(&decision.output));
+    let reply = without(reply_frame(3, IPPROTO_UDP, b"answer"));
+    let decision = decide(&reply, &INGRESS, &maps);
+    assert!(matches!(decision.nat, Some(NatRewrite::Reply(_))));
+    assert_eq!(decision.output[34..36], 53u16.to_be_bytes());
+    assert_eq!(decision.output[40..42], [0, 0]);
+    assert!(checksums_verify(&decision.output));
+}
+
+#[test]
+fn a_udp_checksum_that_comes_out_zero_is_sent_as_ffff() {
+    let mut maps = nat_maps();
+    maps.set_nat_client(u32::from_ne_bytes(CLIENT), nat_client(CLIENT_MAC));
+    // The reply as it leaves, with a last payload word that makes its sum
+    // 0xffff (its checksum 0): `w` added to a sum `s` whose complement is
+    // `w` gives 0xffff.
+    let service_ip = VIP;
+    let leaving = |word: u16| {
+        [
+            &udp(53, 40_000, &[0, 0, 0, 0])[..6],
+            &[0, 0],
+            &[0, 0],
+            &word.to_be_bytes()[..],
+        ]
+        .concat()
+    };
+    let word = l4_checksum(service_ip, CLIENT, IPPROTO_UDP, &leaving(0));
+    assert_eq!(
+        l4_checksum(service_ip, CLIENT, IPPROTO_UDP, &leaving(word)),
+        0
+    );
+    let reply = reply_frame(
+        0,
+        IPPROTO_UDP,
+        &[0, 0, word.to_be_bytes()[0], word.to_be_bytes()[1]],
+    );
+    assert_ne!(reply[40..42], [0, 0]);
+    let decision = decide(&reply, &INGRESS, &maps);
+    assert!(matches!(decision.nat, Some(NatRewrite::Reply(_))));
+    assert_eq!(decision.output[40..42], [0xff, 0xff]);
+    assert!(checksums_verify(&decision.output));
+}
+
+#[test]
+fn a_nat_client_is_learnt_on_new_flows_only() {
+    let mut maps = nat_maps();
+    let client = u32::from_ne_bytes(CLIENT);
+    let syn = nat_client_frame(IPPROTO_TCP, 40_000, TCP_SYN, b"");
+    let first = decide(&syn, &INGRESS, &maps);
+    assert_eq!(first.nat_client, Some((client, nat_client(CLIENT_MAC))));
+    maps.apply(&first);
+    assert_eq!(maps.nat_client(client), Some(nat_client(CLIENT_MAC)));
+
+    // The flow's next packets, from another MAC: not learnt.
+    let router = [2, 0, 0, 0, 9, 9];
+    let mut from_router = nat_client_frame(IPPROTO_TCP, 40_000, TCP_ACK, b"");
+    from_router[6..12].copy_from_slice(&router);
+    let established = decide(&from_router, &INGRESS, &maps);
+    assert_eq!(established.backend_id, first.backend_id);
+    assert_eq!(established.nat, Some(NatRewrite::ToBackend));
+    assert_eq!(established.nat_client, None);
+    // A new flow from the same MAC writes nothing; from another, the MAC.
+    let second = decide(
+        &nat_client_frame(IPPROTO_UDP, 40_001, 0, b""),
+        &INGRESS,
+        &maps,
+    );
+    assert!(second.flow_change.is_new_flow());
+    assert_eq!(second.nat_client, None);
+    let mut new_from_router = nat_client_frame(IPPROTO_TCP, 40_002, TCP_SYN, b"");
+    new_from_router[6..12].copy_from_slice(&router);
+    let moved = decide(&new_from_router, &INGRESS, &maps);
+    assert_eq!(moved.nat_client, Some((client, nat_client(router))));
+    // Only the MAC counts: an entry with other padding is left alone.
+    let mut padded = maps.clone();
+    padded.set_nat_client(
+        client,
+        crate::maps::NatClient {
+            mac: CLIENT_MAC,
+            _pad: [1, 2],
+        },
+    );
+    let second = decide(
+        &nat_client_frame(IPPROTO_TCP, 40_003, TCP_SYN, b""),
+        &INGRESS,
+        &padded,
+    );
+    assert_eq!(second.nat_client, None);
+
+    // Not without a new flow: dropped, rate limited or with no backend.
+    let mut hairpin = new_from_router.clone();
+    hairpin[..6].copy_from_slice(&SERVERS_MAC);
+    assert_eq!(decide(&hairpin, &INGRESS, &maps).nat_client, None);
+    let mut limited = maps.clone();
+    limited
+        .set_rate_limit(0, crate::maps::RateLimit::new(1, 0))
+        .unwrap();
+    let limited = with_flags(
+        limited,
+        key(80, IPPROTO_TCP),
+        service_flags::NAT | service_flags::RATE_LIMIT,
+    );
+    let decision = decide(&new_from_router, &INGRESS, &limited);
+    assert_eq!(
+        (decision.reason, decision.nat_client),
+        (Some(Reason::RateLimited), None)
+    );
+    // A dsr-l2 service learns nothing.
+    let dsr = with_flags(maps.clone(), key(80, IPPROTO_TCP), 0);
+    assert_eq!(decide(&new_from_router, &INGRESS, &dsr).nat_client, None);
+
+    // A new flow forwarded without a flow-table entry is learnt all the same.
+    let mut skipping = maps.clone();
+    skipping.set_settings(crate::maps::Settings {
+        flow_insert_limit_per_cpu: 1,
+        ..crate::maps::Settings::default()
+    });
+    skipping.set_insert_window(crate::maps::InsertWindow {
+        started_ns: u64::MAX,
+        inserts: u64::MAX,
+    });
+    let skipped = decide(&new_from_router, &INGRESS, &skipping);
+    assert!(matches!(skipped.flow_change, FlowChange::Skipped { .. }));
+    assert_eq!(skipped.nat_client, Some((client, nat_client(router))));
+}
+
+#[test]
+fn a_retransmitted_syn_moved_by_passive_health_learns_nothing() {
+    let mut maps = nat_maps();
+    let service = maps.service(&key(80, IPPROTO_TCP)).unwrap();
+    maps.set_service(
+        key(80, IPPROTO_TCP),
+        Service {
+            flags: service_flags::NAT | service_flags::OBSERVE,
+            error_limit: 3,
+            handshake_timeout: u32::MAX,
+            ..service
+        },
+    );
+    let syn = nat_client_frame(IPPROTO_TCP, 40_000, TCP_SYN, b"");
+    let first = decide(&syn, &INGRESS, &maps);
+    assert!(first.nat_client.is_some());
+    maps.apply(&first);
+    let mut again = syn.clone();
+    again[6..12].copy_from_slice(&[2, 0, 0, 0, 9, 9]);
+    let moved = decide(&again, &INGRESS, &maps);
+    assert!(matches!(moved.flow_change, FlowChange::Replaced { .. }));
+    assert_ne!(moved.backend_id, first.backend_id);
+    assert_eq!(moved.nat, Some(NatRewrite::ToBackend));
+    assert_eq!(moved.nat_client, None);
+}
+
+#[test]
+fn frag_needed_for_a_nat_flow_is_passed_even_when_established() {
+    let mut maps = nat_maps();
+    let syn = nat_client_frame(IPPROTO_TCP, 7, TCP_SYN, b"");
+    maps.apply(&decide(&syn, &INGRESS, &maps));
+    assert!(maps.flow(&web_flow(7)).is_some());
+    let decision = decide(&frag_needed(7, 28), &INGRESS, &maps);
+    assert_eq!(
+        (decision.action, decision.reason),
+        (XdpAction::Pass, Some(Reason::VipIcmp))
+    );
+    assert_eq!(decision.flow_key, Some(web_flow(7)));
+    assert_eq!(decision.output, frag_needed(7, 28));
+    // The same flow of a dsr-l2 service reaches its backend.
+    let dsr = with_flags(maps, key(80, IPPROTO_TCP), 0);
+    assert_eq!(
+        decide(&frag_needed(7, 28), &INGRESS, &dsr).action,
+        XdpAction::Tx
+    );
 }

@@ -36,6 +36,12 @@ impl<'a> EthernetFrame<'a> {
         [d0, d1, d2, d3, d4, d5]
     }
 
+    /// The source MAC.
+    pub fn src_addr(&self) -> [u8; 6] {
+        let [.., s0, s1, s2, s3, s4, s5, _, _] = *self.header;
+        [s0, s1, s2, s3, s4, s5]
+    }
+
     /// The EtherType, host order (VLAN tags are not looked into).
     pub fn ether_type(&self) -> u16 {
         u16::from_be_bytes([self.header[12], self.header[13]])
@@ -187,7 +193,10 @@ mod tests {
         let mut frame = [0u8; 16];
         frame[12..14].copy_from_slice(&[0x08, 0x00]);
         frame[14..].copy_from_slice(&[0xaa, 0xbb]);
+        frame[..12].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         let eth = EthernetFrame::new_checked(&frame).unwrap();
+        assert_eq!(eth.dst_addr(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(eth.src_addr(), [7, 8, 9, 10, 11, 12]);
         assert_eq!(eth.ether_type(), EthernetFrame::ETHERTYPE_IPV4);
         assert_eq!(eth.payload(), [0xaa, 0xbb]);
     }

@@ -23,6 +23,9 @@ pub struct FrameSpec {
     pub l4: L4Spec,
     /// Bytes after the IPv4 packet (Ethernet padding).
     pub trailer: Vec<u8>,
+    /// Whether the TCP or UDP checksum is computed (over the IPv4
+    /// pseudo-header, from the fields as they are); otherwise it is 0.
+    pub l4_checksum: bool,
 }
 
 /// An IPv4 header; `None` fields are computed from the rest.
@@ -156,13 +159,18 @@ impl FrameSpec {
             },
             l4,
             trailer: Vec::new(),
+            l4_checksum: false,
         }
     }
 
-    /// The frame's bytes (IPv4 header checksum computed; L4 checksums left 0,
-    /// which the data path does not look at).
+    /// The frame's bytes (IPv4 header checksum computed; L4 checksums 0
+    /// unless [`FrameSpec::l4_checksum`]: only `nat` updates them, and
+    /// never looks at them).
     pub fn build(&self) -> Vec<u8> {
-        let l4 = self.l4.bytes();
+        let mut l4 = self.l4.bytes();
+        if self.l4_checksum {
+            self.fill_l4_checksum(&mut l4);
+        }
         let options = padded(&self.ip.options);
         let header_len = 20 + options.len();
         let ihl = self.ip.ihl.unwrap_or((header_len / 4) as u8);
@@ -192,6 +200,35 @@ impl FrameSpec {
         frame.extend_from_slice(&l4);
         frame.extend_from_slice(&self.trailer);
         frame
+    }
+}
+
+impl FrameSpec {
+    /// Writes the TCP or UDP checksum of `l4` (its field zero) from the
+    /// spec's addresses and protocol, when the header holds the field; a
+    /// UDP checksum that comes out 0 is sent as 0xffff.
+    fn fill_l4_checksum(&self, l4: &mut [u8]) {
+        let (at, udp) = match self.l4 {
+            L4Spec::Tcp { .. } => (16, false),
+            L4Spec::Udp { .. } => (6, true),
+            L4Spec::Icmp { .. } => return,
+        };
+        if l4.len() < at + 2 {
+            return;
+        }
+        let pseudo_header = [
+            &self.ip.src[..],
+            &self.ip.dst[..],
+            &[0, self.ip.protocol],
+            &(l4.len() as u16).to_be_bytes(),
+        ]
+        .concat();
+        let sum = lb_common::checksum::sum(lb_common::checksum::sum(0, &pseudo_header), l4);
+        let checksum = match !lb_common::checksum::fold(sum) {
+            0 if udp => 0xffff,
+            checksum => checksum,
+        };
+        l4[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
     }
 }
 
@@ -243,6 +280,39 @@ mod tests {
         assert_eq!(frame[23], IPPROTO_UDP);
         assert_eq!(checksum(&frame[14..34]), 0, "the header checksum verifies");
         assert_eq!(frame[38..40], 11u16.to_be_bytes(), "UDP length");
+        assert_eq!(frame[40..42], [0, 0], "no UDP checksum");
+    }
+
+    #[test]
+    fn transport_checksums_verify_when_computed() {
+        let mut spec = udp_frame();
+        spec.l4_checksum = true;
+        let verifies = |frame: &[u8]| {
+            let ip = &frame[14..34];
+            let pseudo_header = [
+                &ip[12..20],
+                &[0, ip[9]],
+                &((frame.len() - 34) as u16).to_be_bytes(),
+            ]
+            .concat();
+            lb_common::checksum::fold(lb_common::checksum::sum(
+                lb_common::checksum::sum(0, &pseudo_header),
+                &frame[34..],
+            )) == 0xffff
+        };
+        let frame = spec.build();
+        assert_ne!(frame[40..42], [0, 0]);
+        assert!(verifies(&frame));
+        spec.l4 = L4Spec::Tcp {
+            src_port: 1,
+            dst_port: 2,
+            data_offset: None,
+            flags: 0x12,
+            options: vec![],
+            payload: b"odd".to_vec(),
+        };
+        spec.ip.protocol = IPPROTO_TCP;
+        assert!(verifies(&spec.build()));
     }
 
     #[test]

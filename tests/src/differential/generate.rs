@@ -4,9 +4,11 @@
 //! packets drawn from the same kinds.
 //!
 //! Clients come from a small pool, so random packets both open new flows and
-//! hit established ones.
+//! hit established ones; `nat` backends' replies go to clients of that pool
+//! (learnt once they open a flow), to clients learnt beforehand and to
+//! clients never seen.
 
-use lb_common::maps::{FlowKey, ServiceKey, SourcePrefix, IPPROTO_TCP, IPPROTO_UDP};
+use lb_common::maps::{Endpoint, FlowKey, ServiceKey, SourcePrefix, IPPROTO_TCP, IPPROTO_UDP};
 
 use super::frames::{
     FrameSpec, L4Spec, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ,
@@ -14,10 +16,12 @@ use super::frames::{
 };
 use super::rng::Rng;
 use super::setup::{
-    backend_mac, flow_key, keys, service_key, Setup, LB_MAC, NOT_A_VIP, VIP_A, VIP_B, VIP_C,
+    backend_mac, endpoint, flow_key, keys, service_key, Setup, CLIENT_MAC, LB_MAC, NOT_A_VIP,
+    REMOTE_LB_MAC, UNKNOWN_CLIENT, VIP_A, VIP_B, VIP_C,
 };
 
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
+/// The source MAC of the servers' replies (not looked at).
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x20, 0x01];
 /// The router that reports a too-big packet (TEST-NET-3).
 const ROUTER: [u8; 4] = [203, 0, 113, 1];
 /// An embedded IPv4 header and the 8 bytes of TCP/UDP an ICMP error quotes.
@@ -96,11 +100,19 @@ pub enum Kind {
     /// A source at the edge of a prefix of a service's allow-list: its first
     /// and last address, and the addresses just outside.
     AllowEdge,
+    /// A packet from a backend's address and port to a client (mostly a
+    /// `nat` backend's reply to the servers' interface's MAC: to learnt and
+    /// unknown clients, TCP and UDP with and without a checksum, cut short,
+    /// fragmented, with any IHL, to other MACs).
+    NatReply,
+    /// A packet to a service on the servers' interface's MAC (a hairpin for
+    /// a `nat` service).
+    ServersSide,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 25] = [
+    pub const ALL: [Kind; 27] = [
         Kind::Valid,
         Kind::StaleFlow,
         Kind::Truncated,
@@ -126,6 +138,8 @@ impl Kind {
         Kind::RemovedService,
         Kind::Trailer,
         Kind::AllowEdge,
+        Kind::NatReply,
+        Kind::ServersSide,
     ];
 
     /// How often random packets are of this kind, relative to the others.
@@ -133,6 +147,7 @@ impl Kind {
         match self {
             Kind::Valid => 30,
             Kind::Truncated | Kind::ByteFlips => 8,
+            Kind::NatReply => 6,
             Kind::TcpFlags => 5,
             Kind::StaleFlow
             | Kind::RandomBytes
@@ -147,7 +162,8 @@ impl Kind {
             | Kind::FragNeeded
             | Kind::OtherPort
             | Kind::Trailer
-            | Kind::AllowEdge => 2,
+            | Kind::AllowEdge
+            | Kind::ServersSide => 2,
             Kind::NotIpv4 | Kind::OtherProtocol | Kind::NotAVip | Kind::RemovedService => 1,
         }
     }
@@ -180,6 +196,8 @@ impl Kind {
             Kind::RemovedService => "removed-service",
             Kind::Trailer => "trailer",
             Kind::AllowEdge => "allow-edge",
+            Kind::NatReply => "nat-reply",
+            Kind::ServersSide => "servers-side",
         }
     }
 }
@@ -198,6 +216,10 @@ pub struct Generator {
     removed: Vec<ServiceKey>,
     setup_flows: Vec<FlowKey>,
     allow_listed: Vec<(ServiceKey, SourcePrefix)>,
+    /// The `nat` backends' endpoints (the keys of `NAT_REVERSE`).
+    nat_backends: Vec<Endpoint>,
+    /// The clients the setup learns beforehand.
+    learnt_clients: Vec<[u8; 4]>,
 }
 
 impl Generator {
@@ -209,6 +231,16 @@ impl Generator {
             removed: setup.removed_services(),
             setup_flows: setup.flows().iter().map(|(key, _)| *key).collect(),
             allow_listed: setup.allow_listed(),
+            nat_backends: setup
+                .nat_reverse()
+                .iter()
+                .map(|(backend, _)| *backend)
+                .collect(),
+            learnt_clients: setup
+                .nat_clients()
+                .iter()
+                .map(|addr| addr.to_ne_bytes())
+                .collect(),
         }
     }
 
@@ -238,6 +270,8 @@ impl Generator {
         add(Kind::StaleFlow, self.every_setup_flow());
         add(Kind::Trailer, self.every_trailer_length());
         add(Kind::AllowEdge, self.every_allow_edge());
+        add(Kind::NatReply, self.every_nat_reply_case());
+        add(Kind::ServersSide, self.every_servers_side_case());
         packets
     }
 
@@ -426,6 +460,86 @@ impl Generator {
                 spec.trailer = self.rng.bytes(len);
                 spec.build()
             }
+            Kind::NatReply => self.random_nat_reply(),
+            Kind::ServersSide => {
+                let mut spec = self.valid_to_any_service();
+                spec.dst_mac = REMOTE_LB_MAC;
+                spec.build()
+            }
+        }
+    }
+
+    /// A random reply: mostly from a `nat` backend to the servers' MAC,
+    /// often with one thing wrong with it.
+    fn random_nat_reply(&mut self) -> Vec<u8> {
+        let backend = self.reply_source();
+        let (client, client_port) = match self.rng.below(4) {
+            0 | 1 => self.client(),
+            2 if !self.learnt_clients.is_empty() => (*self.rng.pick(&self.learnt_clients), 443),
+            _ => (UNKNOWN_CLIENT, 443),
+        };
+        let mut spec = self.reply_from(&backend, client, client_port);
+        match self.rng.below(16) {
+            0 => spec.dst_mac = LB_MAC,
+            1 => spec.dst_mac = self.other_mac(),
+            2 => spec.ip.flags_fragment = self.rng.u16(),
+            3 => spec.ip.ihl = Some(self.rng.below(16) as u8),
+            4 => {
+                let words = self.rng.in_range(1..=10);
+                spec.ip.options = self.options(words);
+            }
+            5 => spec.ip.total_len = Some(self.rng.u16()),
+            6 => {
+                let mut frame = spec.build();
+                frame.truncate(self.rng.below(frame.len() + 1));
+                return frame;
+            }
+            7 => {
+                let other = self.rng.byte();
+                spec.ip.protocol = *self.rng.pick(&[1, IPPROTO_TCP, IPPROTO_UDP, other]);
+            }
+            8 => {
+                let len = self.rng.in_range(1..=46);
+                spec.trailer = self.rng.bytes(len);
+            }
+            _ => {}
+        }
+        spec.build()
+    }
+
+    /// The source of a reply: a `nat` backend's endpoint, or now and then
+    /// another port, protocol or address.
+    fn reply_source(&mut self) -> Endpoint {
+        let known = if self.nat_backends.is_empty() {
+            endpoint(
+                u32::from_ne_bytes([10, 0, 1, 17]),
+                8080u16.to_be(),
+                IPPROTO_TCP,
+            )
+        } else {
+            *self.rng.pick(&self.nat_backends)
+        };
+        match self.rng.below(10) {
+            0 => Endpoint {
+                port: self.rng.u16().to_be(),
+                ..known
+            },
+            1 => Endpoint {
+                proto: if known.proto == IPPROTO_TCP {
+                    IPPROTO_UDP
+                } else {
+                    IPPROTO_TCP
+                },
+                ..known
+            },
+            // Backend 0's web port: a dsr-l2 backend, whose replies never
+            // come this way.
+            2 => endpoint(
+                u32::from_ne_bytes([10, 0, 1, 1]),
+                80u16.to_be(),
+                IPPROTO_TCP,
+            ),
+            _ => known,
         }
     }
 
@@ -460,6 +574,37 @@ impl Generator {
         self.valid_from(key, client, client_port)
     }
 
+    /// A reply from `backend` to `client:client_port` as it comes in on the
+    /// servers' side: to the servers' interface's MAC, with its TCP or UDP
+    /// checksum mostly computed (a UDP datagram without one otherwise).
+    fn reply_from(&mut self, backend: &Endpoint, client: [u8; 4], client_port: u16) -> FrameSpec {
+        let (backend_port, payload_len) = (u16::from_be(backend.port), self.rng.in_range(0..=48));
+        let payload = self.rng.bytes(payload_len);
+        let l4 = if backend.proto == IPPROTO_UDP {
+            L4Spec::Udp {
+                src_port: backend_port,
+                dst_port: client_port,
+                len: None,
+                payload,
+            }
+        } else {
+            L4Spec::Tcp {
+                src_port: backend_port,
+                dst_port: client_port,
+                data_offset: None,
+                flags: *self
+                    .rng
+                    .pick(&[TCP_SYN | TCP_ACK, TCP_ACK, TCP_PSH | TCP_ACK, TCP_RST]),
+                options: Vec::new(),
+                payload,
+            }
+        };
+        let source = backend.addr.to_ne_bytes();
+        let mut spec = FrameSpec::new(REMOTE_LB_MAC, SERVER_MAC, source, client, l4);
+        spec.l4_checksum = self.rng.percent(75);
+        spec
+    }
+
     fn valid_from(&mut self, key: &ServiceKey, client: [u8; 4], client_port: u16) -> FrameSpec {
         let dst = key.vip.to_ne_bytes();
         let dst_port = u16::from_be(key.port);
@@ -487,7 +632,9 @@ impl Generator {
                 payload,
             }
         };
-        FrameSpec::new(LB_MAC, CLIENT_MAC, client, dst, l4)
+        let mut spec = FrameSpec::new(LB_MAC, CLIENT_MAC, client, dst, l4);
+        spec.l4_checksum = self.rng.percent(50);
+        spec
     }
 
     /// A packet of the flow `key` (a setup's flow-table entry).
@@ -881,6 +1028,78 @@ impl Generator {
             for source in edges(prefix) {
                 let (_, client_port) = self.client();
                 frames.push(self.valid_from(&key, source, client_port).build());
+            }
+        }
+        frames
+    }
+
+    /// Every `nat` backend's reply to a client learnt by a new flow, to one
+    /// learnt beforehand and to an unknown one, to the servers' MAC and to
+    /// the main one, with and without a checksum; then one TCP and one UDP
+    /// reply cut at every length, with every IHL, total length, fragment
+    /// field, options length and protocol.
+    fn every_nat_reply_case(&mut self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut clients = vec![[198, 51, 100, 5], UNKNOWN_CLIENT];
+        clients.extend(self.learnt_clients.first());
+        for backend in self.nat_backends.clone() {
+            for &client in &clients {
+                for dst_mac in [REMOTE_LB_MAC, LB_MAC] {
+                    for l4_checksum in [true, false] {
+                        let mut spec = self.reply_from(&backend, client, 443);
+                        spec.dst_mac = dst_mac;
+                        spec.l4_checksum = l4_checksum;
+                        frames.push(spec.build());
+                    }
+                }
+            }
+        }
+        for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+            let Some(backend) = self.nat_backends.iter().find(|b| b.proto == proto).copied() else {
+                continue;
+            };
+            let client = clients.last().copied().unwrap_or(UNKNOWN_CLIENT);
+            let spec = self.reply_from(&backend, client, 443);
+            let frame = spec.build();
+            frames.extend((0..=frame.len()).map(|len| frame[..len].to_vec()));
+            let natural = frame.len() - 14;
+            for ihl in 0..16 {
+                let mut case = spec.clone();
+                case.ip.ihl = Some(ihl);
+                frames.push(case.build());
+            }
+            for total_len in [0, 19, 20, 27, natural - 1, natural, natural + 1, 0xffff] {
+                let mut case = spec.clone();
+                case.ip.total_len = Some(total_len as u16);
+                frames.push(case.build());
+            }
+            for field in [0x2000, 0x0001, 0x1fff, 0x3fff, 0x4000, 0x8000, 0x6000] {
+                let mut case = spec.clone();
+                case.ip.flags_fragment = field;
+                frames.push(case.build());
+            }
+            for words in 1..=10 {
+                let mut case = spec.clone();
+                case.ip.options = self.options(words);
+                frames.push(case.build());
+            }
+            for protocol in [0, 1, IPPROTO_TCP, IPPROTO_UDP, 47, 255] {
+                let mut case = spec.clone();
+                case.ip.protocol = protocol;
+                frames.push(case.build());
+            }
+        }
+        frames
+    }
+
+    /// Every service from the servers' side, twice.
+    fn every_servers_side_case(&mut self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for key in self.services.clone() {
+            for _ in 0..2 {
+                let mut spec = self.valid_to(&key);
+                spec.dst_mac = REMOTE_LB_MAC;
+                frames.push(spec.build());
             }
         }
         frames

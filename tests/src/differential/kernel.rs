@@ -1,8 +1,10 @@
 //! Direct access to the maps of a loaded [`Dataplane`], found through its
 //! program's map ids: reads of what the `Dataplane` API does not expose (a
-//! flow-table entry, one CPU's round-robin cursor, whole maps for the model's
-//! mirror) and the writes that put a setup's stale flows, cursors and held
-//! insert windows in place.
+//! flow-table entry, one CPU's round-robin cursor, a learnt NAT client,
+//! whole maps for the model's mirror) and the writes that put a setup's
+//! stale flows, cursors, held insert windows and NAT state in place (the
+//! `Dataplane` API does not write the NAT maps nor the `NAT` service flag
+//! yet). The packet fixtures (`tests/tests/fixtures.rs`) use it too.
 //!
 //! Opening maps by id gives this module its own file descriptors on the same
 //! kernel maps; the `Dataplane` keeps its own.
@@ -15,8 +17,8 @@ use aya::util::nr_cpus;
 use lb::dataplane::Dataplane;
 use lb_common::handshake::HandshakeWatch;
 use lb_common::maps::{
-    names, AllowedSource, Backend, Flow, FlowKey, InsertWindow, LocalInterface, RateLimit, Service,
-    ServiceKey, Settings,
+    names, AllowedSource, Backend, Endpoint, Flow, FlowKey, InsertWindow, LocalInterface,
+    NatClient, RateLimit, Service, ServiceKey, Settings,
 };
 use lb_common::model::{MapContents, MapSizes};
 
@@ -35,6 +37,8 @@ pub struct KernelMaps {
     insert_window: PerCpuArray<MapData, InsertWindow>,
     flow_clock: Array<MapData, u32>,
     handshakes: Array<MapData, HandshakeWatch>,
+    nat_reverse: HashMap<MapData, Endpoint, Endpoint>,
+    nat_clients: HashMap<MapData, u32, NatClient>,
 }
 
 impl KernelMaps {
@@ -72,13 +76,17 @@ impl KernelMaps {
             insert_window: take(names::INSERT_WINDOW)?.try_into()?,
             flow_clock: take(names::FLOW_CLOCK)?.try_into()?,
             handshakes: take(names::HANDSHAKES)?.try_into()?,
+            nat_reverse: take(names::NAT_REVERSE)?.try_into()?,
+            nat_clients: take(names::NAT_CLIENTS)?.try_into()?,
         })
     }
 
     /// The maps as the program on `cpu` sees them, read whole.
     pub fn snapshot(&self, sizes: MapSizes, cpu: usize) -> Result<MapContents> {
         let mut contents = MapContents::new(sizes);
-        contents.set_local_interface(self.local_interface.get(&0, 0)?);
+        for slot in 0..LocalInterface::COUNT {
+            contents.set_local_interface(slot, self.local_interface.get(&slot, 0)?)?;
+        }
         for entry in self.services.iter() {
             let (key, service) = entry?;
             contents.set_service(key, service);
@@ -113,6 +121,13 @@ impl KernelMaps {
             None => bail!("INSERT_WINDOW has no value for CPU {cpu}"),
         }
         contents.set_flow_clock(self.flow_clock.get(&0, 0)?);
+        for entry in self.nat_reverse.iter() {
+            let (backend, service) = entry?;
+            contents.set_nat_reverse(backend, service);
+        }
+        for (addr, client) in self.nat_clients()? {
+            contents.set_nat_client(addr, client);
+        }
         Ok(contents)
     }
 
@@ -173,6 +188,44 @@ impl KernelMaps {
     /// Sets the flow clock (`FLOW_CLOCK`) to `now`.
     pub fn set_flow_clock(&mut self, now: u32) -> Result<()> {
         Ok(self.flow_clock.set(0, now, 0)?)
+    }
+
+    /// Sets `flag` ([`lb_common::maps::service_flags`]) in the live
+    /// `SERVICES` entry of `key`. The `Dataplane` keeps its own copy of the
+    /// entry: its next write of it (a publication, a policy change under
+    /// the service's id) drops the flag again.
+    pub fn set_service_flag(&mut self, key: &ServiceKey, flag: u8) -> Result<()> {
+        let mut service = self
+            .services
+            .get(key, 0)
+            .with_context(|| format!("service {key:?} is not in SERVICES"))?;
+        service.flags |= flag;
+        Ok(self.services.insert(key, service, 0)?)
+    }
+
+    /// Sets the `NAT_REVERSE` entry of the `nat` backend endpoint `backend`:
+    /// its replies leave as `service`.
+    pub fn set_nat_reverse(&mut self, backend: Endpoint, service: Endpoint) -> Result<()> {
+        Ok(self.nat_reverse.insert(backend, service, 0)?)
+    }
+
+    /// The `NAT_CLIENTS` entry of client `addr` (network order), if any.
+    pub fn nat_client(&self, addr: u32) -> Result<Option<NatClient>> {
+        match self.nat_clients.get(&addr, 0) {
+            Ok(client) => Ok(Some(client)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Every `NAT_CLIENTS` entry.
+    pub fn nat_clients(&self) -> Result<Vec<(u32, NatClient)>> {
+        Ok(self.nat_clients.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// Writes client `addr`'s `NAT_CLIENTS` entry, as if learnt.
+    pub fn set_nat_client(&mut self, addr: u32, client: NatClient) -> Result<()> {
+        Ok(self.nat_clients.insert(addr, client, 0)?)
     }
 
     /// Sets the round-robin cursor of service `service_id` on every CPU.

@@ -3,7 +3,7 @@
 //! [`lb_common::model::decide`], and everything the packet can change is
 //! compared (action, output bytes, reason and action counters, the flow-table
 //! entry, the round-robin cursor, the service and backend counters, the
-//! handshake records and counters).
+//! handshake records and counters, the `NAT_CLIENTS` entry of its source).
 
 use anyhow::{Context as _, Result};
 use lb::dataplane::{CounterReader as _, Dataplane};
@@ -201,6 +201,17 @@ impl<'a> Mirror<'a> {
                     "flow-table entry after the packet: model {model:?}, program {program:?}"
                 ));
             }
+            // The program learns a `nat` client under the flow's source.
+            let (model, program) = (
+                after.nat_client(key.src_ip),
+                self.kernel.nat_client(key.src_ip)?,
+            );
+            if model != program {
+                mismatches.push(format!(
+                    "NAT_CLIENTS entry of the source after the packet: model {model:?}, \
+                     program {program:?}"
+                ));
+            }
         }
         for &(id, _) in &expected.handshakes.watches {
             let model = after.handshakes(id).map(timeless);
@@ -293,8 +304,9 @@ impl<'a> Mirror<'a> {
     }
 
     /// Compares everything the per-packet checks do not: every service and
-    /// backend counter, every cursor and, when `flows` is set, the whole flow
-    /// table. Returns the differences (the mirror is then read again).
+    /// backend counter, every cursor, every `NAT_CLIENTS` entry and, when
+    /// `flows` is set, the whole flow table. Returns the differences (the
+    /// mirror is then read again).
     pub fn check_everything(&mut self, flows: bool) -> Result<Vec<String>> {
         let sizes = self.contents.sizes();
         let mut mismatches = Vec::new();
@@ -342,6 +354,14 @@ impl<'a> Mirror<'a> {
                 ));
             }
         }
+        let mut program: Vec<_> = self.kernel.nat_clients()?;
+        program.sort_by_key(|(addr, _)| *addr);
+        let model: Vec<_> = self.contents.nat_clients().collect();
+        if model != program {
+            mismatches.push(format!(
+                "NAT_CLIENTS: model {model:02x?}, program {program:02x?}"
+            ));
+        }
         if flows {
             let mut program = MapContents::new(sizes);
             for (key, flow) in self.kernel.flows()? {
@@ -370,9 +390,9 @@ impl<'a> Mirror<'a> {
     }
 
     /// Reads back from the kernel what a packet that disagreed may have
-    /// changed: the counters, the cursors and its flow-table entry. (An entry
-    /// the program wrote under a key the model did not parse is found by the
-    /// whole-table check at the end of the half-round.)
+    /// changed: the counters, the cursors, its flow-table entry and its
+    /// source's `NAT_CLIENTS` entry. (An entry the program wrote under a key
+    /// the model did not parse is found by the whole-table checks.)
     fn resynchronise_after(&mut self, decision: &Decision) -> Result<()> {
         let sizes = self.contents.sizes();
         self.ledger = Ledger::read(self.dataplane, sizes)?;
@@ -385,6 +405,12 @@ impl<'a> Mirror<'a> {
                 Some(flow) => self.contents.insert_flow(key, flow),
                 None => self.contents.remove_flow(&key),
             };
+            match self.kernel.nat_client(key.src_ip)? {
+                Some(client) => self.contents.set_nat_client(key.src_ip, client),
+                None => {
+                    self.contents.remove_nat_client(key.src_ip);
+                }
+            }
         }
         for id in 0..sizes.max_backends {
             self.contents

@@ -31,13 +31,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use lb::dataplane::Dataplane;
 use lb_common::handshake::HandshakeCounters;
-use lb_common::model::FlowChange;
+use lb_common::model::{FlowChange, NatRewrite};
 
 pub use fixture::{from_hex, to_hex, Fixture};
 pub use generate::Kind;
+pub use kernel::KernelMaps;
 
 use generate::{Generator, Packet};
-use kernel::KernelMaps;
 use mirror::{Mirror, Stepped};
 use rng::Rng;
 use setup::Setup;
@@ -163,6 +163,12 @@ pub struct Report {
     /// retransmission, or a backend ejected (their packet wrote the
     /// records of two backends).
     pub second_chances: usize,
+    /// Packets forwarded by a `nat` service, their destination rewritten.
+    pub nat_forwards: usize,
+    /// `nat` backends' replies translated back to their service.
+    pub nat_replies: usize,
+    /// `NAT_CLIENTS` writes: a client's MAC learnt by a new flow.
+    pub nat_clients_learnt: usize,
     /// The first disagreements, in full.
     pub disagreements: Vec<Disagreement>,
     /// All disagreements.
@@ -204,6 +210,12 @@ impl Report {
         }
         let watches = &decision.handshakes.watches;
         self.second_chances += usize::from(watches.iter().any(|(id, _)| *id != watches[0].0));
+        match decision.nat {
+            Some(NatRewrite::ToBackend) => self.nat_forwards += 1,
+            Some(NatRewrite::Reply(_)) => self.nat_replies += 1,
+            None => {}
+        }
+        self.nat_clients_learnt += usize::from(decision.nat_client.is_some());
     }
 
     fn disagree(&mut self, disagreement: Disagreement, max_reported: usize) {
@@ -267,6 +279,11 @@ impl fmt::Display for Report {
             self.handshakes.retransmitted,
             self.handshakes.failed,
             self.second_chances
+        )?;
+        write!(
+            f,
+            "\n  nat: {} forwarded, {} replies translated, {} clients learnt",
+            self.nat_forwards, self.nat_replies, self.nat_clients_learnt
         )?;
         if !self.by_mismatch.is_empty() {
             let list: Vec<String> = self

@@ -3,8 +3,10 @@
 //! behind two interfaces, an empty table, tables naming backends that do not
 //! serve, stale flow-table entries and round-robin cursors beyond their ring,
 //! source allow-lists and per-source rate limits, passive health (its
-//! settings changed midway), and the flow-table insert guard, held full
-//! halfway through one setup.
+//! settings changed midway), the flow-table insert guard, held full
+//! halfway through one setup, and `nat` services (backends on other ports
+//! than their service's, the servers' side interface, the reverse map,
+//! clients learnt beforehand).
 //!
 //! A setup is programmed through the [`Dataplane`] API as the controller
 //! would (backends, services, policies, a republication, a removal), plus
@@ -25,8 +27,8 @@ use lb::dataplane::{
 use lb_common::handshake::Observe;
 use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::{
-    backend_state, service_flags, Backend, Flow, FlowKey, LocalInterface, RateLimit, Scheduler,
-    ServiceKey, SourcePrefix, IPPROTO_TCP, IPPROTO_UDP,
+    backend_state, service_flags, Backend, Endpoint, Flow, FlowKey, LocalInterface, NatClient,
+    RateLimit, Scheduler, ServiceKey, SourcePrefix, IPPROTO_TCP, IPPROTO_UDP,
 };
 use lb_common::model::{Ingress, MapContents, MapSizes};
 use lb_common::ring::round_robin_ring;
@@ -35,10 +37,15 @@ use super::kernel::KernelMaps;
 
 /// The LB's MAC: source of forwarded frames, destination of client frames.
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
-/// MAC of the other interface, the source of redirected frames.
+/// MAC of the other interface, the source of redirected frames: the
+/// servers' side ([`LocalInterface::SERVERS`]), where `nat` replies come in.
 pub const REMOTE_LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 7, 0xfe];
 /// The ifindex of backends reached by redirect (nothing is sent in a test run).
 pub const REMOTE_IFINDEX: u32 = 7;
+/// An ifindex of the main interface that is not the test run's ingress:
+/// `nat` replies are then redirected to it, as when they come in on the
+/// servers' interface.
+pub const MAIN_ELSEWHERE_IFINDEX: u32 = 9;
 /// The interface a test run's packet arrives on.
 pub const INGRESS: Ingress = Ingress {
     now_ns: 0,
@@ -48,7 +55,7 @@ pub const INGRESS: Ingress = Ingress {
 
 /// Slots per table half: a small prime keeps publication fast.
 pub const TABLE_SIZE: u32 = 251;
-pub const MAX_SERVICES: u32 = 10;
+pub const MAX_SERVICES: u32 = 12;
 pub const MAX_BACKENDS: u32 = 32;
 /// A backend id beyond `BACKENDS`, named by stale flows and tables.
 pub const BEYOND_BACKENDS: u32 = MAX_BACKENDS + 8;
@@ -63,6 +70,11 @@ pub const NOT_A_VIP: [u8; 4] = [10, 0, 0, 200];
 /// The insert guard's limit: more inserts per second than a round makes, so
 /// the window never fills and the clock is never read (see the module doc).
 pub const INSERT_LIMIT: u32 = 1_000_000;
+/// A client of `nat` services learnt before the round (no flow of its own
+/// in the table): replies to it are translated from the first packet.
+pub const LEARNT_CLIENT: [u8; 4] = [198, 51, 100, 230];
+/// A client no node ever saw: replies to it are `nat_no_client`.
+pub const UNKNOWN_CLIENT: [u8; 4] = [198, 51, 100, 240];
 
 /// A service as published: its key, id, scheduler and table.
 #[derive(Clone, Debug)]
@@ -95,6 +107,18 @@ pub enum Step {
     HoldInsertWindowsFull,
     /// `MapWriter::set_observe`: (service id, passive health; `None`: off).
     Observe(u32, Option<Observe>),
+    /// `Dataplane::set_local_interface`: (slot, MAC, ifindex).
+    LocalInterface(u32, [u8; 6], u32),
+    /// The `NAT` flag set in the live `SERVICES` entry of a key, directly
+    /// (the `Dataplane` API has no `nat` yet): after every publication and
+    /// policy change of the service, which drop it.
+    Nat(ServiceKey),
+    /// A `NAT_REVERSE` entry written directly: (backend endpoint, service
+    /// endpoint).
+    NatReverse(Endpoint, Endpoint),
+    /// A `NAT_CLIENTS` entry written directly, as if learnt: (client
+    /// address, network order, its MAC).
+    NatClient(u32, [u8; 6]),
 }
 
 /// A named state of the maps: the writes that produce it, in order, and
@@ -170,7 +194,13 @@ pub fn backend_mac(id: u32) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x10, id as u8]
 }
 
+/// Backend `id` serving on port 80 (`dsr-l2` ignores the port).
 fn backend(id: u32, state: u8, remote: bool) -> (u32, Backend) {
+    nat_backend(id, state, remote, 80)
+}
+
+/// Backend `id` serving on `port`, as a `nat` service sends to it.
+fn nat_backend(id: u32, state: u8, remote: bool, port: u16) -> (u32, Backend) {
     let (ifindex, src_mac) = if remote {
         (REMOTE_IFINDEX, REMOTE_LB_MAC)
     } else {
@@ -183,9 +213,19 @@ fn backend(id: u32, state: u8, remote: bool) -> (u32, Backend) {
         src_mac,
         state,
         _pad: 0,
-        port: 80u16.to_be(),
+        port: port.to_be(),
     };
     (id, backend)
+}
+
+/// An (address, port, protocol) endpoint, address and port in network order.
+pub fn endpoint(addr: u32, port: u16, proto: u8) -> Endpoint {
+    Endpoint {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    }
 }
 
 /// A Maglev table over `(id, weight)`.
@@ -295,13 +335,93 @@ pub mod keys {
     pub fn removed() -> ServiceKey {
         service_key(VIP_C, 8443, IPPROTO_TCP)
     }
+    /// `nat`, Maglev, its backends on ports 8080, 8000 (the service's) and
+    /// 9000, one behind the servers' interface.
+    pub fn nat_web() -> ServiceKey {
+        service_key(VIP_A, 8000, IPPROTO_TCP)
+    }
+    /// `nat` over UDP, round-robin, its backends on ports 5353 and 5000
+    /// (the service's), one behind the servers' interface.
+    pub fn nat_dns() -> ServiceKey {
+        service_key(VIP_B, 5000, IPPROTO_UDP)
+    }
 }
 
+/// A `nat` backend of [`mixed`].
+#[derive(Clone, Copy)]
+struct NatBackend {
+    service: fn() -> ServiceKey,
+    id: u32,
+    /// Behind the servers' interface ([`REMOTE_IFINDEX`]).
+    remote: bool,
+    port: u16,
+}
+
+impl NatBackend {
+    const fn new(service: fn() -> ServiceKey, id: u32, remote: bool, port: u16) -> Self {
+        Self {
+            service,
+            id,
+            remote,
+            port,
+        }
+    }
+
+    /// Its `BACKENDS` entry, up.
+    fn up(self) -> (u32, Backend) {
+        nat_backend(self.id, backend_state::UP, self.remote, self.port)
+    }
+}
+
+/// The `nat` backends of [`mixed`].
+const NAT_BACKENDS: [NatBackend; 5] = [
+    NatBackend::new(keys::nat_web, 16, false, 8080),
+    NatBackend::new(keys::nat_web, 17, false, 8000),
+    NatBackend::new(keys::nat_web, 18, true, 9000),
+    NatBackend::new(keys::nat_dns, 19, false, 5353),
+    NatBackend::new(keys::nat_dns, 20, true, 5000),
+];
+
+/// The `nat` state of [`mixed`]: the servers' interface, the backends'
+/// reverse entries, the clients learnt beforehand (one with the MAC its
+/// new flows come from, one with an old MAC, one with no flow at all) and
+/// the services' flag.
+fn mixed_nat() -> Vec<Step> {
+    let mut steps = vec![Step::LocalInterface(
+        LocalInterface::SERVERS,
+        REMOTE_LB_MAC,
+        REMOTE_IFINDEX,
+    )];
+    for nat in NAT_BACKENDS {
+        let (_, backend) = nat.up();
+        let service = (nat.service)();
+        steps.push(Step::NatReverse(
+            endpoint(backend.ip, backend.port, service.proto),
+            endpoint(service.vip, service.port, service.proto),
+        ));
+    }
+    steps.extend([
+        Step::NatClient(u32::from_ne_bytes([198, 51, 100, 5]), CLIENT_MAC),
+        Step::NatClient(
+            u32::from_ne_bytes([198, 51, 100, 3]),
+            [0x02, 0, 0, 0, 1, 0x03],
+        ),
+        Step::NatClient(u32::from_ne_bytes(LEARNT_CLIENT), [0x02, 0, 0, 0, 1, 0x30]),
+        Step::Nat(keys::nat_web()),
+        Step::Nat(keys::nat_dns()),
+    ]);
+    steps
+}
+
+/// The source MAC of the generators' client frames.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
+
 /// Backends 0..=15: up, draining, down, of an unknown state, local or behind
-/// [`REMOTE_IFINDEX`].
+/// [`REMOTE_IFINDEX`]; and the `nat` backends 16..=20, up.
 fn mixed_backends() -> Vec<(u32, Backend)> {
     use backend_state::{DOWN, DRAINING, UP};
-    vec![
+    let nat = NAT_BACKENDS.into_iter().map(NatBackend::up);
+    let mut backends = vec![
         backend(0, UP, false),
         backend(1, UP, false),
         backend(2, UP, false),
@@ -318,7 +438,9 @@ fn mixed_backends() -> Vec<(u32, Backend)> {
         backend(13, UNKNOWN_STATE, false),
         backend(14, UP, false),
         backend(15, UP, true),
-    ]
+    ];
+    backends.extend(nat);
+    backends
 }
 
 fn mixed_publications() -> Vec<ServiceSpec> {
@@ -380,7 +502,24 @@ fn mixed_publications() -> Vec<ServiceSpec> {
             scheduler: Scheduler::Maglev,
             slots: maglev(&[(15, 1)]),
         },
+        nat_web(&[(16, 1), (17, 1), (18, 1)]),
+        ServiceSpec {
+            key: keys::nat_dns(),
+            id: 10,
+            scheduler: Scheduler::RoundRobin,
+            slots: ring(&[(19, 1), (20, 2)]),
+        },
     ]
+}
+
+/// The `nat` web service over `backends` (its `NAT` flag is a step of its own).
+fn nat_web(backends: &[(u32, u32)]) -> ServiceSpec {
+    ServiceSpec {
+        key: keys::nat_web(),
+        id: 9,
+        scheduler: Scheduler::Maglev,
+        slots: maglev(backends),
+    }
 }
 
 /// The flow clock while a setup's packets run.
@@ -397,7 +536,9 @@ fn last_seen_of(client: u8) -> u32 {
 }
 
 /// Stale and live flow-table entries: on a draining, a down, an unknown-state
-/// and a nonexistent backend, on the empty service, on a removed service.
+/// and a nonexistent backend, on the empty service, on a removed service,
+/// and `nat` flows of clients never learnt (established, and on a down
+/// backend).
 fn mixed_flows() -> Vec<(FlowKey, Flow)> {
     let on = |service: ServiceKey, client: u8, backend_id: u32| {
         (
@@ -422,11 +563,14 @@ fn mixed_flows() -> Vec<(FlowKey, Flow)> {
         on(keys::inconsistent(), 10, 0),
         on(keys::removed(), 11, 14),
         on(keys::ring_with_down(), 12, 13),
+        on(keys::nat_web(), 13, 16),
+        on(keys::nat_web(), 14, 12),
+        on(keys::nat_dns(), 15, 19),
     ]
 }
 
-/// Nine services on three VIPs (one removed again), stale flows, fresh
-/// cursors.
+/// Eleven services on three VIPs (one removed again, two of them `nat`),
+/// stale flows, fresh cursors.
 fn mixed() -> Setup {
     let mut steps: Vec<Step> = mixed_backends()
         .into_iter()
@@ -440,6 +584,7 @@ fn mixed() -> Setup {
             .map(|(key, flow)| Step::Flow(key, flow)),
     );
     steps.extend(mixed_policies());
+    steps.extend(mixed_nat());
     let midway = vec![
         // Backend 0 fails and leaves the web table; backend 4 is drained out
         // of the TLS ring; backend 9 fails before its ring is rebuilt.
@@ -476,8 +621,10 @@ fn mixed() -> Setup {
 /// the web table rebuilt without them (in its other half), the TLS ring
 /// reweighted, the ring with a down backend removed, DNS scheduled by
 /// client address (`source`), flows left on the
-/// backends that changed, and cursors beyond the end of their rings; its
-/// data path drops ICMP echo requests to the VIPs.
+/// backends that changed, and cursors beyond the end of their rings; `nat`
+/// backend 17 draining out of its table, and the main interface elsewhere
+/// (the replies redirected to it); its data path drops ICMP echo requests
+/// to the VIPs.
 fn republished() -> Setup {
     let mut setup = mixed();
     setup.name = "republished";
@@ -521,6 +668,10 @@ fn republished() -> Setup {
         ),
         Step::Cursor(1, 5),
         Step::Cursor(3, 1000),
+        Step::Backend(17, nat_backend(17, backend_state::DRAINING, false, 8000).1),
+        Step::Publish(nat_web(&[(16, 1), (18, 1)])),
+        Step::Nat(keys::nat_web()),
+        Step::LocalInterface(LocalInterface::MAIN, LB_MAC, MAIN_ELSEWHERE_IFINDEX),
     ]);
     setup.midway = vec![
         // Backend 1 recovers and rejoins; draining backend 2 fails, so its
@@ -539,6 +690,13 @@ fn republished() -> Setup {
         // flows its empty bucket still drops.
         Step::HoldInsertWindowsFull,
         Step::AllowList(8, Some(vec![prefix([198, 51, 100, 1], 32)])),
+        // `nat` backend 16 fails, so its flows move (and their clients are
+        // learnt again); the servers' interface goes out of use, so nothing
+        // is a reply any more, nor from the servers' side.
+        Step::Backend(16, nat_backend(16, backend_state::DOWN, false, 8080).1),
+        Step::Publish(nat_web(&[(18, 1)])),
+        Step::Nat(keys::nat_web()),
+        Step::LocalInterface(LocalInterface::SERVERS, REMOTE_LB_MAC, 0),
     ];
     setup
 }
@@ -622,6 +780,27 @@ impl Setup {
             .collect()
     }
 
+    /// Every `NAT_REVERSE` entry the setup writes: (backend endpoint,
+    /// service endpoint).
+    pub fn nat_reverse(&self) -> Vec<(Endpoint, Endpoint)> {
+        self.all_steps()
+            .filter_map(|step| match step {
+                Step::NatReverse(backend, service) => Some((*backend, *service)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The addresses of the clients the setup writes into `NAT_CLIENTS`.
+    pub fn nat_clients(&self) -> Vec<u32> {
+        self.all_steps()
+            .filter_map(|step| match step {
+                Step::NatClient(addr, _) => Some(*addr),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Runs the initial steps against a freshly loaded `dataplane`.
     pub fn program(&self, dataplane: &mut Dataplane, kernel: &mut KernelMaps) -> Result<()> {
         dataplane.set_local_interface(LocalInterface::MAIN, LB_MAC, TEST_RUN_INGRESS_IFINDEX)?;
@@ -682,7 +861,41 @@ impl Setup {
                 self.name
             );
         }
+        self.check_nat(contents)?;
         self.check_policies(contents)
+    }
+
+    /// Checks the local interfaces and the NAT maps of the initial steps
+    /// in `contents`.
+    fn check_nat(&self, contents: &MapContents) -> Result<()> {
+        let mut interfaces = [(LB_MAC, TEST_RUN_INGRESS_IFINDEX), ([0; 6], 0)];
+        for step in &self.steps {
+            match *step {
+                Step::LocalInterface(slot, mac, ifindex) => {
+                    interfaces[slot as usize] = (mac, ifindex);
+                }
+                Step::NatReverse(backend, service) => ensure!(
+                    contents.nat_reverse(&backend) == Some(service),
+                    "{}: NAT_REVERSE has no {backend:?}",
+                    self.name
+                ),
+                Step::NatClient(addr, mac) => ensure!(
+                    contents.nat_client(addr) == Some(NatClient { mac, _pad: [0; 2] }),
+                    "{}: NAT_CLIENTS has no {addr:08x}",
+                    self.name
+                ),
+                _ => {}
+            }
+        }
+        for (slot, (mac, ifindex)) in (0..).zip(interfaces) {
+            let held = contents.local_interface(slot);
+            ensure!(
+                held.map(|interface| (interface.mac, interface.ifindex)) == Some((mac, ifindex)),
+                "{}: LOCAL_INTERFACE[{slot}] is {held:?}",
+                self.name
+            );
+        }
+        Ok(())
     }
 
     /// Checks the source policies of the initial steps in `contents`: each
@@ -708,6 +921,15 @@ impl Setup {
             if let Step::Observe(id, observe) = step {
                 observed.retain(|(other, _)| other != id);
                 observed.push((*id, *observe));
+            }
+        }
+        // A publication drops the `NAT` flag, a `Nat` step after it sets it.
+        let mut nat: Vec<ServiceKey> = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::Publish(spec) => nat.retain(|key| *key != spec.key),
+                Step::Nat(key) => nat.push(*key),
+                _ => {}
             }
         }
         for spec in self.services() {
@@ -738,6 +960,9 @@ impl Setup {
             }
             if observe.is_some() {
                 expected |= service_flags::OBSERVE;
+            }
+            if nat.contains(&spec.key) {
+                expected |= service_flags::NAT;
             }
             let flags = contents.service(&spec.key).map(|service| service.flags);
             ensure!(
@@ -791,6 +1016,18 @@ fn run_steps(steps: &[Step], dataplane: &mut Dataplane, kernel: &mut KernelMaps)
             Step::AllowList(id, list) => dataplane.set_allow_list(*id, list.as_deref())?,
             Step::HoldInsertWindowsFull => kernel.hold_insert_windows_full()?,
             Step::Observe(id, observe) => dataplane.set_observe(*id, *observe)?,
+            Step::LocalInterface(slot, mac, ifindex) => {
+                dataplane.set_local_interface(*slot, *mac, *ifindex)?;
+            }
+            Step::Nat(key) => kernel.set_service_flag(key, service_flags::NAT)?,
+            Step::NatReverse(backend, service) => kernel.set_nat_reverse(*backend, *service)?,
+            Step::NatClient(addr, mac) => kernel.set_nat_client(
+                *addr,
+                NatClient {
+                    mac: *mac,
+                    _pad: [0; 2],
+                },
+            )?,
         }
     }
     Ok(())
